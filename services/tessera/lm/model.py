@@ -1,0 +1,311 @@
+"""ImageGPT: a GPT decoder over VQ image tokens, conditioned on text (the ``ar`` route).
+
+The sequence the transformer sees is::
+
+    [ text prefix (text_len) | BOS | x_0 | x_1 | ... | x_{L-2} ]   ->   predicts x_0 ... x_{L-1}
+
+* The text prefix is the frozen MiniLM per-token states (B, text_len, 384) projected to
+  ``n_embd``; padding positions are masked out of attention. A learned null prefix replaces
+  it for ~``cond_dropout`` of training rows, so classifier-free guidance can mix conditional
+  and unconditional logits at sampling time (``tessera.lm.sampling``).
+* Every image-side input carries the learned row + column embedding of the grid cell it
+  *predicts* (the BOS slot predicts cell (0, 0)), so the model always knows where it is
+  writing, including at the start of a row.
+* Attention is causal over the whole sequence; a KV cache (``KVCache``) lets sampling run
+  the prefix once (``prefill``) and then one token per step (``decode_step``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tessera.common.text_encoder import DEFAULT_MAX_TOKENS, TEXT_DIM
+
+
+@dataclass
+class LMConfig:
+    vocab_size: int = 512  # = the tokenizer's codebook size
+    grid_size: int = 16  # = the tokenizer's grid side; the sequence has grid_size**2 tokens
+    n_layer: int = 8
+    n_head: int = 8
+    n_embd: int = 256
+    dropout: float = 0.0
+    bias: bool = False
+    text_dim: int = TEXT_DIM  # MiniLM hidden size
+    text_len: int = DEFAULT_MAX_TOKENS  # MiniLM tokens per caption (padded)
+    cond_dropout: float = 0.1  # fraction of training rows that see the null condition
+    guidance_scale: float = 3.0  # the default classifier-free guidance scale when sampling
+
+    @classmethod
+    def tiny(cls, **overrides: object) -> LMConfig:
+        """A tiny model (~30k parameters) for tests and `tessera models init`."""
+        # text_len stays at the encoder's 32 so a tiny model takes real TextBatch states.
+        base = cls(vocab_size=32, grid_size=4, n_layer=2, n_head=2, n_embd=32)
+        return replace(base, **overrides)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.grid_size * self.grid_size
+
+    @property
+    def block_size(self) -> int:
+        """Longest sequence the model runs: prefix + BOS + all but the last image token."""
+        return self.text_len + self.n_tokens
+
+
+class KVCache:
+    """Preallocated keys and values for every layer, plus the key padding mask."""
+
+    def __init__(
+        self,
+        config: LMConfig,
+        batch: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        hd = config.n_embd // config.n_head
+        shape = (batch, config.n_head, config.block_size, hd)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.key_mask = torch.ones(batch, config.block_size, dtype=torch.bool, device=device)
+        self.length = 0  # positions filled so far
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        start: int = 0,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hd)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if cache is not None:  # write this chunk, then attend over everything so far
+            cache_k, cache_v = cache
+            cache_k[:, :, start : start + T] = k
+            cache_v[:, :, start : start + T] = v
+            k, v = cache_k[:, :, : start + T], cache_v[:, :, : start + T]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, nh, T, hd)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        start: int = 0,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask, cache, start)
+        return x + self.mlp(self.ln_2(x))
+
+
+class ImageGPT(nn.Module):
+    config_class = LMConfig
+
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.config = config
+        C = config.n_embd
+        # Text side: normalise the MiniLM states (their scale varies per token), project,
+        # add a position per prefix slot. The null condition is a learned prefix of its own.
+        self.text_norm = nn.LayerNorm(config.text_dim)
+        self.text_proj = nn.Linear(config.text_dim, C)
+        self.text_pos = nn.Parameter(torch.zeros(config.text_len, C))
+        self.null_prefix = nn.Parameter(torch.zeros(config.text_len, C))
+        # Image side: codebook entries plus BOS (index vocab_size), row and column embeddings.
+        self.tok_emb = nn.Embedding(config.vocab_size + 1, C)
+        self.row_emb = nn.Embedding(config.grid_size, C)
+        self.col_emb = nn.Embedding(config.grid_size, C)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(C, bias=config.bias)
+        self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        nn.init.normal_(self.text_pos, std=0.02)
+        nn.init.normal_(self.null_prefix, std=0.02)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def bos_id(self) -> int:
+        return self.config.vocab_size
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # --- embeddings -------------------------------------------------------------------
+
+    def embed_prefix(
+        self, states: torch.Tensor, mask: torch.Tensor, drop_cond: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, text_len, text_dim), (B, text_len) bool, (B,) bool -> (B, P, C), (B, P) mask.
+
+        Rows with ``drop_cond`` True get the learned null prefix with every slot visible.
+        """
+        P = self.config.text_len
+        if states.shape[1] != P or mask.shape[1] != P:
+            raise ValueError(f"text states must have {P} tokens, got {tuple(states.shape)}")
+        states = states.to(self.text_proj.weight.dtype)
+        x = self.text_proj(self.text_norm(states)) + self.text_pos  # (B, P, C)
+        mask = mask.bool()
+        if drop_cond is not None:
+            drop = drop_cond.view(-1, 1, 1).bool()
+            x = torch.where(drop, self.null_prefix.to(x.dtype).expand_as(x), x)
+            mask = mask | drop.view(-1, 1)
+        return x, mask
+
+    def embed_image(self, inputs: torch.Tensor, start: int) -> torch.Tensor:
+        """Image-side inputs at image slots ``start .. start+t-1`` -> (B, t, C).
+
+        Slot 0 holds BOS and slot i > 0 holds x_{i-1}; slot i is tagged with the row and
+        column of cell i, the cell it predicts.
+        """
+        t = inputs.shape[1]
+        cells = torch.arange(start, start + t, device=inputs.device)
+        g = self.config.grid_size
+        return self.tok_emb(inputs) + self.row_emb(cells // g) + self.col_emb(cells % g)
+
+    @staticmethod
+    def attention_mask(key_mask: torch.Tensor, q_start: int, t: int) -> torch.Tensor:
+        """Key padding mask (B, Tk) and queries at positions q_start.. -> (B, 1, t, Tk) bool."""
+        Tk = key_mask.shape[1]
+        q_pos = torch.arange(q_start, q_start + t, device=key_mask.device).view(t, 1)
+        causal = torch.arange(Tk, device=key_mask.device).view(1, Tk) <= q_pos  # (t, Tk)
+        return (causal.unsqueeze(0) & key_mask.unsqueeze(1)).unsqueeze(1)
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor,
+        start: int,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        attn_mask = self.attention_mask(key_mask, start, x.shape[1])
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            layer_cache = (cache.k[i], cache.v[i]) if cache is not None else None
+            x = block(x, attn_mask, layer_cache, start)
+        return self.ln_f(x)
+
+    # --- full sequence (training, evaluation, cache-free sampling) -----------------------
+
+    def forward(
+        self,
+        codes: torch.Tensor,
+        states: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        drop_cond: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for image cells 0..n given the first n codes.
+
+        codes (B, n) int64 with 0 <= n < L (flattened row-major), states (B, text_len, 384),
+        mask (B, text_len) bool -> logits (B, n+1, vocab). In training mode ``drop_cond``
+        defaults to a random ``cond_dropout`` fraction of rows. With ``targets`` (B, n+1)
+        the mean cross-entropy (nats per token) is returned as well.
+        """
+        B, n = codes.shape
+        if n >= self.config.n_tokens:
+            raise ValueError(f"at most {self.config.n_tokens - 1} codes, got {n}")
+        if drop_cond is None and self.training and self.config.cond_dropout > 0:
+            drop_cond = torch.rand(B, device=codes.device) < self.config.cond_dropout
+        prefix, key_mask = self.embed_prefix(states, mask, drop_cond)  # (B, P, C)
+        bos = torch.full((B, 1), self.bos_id, dtype=torch.long, device=codes.device)
+        image = self.embed_image(torch.cat([bos, codes], dim=1), 0)  # (B, n+1, C)
+        image_mask = torch.ones(B, n + 1, dtype=torch.bool, device=codes.device)
+        x = torch.cat([prefix, image], dim=1)  # (B, P+n+1, C)
+        key_mask = torch.cat([key_mask, image_mask], dim=1)
+        h = self._run(x, key_mask, 0, None)[:, prefix.shape[1] :]  # (B, n+1, C)
+        logits = self.lm_head(h).float()
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return logits, loss
+
+    # --- KV-cached sampling -------------------------------------------------------------
+
+    def new_cache(self, batch: int) -> KVCache:
+        p = self.lm_head.weight
+        return KVCache(self.config, batch, p.device, p.dtype)
+
+    def prefill(
+        self,
+        states: torch.Tensor,
+        mask: torch.Tensor,
+        cache: KVCache,
+        drop_cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run prefix + BOS into an empty cache -> logits for cell 0, (B, vocab)."""
+        B = states.shape[0]
+        prefix, key_mask = self.embed_prefix(states, mask, drop_cond)
+        bos = torch.full((B, 1), self.bos_id, dtype=torch.long, device=states.device)
+        x = torch.cat([prefix, self.embed_image(bos, 0)], dim=1)  # (B, P+1, C)
+        cache.key_mask[:, : x.shape[1] - 1] = key_mask
+        cache.key_mask[:, x.shape[1] - 1 :] = True
+        h = self._run(x, cache.key_mask[:, : x.shape[1]], 0, cache)
+        cache.length = x.shape[1]
+        return self.lm_head(h[:, -1]).float()
+
+    def decode_step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Feed the code just sampled, (B,) int64 -> logits for the next cell, (B, vocab)."""
+        start = cache.length
+        cell = start - self.config.text_len  # image slot this input sits in
+        if not 1 <= cell < self.config.n_tokens:
+            raise ValueError(f"cache is full or empty (length {start})")
+        x = self.embed_image(token.view(-1, 1), cell)  # (B, 1, C)
+        h = self._run(x, cache.key_mask[:, : start + 1], start, cache)
+        cache.length = start + 1
+        return self.lm_head(h[:, -1]).float()

@@ -1,0 +1,176 @@
+"""Sampling image-token grids from an ImageGPT: temperature, top-k, top-p, classifier-free
+guidance and a seed per row, with or without the KV cache.
+
+Reproducibility: every row draws its randomness from its own ``torch.Generator`` seeded with
+its own seed, one uniform number per token, so a row's tokens depend only on its prompt, its
+parameters and its seed, never on which other requests share the batch. The cache-free path
+consumes the same numbers as the cached one, so both give the same tokens.
+
+Guidance: when any row has a scale other than 1 the batch is doubled (conditional rows, then
+the same rows with the learned null condition) and the logits are mixed as
+``uncond + s * (cond - uncond)``; scale 1 takes the conditional logits as they are and scale 0
+the unconditional ones, exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from tessera.common.device import make_generator
+from tessera.common.errors import Cancelled, InvalidArgument
+from tessera.common.text_encoder import TextBatch
+from tessera.lm.model import ImageGPT
+
+MAX_GUIDANCE = 20.0
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 1.0  # > 0
+    top_k: int = 0  # keep the k most likely codes; 0 = off
+    top_p: float = 1.0  # nucleus mass in (0, 1]; 1 = off
+    guidance_scale: float | None = None  # [0, 20]; None = the model's default
+    seed: int = 0
+
+
+def validate_params(params: SamplingParams, vocab_size: int) -> None:
+    """Raise InvalidArgument naming the first bad field."""
+    t = params.temperature
+    if not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+        raise InvalidArgument(f"temperature must be a finite number > 0, got {t!r}")
+    k = params.top_k
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k > vocab_size:
+        raise InvalidArgument(f"top_k must be an integer in [0, {vocab_size}], got {k!r}")
+    p = params.top_p
+    if not isinstance(p, int | float) or not math.isfinite(p) or not 0 < p <= 1:
+        raise InvalidArgument(f"top_p must be in (0, 1], got {p!r}")
+    s = params.guidance_scale
+    if s is not None and (
+        not isinstance(s, int | float) or not math.isfinite(s) or not 0 <= s <= MAX_GUIDANCE
+    ):
+        raise InvalidArgument(f"guidance_scale must be in [0, {MAX_GUIDANCE:g}], got {s!r}")
+    if isinstance(params.seed, bool) or not isinstance(params.seed, int):
+        raise InvalidArgument(f"seed must be an integer, got {params.seed!r}")
+
+
+def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Classifier-free guidance on logits; (B, V), (B, V), (B,) -> (B, V).
+
+    Scales 1 and 0 return ``cond`` / ``uncond`` bit for bit (the formula would round).
+    """
+    s = scale.view(-1, 1)
+    mixed = uncond + s * (cond - uncond)
+    return torch.where(s == 1, cond, torch.where(s == 0, uncond, mixed))
+
+
+def filter_and_draw(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
+    uniform: torch.Tensor,
+) -> torch.Tensor:
+    """Per-row temperature, top-k and top-p, then inverse-CDF sampling.
+
+    logits (B, V) float; temperature, top_p, uniform (B,) float; top_k (B,) int64 (0 = off)
+    -> (B,) int64 codes. Works in sorted order: the kept codes are always a prefix of it.
+    """
+    B, V = logits.shape
+    logits = logits / temperature.view(-1, 1)
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+    rank = torch.arange(V, device=logits.device).view(1, V)
+    k = torch.where(top_k > 0, top_k, torch.full_like(top_k, V)).view(-1, 1)
+    sorted_logits = sorted_logits.masked_fill(rank >= k, float("-inf"))
+    probs = torch.softmax(sorted_logits, dim=-1)  # (B, V), descending
+    # Nucleus: drop a code once the mass strictly before it already reaches top_p.
+    before = probs.cumsum(-1) - probs
+    nucleus = (top_p < 1).view(-1, 1)  # top_p = 1 is off (rounding would trim the far tail)
+    probs = probs.masked_fill(nucleus & (before >= top_p.view(-1, 1)) & (rank > 0), 0.0)
+    cdf = probs.cumsum(-1)  # (B, V); unnormalised is fine: scale the draw instead
+    target = (uniform.view(-1, 1) * cdf[:, -1:]).contiguous()
+    pick = torch.searchsorted(cdf.contiguous(), target, right=True).view(-1)
+    # Rounding can put the draw at the very top of the CDF: fall back to the last kept code.
+    last_kept = (probs > 0).sum(-1) - 1
+    pick = torch.minimum(pick, last_kept)
+    return order.gather(1, pick.view(-1, 1)).view(-1)
+
+
+@torch.no_grad()
+def sample_tokens(
+    model: ImageGPT,
+    text: TextBatch,
+    params: list[SamplingParams],
+    *,
+    use_cache: bool = True,
+    progress_every: int = 16,
+    on_progress: Callable[[int, torch.Tensor], bool] | None = None,
+) -> torch.Tensor:
+    """Sample one token grid per row of ``text``.
+
+    Returns (B, h, w) int64. ``on_progress(tokens_done, partial (B, h*w) with -1 where not yet
+    sampled)`` is called every ``progress_every`` tokens and after the last one; returning
+    False stops sampling with ``Cancelled``.
+    """
+    cfg = model.config
+    B = text.states.shape[0]
+    if len(params) != B:
+        raise InvalidArgument(f"{len(params)} sampling parameter sets for {B} prompts")
+    if B == 0:
+        raise InvalidArgument("nothing to sample: no prompts")
+    if isinstance(progress_every, bool) or not isinstance(progress_every, int):
+        raise InvalidArgument(f"progress_every must be an integer >= 1, got {progress_every!r}")
+    if progress_every < 1:
+        raise InvalidArgument(f"progress_every must be >= 1, got {progress_every}")
+    for p in params:
+        validate_params(p, cfg.vocab_size)
+
+    device = model.lm_head.weight.device
+    f32 = dict(dtype=torch.float32, device=device)
+    scale = torch.tensor(
+        [cfg.guidance_scale if p.guidance_scale is None else p.guidance_scale for p in params],
+        **f32,
+    )
+    temperature = torch.tensor([p.temperature for p in params], **f32)
+    top_k = torch.tensor([p.top_k for p in params], dtype=torch.long, device=device)
+    top_p = torch.tensor([p.top_p for p in params], **f32)
+    generators = [make_generator(p.seed, device) for p in params]
+
+    # Doubled batch for guidance: rows [0, B) conditional, rows [B, 2B) null condition.
+    states, mask = text.states.to(device), text.mask.to(device)
+    guided = bool((scale != 1).any())
+    drop = torch.zeros(B, dtype=torch.bool, device=device)
+    if guided:
+        states, mask = torch.cat([states, states]), torch.cat([mask, mask])
+        drop = torch.cat([drop, torch.ones_like(drop)])
+
+    L = cfg.n_tokens
+    out = torch.full((B, L), -1, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_cache(states.shape[0]) if use_cache else None
+        for i in range(L):
+            if cache is not None and i == 0:
+                logits = model.prefill(states, mask, cache, drop_cond=drop)
+            elif cache is not None:
+                last = out[:, i - 1]
+                logits = model.decode_step(torch.cat([last, last]) if guided else last, cache)
+            else:  # cache-free: the whole sequence again, keep the last position
+                codes = torch.cat([out[:, :i], out[:, :i]]) if guided else out[:, :i]
+                logits = model(codes, states, mask, drop_cond=drop)[0][:, -1]
+            if guided:
+                logits = guide(logits[:B], logits[B:], scale)
+            uniform = torch.stack([torch.rand((), generator=g, device=device) for g in generators])
+            out[:, i] = filter_and_draw(logits, temperature, top_k, top_p, uniform)
+            done = i + 1
+            if on_progress is not None and (done % progress_every == 0 or done == L):
+                keep = on_progress(done, out.clone())
+                if keep is not None and not keep:
+                    raise Cancelled(f"sampling cancelled after {done} of {L} tokens")
+    finally:
+        model.train(was_training)
+    return out.view(B, cfg.grid_size, cfg.grid_size)
