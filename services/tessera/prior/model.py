@@ -1,0 +1,351 @@
+"""The diffusion prior of DALL·E 2: CLIP text embedding (+ text tokens) -> CLIP image embedding.
+
+A decoder-only (causal) transformer reads one sequence per sample,
+
+    [text token states (T, projected) | text embedding | timestep | noised image emb | query]
+
+and the query token's output predicts the *clean* image embedding (x0 prediction, as in the
+paper). Embeddings are standardised with per-dimension statistics of the training image
+embeddings (buffers, saved with the weights) so that diffusion runs on unit-variance data.
+Conditions are dropped to learned nulls during training, which gives classifier-free
+guidance at sampling time. Sampling is deterministic DDIM over a cosine schedule; each row
+draws ``n_candidates`` samples from its own seed and keeps the one closest to its text
+embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tessera.common.device import make_generator
+from tessera.common.errors import InvalidArgument
+from tessera.common.text_encoder import DEFAULT_MAX_TOKENS, TEXT_DIM, TextBatch
+
+
+@dataclass
+class PriorConfig:
+    embed_dim: int = 256  # D of the CLIP this prior was trained against
+    text_dim: int = TEXT_DIM  # MiniLM token-state width
+    max_text_tokens: int = DEFAULT_MAX_TOKENS
+    n_layer: int = 6
+    n_head: int = 8
+    n_embd: int = 384
+    dropout: float = 0.0
+    num_train_timesteps: int = 1000
+    p_uncond: float = 0.1  # condition dropout for classifier-free guidance
+    sample_steps: int = 32  # DDIM steps when a request leaves `steps` unset
+    guidance_scale: float = 2.0  # default when a request leaves it unset
+    n_candidates: int = 2
+
+    @classmethod
+    def tiny(cls, **overrides: object) -> PriorConfig:
+        base = cls(embed_dim=32, n_layer=2, n_head=2, n_embd=32, sample_steps=8)
+        return replace(base, **overrides)
+
+
+# ---------------------------------------------------------------------------- schedule
+
+
+def cosine_alphas_cumprod(num_timesteps: int, s: float = 0.008) -> torch.Tensor:
+    """Nichol & Dhariwal's cosine schedule: alpha_bar(t) for t = 0..T-1 (betas clipped at
+    0.999, as in diffusers' ``squaredcos_cap_v2``)."""
+    f = lambda t: math.cos((t / num_timesteps + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    betas = [min(1 - f(i + 1) / f(i), 0.999) for i in range(num_timesteps)]
+    return torch.cumprod(1.0 - torch.tensor(betas, dtype=torch.float64), dim=0).float()
+
+
+class PriorDDIMScheduler:
+    """Deterministic DDIM (eta = 0) for an x0-predicting model, shaped like diffusers'
+    schedulers: ``set_timesteps(n)``, ``timesteps``, ``step(x0, t, sample) -> prev``."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor) -> None:
+        self.alphas_cumprod = alphas_cumprod.double()
+        self.num_train_timesteps = len(alphas_cumprod)
+        self.timesteps = torch.arange(self.num_train_timesteps - 1, -1, -1)
+
+    def set_timesteps(self, n: int) -> None:
+        if not 1 <= n <= self.num_train_timesteps:
+            raise InvalidArgument(f"steps must be in 1..{self.num_train_timesteps}; got {n}")
+        # "trailing" spacing: the first step starts at T-1 (pure noise), the last at t >= 0.
+        total = self.num_train_timesteps
+        self.timesteps = torch.tensor([round(total * (n - i) / n) - 1 for i in range(n)])
+
+    def step(self, x0: torch.Tensor, t: int, sample: torch.Tensor) -> torch.Tensor:
+        """x_t and the predicted x0 -> x_{prev}, where prev is the next entry of timesteps."""
+        i = int((self.timesteps == t).nonzero()[0])
+        prev = int(self.timesteps[i + 1]) if i + 1 < len(self.timesteps) else -1
+        ab_t = self.alphas_cumprod[t].item()
+        ab_prev = self.alphas_cumprod[prev].item() if prev >= 0 else 1.0
+        eps = (sample - math.sqrt(ab_t) * x0) / math.sqrt(1.0 - ab_t)
+        return math.sqrt(ab_prev) * x0 + math.sqrt(1.0 - ab_prev) * eps
+
+
+# ---------------------------------------------------------------------------- transformer
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).split(c, dim=2)
+        q, k, v = (z.view(b, n, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )  # (B,H,N,hd)
+        return self.proj(y.transpose(1, 2).reshape(b, n, c))
+
+
+class Block(nn.Module):
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.attn = SelfAttention(config)
+        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.n_embd, 4 * config.n_embd),
+            nn.GELU(),
+            nn.Linear(4 * config.n_embd, config.n_embd),
+            nn.Dropout(config.dropout),
+        )
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), allowed)
+        return x + self.mlp(self.ln2(x))
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of integer timesteps (B,) -> (B,dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(emb, (0, dim % 2))
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class DiffusionPrior(nn.Module):
+    config_class = PriorConfig
+
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, e = config.n_embd, config.embed_dim
+        self.text_in = nn.Linear(config.text_dim, d)  # token states -> model width
+        self.text_emb_in = nn.Linear(e, d)
+        self.time_in = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.x_in = nn.Linear(e, d)
+        self.query = nn.Parameter(torch.zeros(d))
+        self.pos = nn.Parameter(torch.zeros(config.max_text_tokens + 4, d))
+        # Learned nulls for condition dropout: one token state (the only unmasked token of a
+        # dropped caption) and one text embedding.
+        self.null_state = nn.Parameter(torch.zeros(config.text_dim))
+        self.null_text_emb = nn.Parameter(torch.zeros(e))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, e)
+        # Standardisation of image embeddings (set from training data by `set_embedding_stats`).
+        self.register_buffer("emb_mean", torch.zeros(e))
+        self.register_buffer("emb_std", torch.full((e,), 1.0 / math.sqrt(e)))
+        self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(config.num_train_timesteps))
+        for p in (self.query, self.pos, self.null_state, self.null_text_emb):
+            nn.init.normal_(p, std=0.02)
+
+    # -- normalisation ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def set_embedding_stats(self, image_emb: torch.Tensor) -> None:
+        """Per-dimension mean/std of the (N,D) training image embeddings."""
+        self.emb_mean.copy_(image_emb.mean(0))
+        self.emb_std.copy_(image_emb.std(0).clamp(min=1e-4))
+
+    def normalize(self, emb: torch.Tensor) -> torch.Tensor:
+        return (emb - self.emb_mean) / self.emb_std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.emb_std + self.emb_mean
+
+    # -- network --------------------------------------------------------------------------
+
+    def forward(
+        self,
+        x_t: torch.Tensor,  # (B,D) noised, standardised image embedding
+        t: torch.Tensor,  # (B,) int timesteps
+        states: torch.Tensor,  # (B,T,384) MiniLM token states, T <= max_text_tokens
+        mask: torch.Tensor,  # (B,T) bool, True on real tokens
+        text_emb: torch.Tensor,  # (B,D) CLIP text embedding
+    ) -> torch.Tensor:  # (B,D) predicted clean standardised image embedding
+        b, n_text = mask.shape
+        if n_text > self.config.max_text_tokens:
+            raise InvalidArgument(f"at most {self.config.max_text_tokens} text tokens")
+        d = self.config.n_embd
+        tokens = torch.cat(
+            [
+                self.text_in(states.to(x_t.dtype)),  # (B,T,d)
+                self.text_emb_in(text_emb.to(x_t.dtype))[:, None],  # (B,1,d)
+                self.time_in(timestep_embedding(t, d))[:, None],  # (B,1,d)
+                self.x_in(x_t)[:, None],  # (B,1,d)
+                self.query.expand(b, 1, d),  # (B,1,d)
+            ],
+            dim=1,
+        )  # (B,N,d), N = T + 4
+        n = tokens.shape[1]
+        x = tokens + self.pos[:n]
+        # Causal, and padded text tokens are never attended to. Token 0 of every caption is
+        # real ([CLS], or the null state), so no row is fully masked.
+        key_ok = torch.cat([mask, mask.new_ones(b, 4)], dim=1)  # (B,N)
+        causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        allowed = (causal[None] & key_ok[:, None, :])[:, None]  # (B,1,N,N)
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.head(self.ln_f(x[:, -1]))  # the query token's output
+
+    def drop_conditions(
+        self, states: torch.Tensor, mask: torch.Tensor, text_emb: torch.Tensor, drop: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Replace the rows where ``drop`` (B,) is True by the learned null condition."""
+        keep = ~drop
+        states = torch.where(keep[:, None, None], states.to(self.null_state.dtype), self.null_state)
+        null_mask = torch.zeros_like(mask)
+        null_mask[:, 0] = True
+        mask = torch.where(keep[:, None], mask, null_mask)
+        text_emb = torch.where(
+            keep[:, None], text_emb.to(self.null_text_emb.dtype), self.null_text_emb
+        )
+        return states, mask, text_emb
+
+    # -- training -------------------------------------------------------------------------
+
+    def loss(
+        self,
+        image_emb: torch.Tensor,  # (B,D) clean CLIP image embeddings (L2-normalised)
+        states: torch.Tensor,
+        mask: torch.Tensor,
+        text_emb: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """MSE between the predicted and the true clean (standardised) image embedding."""
+        b, dev = image_emb.shape[0], image_emb.device
+        x0 = self.normalize(image_emb)
+        t = torch.randint(0, self.config.num_train_timesteps, (b,), device=dev, generator=generator)
+        noise = torch.randn(x0.shape, device=dev, generator=generator)
+        ab = self.alphas_cumprod[t][:, None]
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        drop = torch.rand(b, device=dev, generator=generator) < self.config.p_uncond
+        states, mask, text_emb = self.drop_conditions(states, mask, text_emb, drop)
+        return F.mse_loss(self(x_t, t, states, mask, text_emb), x0)
+
+    # -- sampling -------------------------------------------------------------------------
+
+    def _guided_x0(
+        self,
+        x_t: torch.Tensor,
+        t: int,
+        cond: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        uncond: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        scale: float,
+    ) -> torch.Tensor:
+        tt = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
+        if scale == 1.0:  # exactly conditional: skip the unconditional pass
+            return self(x_t, tt, *cond)
+        if scale == 0.0:  # exactly unconditional: the text never enters the network
+            return self(x_t, tt, *uncond)
+        both = [torch.cat([c, u]) for c, u in zip(cond, uncond, strict=True)]
+        x0_c, x0_u = self(torch.cat([x_t, x_t]), torch.cat([tt, tt]), *both).chunk(2)
+        return x0_u + scale * (x0_c - x0_u)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        text: TextBatch,
+        text_emb: torch.Tensor,
+        *,
+        seeds: list[int],
+        guidance_scale: float | None = None,
+        steps: int | None = None,
+        n_candidates: int | None = None,
+    ) -> torch.Tensor:
+        """Sample (B,D) L2-normalised CLIP image embeddings, one per caption.
+
+        Each row's result depends only on its own caption, embedding and seed (not on the
+        rest of the batch). ``guidance_scale`` 1 is the plain conditional model and 0 the
+        unconditional one. With ``n_candidates`` > 1 the row keeps the candidate with the
+        highest cosine to ``text_emb`` (so only at n_candidates = 1 is a scale-0 sample fully
+        independent of the text).
+        """
+        candidates = self.sample_candidates(
+            text,
+            text_emb,
+            seeds=seeds,
+            guidance_scale=guidance_scale,
+            steps=steps,
+            n_candidates=n_candidates,
+        )
+        return select_candidates(candidates, F.normalize(text_emb.to(candidates).float(), dim=-1))
+
+    @torch.no_grad()
+    def sample_candidates(
+        self,
+        text: TextBatch,
+        text_emb: torch.Tensor,
+        *,
+        seeds: list[int],
+        guidance_scale: float | None = None,
+        steps: int | None = None,
+        n_candidates: int | None = None,
+    ) -> torch.Tensor:
+        """(B,K,D) L2-normalised samples: row i's K candidates all come from seeds[i]."""
+        cfg = self.config
+        b = text_emb.shape[0]
+        scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
+        steps = cfg.sample_steps if steps is None else int(steps)
+        k = cfg.n_candidates if n_candidates is None else int(n_candidates)
+        if len(seeds) != b:
+            raise InvalidArgument(f"need one seed per row: {b} rows, {len(seeds)} seeds")
+        if not math.isfinite(scale) or scale < 0:
+            raise InvalidArgument(f"guidance_scale must be >= 0; got {scale}")
+        if k < 1:
+            raise InvalidArgument(f"n_candidates must be >= 1; got {k}")
+        if text.states.shape[0] != b or text_emb.shape[1] != cfg.embed_dim:
+            raise InvalidArgument(f"text and text_emb must both have {b} rows, D={cfg.embed_dim}")
+        dev = self.emb_mean.device
+        sched = PriorDDIMScheduler(self.alphas_cumprod)
+        sched.set_timesteps(steps)
+
+        # Initial noise on the CPU from each row's own generator: the same on every device and
+        # whatever else is in the batch. Row i's candidates sit at i*k .. i*k+k-1.
+        noise = [
+            torch.randn(k, cfg.embed_dim, generator=make_generator(s, torch.device("cpu")))
+            for s in seeds
+        ]
+        x = torch.cat(noise).to(dev)  # (B*k,D)
+        states = text.states.to(dev).float().repeat_interleave(k, 0)
+        mask = text.mask.to(dev).repeat_interleave(k, 0)
+        temb = text_emb.to(dev).float().repeat_interleave(k, 0)
+        cond = (states, mask, temb)
+        uncond = self.drop_conditions(*cond, torch.ones(b * k, dtype=torch.bool, device=dev))
+        for t in sched.timesteps.tolist():
+            x0 = self._guided_x0(x, t, cond, uncond, scale)
+            x = sched.step(x0, t, x)
+        # After the last step (prev = -1) x is the final x0 prediction itself.
+        return F.normalize(self.denormalize(x), dim=-1).view(b, k, cfg.embed_dim)
+
+
+def select_candidates(candidates: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+    """(B,K,D) normalised candidates, (B,D) text embeddings -> (B,D): per row the candidate
+    with the highest cosine to the text embedding (DALL·E 2 samples two and keeps one)."""
+    score = (candidates * text_emb[:, None]).sum(-1)  # (B,K)
+    best = score.argmax(dim=1)
+    return candidates[torch.arange(candidates.shape[0], device=candidates.device), best]
