@@ -193,17 +193,17 @@ def test_memorised_latents_are_sampled_back():
     """Train a tiny decoder on 2 (embedding, text) -> latent pairs with condition dropout;
     guided DDIM and DDPM must then land near the right latent for each condition."""
     torch.manual_seed(0)
-    cfg = DecoderConfig.tiny(num_train_timesteps=100, text_drop_prob=0.1)
+    cfg = DecoderConfig.tiny(num_train_timesteps=100, widths=(16, 32), context_dim=16)
     model = LatentDecoder(cfg)
     sched = DDPMScheduler(**cfg.scheduler_kwargs())
     targets = torch.randn(2, 4, 8, 8).clamp(-2, 2)
     emb, text = fake_image_emb(2, cfg.clip_dim, 5), fake_text(2, 5)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    idx = torch.arange(16) % 2
-    for _ in range(150):
-        x0, noise = targets[idx], torch.randn(16, 4, 8, 8)
-        t = torch.randint(0, cfg.num_train_timesteps, (16,))
-        drop = torch.rand(16) < 0.1
+    idx = torch.arange(8) % 2
+    for _ in range(100):
+        x0, noise = targets[idx], torch.randn(8, 4, 8, 8)
+        t = torch.randint(0, cfg.num_train_timesteps, (8,))
+        drop = torch.rand(8) < 0.1
         pred = model(
             sched.add_noise(x0, noise, t),
             t,
@@ -224,7 +224,7 @@ def test_memorised_latents_are_sampled_back():
         )
         err = (out - targets).pow(2).mean(dim=(1, 2, 3))
         swapped = (out - targets.flip(0)).pow(2).mean(dim=(1, 2, 3))
-        assert torch.all(err < 0.1 * swapped), (scheduler, err, swapped)
+        assert torch.all(err < 0.15 * swapped), (scheduler, err, swapped)
 
 
 # --- EMA -------------------------------------------------------------------------------------

@@ -1,0 +1,346 @@
+"""``tessera train decoder``: DDPM training of the latent decoder against a trained VQ tokenizer
+and a trained CLIP.
+
+Everything the decoder reads is precomputed once and cached under ``OUT/cache``: the VQ
+latents of the training images (``encode_latents``), their CLIP image embeddings, and the
+MiniLM token states of every caption. A step draws images, one random caption each, a random
+timestep, and minimises the MSE to epsilon or v with condition dropout. The latents are
+normalised to ~N(0, 1) by a scalar shift/scale measured here and stored in the config.
+
+``OUT`` is the component directory (``config.json`` + ``model.safetensors`` holding the *EMA*
+weights, the ones that ship), with ``online.safetensors``, ``optimizer.safetensors`` and
+``train_state.json`` beside it for ``--resume``, ``loss.png`` and ``samples/step_*.png``
+(rows: image, VQ reconstruction, decoder sample from its CLIP embedding) for people.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from tessera.common.checkpoint import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    load_bundle_component,
+    load_component,
+    save_component,
+)
+from tessera.common.device import pick_device
+from tessera.common.errors import InvalidArgument, NotFound
+from tessera.common.images import encode_png, make_grid, tensor_to_arrays
+from tessera.common.text_encoder import TextBatch
+from tessera.decoder.model import DecoderConfig, LatentDecoder
+from tessera.decoder.pipeline import EMA, sample_latents
+from tessera.decoder.schedulers import DDPMScheduler
+
+# Caching, optimiser state and plotting are shared with the CLIP and prior trainers.
+from tessera.prior.train_clip import (
+    caption_table,
+    encode_captions,
+    has_checkpoint,
+    load_train_state,
+    lr_at,
+    make_optimizer,
+    plot_curves,
+    sample_captions,
+    save_train_state,
+    to_float,
+)
+
+ONLINE_FILE = "online.safetensors"  # the raw (non-EMA) weights, for --resume
+LOG_EVERY = 10  # steps averaged into one loss-curve point
+
+
+def load_any(directory: Path, component: str, device: torch.device | str = "cpu") -> nn.Module:
+    """A component from its own directory, or from a bundle (``model_index.json``) or a folder
+    holding ``<component>/``."""
+    directory = Path(directory)
+    if (directory / CONFIG_NAME).is_file():
+        return load_component(directory, device=device)
+    if (directory / INDEX_NAME).is_file():
+        return load_bundle_component(directory, component, device=device)
+    if (directory / component / CONFIG_NAME).is_file():
+        return load_component(directory / component, device=device)
+    raise NotFound(f"no {component} checkpoint in {directory} (train it with `tessera train`)")
+
+
+def module_digest(module: nn.Module) -> str:
+    """A content hash of a module's weights (cache keys follow the tokenizer/CLIP weights)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def encode_images(
+    vq: nn.Module, clip: nn.Module, images: np.ndarray, device: torch.device, batch: int = 128
+) -> tuple[Tensor, Tensor]:
+    """uint8 (N,64,64,3) -> VQ latents (N,C,h,w) float32 and CLIP embeddings (N,D) float32."""
+    latents, embs = [], []
+    vq.eval()
+    clip.eval()
+    for i in range(0, len(images), batch):
+        x = to_float(torch.from_numpy(np.ascontiguousarray(images[i : i + batch]))).to(device)
+        latents.append(vq.encode_latents(x).float().cpu())
+        embs.append(clip.embed_image(x).float().cpu())
+    return torch.cat(latents), torch.cat(embs)
+
+
+def cached_image_features(
+    vq: nn.Module, clip: nn.Module, ds: object, cache: Path, device: torch.device
+) -> dict[str, Tensor]:
+    """``encode_images`` once per (data set rows, VQ weights, CLIP weights)."""
+    key = hashlib.sha256(
+        "\x1f".join([ds.name, *ds.keys, module_digest(vq), module_digest(clip)]).encode()
+    ).hexdigest()[:16]
+    path = Path(cache) / f"images-{ds.name}-{key}.safetensors"
+    if path.is_file():
+        return load_file(str(path))
+    t0 = time.time()
+    latents, embs = encode_images(vq, clip, ds.images, device)
+    out = {"latents": latents.contiguous(), "image_emb": embs.contiguous()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path))
+    shape = tuple(latents.shape[1:])
+    print(f"encoded {len(latents)} images -> latents {shape} in {time.time() - t0:.0f}s")
+    return out
+
+
+@dataclass
+class TrainData:
+    latents: Tensor  # (N,C,h,w) VQ space
+    image_emb: Tensor  # (N,D)
+    states: Tensor  # (M,T,384) float16
+    mask: Tensor  # (M,T) bool
+    per_image: list[list[int]]  # caption ids of each image
+    images: np.ndarray  # (N,64,64,3) uint8, for sample grids
+
+
+def prepare(
+    vq: nn.Module, clip: nn.Module, ds: object, cache: Path, device: torch.device
+) -> TrainData:
+    feats = cached_image_features(vq, clip, ds, cache, device)
+    texts, per_image = caption_table(ds.captions)
+    text = encode_captions(texts, cache, states=True, device=device)
+    return TrainData(
+        feats["latents"], feats["image_emb"], text["states"], text["mask"], per_image, ds.images
+    )
+
+
+def config_for(preset: str, vq: nn.Module, data: TrainData, **overrides: object) -> DecoderConfig:
+    """The decoder config matching the VQ latents and CLIP embeddings, with the latent
+    normalisation measured on the training latents."""
+    lat = data.latents
+    base = DecoderConfig.tiny() if preset == "tiny" else DecoderConfig()
+    fields = {
+        "latent_channels": lat.shape[1],
+        "grid_size": lat.shape[2],
+        "clip_dim": data.image_emb.shape[1],
+        "latent_shift": float(lat.mean()),
+        "latent_scale": float(1.0 / lat.std().clamp(min=1e-6)),
+        **{k: v for k, v in overrides.items() if v is not None},
+    }
+    if preset == "tiny":  # a tiny preset still trains with the full schedule
+        fields.setdefault("num_train_timesteps", 1000)
+        fields.setdefault("default_steps", 25)
+    for k, v in fields.items():
+        setattr(base, k, v)
+    base.__post_init__()
+    return base
+
+
+@torch.no_grad()
+def sample_grid(
+    model: LatentDecoder,
+    vq: nn.Module,
+    data: TrainData,
+    rows: np.ndarray,
+    device: torch.device,
+    seed: int = 0,
+) -> np.ndarray:
+    """Three rows: the images, their VQ reconstructions, decoder samples (DDIM, default
+    steps and guidance) from their CLIP embeddings and first captions."""
+    states = torch.stack([data.states[data.per_image[i][0]] for i in rows]).float()
+    mask = torch.stack([data.mask[data.per_image[i][0]] for i in rows])
+    text = TextBatch(states.to(device), mask.to(device), states.new_zeros(len(rows), 384))
+    z = sample_latents(
+        model, data.image_emb[rows].to(device), text, seeds=[seed + i for i in range(len(rows))]
+    )
+    samples = tensor_to_arrays(vq.decode_latents(z.to(device)))
+    recon = tensor_to_arrays(vq.decode_latents(data.latents[rows].to(device)))
+    tiles = list(data.images[rows]) + list(recon) + list(samples)
+    return make_grid(tiles, columns=len(rows))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=["twemoji", "shapes"], required=True)
+    parser.add_argument("--tokenizer", type=Path, required=True, help="trained VQ directory")
+    parser.add_argument("--clip", type=Path, required=True, help="trained CLIP directory")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint directory")
+    parser.add_argument("--steps", type=int, default=20000, help="total optimiser steps")
+    parser.add_argument("--resume", action="store_true", help="continue from --out")
+    parser.add_argument("--preset", choices=["default", "tiny"], default="default")
+    parser.add_argument("--prediction-type", choices=["v_prediction", "epsilon"], default=None)
+    parser.add_argument("--widths", type=int, nargs="+", default=None, help="UNet widths")
+    parser.add_argument("--num-res-blocks", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--ema-decay", type=float, default=0.999)
+    parser.add_argument("--ckpt-every", type=int, default=500)
+    parser.add_argument("--sample-every", type=int, default=500)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tessera.data import load_dataset
+
+    torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    out = Path(args.out)
+    if has_checkpoint(out) and not args.resume:
+        print(f"{out} already holds a checkpoint: pass --resume or choose another --out")
+        return 2
+    vq = load_any(args.tokenizer, "tokenizer", device).eval().requires_grad_(False)
+    clip = load_any(args.clip, "clip", device).eval().requires_grad_(False)
+    train = load_dataset(args.dataset, "train", data_dir=args.data_dir)
+    data = prepare(vq, clip, train, out / "cache", device)
+    overrides = {
+        "prediction_type": args.prediction_type,
+        "widths": tuple(args.widths) if args.widths else None,
+        "num_res_blocks": args.num_res_blocks,
+    }
+    summary = train_decoder(
+        data, vq, out, args, config_for(args.preset, vq, data, **overrides), device
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def train_decoder(
+    data: TrainData,
+    vq: nn.Module,
+    out: Path,
+    args: argparse.Namespace,
+    config: DecoderConfig,
+    device: torch.device,
+) -> dict:
+    """The loop (``args`` as ``add_arguments`` makes them); returns a summary dict."""
+    if args.steps < 1 or args.batch_size < 1:
+        raise InvalidArgument("--steps and --batch-size must be positive")
+    out.mkdir(parents=True, exist_ok=True)
+    resuming = args.resume and has_checkpoint(out)
+    if resuming:  # the shipped EMA weights and the config (incl. latent scale) come from OUT
+        ema_model = load_component(out, device=device)
+        config = ema_model.config
+        model = LatentDecoder(config).to(device)
+        model.load_state_dict(load_file(str(out / ONLINE_FILE)))
+    else:
+        model = LatentDecoder(config).to(device)
+    ema = EMA(model, decay=args.ema_decay)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay)
+    step, history = 0, []
+    if resuming:
+        step, history = load_train_state(out, optimizer)
+        ema.load_state_dict(ema_model.state_dict(), num_updates=step)
+        print(f"resuming {out} at step {step}")
+    sched = DDPMScheduler(**config.scheduler_kwargs())
+    x_all = model.normalize_latents(data.latents).to(device)  # (N,C,h,w) ~N(0,1)
+    emb_all = data.image_emb.to(device)
+    n = len(x_all)
+    print(
+        f"decoder {model.num_params() / 1e6:.2f}M params, {n} images, "
+        f"{len(data.states)} captions, latents {tuple(x_all.shape[1:])}, "
+        f"{config.prediction_type}, shift {config.latent_shift:.3f} scale {config.latent_scale:.3f}"
+    )
+    rng = np.random.default_rng(args.seed + step)
+    gen = torch.Generator(device=device).manual_seed(args.seed + step)
+    grid_rows = np.random.default_rng(1234).choice(n, size=min(8, n), replace=False)
+    (out / "samples").mkdir(exist_ok=True)
+
+    def checkpoint() -> None:
+        save_component(out, ema.model, config, extra={"step": step, "images": n})
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                  str(out / ONLINE_FILE))  # fmt: skip
+        save_train_state(out, optimizer, step, history)
+        plot_curves(
+            out / "loss.png", history, ["loss", "lr"], f"decoder ({config.prediction_type})"
+        )
+
+    bar = tqdm(total=args.steps, initial=step, desc="train decoder", unit="step")
+    t0, start_step, window = time.time(), step, []
+    while step < args.steps:
+        idx = rng.integers(0, n, size=args.batch_size)
+        cap = torch.from_numpy(sample_captions(data.per_image, idx, rng))
+        idx_t = torch.from_numpy(idx).to(device)
+        mask = data.mask[cap]
+        t_len = int(mask.sum(1).max())  # trim padding: cross-attention cost follows T
+        states, mask = data.states[cap, :t_len].to(device).float(), mask[:, :t_len].to(device)
+        x0 = x_all[idx_t]
+        noise = torch.randn(x0.shape, generator=gen, device=device)
+        t = torch.randint(0, config.num_train_timesteps, (len(idx),), generator=gen, device=device)
+        r = torch.rand(2, len(idx), generator=gen, device=device)
+        drop_image, drop_text = r[0] < config.image_drop_prob, r[1] < config.text_drop_prob
+        lr = lr_at(step, args.steps, args.lr, args.warmup)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        model.train()
+        pred = model(
+            sched.add_noise(x0, noise, t), t, emb_all[idx_t], states, mask, drop_image, drop_text
+        )
+        loss = F.mse_loss(pred, sched.training_target(x0, noise, t))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        ema.update(model)
+        step += 1
+        window.append(loss.item())
+        if step % LOG_EVERY == 0 or step == args.steps:
+            history.append({"step": step, "loss": float(np.mean(window)), "lr": lr})
+            window = []
+        bar.update(1)
+        bar.set_postfix(loss=f"{window[-1] if window else history[-1]['loss']:.4f}")
+        if step % args.sample_every == 0 or step == args.steps:
+            grid = sample_grid(ema.model, vq, data, grid_rows, device, seed=args.seed)
+            png = encode_png(grid, scale=2)
+            (out / "samples" / f"step_{step:06d}.png").write_bytes(png)
+            (out / "samples.png").write_bytes(png)
+        if step % args.ckpt_every == 0 or step == args.steps:
+            checkpoint()
+    bar.close()
+    if not (out / CONFIG_NAME).is_file():
+        checkpoint()
+    elapsed = time.time() - t0
+    done = step - start_step
+    last = [h["loss"] for h in history[-10:]]
+    summary = {
+        "steps": step,
+        "seconds": round(elapsed, 1),
+        "steps_per_s": round(done / elapsed, 2) if elapsed > 0 and done else None,
+        "final_loss": round(float(np.mean(last)), 5) if last else None,
+        "first_loss": history[0]["loss"] if history else None,
+        "params_m": round(model.num_params() / 1e6, 2),
+        "prediction_type": config.prediction_type,
+        "latent_shape": list(x_all.shape[1:]),
+        "out": str(out),
+    }
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
