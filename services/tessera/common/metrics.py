@@ -1,0 +1,516 @@
+"""Tessera's application metrics: one module, Ray Serve's metrics API, created lazily.
+
+Every metric is defined once in :data:`SPECS` and recorded through the small helpers below
+(``record_request``, ``observe_batch``, ``add_tokens``, …). Importing this module has no side
+effects: it does not import Ray, and a metric object is created on its first use, in the
+process that uses it. Where that happens decides the backend:
+
+- inside a Serve replica: ``ray.serve.metrics`` (a ``prometheus_client`` metric inside a
+  replica is *not* exported; Serve's classes are). Serve adds ``deployment``, ``replica`` and
+  ``application`` labels itself, so a label of ours with one of those names is left to Serve;
+- in a Ray process that is not a replica (a driver, a plain actor): ``ray.util.metrics``;
+- without Ray (unit tests, the in-process gateway): an in-memory recorder that tests read
+  with :func:`value` and :func:`observations`; a debug line says metrics are local.
+
+Ray exports each metric with its namespace prefix: ``tessera_requests_total`` is scraped as
+``ray_tessera_requests_total`` (see :attr:`MetricSpec.exported_name`). Counter names end in
+``_total`` already, which Ray keeps as is (no ``_total_total``, and no deprecated gauge twin).
+Label values are bounded: free-form ones (routes, components) must look like identifiers and
+are capped per process; anything else becomes ``other``. Helpers never raise: a metric must
+not fail a request (a failure is logged once per metric).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger("tessera.metrics")
+
+# Ray's Prometheus namespace: every application metric is exported as "ray_<name>".
+RAY_PREFIX = "ray_"
+
+# Request latency: 5 ms (a health check) .. 60 s (a large unCLIP batch on a CPU).
+LATENCY_BUCKETS_S = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+)  # fmt: skip
+# Time a job waits in the queue: 10 ms .. 30 min.
+QUEUE_WAIT_BUCKETS_S = (
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+)  # fmt: skip
+# Items per @serve.batch call (max_batch_size is 16 in the shipped configs).
+BATCH_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+
+# gRPC status code names, lower case: the `status` label (same for HTTP and gRPC ingress).
+STATUS_CODES = (
+    "ok", "cancelled", "unknown", "invalid_argument", "deadline_exceeded", "not_found",
+    "already_exists", "permission_denied", "resource_exhausted", "failed_precondition",
+    "aborted", "out_of_range", "unimplemented", "internal", "unavailable", "data_loss",
+    "unauthenticated",
+)  # fmt: skip
+# Statuses that are the server's fault: the error-ratio alert and panel count these.
+SERVER_ERROR_CODES = (
+    "unknown", "deadline_exceeded", "unimplemented", "internal", "unavailable", "data_loss",
+)  # fmt: skip
+INGRESSES = ("http", "grpc", "job", "handle")
+PRIORITIES = ("high", "normal", "low")
+JOB_OUTCOMES = ("succeeded", "failed", "cancelled", "expired", "retried")
+OTHER = "other"
+
+# Serve adds these labels inside a replica and refuses them from the user.
+_SERVE_LABELS = frozenset({"deployment", "replica", "application"})
+
+_HTTP_TO_STATUS = {
+    400: "invalid_argument", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
+    405: "unimplemented", 408: "deadline_exceeded", 409: "already_exists",
+    412: "failed_precondition", 413: "invalid_argument", 415: "invalid_argument",
+    422: "invalid_argument", 429: "resource_exhausted", 499: "cancelled", 500: "internal",
+    501: "unimplemented", 502: "unavailable", 503: "unavailable", 504: "deadline_exceeded",
+}  # fmt: skip
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its Ray name, type, our labels and (histograms) bucket bounds."""
+
+    name: str
+    kind: Kind
+    description: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+
+    @property
+    def exported_name(self) -> str:
+        """The family name Prometheus scrapes (Ray prefixes its namespace)."""
+        return RAY_PREFIX + self.name
+
+    @property
+    def series_names(self) -> tuple[str, ...]:
+        """Sample names in the exposition (histograms expand to bucket/sum/count)."""
+        if self.kind == "histogram":
+            return tuple(f"{self.exported_name}_{s}" for s in ("bucket", "sum", "count"))
+        return (self.exported_name,)
+
+
+REQUESTS = MetricSpec(
+    "tessera_requests_total", "counter",
+    "Public API requests handled, by route, final status (gRPC code name) and ingress.",
+    ("route", "status", "ingress"),
+)  # fmt: skip
+REQUEST_DURATION = MetricSpec(
+    "tessera_request_duration_seconds", "histogram",
+    "Public API request latency in seconds, from arrival to the last byte, by route and status.",
+    ("route", "status"), LATENCY_BUCKETS_S,
+)  # fmt: skip
+ERRORS = MetricSpec(
+    "tessera_errors_total", "counter",
+    "Errors raised, by the component that saw them and their status code.",
+    ("component", "code"),
+)  # fmt: skip
+JOB_QUEUE_DEPTH = MetricSpec(
+    "tessera_job_queue_depth", "gauge", "Jobs waiting in the queue, by priority.", ("priority",)
+)  # fmt: skip
+JOBS = MetricSpec(
+    "tessera_jobs_total", "counter", "Jobs finished, by outcome and priority.",
+    ("outcome", "priority"),
+)  # fmt: skip
+JOB_QUEUE_WAIT = MetricSpec(
+    "tessera_job_queue_wait_seconds", "histogram",
+    "Seconds a job waited between submission and its first start, by priority.",
+    ("priority",), QUEUE_WAIT_BUCKETS_S,
+)  # fmt: skip
+BATCH_SIZE = MetricSpec(
+    "tessera_batch_size", "histogram", "Items per batched model call, by deployment.",
+    ("deployment",), BATCH_SIZE_BUCKETS,
+)  # fmt: skip
+LM_TOKENS = MetricSpec(
+    "tessera_lm_tokens_generated_total", "counter",
+    "Image tokens sampled by the autoregressive LM (rate() gives tokens per second).",
+)  # fmt: skip
+DENOISING_STEPS = MetricSpec(
+    "tessera_denoising_steps_total", "counter",
+    "Diffusion sampler steps run (one per scheduler step per batch), by component.",
+    ("component",),
+)  # fmt: skip
+MODEL_LOAD = MetricSpec(
+    "tessera_model_load_seconds", "gauge",
+    "Seconds the last load of a model component took in this replica.", ("component",),
+)  # fmt: skip
+IMAGES = MetricSpec(
+    "tessera_images_generated_total", "counter", "Images returned to callers, by route.",
+    ("route",),
+)  # fmt: skip
+
+SPECS: tuple[MetricSpec, ...] = (
+    REQUESTS, REQUEST_DURATION, ERRORS, JOB_QUEUE_DEPTH, JOBS, JOB_QUEUE_WAIT, BATCH_SIZE,
+    LM_TOKENS, DENOISING_STEPS, MODEL_LOAD, IMAGES,
+)  # fmt: skip
+
+
+# -- label values ----------------------------------------------------------------------------
+
+
+class _OpenLabel:
+    """A free-form label value: identifier-shaped, at most ``cap`` distinct values a process."""
+
+    _PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,47}$")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, value: object) -> str:
+        text = str(value)
+        if text in self.seen:
+            return text
+        if not self._PATTERN.match(text):
+            return OTHER
+        with self.lock:
+            if len(self.seen) >= self.cap:
+                return OTHER
+            self.seen.add(text)
+        return text
+
+
+_routes = _OpenLabel(cap=32)
+_components = _OpenLabel(cap=24)
+_deployments = _OpenLabel(cap=24)
+
+
+def _closed(value: object, allowed: tuple[str, ...]) -> str:
+    text = str(value).lower()
+    return text if text in allowed else OTHER
+
+
+def normalize_status(status: object) -> str:
+    """A bounded status label from an HTTP code, a gRPC ``StatusCode``, a code name or an
+    exception (mapped through :mod:`tessera.common.errors`)."""
+    if isinstance(status, BaseException):
+        import asyncio
+
+        if isinstance(status, asyncio.CancelledError):
+            return "cancelled"
+        from tessera.common.errors import error_code_name
+
+        return error_code_name(status)
+    if isinstance(status, int) and not isinstance(status, bool):
+        if 100 <= status < 400:
+            return "ok"
+        return _HTTP_TO_STATUS.get(status, "invalid_argument" if status < 500 else "internal")
+    name = getattr(status, "name", status)  # grpc.StatusCode
+    text = str(name).lower()
+    if text.isdigit():
+        return normalize_status(int(text))
+    return text if text in STATUS_CODES else "unknown"
+
+
+# -- backends --------------------------------------------------------------------------------
+
+
+class _LocalMetric:
+    """In-memory stand-in used where no Ray runs; keeps what a test needs to assert on."""
+
+    def __init__(self, spec: MetricSpec) -> None:
+        self.spec = spec
+        self.lock = threading.Lock()
+        self.values: dict[tuple[tuple[str, str], ...], float] = {}
+        self.samples: dict[tuple[tuple[str, str], ...], list[float]] = {}
+
+    def record(self, value: float, tags: dict[str, str]) -> None:
+        key = tuple(sorted(tags.items()))
+        with self.lock:
+            if self.spec.kind == "counter":
+                self.values[key] = self.values.get(key, 0.0) + value
+            elif self.spec.kind == "gauge":
+                self.values[key] = value
+            else:
+                self.samples.setdefault(key, []).append(value)
+
+
+def _detect_backend() -> str:
+    """serve | ray | local, without importing Ray (if Ray is not imported, it is not running)."""
+    ray = sys.modules.get("ray")
+    if ray is None:
+        return "local"
+    context = sys.modules.get("ray.serve.context")
+    try:
+        if context is not None and context._get_internal_replica_context() is not None:
+            return "serve"
+        if ray.is_initialized():
+            return "ray"
+    except Exception:  # noqa: BLE001 - a half-imported Ray is "no Ray"
+        pass
+    return "local"
+
+
+class _Registry:
+    """The metric objects of one process, each created on first use."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.lock = threading.Lock()
+        self.metrics: dict[str, Any] = {}
+        self.failed: set[str] = set()
+        if backend == "local":
+            log.debug("no Ray in this process: Tessera metrics are kept in memory only")
+
+    def labels_for(self, spec: MetricSpec) -> tuple[str, ...]:
+        if self.backend == "serve":
+            return tuple(k for k in spec.labels if k not in _SERVE_LABELS)
+        return spec.labels
+
+    def get(self, spec: MetricSpec) -> Any:
+        metric = self.metrics.get(spec.name)
+        if metric is None:
+            with self.lock:
+                metric = self.metrics.get(spec.name)
+                if metric is None:
+                    metric = self.metrics[spec.name] = self._create(spec)
+        return metric
+
+    def _create(self, spec: MetricSpec) -> Any:
+        if self.backend == "local":
+            return _LocalMetric(spec)
+        if self.backend == "serve":
+            from ray.serve import metrics as impl
+        else:
+            from ray.util import metrics as impl
+        keys = self.labels_for(spec)
+        if spec.kind == "counter":
+            return impl.Counter(spec.name, description=spec.description, tag_keys=keys)
+        if spec.kind == "gauge":
+            return impl.Gauge(spec.name, description=spec.description, tag_keys=keys)
+        return impl.Histogram(
+            spec.name, description=spec.description, boundaries=list(spec.buckets or ()),
+            tag_keys=keys,
+        )  # fmt: skip
+
+    def record(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None:
+        try:
+            metric = self.get(spec)
+            if self.backend == "local":
+                metric.record(float(value), tags)
+                return
+            tags = {k: v for k, v in tags.items() if k in self.labels_for(spec)}
+            if spec.kind == "counter":
+                metric.inc(value, tags=tags)
+            elif spec.kind == "gauge":
+                metric.set(value, tags=tags)
+            else:
+                metric.observe(value, tags=tags)
+        except Exception:  # noqa: BLE001 - metrics never fail a request
+            if spec.name not in self.failed:
+                self.failed.add(spec.name)
+                log.warning("recording metric %s failed", spec.name, exc_info=True)
+
+
+_REGISTRY: _Registry | None = None
+_REGISTRY_LOCK = threading.Lock()
+_FORCED_BACKEND: str | None = None
+
+
+def _registry() -> _Registry:
+    global _REGISTRY
+    reg = _REGISTRY
+    # A local registry is re-checked: Ray may have started in this process since.
+    if reg is not None and (reg.backend != "local" or _FORCED_BACKEND is not None):
+        return reg
+    backend = _FORCED_BACKEND or _detect_backend()
+    if reg is not None and reg.backend == backend:
+        return reg
+    with _REGISTRY_LOCK:
+        if _REGISTRY is None or _REGISTRY.backend != backend:
+            _REGISTRY = _Registry(backend)
+        return _REGISTRY
+
+
+def backend() -> str:
+    """Where this process's metrics go: ``serve``, ``ray`` or ``local``."""
+    return _registry().backend
+
+
+def reset(backend: str | None = None) -> None:
+    """Forget every metric object (tests); ``backend`` forces serve | ray | local."""
+    global _REGISTRY, _FORCED_BACKEND
+    if backend not in (None, "serve", "ray", "local"):
+        raise ValueError(f"unknown metrics backend {backend!r}")
+    with _REGISTRY_LOCK:
+        _REGISTRY = None
+        _FORCED_BACKEND = backend
+
+
+# -- helpers (what services call) -------------------------------------------------------------
+
+
+def record_request(route: str, status: object, ingress: str, seconds: float) -> None:
+    """One finished public request. ``status``: HTTP code, gRPC code/name or the exception.
+
+    A non-ok status also counts in ``tessera_errors_total{component="gateway"}``."""
+    code = normalize_status(status)
+    route_label = _routes(route)
+    reg = _registry()
+    ingress_label = _closed(ingress, INGRESSES)
+    reg.record(REQUESTS, 1, {"route": route_label, "status": code, "ingress": ingress_label})
+    reg.record(REQUEST_DURATION, max(float(seconds), 0.0), {"route": route_label, "status": code})
+    if code != "ok":
+        reg.record(ERRORS, 1, {"component": "gateway", "code": code})
+
+
+@contextmanager
+def track_request(route: str, ingress: str) -> Iterator[None]:
+    """``with track_request("ar", "http"): ...`` records status (from the exception, if any)
+    and latency; the exception propagates."""
+    start = time.perf_counter()
+    try:
+        yield
+    except BaseException as e:
+        record_request(route, e, ingress, time.perf_counter() - start)
+        raise
+    record_request(route, "ok", ingress, time.perf_counter() - start)
+
+
+def record_error(component: str, error: object) -> None:
+    """An error raised in a component (``error``: exception, code name or HTTP code)."""
+    tags = {"component": _components(component), "code": normalize_status(error)}
+    _registry().record(ERRORS, 1, tags)
+
+
+def set_queue_depth(priority: str, n: int) -> None:
+    """Jobs queued at ``priority`` now. Set it on every poll: Ray drops a gauge series that
+    is not refreshed for about two report intervals."""
+    _registry().record(JOB_QUEUE_DEPTH, max(int(n), 0), {"priority": _closed(priority, PRIORITIES)})
+
+
+def record_job(outcome: str, seconds_in_queue: float | None, *, priority: str = "normal") -> None:
+    """A job finished with ``outcome``; ``seconds_in_queue`` from submit to first start
+    (None if it never started, e.g. cancelled while queued)."""
+    tags = {"priority": _closed(priority, PRIORITIES)}
+    reg = _registry()
+    reg.record(JOBS, 1, {"outcome": _closed(outcome, JOB_OUTCOMES), **tags})
+    if seconds_in_queue is not None:
+        reg.record(JOB_QUEUE_WAIT, max(float(seconds_in_queue), 0.0), tags)
+
+
+def observe_batch(deployment: str, size: int) -> None:
+    """Items in one batched call. Inside a replica Serve's own ``deployment`` label is used."""
+    if size > 0:
+        _registry().record(BATCH_SIZE, int(size), {"deployment": _deployments(deployment)})
+
+
+def add_tokens(n: int) -> None:
+    """Image tokens sampled by the LM (all rows of a batch)."""
+    if n > 0:
+        _registry().record(LM_TOKENS, int(n), {})
+
+
+def add_denoise_steps(n: int, *, component: str = "decoder") -> None:
+    """Sampler steps completed by ``component`` (decoder, prior)."""
+    if n > 0:
+        _registry().record(DENOISING_STEPS, int(n), {"component": _components(component)})
+
+
+def record_model_load(component: str, seconds: float) -> None:
+    """How long loading ``component`` from the bundle took in this replica."""
+    tags = {"component": _components(component)}
+    _registry().record(MODEL_LOAD, max(float(seconds), 0.0), tags)
+
+
+def add_images(route: str, n: int) -> None:
+    """Images returned on ``route`` (ar, unclip, variations)."""
+    if n > 0:
+        _registry().record(IMAGES, int(n), {"route": _routes(route)})
+
+
+# -- reading back (local backend) -------------------------------------------------------------
+
+
+def _local(spec: MetricSpec) -> _LocalMetric | None:
+    reg = _registry()
+    if reg.backend != "local":
+        raise RuntimeError(f"metrics go to Ray here ({reg.backend}); they are not kept locally")
+    return reg.metrics.get(spec.name)
+
+
+def _matches(key: tuple[tuple[str, str], ...], labels: dict[str, str]) -> bool:
+    items = dict(key)
+    return all(items.get(k) == v for k, v in labels.items())
+
+
+def value(spec: MetricSpec, **labels: str) -> float:
+    """Local backend: a counter's total or a gauge's value over series matching ``labels``."""
+    metric = _local(spec)
+    if metric is None:
+        return 0.0
+    with metric.lock:
+        return sum(v for k, v in metric.values.items() if _matches(k, labels))
+
+
+def observations(spec: MetricSpec, **labels: str) -> list[float]:
+    """Local backend: the values a histogram observed over series matching ``labels``."""
+    metric = _local(spec)
+    if metric is None:
+        return []
+    with metric.lock:
+        return [x for k, xs in metric.samples.items() if _matches(k, labels) for x in xs]
+
+
+# -- dashboards -------------------------------------------------------------------------------
+
+# Grafana's interval variables, replaced so that Prometheus can run a panel query as is.
+_VAR_NAMES = "(?:rate_interval|interval|range)"
+_GRAFANA_VARS = re.compile(rf"\$\{{__{_VAR_NAMES}\}}|\$__{_VAR_NAMES}\b")
+_GPU_METRIC = re.compile(r"\bray_node_(gpus?|gram)_")
+
+
+@dataclass(frozen=True)
+class DashboardQuery:
+    panel: str
+    ref_id: str
+    expr: str
+
+    @property
+    def needs_gpu(self) -> bool:
+        """True when the query reads GPU metrics (which CPU-only nodes do not export)."""
+        return bool(_GPU_METRIC.search(self.expr))
+
+
+def _panels(panels: list[dict]) -> Iterator[dict]:
+    for panel in panels:
+        yield panel
+        yield from _panels(panel.get("panels", []))  # collapsed rows nest their panels
+
+
+def dashboard_targets(path: str | Path, *, rate_interval: str = "1m") -> list[DashboardQuery]:
+    """Every Prometheus query of a Grafana dashboard JSON, Grafana variables substituted."""
+    board = json.loads(Path(path).read_text())
+    found = []
+    for panel in _panels(board.get("panels", [])):
+        for target in panel.get("targets", []):
+            expr = target.get("expr")
+            if expr:
+                expr = _GRAFANA_VARS.sub(rate_interval, expr)
+                found.append(DashboardQuery(panel.get("title", ""), target.get("refId", ""), expr))
+    return found
+
+
+def dashboard_queries(
+    path: str | Path, *, rate_interval: str = "1m", include_gpu: bool = True
+) -> list[str]:
+    """The PromQL of every panel target; ``include_gpu=False`` drops GPU-only queries."""
+    return [
+        q.expr
+        for q in dashboard_targets(path, rate_interval=rate_interval)
+        if include_gpu or not q.needs_gpu
+    ]
