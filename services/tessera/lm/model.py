@@ -2,12 +2,13 @@
 
 The sequence the transformer sees is::
 
-    [ text prefix (text_len) | BOS | x_0 | x_1 | ... | x_{L-2} ]   ->   predicts x_0 ... x_{L-1}
+    [ text prefix (T <= text_len) | BOS | x_0 | x_1 | ... | x_{L-2} ]   ->   predicts x_0 ... x_{L-1}
 
-* The text prefix is the frozen MiniLM per-token states (B, text_len, 384) projected to
-  ``n_embd``; padding positions are masked out of attention. A learned null prefix replaces
-  it for ~``cond_dropout`` of training rows, so classifier-free guidance can mix conditional
-  and unconditional logits at sampling time (``tessera.lm.sampling``).
+* The text prefix is the frozen MiniLM per-token states (B, T <= text_len, 384) projected to
+  ``n_embd``; padding positions are masked out of attention, so trailing padding can be cut
+  off a batch without changing any output (``trim_text``). A learned null condition (one
+  visible slot) replaces the text for ~``cond_dropout`` of training rows, so classifier-free
+  guidance can mix conditional and unconditional logits (``tessera.lm.sampling``).
 * Every image-side input carries the learned row + column embedding of the grid cell it
   *predicts* (the BOS slot predicts cell (0, 0)), so the model always knows where it is
   writing, including at the start of a row.
@@ -25,6 +26,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from tessera.common.text_encoder import DEFAULT_MAX_TOKENS, TEXT_DIM
+
+
+def trim_text(states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut the padding slots that no row of the batch uses: (B, T, D), (B, T) -> (B, T', ...).
+
+    Exact: padded slots are masked out of attention and image positions do not depend on the
+    prefix length. Saves most of the prefix on short captions (MiniLM pads to 32).
+    """
+    used = mask.any(0).nonzero()
+    keep = int(used.max()) + 1 if used.numel() else 1
+    return states[:, :keep], mask[:, :keep]
 
 
 @dataclass
@@ -74,6 +86,7 @@ class KVCache:
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.key_mask = torch.ones(batch, config.block_size, dtype=torch.bool, device=device)
         self.length = 0  # positions filled so far
+        self.prefix_len = 0  # text slots in front of BOS (set by prefill)
 
 
 class CausalSelfAttention(nn.Module):
@@ -152,7 +165,7 @@ class ImageGPT(nn.Module):
         self.text_norm = nn.LayerNorm(config.text_dim)
         self.text_proj = nn.Linear(config.text_dim, C)
         self.text_pos = nn.Parameter(torch.zeros(config.text_len, C))
-        self.null_prefix = nn.Parameter(torch.zeros(config.text_len, C))
+        self.null_cond = nn.Parameter(torch.zeros(C))  # sits in slot 0, the rest is masked
         # Image side: codebook entries plus BOS (index vocab_size), row and column embeddings.
         self.tok_emb = nn.Embedding(config.vocab_size + 1, C)
         self.row_emb = nn.Embedding(config.grid_size, C)
@@ -167,7 +180,7 @@ class ImageGPT(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
         nn.init.normal_(self.text_pos, std=0.02)
-        nn.init.normal_(self.null_prefix, std=0.02)
+        nn.init.normal_(self.null_cond, std=0.02)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -190,20 +203,27 @@ class ImageGPT(nn.Module):
     def embed_prefix(
         self, states: torch.Tensor, mask: torch.Tensor, drop_cond: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, text_len, text_dim), (B, text_len) bool, (B,) bool -> (B, P, C), (B, P) mask.
+        """(B, T, text_dim), (B, T) bool, (B,) bool -> (B, T, C), (B, T) mask; T <= text_len.
 
-        Rows with ``drop_cond`` True get the learned null prefix with every slot visible.
+        Rows with ``drop_cond`` True get the learned null condition: slot 0 only, so the null
+        rows' outputs do not depend on how far the batch's text is padded.
         """
-        P = self.config.text_len
-        if states.shape[1] != P or mask.shape[1] != P:
-            raise ValueError(f"text states must have {P} tokens, got {tuple(states.shape)}")
+        T = states.shape[1]
+        if not 1 <= T <= self.config.text_len or mask.shape != states.shape[:2]:
+            raise ValueError(
+                f"text states must be (B, 1..{self.config.text_len}, {self.config.text_dim}) "
+                f"with a matching mask, got {tuple(states.shape)} and {tuple(mask.shape)}"
+            )
         states = states.to(self.text_proj.weight.dtype)
-        x = self.text_proj(self.text_norm(states)) + self.text_pos  # (B, P, C)
+        x = self.text_proj(self.text_norm(states)) + self.text_pos[:T]  # (B, T, C)
         mask = mask.bool()
         if drop_cond is not None:
-            drop = drop_cond.view(-1, 1, 1).bool()
-            x = torch.where(drop, self.null_prefix.to(x.dtype).expand_as(x), x)
-            mask = mask | drop.view(-1, 1)
+            drop = drop_cond.view(-1, 1).bool()  # (B, 1)
+            null = torch.zeros_like(x)
+            null[:, 0] = self.null_cond.to(x.dtype) + self.text_pos[0]
+            x = torch.where(drop.unsqueeze(-1), null, x)
+            slot0 = torch.arange(T, device=mask.device).view(1, T) == 0
+            mask = torch.where(drop, slot0, mask)
         return x, mask
 
     def embed_image(self, inputs: torch.Tensor, start: int) -> torch.Tensor:
@@ -252,8 +272,8 @@ class ImageGPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for image cells 0..n given the first n codes.
 
-        codes (B, n) int64 with 0 <= n < L (flattened row-major), states (B, text_len, 384),
-        mask (B, text_len) bool -> logits (B, n+1, vocab). In training mode ``drop_cond``
+        codes (B, n) int64 with 0 <= n < L (flattened row-major), states (B, T, 384),
+        mask (B, T) bool with T <= text_len -> logits (B, n+1, vocab). In training mode ``drop_cond``
         defaults to a random ``cond_dropout`` fraction of rows. With ``targets`` (B, n+1)
         the mean cross-entropy (nats per token) is returned as well.
         """
@@ -297,12 +317,13 @@ class ImageGPT(nn.Module):
         cache.key_mask[:, x.shape[1] - 1 :] = True
         h = self._run(x, cache.key_mask[:, : x.shape[1]], 0, cache)
         cache.length = x.shape[1]
+        cache.prefix_len = prefix.shape[1]
         return self.lm_head(h[:, -1]).float()
 
     def decode_step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Feed the code just sampled, (B,) int64 -> logits for the next cell, (B, vocab)."""
         start = cache.length
-        cell = start - self.config.text_len  # image slot this input sits in
+        cell = start - cache.prefix_len  # image slot this input sits in
         if not 1 <= cell < self.config.n_tokens:
             raise ValueError(f"cache is full or empty (length {start})")
         x = self.embed_image(token.view(-1, 1), cell)  # (B, 1, C)

@@ -23,7 +23,7 @@ import torch
 from tessera.common.device import make_generator
 from tessera.common.errors import Cancelled, InvalidArgument
 from tessera.common.text_encoder import TextBatch
-from tessera.lm.model import ImageGPT
+from tessera.lm.model import ImageGPT, trim_text
 
 MAX_GUIDANCE = 20.0
 
@@ -140,7 +140,7 @@ def sample_tokens(
     generators = [make_generator(p.seed, device) for p in params]
 
     # Doubled batch for guidance: rows [0, B) conditional, rows [B, 2B) null condition.
-    states, mask = text.states.to(device), text.mask.to(device)
+    states, mask = trim_text(text.states.to(device), text.mask.to(device))
     guided = bool((scale != 1).any())
     drop = torch.zeros(B, dtype=torch.bool, device=device)
     if guided:

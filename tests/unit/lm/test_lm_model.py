@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from lm_helpers import fake_text
 from tessera.common.checkpoint import load_component, save_component
-from tessera.lm.model import ImageGPT, LMConfig
+from tessera.lm.model import ImageGPT, LMConfig, trim_text
 from tessera.lm.sampling import SamplingParams, sample_tokens
 
 
@@ -89,3 +89,15 @@ def test_checkpoint_round_trip(tmp_path, trained):
     assert torch.equal(a, b)
     params = [SamplingParams(seed=7, guidance_scale=2.0)] * 4
     assert torch.equal(sample_tokens(model, text, params), sample_tokens(loaded, text, params))
+
+
+def test_trimming_the_text_padding_changes_nothing():
+    model = make()
+    text = fake_text(3, seed=5)
+    states, mask = trim_text(text.states, text.mask)
+    assert states.shape[1] == int(text.mask.sum(1).max()) < 32
+    codes = torch.randint(0, model.config.vocab_size, (3, 7))
+    drop = torch.tensor([False, True, False])
+    a, _ = model(codes, text.states, text.mask, drop_cond=drop)
+    b, _ = model(codes, states, mask, drop_cond=drop)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
