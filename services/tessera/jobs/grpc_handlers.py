@@ -1,0 +1,64 @@
+"""The jobs half of the public gRPC ``Generation`` service, as a mixin.
+
+The gateway's servicer class inherits ``JobsServicerMixin`` and sets ``self.job_queue``
+(a ``tessera.jobs.queue.JobQueue``); if it also defines ``check_job_params(params)``, that
+runs before a job is enqueued. Methods take the request message, return (or, for
+``WatchJob``, yield) response messages, and raise ``tessera.common.errors`` exceptions, which
+the gateway maps to gRPC status codes with ``tessera.common.errors.grpc_status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from tessera.common.errors import InvalidArgument, Unavailable
+from tessera.gateway.schemas import GenerationParams
+from tessera.jobs.queue import JobQueue, store_errors
+from tessera.v1 import generation_pb2
+
+
+class JobsServicerMixin:
+    """SubmitJob, GetJob, CancelJob and WatchJob over ``self.job_queue``."""
+
+    job_queue: JobQueue | None = None
+
+    def _jobs(self) -> JobQueue:
+        queue = getattr(self, "job_queue", None)
+        if queue is None:
+            raise Unavailable("async jobs are not configured on this server")
+        return queue
+
+    async def SubmitJob(self, request: generation_pb2.SubmitJobRequest) -> generation_pb2.Job:  # noqa: N802
+        if not request.HasField("request"):
+            raise InvalidArgument("request is required")
+        params = GenerationParams.from_proto(request.request)
+        check = getattr(self, "check_job_params", None)
+        if check is not None:  # the gateway's model/route/size checks, before enqueueing
+            check(params)
+        with store_errors():
+            job = await self._jobs().submit(
+                params,
+                priority=request.priority or "normal",
+                idempotency_key=request.idempotency_key or None,
+            )
+        return job.to_proto()
+
+    async def GetJob(self, request: generation_pb2.GetJobRequest) -> generation_pb2.Job:  # noqa: N802
+        with store_errors():
+            job = await self._jobs().get(request.id)
+        return job.to_proto()
+
+    async def CancelJob(self, request: generation_pb2.CancelJobRequest) -> generation_pb2.Job:  # noqa: N802
+        with store_errors():
+            job = await self._jobs().cancel(request.id)
+        return job.to_proto()
+
+    async def WatchJob(  # noqa: N802
+        self, request: generation_pb2.GetJobRequest
+    ) -> AsyncIterator[generation_pb2.JobEvent]:
+        """A snapshot, then one event per progress step/state change; the last one carries
+        the finished job (with its result when it succeeded)."""
+        queue = self._jobs()
+        with store_errors():
+            async for update in queue.watch(request.id):
+                yield update.to_proto()

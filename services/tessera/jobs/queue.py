@@ -1,0 +1,713 @@
+"""A durable job queue on Redis Streams: the client side (submit, get, cancel, watch, depth)
+and the primitives workers use (read, reclaim, start, progress, commit, fail, heartbeat).
+
+Why Redis Streams with consumer groups (and not Ray Serve's ``@task_consumer`` over Celery):
+a consumer group gives at-least-once delivery with explicit XACK, a pending-entries list per
+consumer and XAUTOCLAIM to take over the messages of a dead worker after a visibility
+timeout; Lua scripts make every state transition atomic, which is what lets results be
+first-writer-wins and cancellation exact. Celery (what Ray's task processor wraps) offers
+revoke-by-id but no cooperative per-step cancel, no progress stream, no bounded queue with a
+Retry-After, and no idempotent result commit, and it adds a dependency. See
+docs/decisions/jobs-queue.md.
+
+Redis layout (prefix ``P``, default ``tessera:jobs``):
+- ``P:q:high``, ``P:q:normal``: streams of ``{job: id}`` messages, consumer group ``workers``;
+  workers read high before normal. XLEN of both = unfinished jobs (bounded by ``max_depth``).
+- ``P:job:<id>``: hash with state, priority, attempts, timestamps, request JSON, progress,
+  error, the live message (stream, msg), the lease of the worker running it, commits.
+- ``P:result:<id>``: the serialized ``GenerateResponse`` (PNGs), with a TTL
+  (``result_ttl_s``); the job's ``result_expires_at`` says when it goes.
+- ``P:events:<id>``: a per-job stream of progress/state events (watchers resume by id).
+- ``P:idem:<sha256(key)>``: ``"<job id>|<request hash>"``, TTL ``idempotency_ttl_s``.
+- ``P:dead``: dead-letter list (JSON: id, error, detail, attempts, at).
+- ``P:stats`` (service-time EWMA), ``P:workers`` (zset of heartbeats), ``P:slots``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tessera.common.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from tessera.gateway.schemas import GenerationParams
+from tessera.jobs import lua
+from tessera.v1 import common_pb2, generation_pb2
+
+Priority = Literal["normal", "high"]
+PRIORITIES: tuple[str, ...] = ("high", "normal")  # read order
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_IDEMPOTENCY_KEY = 128
+# Redis unreachable or restarting: retryable, the job state is safe in Redis.
+REDIS_DOWN: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    ConnectionError,
+    OSError,
+)
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Turn "Redis is down" into Unavailable (503 / UNAVAILABLE) for API callers."""
+    try:
+        yield
+    except REDIS_DOWN as e:
+        raise Unavailable("the job store is unavailable; retry shortly") from e
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Knobs of one queue; every process using the queue must agree on them."""
+
+    prefix: str = "tessera:jobs"
+    group: str = "workers"
+    max_depth: int = 1000  # queued + running jobs; beyond: ResourceExhausted (429)
+    max_attempts: int = 3  # attempts (incl. ones whose worker died) before dead-letter
+    visibility_timeout_s: float = 30.0  # a message idle this long is reclaimed
+    result_ttl_s: int = 3600
+    record_ttl_s: int = 7 * 86400  # job records and event streams of finished jobs
+    idempotency_ttl_s: int = 86400
+    events_maxlen: int = 200  # per-job event stream length
+    block_s: float = 2.0  # longest blocking read (must stay under the socket timeout)
+
+    def __post_init__(self) -> None:
+        if self.max_depth < 1 or self.max_attempts < 1:
+            raise ValueError("max_depth and max_attempts must be >= 1")
+        if self.visibility_timeout_s <= 0 or self.block_s <= 0:
+            raise ValueError("visibility_timeout_s and block_s must be > 0")
+        if self.result_ttl_s > self.record_ttl_s:
+            raise ValueError("result_ttl_s must not exceed record_ttl_s")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> QueueConfig:
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown queue config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class JobRecord:
+    """One job as stored; ``to_proto()`` gives the public ``tessera.v1.Job``."""
+
+    id: str
+    state: str
+    priority: str
+    attempts: int
+    created_at: float
+    request: GenerationParams
+    started_at: float | None = None
+    finished_at: float | None = None
+    result_expires_at: float | None = None
+    error: str | None = None
+    step: int = 0
+    total_steps: int = 0
+    stage: str = ""
+    cancel_requested: bool = False
+    commits: int = 0
+    result: generation_pb2.GenerateResponse | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def result_expired(self) -> bool:
+        return self.state == "succeeded" and self.result is None
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> JobRecord:
+        h = {k.decode(): v.decode() for k, v in raw.items()}
+
+        def num(name: str) -> float | None:
+            value = h.get(name)
+            return float(value) if value not in (None, "") else None
+
+        return cls(
+            id=h["id"],
+            state=h["state"],
+            priority=h.get("priority", "normal"),
+            attempts=int(h.get("attempts") or 0),
+            created_at=float(h["created_at"]),
+            request=GenerationParams.model_validate_json(h["request"]),
+            started_at=num("started_at"),
+            finished_at=num("finished_at"),
+            result_expires_at=num("result_expires_at"),
+            error=h.get("error") or None,
+            step=int(h.get("step") or 0),
+            total_steps=int(h.get("total") or 0),
+            stage=h.get("stage", ""),
+            cancel_requested=h.get("cancel") == "1",
+            commits=int(h.get("commits") or 0),
+        )
+
+    def to_proto(self, *, include_result: bool = True) -> generation_pb2.Job:
+        job = generation_pb2.Job(
+            id=self.id,
+            state=self.state,
+            priority=self.priority,
+            attempts=self.attempts,
+            created_at=self.created_at,
+            started_at=self.started_at or 0.0,
+            finished_at=self.finished_at or 0.0,
+            result_expires_at=self.result_expires_at or 0.0,
+            error=self.error or "",
+            progress=common_pb2.Progress(
+                step=self.step, total_steps=self.total_steps, stage=self.stage
+            ),
+        )
+        if include_result and self.result is not None:
+            job.result.CopyFrom(self.result)
+        return job
+
+
+@dataclass
+class JobUpdate:
+    """One item of ``JobQueue.watch``: the job as now known, previews, and whether it ended."""
+
+    event_id: str
+    job: JobRecord
+    previews: list[common_pb2.Image] = field(default_factory=list)
+    final: bool = False
+    keepalive: bool = False  # nothing happened for block_s (SSE sends a comment)
+
+    def to_proto(self) -> generation_pb2.JobEvent:
+        return generation_pb2.JobEvent(job=self.job.to_proto(), previews=self.previews)
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """Unfinished jobs, for backpressure, autoscaling and metrics."""
+
+    queued: int  # waiting for a worker (incl. read by one but not yet started)
+    running: int  # delivered and not yet acknowledged
+    by_priority: dict[str, int]
+    workers: int  # workers that heartbeated within 3 visibility timeouts
+    slots: int  # their total concurrency
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.running
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A stream message handed to this worker."""
+
+    stream: str
+    msg_id: str
+    job_id: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.stream, self.msg_id)
+
+
+@dataclass(frozen=True)
+class StartResult:
+    run: bool
+    reason: str = ""
+    request_json: str = ""
+    attempts: int = 0
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class JobQueue:
+    """The queue over one ``redis.asyncio.Redis`` client (bytes replies, no decoding)."""
+
+    def __init__(self, client: aioredis.Redis, config: QueueConfig | None = None) -> None:
+        self.redis = client
+        self.config = config or QueueConfig()
+        p = self.config.prefix
+        self.streams = {prio: f"{p}:q:{prio}" for prio in PRIORITIES}
+        self.dead_key = f"{p}:dead"
+        self.stats_key = f"{p}:stats"
+        self.workers_key = f"{p}:workers"
+        self.slots_key = f"{p}:slots"
+        self._ready = False
+        self._scripts = {
+            name: client.register_script(getattr(lua, name.upper()))
+            for name in (
+                "submit",
+                "start",
+                "progress",
+                "commit",
+                "fail",
+                "cancelled",
+                "cancel",
+                "release",
+                "heartbeat",
+                "reclaim",
+            )
+        }
+
+    @classmethod
+    def from_url(cls, url: str, config: QueueConfig | None = None) -> JobQueue:
+        config = config or QueueConfig()
+        client = aioredis.from_url(
+            url,
+            decode_responses=False,
+            socket_timeout=config.block_s + 10.0,  # blocking reads must not time out
+            socket_connect_timeout=5.0,
+            health_check_interval=30,
+        )
+        return cls(client, config)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def job_key(self, job_id: str) -> str:
+        return f"{self.config.prefix}:job:{job_id}"
+
+    def result_key(self, job_id: str) -> str:
+        return f"{self.config.prefix}:result:{job_id}"
+
+    def events_key(self, job_id: str) -> str:
+        return f"{self.config.prefix}:events:{job_id}"
+
+    def idem_key(self, key: str) -> str:
+        return f"{self.config.prefix}:idem:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    async def setup(self) -> None:
+        """Create the consumer groups (idempotent; redone after Redis lost its data)."""
+        for stream in self.streams.values():
+            try:
+                await self.redis.xgroup_create(stream, self.config.group, id="0", mkstream=True)
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+        self._ready = True
+
+    async def _ensure_setup(self) -> None:
+        if not self._ready:
+            await self.setup()
+
+    # -- client side --------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        params: GenerationParams,
+        *,
+        priority: str = "normal",
+        idempotency_key: str | None = None,
+    ) -> JobRecord:
+        """Enqueue a job; the same idempotency key (and request) returns the first job."""
+        if priority not in PRIORITIES:
+            raise InvalidArgument("priority must be 'normal' or 'high'")
+        if idempotency_key is not None:
+            if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+                raise InvalidArgument(
+                    f"idempotency key must be 1..{MAX_IDEMPOTENCY_KEY} characters"
+                )
+            if not idempotency_key.isprintable():
+                raise InvalidArgument("idempotency key must be printable characters")
+        await self._ensure_setup()
+        request = params.model_dump_json(exclude_none=True)
+        request_hash = hashlib.sha256(f"{priority}\n{request}".encode()).hexdigest()
+        job_id = uuid.uuid4().hex
+        stream = self.streams[priority]
+        reply = await self._scripts["submit"](
+            keys=[
+                self.job_key(job_id),
+                stream,
+                self.streams["high"],
+                self.streams["normal"],
+                self.idem_key(idempotency_key or ""),
+            ],
+            args=[
+                job_id,
+                request,
+                request_hash,
+                priority,
+                repr(time.time()),
+                self.config.max_depth,
+                self.config.idempotency_ttl_s,
+                self.config.record_ttl_s,
+                idempotency_key or "",
+                f"{self.config.prefix}:job:",
+            ],
+        )
+        status, value = _s(reply[0]), _s(reply[1])
+        if status == "full":
+            raise ResourceExhausted(
+                f"the job queue is full ({value} unfinished jobs); retry later",
+                retry_after_s=await self._retry_after(int(value)),
+            )
+        if status == "conflict":
+            raise AlreadyExists(
+                f"idempotency key already used for job {value} with a different request"
+            )
+        return await self.get(value, with_result=False)
+
+    async def _retry_after(self, depth: int) -> float:
+        """Seconds until one job leaves a full queue at the measured rate (1..60)."""
+        service = await self.redis.hget(self.stats_key, "service_s")
+        service_s = float(service) if service else 1.0
+        slots = max(1, (await self.depth()).slots)
+        excess = max(1, depth - self.config.max_depth + 1)
+        return float(min(60, max(1, math.ceil(excess * service_s / slots))))
+
+    async def get(self, job_id: str, *, with_result: bool = True) -> JobRecord:
+        if not JOB_ID.match(job_id or ""):
+            raise NotFound(f"job {job_id!r} not found")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.job_key(job_id))
+        if with_result:
+            pipe.get(self.result_key(job_id))
+        replies = await pipe.execute()
+        if not replies[0]:
+            raise NotFound(f"job {job_id} not found")
+        job = JobRecord.from_hash(replies[0])
+        if with_result and job.state == "succeeded" and replies[1] is not None:
+            job.result = generation_pb2.GenerateResponse.FromString(replies[1])
+        return job
+
+    async def result_bytes(self, job_id: str) -> bytes | None:
+        return await self.redis.get(self.result_key(job_id))
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel: a queued job never runs; a running one stops at its next progress step."""
+        if not JOB_ID.match(job_id or ""):
+            raise NotFound(f"job {job_id!r} not found")
+        reply = await self._scripts["cancel"](
+            keys=[self.job_key(job_id), self.events_key(job_id)],
+            args=[
+                self.config.group,
+                repr(time.time()),
+                self.config.record_ttl_s,
+                self.config.events_maxlen,
+            ],
+        )
+        if _s(reply[0]) == "notfound":
+            raise NotFound(f"job {job_id} not found")
+        return await self.get(job_id)
+
+    async def watch(
+        self, job_id: str, *, last_event_id: str | None = None, keepalive: bool = False
+    ) -> AsyncIterator[JobUpdate]:
+        """Progress of a job until it ends. Without ``last_event_id`` the first item is a
+        snapshot of the job now; with it, events after that id are replayed (SSE resume).
+        The last item has ``final=True`` and carries the job with its result. With
+        ``keepalive``, a quiet ``block_s`` yields an update flagged ``keepalive``."""
+        events = self.events_key(job_id)
+        if last_event_id:
+            if not re.match(r"^\d{1,20}-\d{1,20}$", last_event_id):
+                raise InvalidArgument("Last-Event-ID must look like '1700000000000-0'")
+            cursor = last_event_id
+            job = await self.get(job_id, with_result=False)
+        else:
+            # Read the newest event id *before* the job, so no later event can be missed.
+            newest = await self.redis.xrevrange(events, count=1)
+            cursor = _s(newest[0][0]) if newest else "0-0"
+            job = await self.get(job_id, with_result=False)
+            if not job.terminal:
+                yield JobUpdate(event_id=cursor, job=dataclasses.replace(job))
+        if job.terminal and not last_event_id:
+            yield JobUpdate(event_id=cursor, job=await self.get(job_id), final=True)
+            return
+        # (Resuming a finished job replays the events after the cursor, up to its end event.)
+        block_ms = int(self.config.block_s * 1000)
+        while True:
+            reply = await self.redis.xread({events: cursor}, count=64, block=block_ms)
+            if not reply:
+                # Quiet for block_s: make sure the job did not end unseen (e.g. it expired).
+                job = await self.get(job_id)
+                if job.terminal:
+                    yield JobUpdate(event_id=cursor, job=job, final=True)
+                    return
+                if keepalive:
+                    yield JobUpdate(event_id=cursor, job=job, keepalive=True)
+                continue
+            for entry_id, raw in reply[0][1]:
+                cursor = _s(entry_id)
+                fields_ = {_s(k): v for k, v in raw.items()}
+                kind = _s(fields_.get("kind", b""))
+                if kind == "end":
+                    yield JobUpdate(event_id=cursor, job=await self.get(job_id), final=True)
+                    return
+                job.state = _s(fields_.get("state", job.state.encode()))
+                if "attempts" in fields_:
+                    job.attempts = int(fields_["attempts"])
+                if fields_.get("cancel") == b"1":
+                    job.cancel_requested = True
+                previews: list[common_pb2.Image] = []
+                if kind == "progress":
+                    job.step = int(fields_["step"])
+                    job.total_steps = int(fields_["total"])
+                    job.stage = _s(fields_["stage"])
+                    if fields_.get("ev"):
+                        ev = generation_pb2.GenerateEvent.FromString(fields_["ev"])
+                        previews = list(ev.previews)
+                yield JobUpdate(event_id=cursor, job=dataclasses.replace(job), previews=previews)
+
+    async def depth(self) -> QueueDepth:
+        await self._ensure_setup()
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self.streams.values():
+            pipe.xlen(stream)
+            pipe.xpending(stream, self.config.group)
+        alive_since = time.time() - 3 * self.config.visibility_timeout_s
+        pipe.zrangebyscore(self.workers_key, alive_since, "+inf")
+        pipe.hgetall(self.slots_key)
+        replies = await pipe.execute()
+        by_priority: dict[str, int] = {}
+        running = 0
+        for i, prio in enumerate(self.streams):
+            by_priority[prio] = int(replies[2 * i])
+            pending = replies[2 * i + 1]
+            running += int(pending["pending"] if isinstance(pending, dict) else pending[0])
+        total = sum(by_priority.values())
+        alive = {_s(w) for w in replies[-2]}
+        slots = sum(int(v) for k, v in replies[-1].items() if _s(k) in alive)
+        return QueueDepth(
+            queued=max(0, total - running),
+            running=running,
+            by_priority=by_priority,
+            workers=len(alive),
+            slots=slots,
+        )
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in await self.redis.lrange(self.dead_key, 0, limit - 1)]
+
+    # -- worker side --------------------------------------------------------------------------
+
+    async def read(self, consumer: str, *, block: bool) -> list[Delivery]:
+        """New messages for ``consumer``: high priority first; with ``block``, wait up to
+        ``block_s`` on both streams (then at most one message per stream is returned)."""
+        await self._ensure_setup()
+        if not block:
+            for stream in self.streams.values():
+                got = await self._xreadgroup(consumer, [stream], block_ms=None)
+                if got:
+                    return got
+            return []
+        return await self._xreadgroup(
+            consumer, list(self.streams.values()), block_ms=int(self.config.block_s * 1000)
+        )
+
+    async def _xreadgroup(
+        self, consumer: str, streams: list[str], *, block_ms: int | None
+    ) -> list[Delivery]:
+        try:
+            reply = await self.redis.xreadgroup(
+                self.config.group, consumer, {s: ">" for s in streams}, count=1, block=block_ms
+            )
+        except ResponseError as e:
+            if "NOGROUP" in str(e):  # Redis lost its data (no persistence): recreate
+                self._ready = False
+                await self.setup()
+                return []
+            raise
+        out = []
+        items = reply.items() if isinstance(reply, dict) else (reply or [])
+        for stream, entries in items:
+            if isinstance(entries, list) and entries and isinstance(entries[0], list):
+                entries = entries[0]  # RESP3 shape
+            for msg_id, raw in entries:
+                job = raw.get(b"job") if raw else None
+                if job is not None:
+                    out.append(Delivery(_s(stream), _s(msg_id), _s(job)))
+        # Deliver high priority first when one blocking read returned both.
+        order = {s: i for i, s in enumerate(self.streams.values())}
+        return sorted(out, key=lambda d: order.get(d.stream, 99))
+
+    async def reclaim(
+        self, consumer: str, cursors: dict[str, str], *, count: int = 1
+    ) -> list[Delivery]:
+        """Take over messages idle longer than the visibility timeout (their worker died).
+        ``cursors`` (per stream) is advanced in place across calls."""
+        await self._ensure_setup()
+        min_idle_ms = int(self.config.visibility_timeout_s * 1000)
+        for stream in self.streams.values():
+            for _ in range(50):  # XAUTOCLAIM scans a bounded slice of the PEL per call
+                reply = await self._scripts["reclaim"](
+                    keys=[stream],
+                    args=[
+                        self.config.group,
+                        consumer,
+                        min_idle_ms,
+                        cursors.get(stream, "0-0"),
+                        count,
+                    ],
+                )
+                cursors[stream] = _s(reply[0])
+                found = [
+                    Delivery(stream, _s(reply[i]), _s(reply[i + 1]))
+                    for i in range(1, len(reply), 2)
+                ]
+                if found:
+                    return found
+                if cursors[stream] == "0-0":
+                    break
+        return []
+
+    async def start(self, d: Delivery, consumer: str, lease: str) -> StartResult:
+        c = self.config
+        reply = await self._scripts["start"](
+            keys=[self.job_key(d.job_id), self.events_key(d.job_id), self.dead_key, d.stream],
+            args=[
+                d.msg_id,
+                c.group,
+                consumer,
+                lease,
+                repr(time.time()),
+                c.max_attempts,
+                c.record_ttl_s,
+                c.events_maxlen,
+                d.job_id,
+            ],
+        )
+        if _s(reply[0]) != "run":
+            return StartResult(run=False, reason=_s(reply[1]))
+        request_json = _s(reply[1])
+        return StartResult(run=True, request_json=request_json, attempts=int(reply[2]))
+
+    async def progress(self, job_id: str, lease: str, event: generation_pb2.GenerateEvent) -> int:
+        """Publish a progress event; 1 keep going, 2 cancel requested, 0 lease lost."""
+        ev = generation_pb2.GenerateEvent(progress=event.progress, previews=event.previews)
+        return int(
+            await self._scripts["progress"](
+                keys=[self.job_key(job_id), self.events_key(job_id)],
+                args=[
+                    lease,
+                    event.progress.step,
+                    event.progress.total_steps,
+                    event.progress.stage,
+                    ev.SerializeToString(),
+                    self.config.events_maxlen,
+                    self.config.record_ttl_s,
+                ],
+            )
+        )
+
+    async def commit(
+        self, d: Delivery, result: generation_pb2.GenerateResponse, *, service_s: float
+    ) -> str:
+        """Store the result (first writer wins); 'committed', 'already', 'cancelled', 'gone'."""
+        c = self.config
+        reply = await self._scripts["commit"](
+            keys=[
+                self.job_key(d.job_id),
+                self.events_key(d.job_id),
+                self.result_key(d.job_id),
+                self.stats_key,
+                d.stream,
+            ],
+            args=[
+                d.msg_id,
+                c.group,
+                result.SerializeToString(),
+                repr(time.time()),
+                c.result_ttl_s,
+                c.record_ttl_s,
+                c.events_maxlen,
+                repr(service_s),
+            ],
+        )
+        return _s(reply[0])
+
+    async def fail(
+        self, d: Delivery, lease: str, error: str, *, retryable: bool, detail: str = ""
+    ) -> str:
+        """An attempt failed: re-queue ('retry') or dead-letter ('dead'); 'stale' if the job
+        is no longer ours."""
+        c = self.config
+        reply = await self._scripts["fail"](
+            keys=[self.job_key(d.job_id), self.events_key(d.job_id), self.dead_key, d.stream],
+            args=[
+                d.msg_id,
+                c.group,
+                lease,
+                error[:1000],
+                repr(time.time()),
+                c.max_attempts,
+                "1" if retryable else "0",
+                c.record_ttl_s,
+                c.events_maxlen,
+                d.job_id,
+                detail[:4000],
+            ],
+        )
+        return _s(reply[0])
+
+    async def mark_cancelled(self, job_id: str) -> str:
+        c = self.config
+        reply = await self._scripts["cancelled"](
+            keys=[self.job_key(job_id), self.events_key(job_id)],
+            args=[c.group, repr(time.time()), c.record_ttl_s, c.events_maxlen],
+        )
+        return _s(reply[0])
+
+    async def release(self, job_id: str, lease: str) -> bool:
+        c = self.config
+        return bool(
+            await self._scripts["release"](
+                keys=[self.job_key(job_id), self.events_key(job_id)],
+                args=[lease, c.group, c.record_ttl_s, c.events_maxlen, job_id],
+            )
+        )
+
+    async def heartbeat(self, consumer: str, held: list[Delivery], slots: int) -> list[bool]:
+        """Renew our messages' visibility; False for each one another worker took over."""
+        args: list[Any] = [self.config.group, consumer, repr(time.time()), slots]
+        for d in held:
+            args += [d.stream, d.msg_id]
+        reply = await self._scripts["heartbeat"](keys=[self.workers_key, self.slots_key], args=args)
+        return [bool(int(x)) for x in reply]
+
+    async def deregister(self, consumer: str) -> None:
+        """Forget a stopping worker. Its consumer entry is deleted only where it holds no
+        pending message (deleting a consumer drops its pending entries: they could never be
+        reclaimed)."""
+        await self.redis.eval(
+            lua.DEREGISTER,
+            2,
+            self.workers_key,
+            self.slots_key,
+            self.config.group,
+            consumer,
+            *self.streams.values(),
+        )
+
+
+async def wait_for(queue: JobQueue, job_id: str, timeout_s: float = 30.0) -> JobRecord:
+    """Poll until a job is terminal (tests, benchmarks and simple clients)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = await queue.get(job_id)
+        if job.terminal:
+            return job
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {job.state} after {timeout_s}s")
+        await asyncio.sleep(0.05)

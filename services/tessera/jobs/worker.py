@@ -1,0 +1,386 @@
+"""The worker loop: take jobs from the queue, run them through an executor, commit results.
+
+An executor is any ``async def execute(params: GenerationParams, on_event) ->
+GenerateResponse`` (``on_event(GenerateEvent) -> bool``; False asks it to stop, and it
+raises ``tessera.common.errors.Cancelled``): ``tessera.gateway.pipelines.Pipelines.generate``
+in production, ``tessera.jobs.synthetic.SyntheticExecutor`` in tests. It must not block the
+event loop for long (the heartbeat that keeps its job from being reclaimed runs on it).
+
+One worker = one Redis consumer with ``concurrency`` slots (asyncio tasks). Each slot takes
+a message (a reclaimed stale one, else high priority, else normal), ``start``s it (atomically
+checks cancel/attempts and takes a lease), runs the executor publishing progress, then
+``commit``s the result or ``fail``s the attempt. A heartbeat task renews the visibility of
+every message this worker holds, so the visibility timeout only fires when the worker died.
+
+Run standalone: ``python -m tessera.jobs.worker --redis-url URL --executor module:attr``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from tessera.common.errors import (
+    AlreadyExists,
+    Cancelled,
+    InvalidArgument,
+    NotFound,
+    TesseraError,
+    public_message,
+)
+from tessera.gateway.schemas import GenerationParams
+from tessera.jobs.queue import REDIS_DOWN, Delivery, JobQueue, QueueConfig
+from tessera.v1 import generation_pb2
+
+log = logging.getLogger(__name__)
+
+Executor = Callable[
+    [GenerationParams, Callable[[generation_pb2.GenerateEvent], Awaitable[bool]]],
+    Awaitable[generation_pb2.GenerateResponse],
+]
+# Errors that no retry can fix: the job fails at once.
+PERMANENT_ERRORS = (InvalidArgument, NotFound, AlreadyExists)
+
+
+async def build_executor(spec: str, *args: Any, **kwargs: Any) -> Executor:
+    """Resolve ``"module:attr"`` to an executor.
+
+    ``attr`` may be the executor itself (an ``async def``), or a factory/class called with
+    ``*args, **kwargs`` whose result (awaited if awaitable) is the executor or has a
+    ``generate`` method (e.g. ``tessera.gateway.pipelines:Pipelines`` with the handles).
+    """
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise ValueError(f"executor spec {spec!r} must look like 'package.module:attr'")
+    obj: Any = getattr(importlib.import_module(module_name), attr)
+    if inspect.iscoroutinefunction(obj):
+        if args or kwargs:
+            raise ValueError(f"{spec} is an executor function; it takes no constructor args")
+        return obj
+    obj = obj(*args, **kwargs)
+    if inspect.isawaitable(obj):
+        obj = await obj
+    executor = getattr(obj, "generate", obj)
+    if not callable(executor):
+        raise TypeError(f"{spec} built {type(obj).__name__}, which is not an executor")
+    return executor
+
+
+@dataclass
+class _Held:
+    delivery: Delivery
+    lease: str = ""
+    lost: bool = False  # another worker reclaimed the message: stop, touch nothing
+    cancel: bool = False  # a DELETE arrived: stop and mark cancelled
+
+
+class Worker:
+    """A queue consumer with ``concurrency`` slots; ``await run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        executor: Executor,
+        *,
+        concurrency: int = 1,
+        name: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.queue = queue
+        self.executor = executor
+        self.concurrency = concurrency
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.held: dict[tuple[str, str], _Held] = {}
+        self.backlog: deque[Delivery] = deque()
+        self.stats = {"succeeded": 0, "failed": 0, "retried": 0, "cancelled": 0, "lost": 0}
+        self._slots: dict[int, asyncio.Task[None]] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._cursors: dict[str, str] = {}
+        self._next_reclaim = 0.0
+        self._vt = queue.config.visibility_timeout_s
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """False once the heartbeat or a slot task died (the health check's signal)."""
+        if self._heartbeat is None or self._heartbeat.done():
+            return False
+        return all(not t.done() for i, t in self._slots.items() if i < self.concurrency)
+
+    async def run(self) -> None:
+        """Run until ``stop()`` (or cancellation); slots survive Redis outages."""
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="jobs-heartbeat")
+        self._resize()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._shutdown()
+
+    def set_concurrency(self, concurrency: int) -> None:
+        """Change the number of slots live; extra slots exit after their current job."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.concurrency = concurrency
+        if self._heartbeat is not None:
+            self._resize()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _resize(self) -> None:
+        for i in range(self.concurrency):
+            task = self._slots.get(i)
+            if task is None or task.done():
+                self._slots[i] = asyncio.create_task(self._slot(i), name=f"jobs-slot-{i}")
+
+    async def _shutdown(self) -> None:
+        for task in self._slots.values():
+            task.cancel()
+        await asyncio.gather(*self._slots.values(), return_exceptions=True)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        # Hand running jobs back now rather than after a visibility timeout.
+        for held in list(self.held.values()):
+            try:
+                if held.lease:
+                    await self.queue.release(held.delivery.job_id, held.lease)
+            except Exception:  # noqa: BLE001 - best effort; reclaim covers it
+                log.warning("could not release job %s", held.delivery.job_id)
+        self.held.clear()
+        try:
+            await self.queue.deregister(self.name)
+        except Exception:  # noqa: BLE001
+            pass
+
+    # -- loops --------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        period = max(0.1, self._vt / 3)
+        redis_down = False
+        while True:
+            try:
+                held = list(self.held.values())
+                still_ours = await self.queue.heartbeat(
+                    self.name, [h.delivery for h in held], self.concurrency
+                )
+                for h, ours in zip(held, still_ours, strict=True):
+                    if not ours and not h.lost:
+                        log.warning("job %s was taken over by another worker", h.delivery.job_id)
+                        h.lost = True
+                redis_down = False
+            except REDIS_DOWN as e:
+                if not redis_down:
+                    log.warning("heartbeat: redis unavailable (%s)", e)
+                redis_down = True
+            except ResponseError as e:
+                log.warning("heartbeat failed: %s", e)
+            await asyncio.sleep(period)
+
+    async def _slot(self, index: int) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set() and index < self.concurrency:
+            try:
+                delivery = await self._next()
+                if delivery is not None:
+                    await self._process(delivery)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except REDIS_DOWN as e:
+                if backoff == 0.1:  # once per outage, not per retry
+                    log.warning("slot %d: redis unavailable (%s); retrying", index, e)
+                await asyncio.sleep(backoff * (1 + random.random()))
+                backoff = min(backoff * 2, 1.0)
+            except Exception:
+                log.exception("slot %d: unexpected error", index)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _next(self) -> Delivery | None:
+        """Next message: local backlog, a stale one (now and then), high, normal, or wait."""
+        if self.backlog:
+            return self.backlog.popleft()
+        now = time.monotonic()
+        if now >= self._next_reclaim:
+            found = await self.queue.reclaim(self.name, self._cursors)
+            if found:
+                return self._hold(found)
+            self._next_reclaim = now + max(0.1, self._vt / 4)
+        got = await self.queue.read(self.name, block=False)
+        if not got:
+            got = await self.queue.read(self.name, block=True)
+        return self._hold(got) if got else None
+
+    def _hold(self, deliveries: list[Delivery]) -> Delivery | None:
+        # A message we already hold can come back from XAUTOCLAIM if our heartbeat was late;
+        # the slot running it keeps it.
+        fresh = [d for d in deliveries if d.key not in self.held]
+        # Register before anything else awaits, so the heartbeat renews all of them.
+        for d in fresh:
+            self.held[d.key] = _Held(d)
+        self.backlog.extend(fresh[1:])
+        return fresh[0] if fresh else None
+
+    # -- one job ------------------------------------------------------------------------------
+
+    async def _process(self, d: Delivery) -> None:
+        held = self.held.setdefault(d.key, _Held(d))
+        held.lease = uuid.uuid4().hex
+        try:
+            started = await self.queue.start(d, self.name, held.lease)
+            if not started.run:
+                log.debug("job %s skipped: %s", d.job_id, started.reason)
+                return
+            try:
+                params = GenerationParams.model_validate_json(started.request_json)
+            except ValueError as e:
+                await self._fail(held, InvalidArgument(f"stored request is invalid: {e}"))
+                return
+            await self._execute(held, params)
+        finally:
+            if self.held.get(d.key) is held:
+                del self.held[d.key]
+
+    async def _execute(self, held: _Held, params: GenerationParams) -> None:
+        d = held.delivery
+
+        async def on_event(event: generation_pb2.GenerateEvent) -> bool:
+            if held.lost or held.cancel:
+                return False
+            try:
+                verdict = await self.queue.progress(d.job_id, held.lease, event)
+            except REDIS_DOWN:
+                return True  # progress is best effort; the commit retries until Redis is back
+            if verdict == 0:
+                held.lost = True
+            elif verdict == 2:
+                held.cancel = True
+            return verdict == 1
+
+        t0 = time.monotonic()
+        try:
+            result = await self.executor(params, on_event)
+        except asyncio.CancelledError:
+            raise
+        except Cancelled as e:
+            if held.lost:
+                self.stats["lost"] += 1
+            elif held.cancel:
+                await _retry(lambda: self.queue.mark_cancelled(d.job_id))
+                self.stats["cancelled"] += 1
+            else:
+                await self._fail(held, e)
+            return
+        except Exception as e:  # noqa: BLE001 - every failure is recorded on the job
+            if held.lost:
+                self.stats["lost"] += 1
+                return
+            await self._fail(held, e)
+            return
+        # Commit even if the lease was lost: first writer wins, and this result is valid.
+        outcome = await _retry(
+            lambda: self.queue.commit(d, result, service_s=time.monotonic() - t0),
+            give_up_s=max(30.0, 3 * self._vt),
+        )
+        if outcome == "committed":
+            self.stats["succeeded"] += 1
+        elif outcome == "cancelled":
+            self.stats["cancelled"] += 1
+
+    async def _fail(self, held: _Held, error: BaseException) -> None:
+        retryable = not isinstance(error, PERMANENT_ERRORS)
+        if isinstance(error, TesseraError):
+            message = public_message(error)
+        else:
+            # The client sees the exception type only; the dead letter keeps the traceback.
+            message = f"internal error ({type(error).__name__})"
+            log.error("job %s failed: %r", held.delivery.job_id, error)
+        detail = "".join(traceback.format_exception(error))[-4000:]
+        outcome = await _retry(
+            lambda: self.queue.fail(
+                held.delivery, held.lease, message, retryable=retryable, detail=detail
+            )
+        )
+        self.stats["retried" if outcome == "retry" else "failed"] += 1
+
+
+async def _retry(call: Callable[[], Awaitable[Any]], *, give_up_s: float = 30.0) -> Any:
+    """Run a Redis call, retrying while Redis is unreachable (e.g. restarting); after
+    ``give_up_s`` the error propagates and the message is reclaimed later."""
+    deadline = time.monotonic() + give_up_s
+    delay = 0.05
+    while True:
+        try:
+            return await call()
+        except REDIS_DOWN:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+# -- command line (python -m tessera.jobs.worker, or `tessera jobs worker` if routed) ----------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", default=None, help="default: TESSERA_REDIS_URL/embedded")
+    parser.add_argument(
+        "--executor",
+        default="tessera.jobs.synthetic:SyntheticExecutor",
+        help="module:attr of the executor or its factory",
+    )
+    parser.add_argument("--executor-kwargs", default="{}", help="JSON kwargs for the factory")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--queue-config", default="{}", help="JSON QueueConfig fields")
+    parser.add_argument("--name", default=None, help="consumer name (default: host-pid-rand)")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=os.environ.get("TESSERA_LOG_LEVEL", "INFO"))
+    return asyncio.run(_main(args))
+
+
+async def _main(args: argparse.Namespace) -> int:
+    url = args.redis_url
+    if url is None:
+        from tessera.jobs.embedded import ensure_redis
+
+        url = ensure_redis(stop_at_exit=False)
+    queue = JobQueue.from_url(url, QueueConfig.from_dict(json.loads(args.queue_config)))
+    executor = await build_executor(args.executor, **json.loads(args.executor_kwargs))
+    worker = Worker(queue, executor, concurrency=args.concurrency, name=args.name)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await queue.close()
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m tessera.jobs.worker")
+    add_arguments(parser)
+    raise SystemExit(run(parser.parse_args()))
