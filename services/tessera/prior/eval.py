@@ -23,6 +23,7 @@ from tessera.common.errors import InvalidArgument
 from tessera.common.text_encoder import TextBatch
 from tessera.prior.eval_clip import recall_at
 from tessera.prior.train import precompute
+from tessera.prior.train_clip import text_cache_dir
 
 
 def image_recall(query: torch.Tensor, image_emb: torch.Tensor, caption_ids: torch.Tensor) -> dict:
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.prior) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.dataset, args.split, data_dir=args.data_dir)
-    pre = precompute(clip, data, Path(args.prior) / "cache", device)
+    pre = precompute(clip, data, text_cache_dir(args.data_dir), device)
 
     cap = np.array([ids[0] for ids in pre["per_image"]])  # canonical caption of each image
     text = TextBatch(pre["states"][cap].float(), pre["mask"][cap], pre["pooled"][cap]).to(device)

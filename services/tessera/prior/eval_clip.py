@@ -23,7 +23,7 @@ import torch
 from tessera.common.checkpoint import load_component
 from tessera.common.device import pick_device
 from tessera.prior.clip import CLIPModel
-from tessera.prior.train_clip import caption_table, encode_captions, to_float
+from tessera.prior.train_clip import caption_table, encode_captions, text_cache_dir, to_float
 
 
 @torch.no_grad()
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     out = Path(args.out or Path(args.clip) / "eval")
     out.mkdir(parents=True, exist_ok=True)
-    cache = Path(args.clip) / "cache"
+    cache = text_cache_dir(args.data_dir)
     model = load_component(args.clip, device=device)
     data = load_dataset(args.dataset, args.split, data_dir=args.data_dir)
 

@@ -31,6 +31,7 @@ from tessera.prior.train_clip import (
     plot_curves,
     sample_captions,
     save_train_state,
+    text_cache_dir,
 )
 
 
@@ -51,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long"
+    )
 
 
 def precompute(clip: torch.nn.Module, data: object, cache: Path, device: torch.device) -> dict:
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{out} already holds a checkpoint: pass --resume or choose another --out")
         return 2
     clip = load_component(args.clip, device=device)
-    cache = out / "cache"
+    cache = text_cache_dir(args.data_dir)
     train = precompute(
         clip, load_dataset(args.dataset, "train", data_dir=args.data_dir), cache, device
     )
@@ -150,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=args.steps, initial=step, desc="train prior", unit="step")
     t0 = time.time()
     while step < args.steps:
+        if args.max_minutes and time.time() - t0 > 60 * args.max_minutes:
+            bar.write(f"time limit reached at step {step}")
+            checkpoint()
+            break
         idx = rng.integers(0, n_img, args.batch_size)
         cap = torch.from_numpy(sample_captions(train["per_image"], idx, rng)).to(device)
         for g in optimizer.param_groups:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -43,6 +44,14 @@ def caption_table(captions: list[list[str]]) -> tuple[list[str], list[list[int]]
     return list(index), per_image
 
 
+def text_cache_dir(data_dir: Path | None) -> Path:
+    """Where MiniLM outputs of captions are cached: beside the prepared data sets, so the
+    CLIP run, the prior run and both evals encode each caption list once."""
+    from tessera.data.dataset import default_data_dir
+
+    return default_data_dir(data_dir) / "cache" / "minilm"
+
+
 def encode_captions(
     texts: list[str],
     cache_dir: Path,
@@ -55,28 +64,36 @@ def encode_captions(
 
     Returns ``pooled`` (N,384) float32 and, with ``states``, ``states`` (N,T,384) float16 and
     ``mask`` (N,T) bool, where T is trimmed to the longest caption (padding carries nothing).
+    The cache always holds all three (the encoder computes them together anyway).
     """
     digest = hashlib.sha256("\x1f".join(texts).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"text-{'states' if states else 'pooled'}-{digest}.safetensors"
+    path = Path(cache_dir) / f"minilm-{digest}.safetensors"
+    keys = ("pooled", "states", "mask") if states else ("pooled",)
     if path.is_file():
-        return load_file(str(path))
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in keys}
+        except Exception:  # a torn or stale cache file: encode again
+            path.unlink(missing_ok=True)
     encoder = shared_text_encoder(str(device))
     pooled, all_states, masks = [], [], []
     for i in tqdm(range(0, len(texts), batch_size), desc="MiniLM captions", unit="batch"):
         batch = encoder.encode(texts[i : i + batch_size])
         pooled.append(batch.pooled.float().cpu())
-        if states:
-            all_states.append(batch.states.half().cpu())
-            masks.append(batch.mask.cpu())
-    out = {"pooled": torch.cat(pooled)}
-    if states:
-        mask = torch.cat(masks)
-        t = int(mask.sum(1).max())
-        out["states"] = torch.cat(all_states)[:, :t].contiguous()
-        out["mask"] = mask[:, :t].contiguous()
+        all_states.append(batch.states.half().cpu())
+        masks.append(batch.mask.cpu())
+    mask = torch.cat(masks)
+    t = int(mask.sum(1).max())
+    out = {
+        "pooled": torch.cat(pooled),
+        "states": torch.cat(all_states)[:, :t].contiguous(),
+        "mask": mask[:, :t].contiguous(),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(out, str(path))
-    return out
+    tmp = path.with_suffix(".tmp")
+    save_file(out, str(tmp))
+    tmp.replace(path)  # never leave a half-written cache under the real name
+    return {k: out[k] for k in keys}
 
 
 def sample_captions(
@@ -193,7 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory")
     parser.add_argument("--steps", type=int, default=3000, help="total optimiser steps")
     parser.add_argument("--resume", action="store_true", help="continue from --out")
-    parser.add_argument("--preset", choices=["default", "tiny"], default="default")
+    parser.add_argument("--preset", choices=["default", "small", "tiny"], default="default")
     parser.add_argument("--embed-dim", type=int, default=None, help="override D")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -206,6 +223,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -226,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     _, canon = caption_table([caps[:1] for caps in train.captions])
     concept = torch.tensor([c[0] for c in canon])
     ho_texts, ho_ids = caption_table([caps[:1] for caps in heldout.captions])
-    cache = out / "cache"
+    cache = text_cache_dir(args.data_dir)
     pooled = encode_captions(texts, cache)["pooled"].to(device)  # (M,384)
     ho_pooled = encode_captions(ho_texts, cache)["pooled"].to(device)
     ho_ids = torch.tensor([i[0] for i in ho_ids])
@@ -237,7 +257,11 @@ def run(args: argparse.Namespace) -> int:
         model = load_component(out, device=device).train()
         config = model.config
     else:
-        config = CLIPConfig.tiny() if args.preset == "tiny" else CLIPConfig()
+        config = {
+            "default": CLIPConfig(),
+            "small": CLIPConfig(channels=[32, 64, 128]),  # ~4x cheaper: short CPU runs
+            "tiny": CLIPConfig.tiny(),
+        }[args.preset]
         if args.embed_dim:
             config.embed_dim = args.embed_dim
         model = CLIPModel(config).to(device)
@@ -263,6 +287,10 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=args.steps, initial=step, desc="train clip", unit="step")
     t0 = time.time()
     while step < args.steps:
+        if args.max_minutes and time.time() - t0 > 60 * args.max_minutes:
+            bar.write(f"time limit reached at step {step}")
+            checkpoint()
+            break
         if cursor + args.batch_size > len(order):
             order, cursor = rng.permutation(len(images)), 0
         idx = order[cursor : cursor + args.batch_size]
