@@ -39,7 +39,20 @@ COMMANDS: dict[str, dict[str, str]] = {
 # single commands -> module
 TOP_LEVEL: dict[str, str] = {
     "serve": "tessera.serve",
-    "generate": "tessera.client_commands.generate",
+    # Client commands: thin wrappers over the SDK (clients/python, package tessera_client).
+    **{
+        name: f"tessera_client.commands.{name}"
+        for name in (
+            "generate",
+            "variations",
+            "submit",
+            "status",
+            "cancel",
+            "watch",
+            "tokenize",
+            "embed",
+        )
+    },
 }
 
 

@@ -110,9 +110,7 @@ def write_bundle_index(bundle_dir: Path, name: str, training: dict | None = None
         meta = read_config(cdir)
         components[component] = {
             "class": meta["_class_name"],
-            "files": {
-                fname: file_sha256(cdir / fname) for fname in (CONFIG_NAME, WEIGHTS_NAME)
-            },
+            "files": {fname: file_sha256(cdir / fname) for fname in (CONFIG_NAME, WEIGHTS_NAME)},
         }
     index = {
         "_class_name": "TesseraBundle",
@@ -128,7 +126,9 @@ def write_bundle_index(bundle_dir: Path, name: str, training: dict | None = None
 def read_bundle_index(bundle_dir: Path) -> dict:
     path = Path(bundle_dir) / INDEX_NAME
     if not path.is_file():
-        raise ModelNotReady(f"no model bundle at {bundle_dir} (missing {INDEX_NAME}); {REBUILD_HINT}")
+        raise ModelNotReady(
+            f"no model bundle at {bundle_dir} (missing {INDEX_NAME}); {REBUILD_HINT}"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:

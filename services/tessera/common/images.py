@@ -78,5 +78,8 @@ def make_grid(arrays: list[np.ndarray], columns: int, pad: int = 2) -> np.ndarra
     grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, np.uint8)
     for i, a in enumerate(arrays):
         r, c = divmod(i, columns)
-        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = a
+        grid[
+            pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + c * (w + pad) : pad + c * (w + pad) + w,
+        ] = a
     return grid

@@ -1,0 +1,63 @@
+# Tessera — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed-stamp
+export PYTHONUNBUFFERED := 1
+export RAY_AUTH_MODE := disabled
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test test-fast lint format protos protos-check kuberay bench serve clean
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	# torch first, pinned: a CPU wheel (an unpinned torch pulls a multi-GB CUDA build)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[dev]" -e clients/python
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: start the stack on the committed bundle and write a sample grid from both routes
+demo: install
+	$(PY) scripts/demo.py
+
+## test: lint, stale-generated-code checks, then the whole test suite
+test: install lint protos-check kuberay-check
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+protos: install
+	$(PY) scripts/gen_protos.py
+
+protos-check: install
+	$(PY) scripts/gen_protos.py --check
+
+## kuberay: regenerate deploy/kuberay/rayservice.yaml from deploy/serve/gpu.yaml
+kuberay: install
+	$(PY) scripts/gen_kuberay.py
+
+kuberay-check: install
+	$(PY) scripts/gen_kuberay.py --check
+
+## serve: run the platform until Ctrl-C (HTTP :8000, gRPC :9000, metrics :8080)
+serve: install
+	$(VENV)/bin/tessera serve
+
+## bench: benchmarks; results in benchmarks/results/
+bench: install
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache out

@@ -1,0 +1,65 @@
+"""The deployment graph of the `tessera` Serve application.
+
+``build_app(args)`` is the Serve application builder named in the Serve configs
+(``import_path: tessera.app:build_app``); importing this module has no side effects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from tessera.common.settings import get_settings
+
+
+class AppArgs(BaseModel):
+    """Arguments of the application builder (the Serve config's ``args``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bundle: str | None = None  # bundle name under models_dir; default: settings
+    bundle_dir: str | None = None  # explicit path; wins over bundle
+    device: str | None = None  # "cpu" / "cuda"; default: CUDA when the replica has a GPU
+    redis_url: str | None = None  # job queue; default: settings / embedded
+    jobs: bool = True  # deploy the JobWorker
+
+
+def resolve_bundle_dir(args: AppArgs) -> Path:
+    settings = get_settings()
+    if args.bundle_dir:
+        return Path(args.bundle_dir).resolve()
+    return (settings.models_dir / (args.bundle or settings.bundle)).resolve()
+
+
+def build_app(
+    args: dict[str, Any] | None = None, deployment_options: dict[str, dict] | None = None
+) -> Any:
+    """Bind every deployment: five model services, the gateway, and the job worker.
+
+    Serve calls this with the config's ``args`` and applies the config's per-deployment
+    overrides itself; ``tessera serve`` passes those overrides as ``deployment_options``.
+    """
+    from tessera.decoder.deployment import Decoder
+    from tessera.gateway.deployment import Gateway
+    from tessera.lm.deployment import LanguageModel
+    from tessera.prior.deployment import Prior
+    from tessera.tokenizer.deployment import Detokenizer, Tokenizer
+
+    parsed = AppArgs.model_validate(args or {})
+    bundle_dir = str(resolve_bundle_dir(parsed))
+    device = parsed.device if parsed.device not in (None, "auto") else None
+    opts = deployment_options or {}
+
+    def configured(deployment: Any) -> Any:
+        return deployment.options(**opts.get(deployment.name, {}))
+
+    models = {
+        "tokenizer": configured(Tokenizer).bind(bundle_dir, device),
+        "detokenizer": configured(Detokenizer).bind(bundle_dir, device),
+        "lm": configured(LanguageModel).bind(bundle_dir, device),
+        "prior": configured(Prior).bind(bundle_dir, device),
+        "decoder": configured(Decoder).bind(bundle_dir, device),
+    }
+    return configured(Gateway).bind(**models, bundle_dir=bundle_dir)

@@ -1,0 +1,1 @@
+"""Model bundles: random-init stand-ins, train-all, evaluation report."""

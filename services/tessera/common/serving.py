@@ -1,0 +1,240 @@
+"""What every model deployment shares: loading from the bundle, batching knobs, health,
+error translation at the gRPC edge, and calling handles that may raise wrapped errors."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tessera.common import metrics
+from tessera.common.checkpoint import load_bundle_component
+from tessera.common.device import pick_device
+from tessera.common.errors import TesseraError, grpc_status, public_message
+
+log = logging.getLogger("tessera")
+
+MAX_SEED = 2**63 - 1
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The request's seed, or a fresh random one (returned to the caller for replay)."""
+    return int(seed) if seed is not None else random.randrange(0, 2**31)
+
+
+def load_model(
+    bundle_dir: str | Path, component: str, device: str | None
+) -> tuple[nn.Module, torch.device]:
+    """Load a verified bundle component onto this replica's device, timing it."""
+    dev = pick_device(device)
+    start = time.perf_counter()
+    model = load_bundle_component(Path(bundle_dir), component, device=dev)
+    seconds = time.perf_counter() - start
+    metrics.record_model_load(component, seconds)
+    log.info("loaded %s from %s on %s in %.2fs", component, bundle_dir, dev, seconds)
+    return model, dev
+
+
+def unwrap_error(error: BaseException) -> BaseException:
+    """Errors raised in another replica arrive wrapped (RayTaskError); return the cause."""
+    for attr in ("cause", "original_exception", "_original_exception"):
+        inner = getattr(error, attr, None)
+        if isinstance(inner, BaseException) and inner is not error:
+            return unwrap_error(inner)
+    return error
+
+
+async def call(handle_method: Any, *args: Any) -> Any:
+    """Await a handle call and re-raise the domain error it carried, unwrapped."""
+    try:
+        return await handle_method.remote(*args)
+    except BaseException as e:  # noqa: BLE001 - re-raised below
+        inner = unwrap_error(e)
+        if inner is not e and isinstance(inner, TesseraError):
+            raise inner from None
+        raise
+
+
+def split_results(results: list[Any]) -> Any:
+    """@serve.batch functions return an exception per failed item; raise it for its caller."""
+    if isinstance(results, BaseException):
+        raise results
+    return results
+
+
+class BatchKnobs:
+    """Mixin for model deployments: ``reconfigure(user_config)`` sets batch size/wait on every
+    @serve.batch method listed in ``_batched_methods``; ``ping`` and ``check_health``."""
+
+    _batched_methods: tuple[str, ...] = ()
+
+    def reconfigure(self, user_config: dict) -> None:
+        size = user_config.get("max_batch_size")
+        wait = user_config.get("batch_wait_timeout_s")
+        for name in self._batched_methods:
+            method = getattr(self, name)
+            if size is not None:
+                method.set_max_batch_size(int(size))
+            if wait is not None:
+                method.set_batch_wait_timeout_s(float(wait))
+        self.user_config = dict(user_config)
+
+    async def ping(self) -> dict:
+        """Cheap liveness answer for the gateway's /readyz."""
+        return {"ok": True, "device": str(getattr(self, "device", "cpu"))}
+
+    def check_health(self) -> None:
+        """Serve calls this periodically; raising marks the replica unhealthy."""
+        if getattr(self, "model_loaded", False) is not True:
+            raise RuntimeError("model not loaded")
+
+
+def grpc_edge(method: Callable) -> Callable:
+    """Translate domain errors to gRPC status codes at the public gRPC ingress.
+
+    Wraps unary methods and server-streaming async generators with the signature
+    ``(self, request, grpc_context)``. The client sees the mapped code and the message;
+    unexpected errors become INTERNAL with a generic message (details go to the log).
+    """
+
+    def _fail(context: Any, error: BaseException) -> None:
+        error = unwrap_error(error)
+        if not isinstance(error, TesseraError):
+            log.exception("unexpected error in %s", method.__name__, exc_info=error)
+        context.set_code(grpc_status(error))
+        context.set_details(public_message(error))
+
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream_wrapper(self: Any, request: Any, grpc_context: Any) -> Any:
+            try:
+                async for item in method(self, request, grpc_context):
+                    yield item
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # A stream cannot "return" a status: Ray's proxy keeps the code set on the
+                # context when the generator raises after setting it.
+                _fail(grpc_context, e)
+                raise
+
+        return stream_wrapper
+
+    @functools.wraps(method)
+    async def unary_wrapper(self: Any, request: Any, grpc_context: Any) -> Any:
+        try:
+            return await method(self, request, grpc_context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - mapped to a status code
+            _fail(grpc_context, e)
+            response_type = getattr(method, "response_type", None)
+            return response_type() if response_type else None
+
+    return unary_wrapper
+
+
+def returns(response_type: type) -> Callable[[Callable], Callable]:
+    """Declare the response message type so grpc_edge can return an empty one on error."""
+
+    def mark(method: Callable) -> Callable:
+        method.response_type = response_type
+        return method
+
+    return mark
+
+
+_DONE = object()
+
+
+async def stream_from_thread(work: Callable[[Callable[[Any], bool]], Any]) -> Any:
+    """Run blocking ``work(emit)`` in a thread and yield what it emits, then its result.
+
+    ``emit(item)`` returns False once the consumer has gone away (the client disconnected
+    and this generator was closed), so the work can stop at its next step instead of
+    burning the replica on an answer nobody reads.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    consumer_alive = True
+
+    def emit(item: Any) -> bool:
+        if consumer_alive:
+            loop.call_soon_threadsafe(queue.put_nowait, (False, item))
+        return consumer_alive
+
+    def run() -> None:
+        try:
+            result = work(emit)
+            loop.call_soon_threadsafe(queue.put_nowait, (True, result))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            loop.call_soon_threadsafe(queue.put_nowait, (True, e))
+
+    task = loop.run_in_executor(None, run)
+    try:
+        while True:
+            final, item = await queue.get()
+            if final:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                return
+            yield item
+    finally:
+        consumer_alive = False
+        await asyncio.shield(task) if task.done() else None
+
+
+def _inside_replica() -> bool:
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        serve.get_replica_context()
+        return True
+    except RayServeException:
+        return False
+
+
+def batched(
+    max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005, **kwargs: Any
+) -> Callable:
+    """``@serve.batch`` inside a Serve replica; a batch of one when the class runs in-process
+    (benchmarks, evaluation), where Serve's batch queue cannot start.
+
+    The method takes one item and returns that item's result; the decorated function takes
+    ``(self, items: list)`` and returns one result per item, as with ``@serve.batch``.
+    """
+    from ray import serve
+
+    def decorate(fn: Callable) -> Callable:
+        served = serve.batch(
+            max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s, **kwargs
+        )(fn)
+
+        @functools.wraps(fn)
+        async def wrapper(self: Any, item: Any) -> Any:
+            if _inside_replica():
+                return await served(self, item)
+            return (await fn(self, [item]))[0]
+
+        for attr in (
+            "set_max_batch_size",
+            "set_batch_wait_timeout_s",
+            "_get_max_batch_size",
+            "_get_batch_wait_timeout_s",
+        ):
+            setattr(wrapper, attr, getattr(served, attr))
+        return wrapper
+
+    return decorate

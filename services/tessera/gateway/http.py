@@ -1,0 +1,165 @@
+"""The FastAPI app of the public HTTP API: error bodies, auth, and the response shapes.
+
+Route handlers live on the Gateway deployment (``@serve.ingress``); this module holds what
+they share, so the deployment reads as a list of endpoints.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from tessera.common.errors import (
+    InvalidArgument,
+    TesseraError,
+    Unauthenticated,
+    error_code_name,
+    http_status,
+    public_message,
+)
+from tessera.common.serving import unwrap_error
+from tessera.common.settings import get_settings
+from tessera.gateway.schemas import ImageData, ImagesResponse
+from tessera.v1 import generation_pb2
+
+log = logging.getLogger("tessera.gateway")
+
+OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+}
+
+
+def error_response(error: BaseException) -> JSONResponse:
+    """The one JSON error shape (OpenAI-compatible: ``error.message``, ``error.type``)."""
+    error = unwrap_error(error)
+    status = http_status(error)
+    if status >= 500 and not isinstance(error, TesseraError):
+        log.error("unhandled error", exc_info=error)
+    body = {
+        "error": {
+            "code": error_code_name(error),
+            "message": public_message(error),
+            "type": OPENAI_ERROR_TYPES.get(
+                status, "server_error" if status >= 500 else "request_error"
+            ),
+        }
+    }
+    headers = {}
+    retry_after = getattr(error, "retry_after_s", None)
+    if retry_after:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Tessera",
+        version="1",
+        description="Text-to-image generation: autoregressive (`ar`) and unCLIP (`unclip`) routes.",
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for item in exc.errors():
+            where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
+            parts.append(f"{where}: {item.get('msg', 'invalid')}")
+        return error_response(InvalidArgument("; ".join(parts) or "invalid request"))
+
+    @app.exception_handler(TesseraError)
+    async def _domain(_: Request, exc: TesseraError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc)
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):  # noqa: ANN001, ANN202 - FastAPI middleware
+        key = get_settings().api_key
+        open_paths = ("/healthz", "/readyz", "/docs", "/openapi.json")
+        if key is not None and not request.url.path.startswith(open_paths):
+            sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(sent.encode(), key.get_secret_value().encode()):
+                return error_response(Unauthenticated("missing or wrong API key"))
+        try:
+            return await call_next(request)
+        except Exception as e:  # noqa: BLE001 - errors raised past the handlers
+            return error_response(e)
+
+    return app
+
+
+def images_response(res: generation_pb2.GenerateResponse, response_format: str) -> ImagesResponse:
+    """GenerateResponse → OpenAI's images response (``url`` is a data: URL)."""
+    data = []
+    for img in res.images:
+        b64 = base64.b64encode(img.png).decode()
+        if response_format == "url":
+            data.append(ImageData(url=f"data:image/png;base64,{b64}"))
+        else:
+            data.append(ImageData(b64_json=b64))
+    return ImagesResponse(
+        created=int(time.time()),
+        data=data,
+        seed=res.seed,
+        route=res.route,
+        model=res.model,
+        elapsed_ms=res.elapsed_ms,
+    )
+
+
+def decode_b64(value: str, what: str = "image") -> bytes:
+    """Base64 (or a data: URL) → bytes, as an InvalidArgument when malformed."""
+    if value.startswith("data:"):
+        value = value.split(",", 1)[-1]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise InvalidArgument(f"{what} is not valid base64") from e
+
+
+# ---- request/response bodies of the component endpoints ----------------------------------
+class TokenizeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: list[str] = Field(min_length=1, max_length=16, description="base64 PNGs")
+    resize: bool = True
+    return_latents: bool = False
+
+
+class GridBody(BaseModel):
+    tokens: list[int] = Field(max_length=4096)
+    height: int = Field(ge=1, le=64)
+    width: int = Field(ge=1, le=64)
+
+
+class LatentBody(BaseModel):
+    values: list[float] = Field(max_length=65536)
+    shape: list[int] = Field(min_length=3, max_length=3)
+
+
+class DetokenizeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grids: list[GridBody] = Field(default_factory=list, max_length=16)
+    latents: list[LatentBody] = Field(default_factory=list, max_length=16)
+    quantize: bool = True
+
+
+class EmbedTextBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[str] = Field(min_length=1, max_length=64)
+
+
+class EmbedImageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: list[str] = Field(min_length=1, max_length=16, description="base64 PNGs")

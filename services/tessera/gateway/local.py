@@ -1,0 +1,58 @@
+"""In-process stand-ins for deployment handles, so the route code runs without Ray.
+
+Benchmarks compare served latency against this; evaluation and the job queue's tests use it
+to run the real models through the real route code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tessera.gateway.pipelines import BundleInfo, ModelHandles, Pipelines
+
+
+class _LocalMethod:
+    def __init__(self, fn: Any) -> None:
+        self._fn = fn
+
+    def remote(self, *args: Any) -> Any:
+        """A coroutine for unary methods, an async generator for streaming ones."""
+        return self._fn(*args)
+
+
+class LocalHandle:
+    """Looks like a DeploymentHandle: ``handle.Method.remote(req)`` and ``handle.options()``."""
+
+    def __init__(self, instance: Any) -> None:
+        self._instance = instance
+
+    def options(self, **_: Any) -> LocalHandle:
+        return self
+
+    def __getattr__(self, name: str) -> _LocalMethod:
+        return _LocalMethod(getattr(self._instance, name))
+
+
+def local_handles(bundle_dir: str | Path, device: str | None = None) -> ModelHandles:
+    """Instantiate every model deployment's class in this process."""
+    from tessera.decoder.deployment import Decoder
+    from tessera.lm.deployment import LanguageModel
+    from tessera.prior.deployment import Prior
+    from tessera.tokenizer.deployment import Detokenizer, Tokenizer
+
+    def make(deployment: Any) -> LocalHandle:
+        return LocalHandle(deployment.func_or_class(str(bundle_dir), device))
+
+    return ModelHandles(
+        tokenizer=make(Tokenizer),
+        detokenizer=make(Detokenizer),
+        lm=make(LanguageModel),
+        prior=make(Prior),
+        decoder=make(Decoder),
+    )
+
+
+def local_pipelines(bundle_dir: str | Path, device: str | None = None) -> Pipelines:
+    """The routes over in-process models (no Ray)."""
+    return Pipelines(local_handles(bundle_dir, device), BundleInfo.read(bundle_dir))

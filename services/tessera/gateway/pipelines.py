@@ -1,0 +1,258 @@
+"""The text-to-image routes, composed from model-service handles.
+
+``ar``:     LanguageModel.SampleTokens → Detokenizer.Detokenize(grids)
+``unclip``: Prior.SamplePrior → Decoder.SampleLatents → Detokenizer.Detokenize(latents)
+``variations``: Prior.EmbedImage → Decoder.SampleLatents → Detokenizer.Detokenize(latents)
+
+Handles carry the protobuf messages of `protos/tessera/v1`. The same code runs against Ray
+Serve deployment handles (the Gateway and JobWorker deployments) and against in-process
+services (:func:`local_pipelines`, used by benchmarks and evaluation), so "served vs
+in-process" compares transport, not two implementations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from tessera.common.checkpoint import read_bundle_index, read_config
+from tessera.common.errors import Cancelled, InvalidArgument, NotFound
+from tessera.common.serving import call
+from tessera.gateway.schemas import GenerationParams, VariationParams
+from tessera.v1 import common_pb2, decoder_pb2, generation_pb2, lm_pb2, prior_pb2, tokenizer_pb2
+
+EventCallback = Callable[[generation_pb2.GenerateEvent], Awaitable[bool]]
+
+
+@dataclass
+class ModelHandles:
+    """One handle per model service (Ray DeploymentHandle or an in-process stand-in)."""
+
+    tokenizer: Any
+    detokenizer: Any
+    lm: Any
+    prior: Any
+    decoder: Any
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What the gateway needs to know about the served bundle, read without loading weights."""
+
+    name: str
+    image_size: int
+    routes: tuple[str, ...]
+
+    @classmethod
+    def read(cls, bundle_dir: str | Path) -> BundleInfo:
+        bundle_dir = Path(bundle_dir)
+        index = read_bundle_index(bundle_dir)
+        tok = read_config(bundle_dir / "tokenizer")
+        comps = index["components"]
+        routes = tuple(
+            r
+            for r, needs in (("ar", ("lm",)), ("unclip", ("clip", "prior", "decoder")))
+            if all(c in comps for c in needs)
+        )
+        return cls(index.get("name", bundle_dir.name), tok["image_size"], routes)
+
+
+class Pipelines:
+    """Route composition over model handles."""
+
+    def __init__(self, handles: ModelHandles, info: BundleInfo) -> None:
+        self.h = handles
+        self.info = info
+
+    # -- request checks shared by every entry point -------------------------------------
+    def scale_for(self, size: str | None) -> int:
+        """Integer upscale factor for a requested "WxH" (native size → 1)."""
+        if not size:
+            return 1
+        side = int(size.split("x")[0])
+        native = self.info.image_size
+        if side % native:
+            allowed = ", ".join(
+                f"{native * k}x{native * k}" for k in (1, 2, 4, 8) if native * k <= 1024
+            )
+            raise InvalidArgument(f"size {size} is not served; use one of {allowed}")
+        return side // native
+
+    def check_model(self, model: str | None) -> None:
+        if model and model != self.info.name:
+            raise NotFound(f"unknown model {model!r}; served: {self.info.name!r}")
+
+    def check_route(self, route: str) -> None:
+        if route not in self.info.routes:
+            raise NotFound(f"route {route!r} is not available for model {self.info.name!r}")
+
+    # -- routes ------------------------------------------------------------------------
+    async def generate(
+        self, params: GenerationParams, on_event: EventCallback | None = None
+    ) -> generation_pb2.GenerateResponse:
+        """Run one route end to end; ``on_event`` gets progress (+ previews) and may cancel."""
+        self.check_model(params.model)
+        self.check_route(params.route)
+        scale = self.scale_for(params.size)
+        start = time.perf_counter()
+        if params.route == "ar":
+            images, seed = await self._ar(params, on_event)
+        else:
+            images, seed = await self._unclip(params, on_event)
+        return generation_pb2.GenerateResponse(
+            images=[upscale(img, scale) for img in images],
+            seed=seed,
+            route=params.route,
+            model=self.info.name,
+            elapsed_ms=(time.perf_counter() - start) * 1000,
+        )
+
+    async def _ar(self, p: GenerationParams, on_event: EventCallback | None) -> tuple[list, int]:
+        req = lm_pb2.SampleTokensRequest(prompt=p.prompt, n=p.n)
+        for name in ("seed", "temperature", "top_k", "top_p", "guidance_scale"):
+            if getattr(p, name) is not None:
+                setattr(req, name, getattr(p, name))
+        if on_event is None:
+            res = await call(self.h.lm.SampleTokens, req)
+            grids, seed = list(res.grids), res.seed
+        else:
+            grids, seed = [], 0
+            stream = self.h.lm.options(stream=True).SampleTokensStream.remote(req)
+            async for ev in stream:
+                grids, seed = list(ev.grids), ev.seed
+                if ev.done:
+                    break
+                previews = await self._decode(grids=[_fill_unsampled(g) for g in grids])
+                if not await on_event(
+                    generation_pb2.GenerateEvent(progress=ev.progress, previews=previews)
+                ):
+                    _close(stream)
+                    raise Cancelled("generation cancelled")
+        return await self._decode(grids=grids), seed
+
+    async def _unclip(
+        self, p: GenerationParams, on_event: EventCallback | None
+    ) -> tuple[list, int]:
+        preq = prior_pb2.SamplePriorRequest(prompt=p.prompt, n=p.n)
+        if p.seed is not None:
+            preq.seed = p.seed
+        prior = await call(self.h.prior.SamplePrior, preq)
+        if on_event is not None:
+            progress = common_pb2.Progress(step=1, total_steps=1, stage="prior")
+            if not await on_event(generation_pb2.GenerateEvent(progress=progress)):
+                raise Cancelled("generation cancelled")
+        return await self._decode_embeddings(
+            list(prior.embeddings), p.prompt, prior.seed, p, on_event
+        )
+
+    async def variations(
+        self, image: bytes, params: VariationParams, on_event: EventCallback | None = None
+    ) -> generation_pb2.GenerateResponse:
+        """Image → CLIP image embedding → decoder → de-tokenizer, ``params.n`` times."""
+        self.check_model(params.model)
+        self.check_route("unclip")
+        scale = self.scale_for(params.size)
+        start = time.perf_counter()
+        emb = await call(self.h.prior.EmbedImage, prior_pb2.EmbedImageRequest(images=[image]))
+        seed = params.seed if params.seed is not None else int(time.time_ns() % 2**31)
+        images, seed = await self._decode_embeddings(
+            [emb.embeddings[0]] * params.n, "", seed, params, on_event
+        )
+        return generation_pb2.GenerateResponse(
+            images=[upscale(img, scale) for img in images],
+            seed=seed,
+            route="unclip",
+            model=self.info.name,
+            elapsed_ms=(time.perf_counter() - start) * 1000,
+        )
+
+    async def _decode_embeddings(
+        self,
+        embeddings: list,
+        prompt: str,
+        seed: int,
+        p: GenerationParams | VariationParams,
+        on_event: EventCallback | None,
+    ) -> tuple[list, int]:
+        dreq = decoder_pb2.SampleLatentsRequest(
+            image_embeddings=embeddings, prompt=prompt, seed=seed
+        )
+        if p.guidance_scale is not None:
+            dreq.guidance_scale = p.guidance_scale
+        if p.steps is not None:
+            dreq.steps = p.steps
+        if on_event is None:
+            res = await call(self.h.decoder.SampleLatents, dreq)
+            latents = list(res.latents)
+        else:
+            latents = []
+            stream = self.h.decoder.options(stream=True).SampleLatentsStream.remote(dreq)
+            async for ev in stream:
+                latents = list(ev.latents)
+                if ev.done:
+                    break
+                previews = await self._decode(latents=latents)
+                if not await on_event(
+                    generation_pb2.GenerateEvent(progress=ev.progress, previews=previews)
+                ):
+                    _close(stream)
+                    raise Cancelled("generation cancelled")
+        return await self._decode(latents=latents), seed
+
+    async def _decode(self, grids: list | None = None, latents: list | None = None) -> list:
+        req = tokenizer_pb2.DetokenizeRequest(
+            grids=grids or [], latents=latents or [], quantize=True
+        )
+        res = await call(self.h.detokenizer.Detokenize, req)
+        return list(res.images)
+
+    async def stream(self, params: GenerationParams) -> AsyncIterator[generation_pb2.GenerateEvent]:
+        """Progress events with previews, then one event carrying the result."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def on_event(event: generation_pb2.GenerateEvent) -> bool:
+            await queue.put(event)
+            return True
+
+        task = asyncio.create_task(self.generate(params, on_event))
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            yield generation_pb2.GenerateEvent(
+                progress=common_pb2.Progress(step=1, total_steps=1, stage="done"),
+                result=task.result(),
+            )
+        finally:
+            task.cancel()
+
+
+def _fill_unsampled(grid: common_pb2.TokenGrid) -> common_pb2.TokenGrid:
+    """Previews decode partial grids: positions not sampled yet (-1) become token 0."""
+    return common_pb2.TokenGrid(
+        tokens=[t if t >= 0 else 0 for t in grid.tokens], height=grid.height, width=grid.width
+    )
+
+
+def _close(stream: Any) -> None:
+    cancel = getattr(stream, "cancel", None)
+    if cancel:
+        cancel()
+
+
+def upscale(image: common_pb2.Image, scale: int) -> common_pb2.Image:
+    """Nearest-neighbour upscale of a PNG by an integer factor (1 returns it unchanged)."""
+    if scale == 1:
+        return image
+    img = Image.open(io.BytesIO(image.png)).convert("RGB")
+    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return common_pb2.Image(png=buf.getvalue(), width=img.width, height=img.height)

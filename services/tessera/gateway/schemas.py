@@ -1,0 +1,146 @@
+"""Pydantic models of the public HTTP API, and their conversion to the protobuf contracts.
+
+Every field a request can set is bounded here; the gRPC path converts its messages into these
+models too, so both ingresses validate with the same rules.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tessera.common.errors import InvalidArgument
+from tessera.v1 import generation_pb2
+
+ROUTES = ("ar", "unclip")
+MAX_PROMPT_CHARS = 500
+MAX_IMAGES_PER_REQUEST = 4
+MAX_STEPS = 250
+MAX_GUIDANCE = 20.0
+MAX_TOP_K = 65536
+SIZE_PATTERN = re.compile(r"^(\d{1,4})x(\d{1,4})$")
+# Output sizes: the native size and integer upscales of it (nearest-neighbour), at most this.
+MAX_OUTPUT_SIDE = 1024
+
+
+class GenerationParams(BaseModel):
+    """POST /v1/images/generations — OpenAI images fields plus Tessera's extensions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    n: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_REQUEST)
+    size: str | None = Field(default=None, description="WxH: native size or an integer upscale")
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    model: str | None = Field(default=None, max_length=64)
+    # OpenAI fields accepted for compatibility and ignored.
+    quality: str | None = Field(default=None, max_length=32)
+    style: str | None = Field(default=None, max_length=32)
+    user: str | None = Field(default=None, max_length=256)
+    # Tessera extensions.
+    route: str = Field(default="ar", min_length=1, max_length=32, description="ar or unclip")
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=MAX_GUIDANCE)
+    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+    temperature: float | None = Field(default=None, gt=0.0, le=2.0)
+    top_k: int | None = Field(default=None, ge=0, le=MAX_TOP_K)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+
+    @field_validator("size")
+    @classmethod
+    def _size_format(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = SIZE_PATTERN.match(value)
+        if not match:
+            raise ValueError("size must look like '64x64'")
+        w, h = int(match.group(1)), int(match.group(2))
+        if w != h or not 1 <= w <= MAX_OUTPUT_SIDE:
+            raise ValueError(f"size must be square and at most {MAX_OUTPUT_SIDE}x{MAX_OUTPUT_SIDE}")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt is blank")
+        return value
+
+    def to_proto(self) -> generation_pb2.GenerateRequest:
+        msg = generation_pb2.GenerateRequest(
+            prompt=self.prompt,
+            route=self.route,
+            n=self.n,
+            size=self.size or "",
+            model=self.model or "",
+        )
+        for name in ("seed", "guidance_scale", "steps", "temperature", "top_k", "top_p"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(msg, name, value)
+        return msg
+
+    @classmethod
+    def from_proto(cls, msg: generation_pb2.GenerateRequest) -> GenerationParams:
+        """Validate a gRPC request with the HTTP rules (raises InvalidArgument)."""
+        data: dict = {"prompt": msg.prompt, "route": msg.route or "ar", "n": msg.n or 1}
+        if msg.size:
+            data["size"] = msg.size
+        if msg.model:
+            data["model"] = msg.model
+        for name in ("seed", "guidance_scale", "steps", "temperature", "top_k", "top_p"):
+            if msg.HasField(name):
+                data[name] = getattr(msg, name)
+        return validate(cls, data)
+
+
+def validate(model: type[BaseModel], data: dict) -> BaseModel:
+    """Pydantic validation whose failure is an InvalidArgument with a readable message."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise InvalidArgument(format_validation_error(e)) from e
+
+
+def format_validation_error(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item.get("loc", ())) or "body"
+        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+class ImageData(BaseModel):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class ImagesResponse(BaseModel):
+    """OpenAI's images response, plus what Tessera used (seed, route, model)."""
+
+    created: int
+    data: list[ImageData]
+    seed: int
+    route: str
+    model: str
+    elapsed_ms: float
+
+
+class VariationParams(BaseModel):
+    """POST /v1/images/variations form fields (the image travels as a file part)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_REQUEST)
+    size: str | None = None
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    model: str | None = Field(default=None, max_length=64)
+    user: str | None = Field(default=None, max_length=256)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=MAX_GUIDANCE)
+    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+
+    _size_format = field_validator("size")(GenerationParams._size_format.__func__)

@@ -1,0 +1,112 @@
+"""Prior deployment: hosts CLIP (text and image towers) and the diffusion prior."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import torch
+from ray import serve
+
+from tessera.common import metrics
+from tessera.common.errors import InvalidArgument
+from tessera.common.images import arrays_to_tensor, decode_image
+from tessera.common.protos import check_count, check_range, embedding_to_proto
+from tessera.common.serving import BatchKnobs, batched, load_model, resolve_seed, split_results
+from tessera.common.text_encoder import shared_text_encoder
+from tessera.v1 import prior_pb2
+
+MAX_TEXTS = 64
+MAX_IMAGES = 16
+MAX_SAMPLES = 8
+MAX_PROMPT_CHARS = 500
+MAX_STEPS = 1000
+
+
+def check_prompt(text: str) -> None:
+    if not text.strip() or len(text) > MAX_PROMPT_CHARS:
+        raise InvalidArgument(f"each text must be 1..{MAX_PROMPT_CHARS} characters")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=32)
+class Prior(BatchKnobs):
+    _batched_methods = ("_prior_batch",)
+
+    def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
+        self.clip, self.device = load_model(bundle_dir, "clip", device)
+        self.prior, _ = load_model(bundle_dir, "prior", device)
+        self.text_encoder = shared_text_encoder(str(self.device))
+        self.image_size = self.clip.config.image_size
+        self.model_loaded = True
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """(B, D) CLIP text embeddings (in-process callers use this too)."""
+        text = self.text_encoder.encode(texts).to(self.device)
+        return self.clip.embed_text(text.pooled)
+
+    async def EmbedText(self, request: prior_pb2.EmbedTextRequest) -> prior_pb2.EmbedResponse:
+        check_count("texts", len(request.texts), 1, MAX_TEXTS)
+        for t in request.texts:
+            check_prompt(t)
+        emb = await asyncio.to_thread(self.embed_texts, list(request.texts))
+        return prior_pb2.EmbedResponse(embeddings=[embedding_to_proto(e) for e in emb])
+
+    async def EmbedImage(self, request: prior_pb2.EmbedImageRequest) -> prior_pb2.EmbedResponse:
+        check_count("images", len(request.images), 1, MAX_IMAGES)
+        arrays = [decode_image(b, self.image_size, resize=True) for b in request.images]
+
+        @torch.inference_mode()
+        def run() -> torch.Tensor:
+            return self.clip.embed_image(arrays_to_tensor(arrays).to(self.device))
+
+        emb = await asyncio.to_thread(run)
+        return prior_pb2.EmbedResponse(embeddings=[embedding_to_proto(e) for e in emb])
+
+    async def SamplePrior(
+        self, request: prior_pb2.SamplePriorRequest
+    ) -> prior_pb2.SamplePriorResponse:
+        check_prompt(request.prompt)
+        n = request.n or 1
+        check_count("n", n, 1, MAX_SAMPLES)
+        guidance = None
+        if request.HasField("guidance_scale"):
+            check_range("guidance_scale", request.guidance_scale, 0.0, 20.0)
+            guidance = request.guidance_scale
+        steps = None
+        if request.HasField("steps"):
+            check_count("steps", request.steps, 1, MAX_STEPS)
+            steps = request.steps
+        seed = resolve_seed(request.seed if request.HasField("seed") else None)
+        item = (request.prompt, [seed + i for i in range(n)], guidance, steps)
+        emb = split_results(await self._prior_batch(item))
+        return prior_pb2.SamplePriorResponse(
+            embeddings=[embedding_to_proto(e) for e in emb], seed=seed
+        )
+
+    @batched(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _prior_batch(self, items: list[tuple]) -> list:
+        return await asyncio.to_thread(self._prior_many, items)
+
+    @torch.inference_mode()
+    def _prior_many(self, items: list[tuple]) -> list:
+        # Rows sharing (guidance, steps) run as one batch; each row keeps its own seed.
+        out: list = [None] * len(items)
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, _, guidance, steps) in enumerate(items):
+            groups.setdefault((guidance, steps), []).append(i)
+        for (guidance, steps), idx in groups.items():
+            prompts = [p for i in idx for p in [items[i][0]] * len(items[i][1])]
+            seeds = [s for i in idx for s in items[i][1]]
+            metrics.observe_batch("Prior", len(seeds))
+            text = self.text_encoder.encode(prompts).to(self.device)
+            text_emb = self.clip.embed_text(text.pooled)
+            emb = self.prior.sample(
+                text, text_emb, seeds=seeds, guidance_scale=guidance, steps=steps
+            )
+            start = 0
+            for i in idx:
+                k = len(items[i][1])
+                out[i] = emb[start : start + k].cpu()
+                start += k
+        return out

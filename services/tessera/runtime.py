@@ -1,0 +1,129 @@
+"""Start and stop the whole stack in this process: embedded Ray, Serve's HTTP and gRPC
+proxies, and the `tessera` application configured by a Serve config YAML.
+
+`tessera serve` and the integration tests both go through :func:`start`, so tests exercise
+exactly what users run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("tessera")
+
+APP_NAME = "tessera"
+# Keys of a Serve config deployment entry that `.options()` accepts as they are.
+DEPLOYMENT_OPTION_KEYS = {
+    "num_replicas",
+    "autoscaling_config",
+    "ray_actor_options",
+    "max_ongoing_requests",
+    "max_queued_requests",
+    "user_config",
+    "graceful_shutdown_timeout_s",
+    "graceful_shutdown_wait_loop_s",
+    "health_check_period_s",
+    "health_check_timeout_s",
+}
+
+
+@dataclass
+class StackConfig:
+    """Everything :func:`start` needs; defaults come from the Serve config file."""
+
+    serve_config: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 9000
+    metrics_port: int | None = 8080
+    app_args: dict = field(default_factory=dict)  # overrides of the config's `args`
+    num_cpus: int | None = None
+    # Carry handle calls between replicas over gRPC (Ray 2.60), not Ray's object transport.
+    grpc_handles: bool = True
+    temp_dir: str | None = None
+    quiet: bool = False  # tests: no driver logs, no access log, fast shutdown
+
+
+def read_serve_config(path: Path) -> dict:
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    apps = [a for a in config.get("applications", []) if a.get("name") == APP_NAME]
+    if not apps:
+        raise ValueError(f"{path} has no application named {APP_NAME!r}")
+    return config
+
+
+def deployment_options(app_config: dict, quiet: bool = False) -> dict[str, dict]:
+    options = {}
+    for entry in app_config.get("deployments", []):
+        opts = {k: v for k, v in entry.items() if k in DEPLOYMENT_OPTION_KEYS}
+        if quiet:
+            opts.setdefault("graceful_shutdown_timeout_s", 0)
+            opts.setdefault("graceful_shutdown_wait_loop_s", 0)
+        options[entry["name"]] = opts
+    return options
+
+
+def start(config: StackConfig) -> dict[str, Any]:
+    """Start Ray + Serve and deploy; returns the endpoints. Blocks until the app is ready."""
+    import ray
+    from ray import serve
+    from ray.serve.config import HTTPOptions, gRPCOptions
+
+    from tessera.app import build_app
+
+    serve_config = read_serve_config(config.serve_config)
+    app_config = next(a for a in serve_config["applications"] if a["name"] == APP_NAME)
+    env = {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    if config.grpc_handles:
+        env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "1"
+        env["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"] = str(64 * 1024 * 1024)
+    if config.quiet:
+        env["RAY_SERVE_ENABLE_ACCESS_LOG"] = "0"
+    os.environ.update(env)
+    init_kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "runtime_env": {"env_vars": env},
+        "log_to_driver": not config.quiet,
+        "_temp_dir": config.temp_dir or tempfile.mkdtemp(prefix="tessera-ray-"),
+    }
+    if config.num_cpus is not None:
+        init_kwargs["num_cpus"] = config.num_cpus
+    if config.metrics_port:
+        init_kwargs["_metrics_export_port"] = config.metrics_port
+    ray.init(**init_kwargs)
+    grpc_config = serve_config.get("grpc_options", {})
+    serve.start(
+        http_options=HTTPOptions(host=config.host, port=config.http_port),
+        grpc_options=gRPCOptions(
+            port=config.grpc_port,
+            grpc_servicer_functions=grpc_config.get("grpc_servicer_functions", []),
+        ),
+    )
+    args = {**app_config.get("args", {}), **config.app_args}
+    app = build_app(args, deployment_options(app_config, quiet=config.quiet))
+    serve.run(app, name=APP_NAME, route_prefix=app_config.get("route_prefix", "/"))
+    endpoints = {
+        "http": f"http://{config.host}:{config.http_port}",
+        "grpc": f"{config.host}:{config.grpc_port}",
+    }
+    if config.metrics_port:
+        endpoints["metrics"] = f"http://127.0.0.1:{config.metrics_port}/metrics"
+    return endpoints
+
+
+def stop() -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()

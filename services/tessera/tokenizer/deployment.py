@@ -1,0 +1,132 @@
+"""Tokenizer and Detokenizer deployments: the two halves of the bundle's VQ model.
+
+Each request may carry up to MAX_ITEMS images or grids; ``@serve.batch`` merges concurrent
+requests into one forward pass. A bad item fails only its own request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import torch
+from ray import serve
+
+from tessera.common import metrics
+from tessera.common.errors import InvalidArgument
+from tessera.common.images import arrays_to_tensor, decode_image, encode_png, tensor_to_arrays
+from tessera.common.protos import (
+    check_count,
+    grid_from_proto,
+    grid_to_proto,
+    tensor_from_proto,
+    tensor_to_proto,
+)
+from tessera.common.serving import BatchKnobs, batched, load_model, split_results
+from tessera.v1 import common_pb2, tokenizer_pb2
+
+MAX_ITEMS = 16
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=32)
+class Tokenizer(BatchKnobs):
+    """PNG images → token grids (and optionally quantized latents)."""
+
+    _batched_methods = ("_tokenize_batch",)
+
+    def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
+        self.model, self.device = load_model(bundle_dir, "tokenizer", device)
+        self.model_loaded = True
+
+    async def Tokenize(
+        self, request: tokenizer_pb2.TokenizeRequest
+    ) -> tokenizer_pb2.TokenizeResponse:
+        check_count("images", len(request.images), 1, MAX_ITEMS)
+        size = self.model.image_size
+        arrays = [decode_image(data, size, resize=request.resize) for data in request.images]
+        return split_results(await self._tokenize_batch((arrays, request.return_latents)))
+
+    @batched(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _tokenize_batch(self, items: list[tuple[list, bool]]) -> list:
+        return await asyncio.to_thread(self._tokenize_many, items)
+
+    @torch.inference_mode()
+    def _tokenize_many(self, items: list[tuple[list, bool]]) -> list:
+        arrays = [a for item_arrays, _ in items for a in item_arrays]
+        metrics.observe_batch("Tokenizer", len(arrays))
+        x = arrays_to_tensor(arrays).to(self.device)  # (N, 3, S, S)
+        latents = self.model.encode_latents(x)  # (N, C, h, w)
+        codes = self.model.encode(x)  # (N, h, w)
+        out, start = [], 0
+        for item_arrays, want_latents in items:
+            sl = slice(start, start + len(item_arrays))
+            start += len(item_arrays)
+            out.append(
+                tokenizer_pb2.TokenizeResponse(
+                    grids=[grid_to_proto(g) for g in codes[sl]],
+                    latents=[tensor_to_proto(z) for z in latents[sl]] if want_latents else [],
+                    codebook_size=self.model.codebook_size,
+                )
+            )
+        return out
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=32)
+class Detokenizer(BatchKnobs):
+    """Token grids or continuous latents → PNG images."""
+
+    _batched_methods = ("_decode_batch",)
+
+    def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
+        self.model, self.device = load_model(bundle_dir, "tokenizer", device)
+        self.model_loaded = True
+
+    def _parse(self, request: tokenizer_pb2.DetokenizeRequest) -> tuple[str, torch.Tensor]:
+        m = self.model
+        if request.grids and request.latents:
+            raise InvalidArgument("set either grids or latents, not both")
+        if request.grids:
+            check_count("grids", len(request.grids), 1, MAX_ITEMS)
+            grids = [grid_from_proto(g, m.grid_size, m.codebook_size) for g in request.grids]
+            return "grids", torch.stack(grids)
+        check_count("latents", len(request.latents), 1, MAX_ITEMS)
+        shape = (m.latent_channels, m.grid_size, m.grid_size)
+        latents = [tensor_from_proto(z, shape) for z in request.latents]
+        return ("latents_q" if request.quantize else "latents"), torch.stack(latents)
+
+    async def Detokenize(
+        self, request: tokenizer_pb2.DetokenizeRequest
+    ) -> tokenizer_pb2.DetokenizeResponse:
+        kind, batch = self._parse(request)
+        return split_results(await self._decode_batch((kind, batch)))
+
+    @batched(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _decode_batch(self, items: list[tuple[str, torch.Tensor]]) -> list:
+        return await asyncio.to_thread(self._decode_many, items)
+
+    @torch.inference_mode()
+    def _decode_many(self, items: list[tuple[str, torch.Tensor]]) -> list:
+        metrics.observe_batch("Detokenizer", sum(len(b) for _, b in items))
+        images: list = [None] * len(items)
+        # One forward pass per input kind present in the batch.
+        for kind in ("grids", "latents", "latents_q"):
+            idx = [i for i, (k, _) in enumerate(items) if k == kind]
+            if not idx:
+                continue
+            batch = torch.cat([items[i][1] for i in idx]).to(self.device)
+            if kind == "grids":
+                pixels = self.model.decode_indices(batch)
+            else:
+                pixels = self.model.decode_latents(batch, quantize=kind == "latents_q")
+            arrays, start = tensor_to_arrays(pixels), 0
+            for i in idx:
+                n = len(items[i][1])
+                images[i] = arrays[start : start + n]
+                start += n
+        size = self.model.image_size
+        return [
+            tokenizer_pb2.DetokenizeResponse(
+                images=[common_pb2.Image(png=encode_png(a), width=size, height=size) for a in arrs]
+            )
+            for arrs in images
+        ]

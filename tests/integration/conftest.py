@@ -1,0 +1,64 @@
+"""One Ray Serve instance for the whole test session, on free ports, serving a tiny
+random-init bundle through the same `tessera.runtime.start` that `tessera serve` uses."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tessera.bundle.init import build_random_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    build_random_bundle(out, "tiny", tiny=True, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from tessera import runtime
+
+    config = runtime.StackConfig(
+        serve_config=REPO / "deploy" / "serve" / "local.yaml",
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        app_args={"bundle_dir": str(tiny_bundle), "device": "cpu"},
+        num_cpus=2,
+        # Not under pytest's basetemp: pytest prunes old basetemps, which would pull Ray's
+        # session directory from under a long run.
+        temp_dir=tempfile.mkdtemp(prefix="tessera-test-ray-"),
+        quiet=True,
+    )
+    endpoints = runtime.start(config)
+    yield {**endpoints, "bundle_dir": tiny_bundle, "config": config}
+    runtime.stop()
+    shutil.rmtree(config.temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def http(stack: dict) -> httpx.Client:
+    with httpx.Client(base_url=stack["http"], timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def channel(stack: dict) -> grpc.Channel:
+    with grpc.insecure_channel(stack["grpc"]) as ch:
+        yield ch

@@ -1,0 +1,51 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tessera.common.errors import InvalidArgument
+from tessera.common.images import (
+    MAX_IMAGE_BYTES,
+    arrays_to_tensor,
+    decode_image,
+    encode_png,
+    make_grid,
+    tensor_to_arrays,
+)
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_transparent_pixels_become_white():
+    img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    arr = decode_image(png_bytes(img), 8)
+    assert (arr == 255).all()
+
+
+def test_resize_policy_and_limits():
+    data = png_bytes(Image.new("RGB", (16, 16), (1, 2, 3)))
+    assert decode_image(data, 8, resize=True).shape == (8, 8, 3)
+    with pytest.raises(InvalidArgument, match="takes 8x8"):
+        decode_image(data, 8, resize=False)
+    with pytest.raises(InvalidArgument, match="not a readable image"):
+        decode_image(b"\x89PNG garbage", 8)
+    with pytest.raises(InvalidArgument, match="empty"):
+        decode_image(b"", 8)
+    with pytest.raises(InvalidArgument, match="bytes"):
+        decode_image(b"0" * (MAX_IMAGE_BYTES + 1), 8)
+    with pytest.raises(InvalidArgument, match="largest side"):
+        decode_image(png_bytes(Image.new("RGB", (2048, 8))), 8)
+
+
+def test_png_and_tensor_round_trip():
+    arr = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    assert (tensor_to_arrays(arrays_to_tensor(arr)) == arr).all()
+    back = decode_image(encode_png(arr[0]), 8, resize=False)
+    assert (back == arr[0]).all()
+    assert decode_image(encode_png(arr[0], scale=2), 16, resize=False).shape == (16, 16, 3)
+    assert make_grid(list(arr), columns=2, pad=1).shape == (2 * 9 + 1, 2 * 9 + 1, 3)

@@ -1,0 +1,34 @@
+import pytest
+
+from tessera.common.errors import InvalidArgument
+from tessera.gateway.schemas import GenerationParams, VariationParams, validate
+from tessera.v1 import generation_pb2
+
+
+def test_proto_round_trip_keeps_unset_fields_unset():
+    params = GenerationParams(prompt="a cat", route="unclip", n=2, seed=3, top_p=0.9)
+    msg = params.to_proto()
+    assert msg.HasField("seed") and not msg.HasField("temperature")
+    back = GenerationParams.from_proto(msg)
+    assert back.top_p == pytest.approx(0.9)  # proto floats are 32-bit
+    assert back.model_dump(exclude={"top_p"}) == params.model_dump(exclude={"top_p"})
+
+
+def test_grpc_requests_use_the_same_bounds():
+    with pytest.raises(InvalidArgument, match="n"):
+        GenerationParams.from_proto(generation_pb2.GenerateRequest(prompt="a", n=99))
+    with pytest.raises(InvalidArgument, match="prompt"):
+        GenerationParams.from_proto(generation_pb2.GenerateRequest(prompt=""))
+    assert GenerationParams.from_proto(generation_pb2.GenerateRequest(prompt="a")).n == 1
+
+
+@pytest.mark.parametrize("size", ["64x64", "128x128", "1024x1024"])
+def test_sizes_accepted(size):
+    assert GenerationParams(prompt="a", size=size).size == size
+    assert validate(VariationParams, {"size": size}).size == size
+
+
+@pytest.mark.parametrize("size", ["64x32", "0x0", "2048x2048", "64", "axb"])
+def test_sizes_rejected(size):
+    with pytest.raises(InvalidArgument, match="size"):
+        validate(GenerationParams, {"prompt": "a", "size": size})
