@@ -20,6 +20,7 @@ from tqdm import tqdm
 from tessera.common.checkpoint import load_component, save_component
 from tessera.common.device import pick_device
 from tessera.common.errors import InvalidArgument
+from tessera.common.text_encoder import TextBatch
 from tessera.prior.model import DiffusionPrior, PriorConfig
 from tessera.prior.train_clip import (
     caption_table,
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory")
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--preset", choices=["default", "tiny"], default="default")
+    parser.add_argument("--preset", choices=["default", "small", "tiny"], default="default")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--weight-decay", type=float, default=0.01)
@@ -78,19 +79,22 @@ def precompute(clip: torch.nn.Module, data: object, cache: Path, device: torch.d
 
 
 @torch.no_grad()
-def heldout_cosine(prior: DiffusionPrior, pre: dict, device: torch.device, steps: int) -> dict:
+def heldout_cosine(
+    prior: DiffusionPrior, pre: dict, device: torch.device, steps: int, limit: int = 128
+) -> dict:
     """Mean cosine of prior samples (guidance from the config) to the true image embedding,
-    canonical caption per image, beside the text-embedding baseline."""
-    cap = np.array([ids[0] for ids in pre["per_image"]])
-    from tessera.common.text_encoder import TextBatch
-
+    canonical caption per image, beside the text-embedding baseline; on at most ``limit``
+    evenly spaced images, so that monitoring stays cheap (``tessera eval prior`` does all)."""
+    n = len(pre["per_image"])
+    rows = np.linspace(0, n - 1, num=min(limit, n)).round().astype(int)
+    cap = np.array([pre["per_image"][i][0] for i in rows])
     text = TextBatch(pre["states"][cap].float(), pre["mask"][cap], pre["pooled"][cap])
-    temb = pre["text_emb"][cap]
-    pred = prior.sample(text.to(device), temb.to(device), seeds=list(range(len(cap))), steps=steps)
-    true = pre["image_emb"].to(device)
+    temb = pre["text_emb"][cap].to(device)
+    pred = prior.sample(text.to(device), temb, seeds=list(range(len(cap))), steps=steps)
+    true = pre["image_emb"][rows].to(device)
     return {
         "prior_cosine": float((pred * true).sum(-1).mean()),
-        "text_baseline_cosine": float((temb.to(device) * true).sum(-1).mean()),
+        "text_baseline_cosine": float((temb * true).sum(-1).mean()),
     }
 
 
@@ -118,8 +122,12 @@ def run(args: argparse.Namespace) -> int:
         if config.embed_dim != clip.embed_dim:
             raise InvalidArgument(f"prior D={config.embed_dim} but CLIP D={clip.embed_dim}")
     else:
-        preset = PriorConfig.tiny if args.preset == "tiny" else PriorConfig
-        config = preset(embed_dim=clip.embed_dim)
+        d = clip.embed_dim
+        config = {
+            "default": PriorConfig(embed_dim=d),
+            "small": PriorConfig(embed_dim=d, n_layer=4, n_head=4, n_embd=256),  # short CPU runs
+            "tiny": PriorConfig.tiny(embed_dim=d),
+        }[args.preset]
         prior = DiffusionPrior(config).to(device)
         prior.set_embedding_stats(train["image_emb"].to(device))
     optimizer = make_optimizer(prior, args.lr, args.weight_decay)
