@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -86,12 +87,13 @@ def _check(
     if scheduler not in SCHEDULERS:
         raise InvalidArgument(f"scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}")
     steps = cfg.default_steps if steps is None else steps
-    if isinstance(steps, bool) or not isinstance(steps, int):
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
         raise InvalidArgument(f"steps must be an integer, got {steps!r}")
+    steps = int(steps)
     if not 1 <= steps <= cfg.num_train_timesteps:
         raise InvalidArgument(f"steps must be in [1, {cfg.num_train_timesteps}], got {steps}")
     g = cfg.default_guidance if guidance_scale is None else guidance_scale
-    if isinstance(g, bool) or not isinstance(g, int | float) or not math.isfinite(g):
+    if isinstance(g, bool) or not isinstance(g, numbers.Real) or not math.isfinite(g):
         raise InvalidArgument(f"guidance_scale must be a finite number, got {g!r}")
     if not 0.0 <= g <= MAX_GUIDANCE:
         raise InvalidArgument(f"guidance_scale must be in [0, {MAX_GUIDANCE}], got {g}")
