@@ -6,7 +6,8 @@
   ``DELETE /v1/jobs/{id}`` (cancel; returns the job),
 - ``GET /v1/jobs/{id}/events``: Server-Sent Events until the job ends: ``progress`` events
   (state, step counts, preview PNGs in base64) and a last ``done`` event with the full job;
-  each carries an ``id:`` so a client can resume with ``Last-Event-ID``.
+  each carries an ``id:`` so a client can resume with ``Last-Event-ID`` (``0-0``: replay
+  from the job's first event).
 - ``GET /v1/jobs/{id}/images/{index}``: one result image as ``image/png``.
 
 The router is self-contained: it validates bodies itself and renders every error as

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
 from tessera.jobs.embedded import EmbeddedRedis
 from tessera.jobs.queue import JobQueue, QueueConfig
 

@@ -9,6 +9,7 @@ import json
 
 import httpx
 from fastapi import FastAPI
+
 from tessera.common.errors import NotFound
 from tessera.jobs.api import build_jobs_router
 from tessera.jobs.queue import JobQueue, wait_for
@@ -183,7 +184,8 @@ async def test_events_stream_progress_previews_and_end(redis_url):
     async with open_queue(redis_url) as q, client_for(q) as http:
         job = (await http.post("/v1/jobs", json={"prompt": "streamed", "steps": 3})).json()
         async with worker_for(q):
-            r = await http.get(f"/v1/jobs/{job['id']}/events")
+            # Last-Event-ID 0-0: from the job's first event, however late this request runs.
+            r = await http.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "0-0"})
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = parse_sse(r.text)
         kinds = [k for k, _ in events]

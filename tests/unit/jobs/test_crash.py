@@ -11,6 +11,7 @@ import time
 from collections import Counter
 
 import pytest
+
 from tessera.gateway.schemas import GenerationParams
 from tessera.jobs.queue import REDIS_DOWN, JobQueue
 from tessera.jobs.synthetic import expected_png

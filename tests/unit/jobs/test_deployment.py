@@ -10,6 +10,7 @@ import pytest
 from ray.serve._private.common import DeploymentID
 from ray.serve.autoscaling_policy import _apply_autoscaling_config
 from ray.serve.config import AutoscalingConfig, AutoscalingContext
+
 from tessera.gateway.schemas import GenerationParams
 from tessera.jobs.autoscaling import (
     BACKLOG_METRIC,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 from pydantic import SecretStr
+
 from tessera.common.settings import Settings
 from tessera.jobs.embedded import EmbeddedRedis, ensure_redis
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from tessera.common.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from tessera.jobs.grpc_handlers import JobsServicerMixin
 from tessera.jobs.synthetic import SyntheticExecutor, expected_png

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tessera.common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from tessera.gateway.schemas import GenerationParams
 from tessera.jobs.queue import JobQueue, wait_for
@@ -199,7 +200,7 @@ async def test_job_whose_workers_keep_dying_is_dead_lettered(redis_url):
 
 async def test_heartbeat_keeps_long_job_from_being_reclaimed(redis_url, tmp_path):
     record = tmp_path / "runs.log"
-    cfg = config(visibility_timeout_s=0.4)
+    cfg = config(visibility_timeout_s=0.5)
     async with open_queue(redis_url, cfg) as q:
         async with (
             running_worker(q, concurrency=1, step_s=0.1, record_path=str(record)),
@@ -227,13 +228,15 @@ async def test_watch_streams_progress_then_result_and_resumes(redis_url):
     async with open_queue(redis_url) as q:
         job = await q.submit(params("watched", steps=3))
         updates = []
+        watching = asyncio.Event()
 
         async def watch():
             async for u in q.watch(job.id):
                 updates.append(u)
+                watching.set()
 
         watcher = asyncio.create_task(watch())
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(watching.wait(), 10)  # the snapshot: the watch has its cursor
         async with running_worker(q, step_s=0.02):
             await asyncio.wait_for(watcher, 10)
         assert updates[0].job.state == "queued" and not updates[0].previews
