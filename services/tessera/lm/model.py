@@ -2,7 +2,7 @@
 
 The sequence the transformer sees is::
 
-    [ text prefix (T <= text_len) | BOS | x_0 | x_1 | ... | x_{L-2} ]   ->   predicts x_0 ... x_{L-1}
+    [ text prefix (T <= text_len) | BOS | x_0 | ... | x_{L-2} ]  ->  predicts x_0 ... x_{L-1}
 
 * The text prefix is the frozen MiniLM per-token states (B, T <= text_len, 384) projected to
   ``n_embd``; padding positions are masked out of attention, so trailing padding can be cut
@@ -272,10 +272,10 @@ class ImageGPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for image cells 0..n given the first n codes.
 
-        codes (B, n) int64 with 0 <= n < L (flattened row-major), states (B, T, 384),
-        mask (B, T) bool with T <= text_len -> logits (B, n+1, vocab). In training mode ``drop_cond``
-        defaults to a random ``cond_dropout`` fraction of rows. With ``targets`` (B, n+1)
-        the mean cross-entropy (nats per token) is returned as well.
+        codes (B, n) int64 with 0 <= n < L (flattened row-major), states (B, T, 384), mask
+        (B, T) bool with T <= text_len -> logits (B, n+1, vocab). In training mode
+        ``drop_cond`` defaults to a random ``cond_dropout`` fraction of rows. With ``targets``
+        (B, n+1) the mean cross-entropy (nats per token) is returned as well.
         """
         B, n = codes.shape
         if n >= self.config.n_tokens:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from lm_helpers import fake_text, train_tiny
+
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, LMConfig
 

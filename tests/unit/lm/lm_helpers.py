@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from lm_helpers import fake_text
+
 from tessera.common.checkpoint import load_component, save_component
 from tessera.lm.model import ImageGPT, LMConfig, trim_text
 from tessera.lm.sampling import SamplingParams, sample_tokens

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from lm_helpers import fake_text
+
 from tessera.common.device import make_generator
 from tessera.common.errors import Cancelled, InvalidArgument
 from tessera.common.text_encoder import TextBatch
