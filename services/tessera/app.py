@@ -22,7 +22,7 @@ class AppArgs(BaseModel):
     bundle: str | None = None  # bundle name under models_dir; default: settings
     bundle_dir: str | None = None  # explicit path; wins over bundle
     device: str | None = None  # "cpu" / "cuda"; default: CUDA when the replica has a GPU
-    redis_url: str | None = None  # job queue; default: settings / embedded
+    redis_url: str | None = None  # job queue; default: TESSERA_REDIS_URL (serve: embedded)
     jobs: bool = True  # deploy the JobWorker
 
 
@@ -50,6 +50,10 @@ def build_app(
     parsed = AppArgs.model_validate(args or {})
     bundle_dir = str(resolve_bundle_dir(parsed))
     device = parsed.device if parsed.device not in (None, "auto") else None
+    settings = get_settings()
+    redis_url = parsed.redis_url or (
+        settings.redis_url.get_secret_value() if settings.redis_url else None
+    )
     opts = deployment_options or {}
 
     def configured(deployment: Any) -> Any:
@@ -62,4 +66,18 @@ def build_app(
         "prior": configured(Prior).bind(bundle_dir, device),
         "decoder": configured(Decoder).bind(bundle_dir, device),
     }
-    return configured(Gateway).bind(**models, bundle_dir=bundle_dir)
+    worker = None
+    if parsed.jobs and redis_url:
+        from tessera.jobs.deployment import JobWorker
+
+        worker = configured(JobWorker).bind(
+            redis_url,
+            models["lm"],
+            models["prior"],
+            models["decoder"],
+            models["detokenizer"],
+            bundle_dir=bundle_dir,
+        )
+    return configured(Gateway).bind(
+        **models, bundle_dir=bundle_dir, redis_url=redis_url, job_worker=worker
+    )

@@ -49,6 +49,15 @@ class StackConfig:
     grpc_handles: bool = True
     temp_dir: str | None = None
     quiet: bool = False  # tests: no driver logs, no access log, fast shutdown
+    data_dir: Path | None = None  # embedded Redis lives here; default: settings.data_dir
+
+    def settings(self) -> Any:
+        from tessera.common.settings import get_settings
+
+        settings = get_settings()
+        if self.data_dir is not None:
+            settings = settings.model_copy(update={"data_dir": self.data_dir})
+        return settings
 
 
 def read_serve_config(path: Path) -> dict:
@@ -108,6 +117,10 @@ def start(config: StackConfig) -> dict[str, Any]:
         ),
     )
     args = {**app_config.get("args", {}), **config.app_args}
+    if args.get("jobs", True) and not args.get("redis_url"):
+        from tessera.jobs.embedded import ensure_redis
+
+        args["redis_url"] = ensure_redis(config.settings())
     app = build_app(args, deployment_options(app_config, quiet=config.quiet))
     serve.run(app, name=APP_NAME, route_prefix=app_config.get("route_prefix", "/"))
     endpoints = {

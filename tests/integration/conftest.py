@@ -34,6 +34,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     from tessera import runtime
 
+    temp_dir = tempfile.mkdtemp(prefix="tessera-test-ray-")
     config = runtime.StackConfig(
         serve_config=REPO / "deploy" / "serve" / "local.yaml",
         http_port=free_port(),
@@ -43,7 +44,8 @@ def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         num_cpus=2,
         # Not under pytest's basetemp: pytest prunes old basetemps, which would pull Ray's
         # session directory from under a long run.
-        temp_dir=tempfile.mkdtemp(prefix="tessera-test-ray-"),
+        temp_dir=temp_dir,
+        data_dir=Path(temp_dir) / "data",  # the embedded Redis of this session
         quiet=True,
     )
     endpoints = runtime.start(config)

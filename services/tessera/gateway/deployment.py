@@ -5,6 +5,9 @@ It validates requests, composes the routes through model-service handles (see
 serves every contract, and maps domain errors to HTTP / gRPC status codes.
 """
 
+# No `from __future__ import annotations` here: Ray Serve rebuilds the FastAPI routes in the
+# replica, where string annotations (Request, UploadFile) no longer resolve.
+
 import asyncio
 import contextlib
 import time
@@ -18,7 +21,7 @@ from grpc_health.v1 import health_pb2
 from ray import serve
 
 from tessera.common import metrics
-from tessera.common.errors import InvalidArgument, TesseraError, http_status
+from tessera.common.errors import InvalidArgument, TesseraError, Unavailable, http_status
 from tessera.common.serving import call, grpc_edge, returns, unwrap_error
 from tessera.gateway.http import (
     DetokenizeBody,
@@ -31,6 +34,9 @@ from tessera.gateway.http import (
 )
 from tessera.gateway.pipelines import BundleInfo, ModelHandles, Pipelines
 from tessera.gateway.schemas import GenerationParams, ImagesResponse, VariationParams, validate
+from tessera.jobs.api import build_jobs_router
+from tessera.jobs.grpc_handlers import JobsServicerMixin
+from tessera.jobs.queue import JobQueue
 from tessera.v1 import (
     common_pb2,
     decoder_pb2,
@@ -41,6 +47,27 @@ from tessera.v1 import (
 )
 
 app = create_app()
+
+
+class _Current:
+    """The replica's Gateway, for the module-level jobs router (one Gateway per process)."""
+
+    gateway: "Gateway | None" = None
+
+
+def _job_queue() -> JobQueue:
+    gateway = _Current.gateway
+    if gateway is None or gateway.job_queue is None:
+        raise Unavailable("async jobs are not configured on this server (no Redis URL)")
+    return gateway.job_queue
+
+
+def _check_job(params: GenerationParams) -> None:
+    if _Current.gateway is not None:
+        _Current.gateway.check_job_params(params)
+
+
+app.include_router(build_jobs_router(_job_queue, check=_check_job))
 
 
 @contextlib.asynccontextmanager
@@ -61,7 +88,7 @@ async def observed(route: str, ingress: str):  # noqa: ANN201 - async context ma
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 @serve.ingress(app)
-class Gateway:
+class Gateway(JobsServicerMixin):
     def __init__(
         self,
         tokenizer: Any,
@@ -70,10 +97,20 @@ class Gateway:
         prior: Any,
         decoder: Any,
         bundle_dir: str | Path,
+        redis_url: str | None = None,
+        job_worker: Any = None,  # bound only so Serve deploys it; the gateway never calls it
     ) -> None:
         self.handles = ModelHandles(tokenizer, detokenizer, lm, prior, decoder)
         self.info = BundleInfo.read(bundle_dir)
         self.pipelines = Pipelines(self.handles, self.info)
+        self.job_queue = JobQueue.from_url(redis_url) if redis_url else None
+        _Current.gateway = self
+
+    def check_job_params(self, params: GenerationParams) -> None:
+        """Reject a job that could never run before it is queued (model, route, size)."""
+        self.pipelines.check_model(params.model)
+        self.pipelines.check_route(params.route)
+        self.pipelines.scale_for(params.size)
 
     # ------------------------------------------------------------------ HTTP: images
     @app.post("/v1/images/generations", response_model=ImagesResponse, tags=["images"])
@@ -324,6 +361,35 @@ class Gateway:
         async for event in self.handles.decoder.options(stream=True).SampleLatentsStream.remote(
             request
         ):
+            yield event
+
+    # ------------------------------------------------------------------ gRPC: jobs
+    @grpc_edge
+    @returns(generation_pb2.Job)
+    async def SubmitJob(
+        self, request: generation_pb2.SubmitJobRequest, grpc_context: Any = None
+    ) -> generation_pb2.Job:
+        return await JobsServicerMixin.SubmitJob(self, request)
+
+    @grpc_edge
+    @returns(generation_pb2.Job)
+    async def GetJob(
+        self, request: generation_pb2.GetJobRequest, grpc_context: Any = None
+    ) -> generation_pb2.Job:
+        return await JobsServicerMixin.GetJob(self, request)
+
+    @grpc_edge
+    @returns(generation_pb2.Job)
+    async def CancelJob(
+        self, request: generation_pb2.CancelJobRequest, grpc_context: Any = None
+    ) -> generation_pb2.Job:
+        return await JobsServicerMixin.CancelJob(self, request)
+
+    @grpc_edge
+    async def WatchJob(
+        self, request: generation_pb2.GetJobRequest, grpc_context: Any = None
+    ) -> AsyncIterator[generation_pb2.JobEvent]:
+        async for event in JobsServicerMixin.WatchJob(self, request):
             yield event
 
     # ------------------------------------------------------------------ gRPC: health

@@ -15,7 +15,8 @@ The router is self-contained: it validates bodies itself and renders every error
 whatever exception handlers the app installs.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Ray Serve rebuilds the FastAPI routes in the
+# replica, where string annotations (Request, UploadFile) no longer resolve.
 
 import base64
 import json

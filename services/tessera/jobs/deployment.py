@@ -28,8 +28,8 @@ import logging
 from typing import Any
 
 from ray import serve
-from ray.serve.metrics import Gauge
 
+from tessera.common import metrics
 from tessera.jobs.autoscaling import BACKLOG_METRIC, SLOTS_METRIC, autoscaling_config
 from tessera.jobs.queue import JobQueue, QueueConfig
 from tessera.jobs.worker import Worker, build_executor
@@ -82,11 +82,6 @@ class JobWorker:
         self.worker: Worker | None = None
         self._closed = False
         self._task: asyncio.Task[None] | None = None
-        self._gauges = {
-            "queued": Gauge("tessera_jobs_queued", description="Jobs waiting for a worker."),
-            "running": Gauge("tessera_jobs_running", description="Jobs being run."),
-            "workers": Gauge("tessera_jobs_workers", description="Live job workers."),
-        }
         self._ensure_started()  # Serve runs __init__ on the replica's event loop
 
     def _ensure_started(self) -> None:
@@ -129,9 +124,9 @@ class JobWorker:
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         depth = await self.queue.depth()
-        self._gauges["queued"].set(depth.queued)
-        self._gauges["running"].set(depth.running)
-        self._gauges["workers"].set(depth.workers)
+        # Serve polls this every metrics_interval_s: a good cadence to refresh the gauge.
+        for priority in ("high", "normal"):
+            metrics.set_queue_depth(priority, depth.by_priority.get(priority, 0))
         return {BACKLOG_METRIC: float(depth.total), SLOTS_METRIC: float(self.concurrency)}
 
     async def stats(self) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from tessera.common import metrics
 from tessera.common.errors import (
     AlreadyExists,
     Cancelled,
@@ -89,6 +90,7 @@ class _Held:
     lease: str = ""
     lost: bool = False  # another worker reclaimed the message: stop, touch nothing
     cancel: bool = False  # a DELETE arrived: stop and mark cancelled
+    queue_s: float | None = None  # submit → first start, for the time-in-queue metric
 
 
 class Worker:
@@ -252,6 +254,8 @@ class Worker:
             if not started.run:
                 log.debug("job %s skipped: %s", d.job_id, started.reason)
                 return
+            if started.attempts == 1:  # stream ids are "<enqueue ms>-<seq>"
+                held.queue_s = time.time() - int(d.msg_id.split("-")[0]) / 1000
             try:
                 params = GenerationParams.model_validate_json(started.request_json)
             except ValueError as e:
@@ -289,6 +293,7 @@ class Worker:
             elif held.cancel:
                 await _retry(lambda: self.queue.mark_cancelled(d.job_id))
                 self.stats["cancelled"] += 1
+                _record(held, "cancelled")
             else:
                 await self._fail(held, e)
             return
@@ -305,8 +310,10 @@ class Worker:
         )
         if outcome == "committed":
             self.stats["succeeded"] += 1
+            _record(held, "succeeded")
         elif outcome == "cancelled":
             self.stats["cancelled"] += 1
+            _record(held, "cancelled")
 
     async def _fail(self, held: _Held, error: BaseException) -> None:
         retryable = not isinstance(error, PERMANENT_ERRORS)
@@ -323,6 +330,13 @@ class Worker:
             )
         )
         self.stats["retried" if outcome == "retry" else "failed"] += 1
+        _record(held, "retried" if outcome == "retry" else "failed")
+
+
+def _record(held: _Held, outcome: str) -> None:
+    """Job outcome and time in queue, by priority (the stream a job came from)."""
+    priority = "high" if held.delivery.stream.endswith("high") else "normal"
+    metrics.record_job(outcome, held.queue_s, priority=priority)
 
 
 async def _retry(call: Callable[[], Awaitable[Any]], *, give_up_s: float = 30.0) -> Any:

@@ -1,0 +1,280 @@
+"""`make bench`: serving benchmarks, written to benchmarks/results/latest.json + .md + .png.
+
+Ratios are measured in one run on one machine (these machines are noisy):
+1. served (HTTP, full route) vs in-process pipeline latency at concurrency 1, per route;
+2. throughput and p50/p99 latency at concurrency 1, 4 and 16, per route;
+3. LM sampling with the KV cache vs without, for a full grid;
+4. async jobs: jobs/s and submit→result p50/p99 at 1 and 8 workers.
+Each figure is the median over repeated runs, with the spread (min..max).
+
+    python -m benchmarks.run                 # the default bundle (random weights if missing)
+    python -m benchmarks.run --quick         # tiny bundle, few repeats (what `make test` runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+ROUTES = ("ar", "unclip")
+PROMPTS = ("grinning face", "red heart", "a small red fruit", "rocket")
+
+
+def summarize(values: list[float]) -> dict:
+    ordered = sorted(values)
+
+    def pct(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "p50": pct(0.5),
+        "p99": pct(0.99),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------- in-process
+def in_process_latency(bundle_dir: Path, repeats: int) -> dict:
+    from tessera.gateway.local import local_pipelines
+    from tessera.gateway.schemas import GenerationParams
+
+    pipelines = local_pipelines(bundle_dir, "cpu")
+
+    async def run() -> dict:
+        out = {}
+        for route in ROUTES:
+            await pipelines.generate(GenerationParams(prompt="warm up", route=route, seed=0))
+            times = []
+            for i in range(repeats):
+                params = GenerationParams(prompt=PROMPTS[i % len(PROMPTS)], route=route, seed=i)
+                t0 = time.perf_counter()
+                await pipelines.generate(params)
+                times.append(time.perf_counter() - t0)
+            out[route] = summarize(times)
+        return out
+
+    return asyncio.run(run())
+
+
+# ----------------------------------------------------------------------------- served
+async def load(url: str, route: str, concurrency: int, requests: int) -> dict:
+    latencies: list[float] = []
+    counter = iter(range(requests))
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        await client.post("/v1/images/generations", json={"prompt": "warm up", "route": route})
+
+        async def worker() -> None:
+            for i in counter:
+                body = {"prompt": PROMPTS[i % len(PROMPTS)], "route": route, "seed": i}
+                t0 = time.perf_counter()
+                r = await client.post("/v1/images/generations", json=body)
+                r.raise_for_status()
+                latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return {
+        **summarize(latencies),
+        "throughput_rps": len(latencies) / wall,
+        "concurrency": concurrency,
+    }
+
+
+def served(url: str, repeats: int, levels: tuple[int, ...]) -> dict:
+    out: dict = {}
+    for route in ROUTES:
+        out[route] = {}
+        for c in levels:
+            out[route][str(c)] = asyncio.run(load(url, route, c, max(repeats, 2 * c)))
+    return out
+
+
+# ----------------------------------------------------------------------------- KV cache
+def kv_cache_speedup(bundle_dir: Path, repeats: int) -> dict:
+    from tessera.common.checkpoint import load_bundle_component
+    from tessera.common.text_encoder import shared_text_encoder
+    from tessera.lm.sampling import SamplingParams, sample_tokens
+
+    model = load_bundle_component(bundle_dir, "lm")
+    text = shared_text_encoder("cpu").encode(["grinning face"] * 4)
+    params = [SamplingParams(seed=i) for i in range(4)]
+    result = {}
+    for use_cache in (True, False):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                sample_tokens(model, text, params, use_cache=use_cache)
+            times.append(time.perf_counter() - t0)
+        result["cached" if use_cache else "uncached"] = summarize(times)
+    result["speedup"] = result["uncached"]["median"] / result["cached"]["median"]
+    result["grid_tokens"] = model.config.grid_size**2
+    return result
+
+
+# ----------------------------------------------------------------------------- report
+def write_report(results: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [f"# Benchmarks ({results['meta']['bundle']}, {results['meta']['when']})", ""]
+    lines += [
+        "| route | in-process p50 (s) | served c=1 p50 (s) | served / in-process |",
+        "|---|---|---|---|",
+    ]
+    for route in ROUTES:
+        ip = results["in_process"][route]["median"]
+        sv = results["served"][route]["1"]["median"]
+        lines.append(f"| {route} | {ip:.3f} | {sv:.3f} | {sv / ip:.2f} |")
+    lines += [
+        "",
+        "| route | concurrency | throughput (req/s) | p50 (s) | p99 (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for route in ROUTES:
+        for c, r in results["served"][route].items():
+            lines.append(
+                f"| {route} | {c} | {r['throughput_rps']:.2f} | {r['p50']:.3f} | {r['p99']:.3f} |"
+            )
+    kv = results["kv_cache"]
+    lines += [
+        "",
+        f"KV cache: {kv['speedup']:.1f}x faster than cache-free sampling "
+        f"({kv['grid_tokens']} tokens, batch 4; {kv['cached']['median']:.3f}s "
+        f"vs {kv['uncached']['median']:.3f}s).",
+    ]
+    if "jobs" in results:
+        lines += [
+            "",
+            "| job workers | jobs/s | p50 submit→result (s) | p99 (s) |",
+            "|---|---|---|---|",
+        ]
+        for w, r in results["jobs"].items():
+            row = (w, r["jobs_per_s"], r["ideal_jobs_per_s"], r["p50_s"], r["p99_s"])
+            lines.append("| {} | {:.1f} (ideal {:.0f}) | {:.3f} | {:.3f} |".format(*row))
+    (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
+    plot(results, out_dir / "latest.png")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for route in ROUTES:
+        levels = sorted(results["served"][route], key=int)
+        axes[0].plot(
+            [int(c) for c in levels],
+            [results["served"][route][c]["throughput_rps"] for c in levels],
+            "o-",
+            label=route,
+        )
+        axes[1].plot(
+            [int(c) for c in levels],
+            [results["served"][route][c]["p99"] for c in levels],
+            "o-",
+            label=route,
+        )
+    axes[0].set(
+        xlabel="concurrent clients", ylabel="requests / s", title="throughput", xscale="log"
+    )
+    axes[1].set(xlabel="concurrent clients", ylabel="seconds", title="p99 latency", xscale="log")
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Tessera serving benchmarks")
+    parser.add_argument("--quick", action="store_true", help="tiny bundle, few repeats")
+    parser.add_argument("--bundle-dir", type=Path, default=None)
+    parser.add_argument(
+        "--url", default=None, help="benchmark a running stack instead of starting one"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--no-jobs", action="store_true")
+    args = parser.parse_args(argv)
+
+    from tessera import runtime
+    from tessera.bundle.init import build_random_bundle
+    from tessera.common.settings import get_settings
+
+    settings = get_settings()
+    bundle_dir = args.bundle_dir or settings.bundle_dir
+    if args.quick or not (bundle_dir / "model_index.json").is_file():
+        bundle_dir = Path(tempfile.mkdtemp(prefix="tessera-bench-")) / "tiny"
+        build_random_bundle(bundle_dir, "tiny", tiny=args.quick)
+    repeats = args.repeats or (3 if args.quick else 10)
+    levels = (1, 4) if args.quick else (1, 4, 16)
+    torch.set_num_threads(2)
+    results: dict = {
+        "meta": {
+            "bundle": bundle_dir.name,
+            "when": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+            "torch": torch.__version__,
+            "quick": args.quick,
+        }
+    }
+    print("in-process latency…", flush=True)
+    results["in_process"] = in_process_latency(bundle_dir, repeats)
+    print("KV cache…", flush=True)
+    results["kv_cache"] = kv_cache_speedup(bundle_dir, max(2, repeats // 3))
+    url = args.url
+    if url is None:
+        config = runtime.StackConfig(
+            serve_config=REPO / "deploy" / "serve" / "local.yaml",
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=None,
+            app_args={"bundle_dir": str(bundle_dir)},
+            quiet=True,
+        )
+        url = runtime.start(config)["http"]
+    try:
+        print("served latency and throughput…", flush=True)
+        results["served"] = served(url, repeats, levels)
+    finally:
+        if args.url is None:
+            runtime.stop()
+    if not args.no_jobs:
+        print("async jobs…", flush=True)
+        from benchmarks import jobs_bench
+
+        results["jobs"] = {
+            str(w): jobs_bench.run(workers=w, jobs=20 if args.quick else 200) for w in (1, 8)
+        }
+    write_report(results, args.out)
+    print((args.out / "latest.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
