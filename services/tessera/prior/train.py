@@ -29,6 +29,7 @@ from tessera.prior.train_clip import (
     load_train_state,
     lr_at,
     make_optimizer,
+    planned_steps,
     plot_curves,
     sample_captions,
     save_train_state,
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     bar = tqdm(total=args.steps, initial=step, desc="train prior", unit="step")
-    t0 = time.time()
+    t0, start = time.time(), step
     while step < args.steps:
         if args.max_minutes and time.time() - t0 > 60 * args.max_minutes:
             bar.write(f"time limit reached at step {step}")
@@ -168,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
             break
         idx = rng.integers(0, n_img, args.batch_size)
         cap = torch.from_numpy(sample_captions(train["per_image"], idx, rng)).to(device)
+        plan = planned_steps(step - start, args.steps - start, time.time() - t0, args.max_minutes)
+        plan += start
         for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            g["lr"] = lr_at(step, plan, args.lr, min(args.warmup, plan // 10))
         prior.train()
         loss = prior.loss(
             image_emb[torch.from_numpy(idx).to(device)],

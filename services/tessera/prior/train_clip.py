@@ -147,6 +147,15 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def planned_steps(step: int, total: int, elapsed_s: float, max_minutes: float | None) -> int:
+    """The step count the LR schedule should aim at: ``total``, or fewer when a time limit
+    will stop the run first (extrapolated from the pace so far), so that a time-boxed run
+    still warms up and decays instead of stopping at a high learning rate."""
+    if not max_minutes or step < 5 or elapsed_s <= 0:
+        return total
+    return max(step + 1, min(total, int(step * 60 * max_minutes / elapsed_s)))
+
+
 def save_train_state(out: Path, optimizer: torch.optim.Optimizer, step: int, history: list) -> None:
     """Optimizer tensors to safetensors, everything else to JSON (nothing is pickled)."""
     sd = optimizer.state_dict()
@@ -285,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     order = rng.permutation(len(images))
     cursor = 0
     bar = tqdm(total=args.steps, initial=step, desc="train clip", unit="step")
-    t0 = time.time()
+    t0, start = time.time(), step
     while step < args.steps:
         if args.max_minutes and time.time() - t0 > 60 * args.max_minutes:
             bar.write(f"time limit reached at step {step}")
@@ -299,8 +308,10 @@ def run(args: argparse.Namespace) -> int:
         x = random_translate(to_float(images[idx]), args.shift, gen).to(device)
         cap = torch.from_numpy(cap).to(device)
         groups = concept[torch.from_numpy(idx)].to(device)
+        plan = planned_steps(step - start, args.steps - start, time.time() - t0, args.max_minutes)
+        plan += start
         for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            g["lr"] = lr_at(step, plan, args.lr, min(args.warmup, plan // 10))
         model.train()
         loss = model(x, pooled[cap], groups=groups)
         optimizer.zero_grad(set_to_none=True)

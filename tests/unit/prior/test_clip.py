@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from prior_helpers import unit
+
 from tessera.common.checkpoint import load_component, save_component
 from tessera.common.errors import InvalidArgument
 from tessera.prior.clip import CLIPConfig, CLIPModel, clip_loss
@@ -17,6 +18,7 @@ from tessera.prior.train_clip import (
     load_train_state,
     lr_at,
     make_optimizer,
+    planned_steps,
     random_translate,
     save_train_state,
 )
@@ -150,3 +152,6 @@ def test_caption_table_random_translate_and_schedule():
     assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
     assert lr_at(10, 100, 1.0, 10) == pytest.approx(1.0)
     assert lr_at(100, 100, 1.0, 10) == pytest.approx(0.1)
+    # A time limit shortens the plan: 10 steps in 1 of 5 minutes -> ~50 steps.
+    assert planned_steps(10, 1000, 60.0, 5.0) == 50
+    assert planned_steps(10, 20, 60.0, 5.0) == 20 and planned_steps(10, 1000, 60.0, None) == 1000

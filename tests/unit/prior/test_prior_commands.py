@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from tessera.cli import main
 from tessera.common.checkpoint import load_component
 from tessera.data.dataset import ImageTextDataset, save_dataset

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from prior_helpers import fake_text, rows, unit
+
 from tessera.common.checkpoint import load_component, save_component
 from tessera.common.errors import InvalidArgument
 from tessera.prior.model import (
