@@ -30,7 +30,6 @@ COMMANDS: dict[str, dict[str, str]] = {
         "clip": "tessera.prior.eval_clip",
         "prior": "tessera.prior.eval",
         "decoder": "tessera.decoder.eval",
-        "bundle": "tessera.bundle.eval",
     },
     "models": {
         "init": "tessera.bundle.init",
@@ -82,7 +81,10 @@ def _lazy_arguments(parser: argparse.ArgumentParser, module: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    known, _ = parser.parse_known_args(argv) if argv else (None, None)
+    # First pass finds the command without its own options; --help waits for the second
+    # pass, once the command's arguments are attached, so `tessera generate --help` lists them.
+    first = [a for a in argv if a not in ("-h", "--help")]
+    known, _ = parser.parse_known_args(first) if first else (None, None)
     if known is None or not hasattr(known, "_module"):
         parser.parse_args(argv)  # prints usage / errors
         return 2

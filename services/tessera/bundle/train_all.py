@@ -1,0 +1,136 @@
+"""`tessera train all`: train every component in order from one seed and write a bundle.
+
+Order: tokenizer → CLIP → LM → prior → decoder (the LM and the decoder need the tokenizer,
+the prior and the decoder need CLIP). Each step is the component's own training command,
+run in-process with the recipe's arguments, writing straight into ``OUT/<component>``;
+``--resume`` continues each from its checkpoint, so an interrupted run picks up where it
+stopped and finished components are skipped. The bundle index records how everything was
+trained (data version, split, commit, seed, steps, wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from tessera.common.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_component,
+    save_component,
+    write_bundle_index,
+)
+from tessera.common.settings import REPO_ROOT
+
+# component -> (training module, extra arguments given the bundle dir)
+ORDER = ("tokenizer", "clip", "lm", "prior", "decoder")
+MODULES = {
+    "tokenizer": "tessera.tokenizer.train",
+    "clip": "tessera.prior.train_clip",
+    "lm": "tessera.lm.train",
+    "prior": "tessera.prior.train",
+    "decoder": "tessera.decoder.train",
+}
+# Steps and presets sized for a 2-core CPU (about 90 minutes for Twemoji in all).
+RECIPES: dict[str, dict[str, list[str]]] = {
+    "twemoji": {
+        "tokenizer": ["--steps", "6000", "--max-minutes", "28"],
+        "clip": ["--steps", "3000", "--max-minutes", "12"],
+        "lm": ["--steps", "5000", "--max-minutes", "22"],
+        "prior": ["--steps", "4000", "--max-minutes", "10"],
+        "decoder": ["--steps", "8000", "--max-minutes", "18"],
+    },
+    "shapes": {
+        "tokenizer": ["--steps", "2000", "--max-minutes", "8"],
+        "clip": ["--steps", "1000", "--max-minutes", "4", "--preset", "small"],
+        "lm": ["--steps", "2000", "--max-minutes", "8"],
+        "prior": ["--steps", "1500", "--max-minutes", "4", "--preset", "small"],
+        "decoder": ["--steps", "3000", "--max-minutes", "8"],
+    },
+}
+
+
+def component_args(component: str, out: Path, dataset: str, seed: int, resume: bool) -> list[str]:
+    args = ["--dataset", dataset, "--out", str(out / component), "--seed", str(seed)]
+    if component in ("lm", "decoder"):
+        args += ["--tokenizer", str(out / "tokenizer")]
+    if component in ("prior", "decoder"):
+        args += ["--clip", str(out / "clip")]
+    if resume and (out / component / CONFIG_NAME).is_file():
+        args.append("--resume")
+    return args + RECIPES[dataset][component]
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=sorted(RECIPES), default="twemoji")
+    parser.add_argument("--out", type=Path, default=None, help="default: models/<dataset>")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument("--only", choices=ORDER, nargs="+", default=None, help="train these only")
+    parser.add_argument("--half", action="store_true", help="store weights in float16")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out or REPO_ROOT / "models" / args.dataset
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "training.json"
+    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    for i, component in enumerate(ORDER, 1):
+        if args.only and component not in args.only:
+            continue
+        module = importlib.import_module(MODULES[component])
+        argv = component_args(component, out, args.dataset, args.seed, args.resume)
+        print(
+            f"[{i}/{len(ORDER)}] {component}: tessera train {component} {' '.join(argv)}",
+            flush=True,
+        )
+        parser = argparse.ArgumentParser(prog=f"tessera train {component}")
+        module.add_arguments(parser)
+        start = time.time()
+        status = module.run(parser.parse_args(argv))
+        if status:
+            print(f"{component} training failed with status {status}")
+            return status
+        log[component] = {"args": argv, "wall_s": round(time.time() - start, 1)}
+        log_path.write_text(json.dumps(log, indent=2) + "\n")
+    if args.half:
+        for component in ORDER:
+            cdir = out / component
+            if (cdir / WEIGHTS_NAME).is_file():
+                model = load_component(cdir)
+                save_component(cdir, model, model.config, half=True)
+    data_meta = REPO_ROOT / ".data" / args.dataset / "meta.json"
+    data = json.loads(data_meta.read_text()) if data_meta.is_file() else {}
+    training = {
+        "dataset": args.dataset,
+        "data": {
+            "source": data.get("source"),
+            "format_version": data.get("format_version"),
+            "split": {k: v for k, v in data.get("split", {}).items() if k != "heldout_concepts"},
+        },
+        "commit": git_commit(),
+        "seed": args.seed,
+        "components": log,
+        "wall_s": round(sum(v["wall_s"] for v in log.values()), 1),
+        "half": args.half,
+    }
+    index = write_bundle_index(out, args.dataset, training)
+    print(f"wrote bundle {out} with {', '.join(index['components'])}")
+    return 0
