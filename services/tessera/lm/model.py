@@ -259,6 +259,11 @@ class ImageGPT(nn.Module):
             x = block(x, attn_mask, layer_cache, start)
         return self.ln_f(x)
 
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Hidden states -> logits, at least float32 (float64 stays float64)."""
+        logits = self.lm_head(h)
+        return logits if logits.dtype == torch.float64 else logits.float()
+
     # --- full sequence (training, evaluation, cache-free sampling) -----------------------
 
     def forward(
@@ -289,7 +294,7 @@ class ImageGPT(nn.Module):
         x = torch.cat([prefix, image], dim=1)  # (B, P+n+1, C)
         key_mask = torch.cat([key_mask, image_mask], dim=1)
         h = self._run(x, key_mask, 0, None)[:, prefix.shape[1] :]  # (B, n+1, C)
-        logits = self.lm_head(h).float()
+        logits = self.head(h)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
@@ -318,7 +323,7 @@ class ImageGPT(nn.Module):
         h = self._run(x, cache.key_mask[:, : x.shape[1]], 0, cache)
         cache.length = x.shape[1]
         cache.prefix_len = prefix.shape[1]
-        return self.lm_head(h[:, -1]).float()
+        return self.head(h[:, -1])
 
     def decode_step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Feed the code just sampled, (B,) int64 -> logits for the next cell, (B, vocab)."""
@@ -329,4 +334,4 @@ class ImageGPT(nn.Module):
         x = self.embed_image(token.view(-1, 1), cell)  # (B, 1, C)
         h = self._run(x, cache.key_mask[:, : start + 1], start, cache)
         cache.length = start + 1
-        return self.lm_head(h[:, -1]).float()
+        return self.head(h[:, -1])

@@ -184,3 +184,17 @@ def test_progress_and_cancel(trained):
         sample_tokens(model, text, MIXED, progress_every=3, on_progress=stop)
     assert calls == [3]  # stopped at the first report, nothing sampled after it
     assert not model.training
+
+
+def test_kv_cache_matches_cache_free_for_a_1024_code_vocabulary_in_float64():
+    # With 1024 near-uniform codes, float32 rounding (~1e-6 between the two paths) moves a
+    # draw every few hundred tokens; in float64 the paths agree (docs/decisions/lm-design.md).
+    torch.manual_seed(0)
+    model = ImageGPT(LMConfig(vocab_size=1024, grid_size=8, n_layer=2, n_head=2, n_embd=32))
+    model = model.double().eval()
+    text = fake_text(2, seed=6)
+    text = TextBatch(text.states.double(), text.mask, text.pooled.double())
+    params = [SamplingParams(seed=1, guidance_scale=3.0), SamplingParams(seed=2, top_p=0.9)]
+    a = sample_tokens(model, text, params, use_cache=True)
+    b = sample_tokens(model, text, params, use_cache=False)
+    assert torch.equal(a, b)
