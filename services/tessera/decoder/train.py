@@ -130,10 +130,18 @@ class TrainData:
 
 
 def prepare(
-    vq: nn.Module, clip: nn.Module, ds: object, cache: Path, device: torch.device
+    vq: nn.Module,
+    clip: nn.Module,
+    ds: object,
+    cache: Path,
+    device: torch.device,
+    max_captions: int = 0,
 ) -> TrainData:
+    """Cached features; ``max_captions`` > 0 keeps only each image's first captions (MiniLM
+    over every Twemoji caption takes minutes on a busy CPU)."""
     feats = cached_image_features(vq, clip, ds, cache, device)
-    texts, per_image = caption_table(ds.captions)
+    captions = [c[:max_captions] for c in ds.captions] if max_captions > 0 else ds.captions
+    texts, per_image = caption_table(captions)
     text = encode_captions(texts, cache, states=True, device=device)
     return TrainData(
         feats["latents"], feats["image_emb"], text["states"], text["mask"], per_image, ds.images
@@ -201,6 +209,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--ema-decay", type=float, default=0.999)
+    parser.add_argument("--max-captions", type=int, default=0, help="per image; 0: all")
     parser.add_argument("--ckpt-every", type=int, default=500)
     parser.add_argument("--sample-every", type=int, default=500)
     parser.add_argument("--data-dir", type=Path, default=None)
@@ -221,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     vq = load_any(args.tokenizer, "tokenizer", device).eval().requires_grad_(False)
     clip = load_any(args.clip, "clip", device).eval().requires_grad_(False)
     train = load_dataset(args.dataset, "train", data_dir=args.data_dir)
-    data = prepare(vq, clip, train, out / "cache", device)
+    data = prepare(vq, clip, train, out / "cache", device, args.max_captions)
     overrides = {
         "prediction_type": args.prediction_type,
         "widths": tuple(args.widths) if args.widths else None,
