@@ -76,6 +76,11 @@ def zero_shot(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: torch.Te
     }
 
 
+# Label kinds whose names are identifiers, not words (Twemoji's concept = base hexcode):
+# prompts made from them mean nothing; concept-level matching is what retrieval measures.
+NOT_PROMPTS = {"concept"}
+
+
 def label_prompt(name: str, template: str) -> str:
     return template.format(name.replace("-", " ").replace("_", " "))
 
@@ -122,6 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=["twemoji", "shapes"], required=True)
     parser.add_argument("--split", choices=["heldout", "train", "all"], default="heldout")
     parser.add_argument("--out", type=Path, default=None, help="default: CLIP/eval")
+    parser.add_argument(
+        "--labels", nargs="+", default=None, help="label kinds for zero-shot; default: all worded"
+    )
     parser.add_argument("--template", default="{}", help="zero-shot prompt, {} = label name")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--device", default=None)
@@ -150,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
         report["retrieval"] = retrieval_metrics(img, txt, ids_t)
         report["zero_shot"] = {}
         for kind, names in sorted(data.label_names.items()):
+            wanted = kind in args.labels if args.labels else kind not in NOT_PROMPTS
+            if not wanted:
+                continue
             prompts = [label_prompt(n, args.template) for n in names]
             class_emb = model.embed_text(encode_captions(prompts, cache)["pooled"].to(device))
             labels = torch.as_tensor(np.asarray(data.labels[kind]), dtype=torch.long)
