@@ -19,6 +19,7 @@ import yaml
 log = logging.getLogger("tessera")
 
 APP_NAME = "tessera"
+_EMBEDDED_REDIS: list[Any] = []  # servers start() launched, stopped by stop()
 # Keys of a Serve config deployment entry that `.options()` accepts as they are.
 DEPLOYMENT_OPTION_KEYS = {
     "num_replicas",
@@ -118,9 +119,11 @@ def start(config: StackConfig) -> dict[str, Any]:
     )
     args = {**app_config.get("args", {}), **config.app_args}
     if args.get("jobs", True) and not args.get("redis_url"):
-        from tessera.jobs.embedded import ensure_redis
+        from tessera.jobs.embedded import start_redis
 
-        args["redis_url"] = ensure_redis(config.settings())
+        args["redis_url"], started = start_redis(config.settings())
+        if started is not None:
+            _EMBEDDED_REDIS.append(started)
     app = build_app(args, deployment_options(app_config, quiet=config.quiet))
     serve.run(app, name=APP_NAME, route_prefix=app_config.get("route_prefix", "/"))
     endpoints = {
@@ -133,6 +136,8 @@ def start(config: StackConfig) -> dict[str, Any]:
 
 
 def stop() -> None:
+    """Shut Serve and Ray down, then the embedded Redis that :func:`start` started (its AOF
+    is flushed; queued jobs are there for the next start)."""
     import ray
     from ray import serve
 
@@ -140,3 +145,5 @@ def stop() -> None:
         serve.shutdown()
     finally:
         ray.shutdown()
+        while _EMBEDDED_REDIS:
+            _EMBEDDED_REDIS.pop().stop()

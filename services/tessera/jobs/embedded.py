@@ -180,14 +180,24 @@ def ensure_redis(
     that directory is reused. With ``stop_at_exit`` the server this call *started* is shut
     down (gracefully, AOF flushed) when this process exits; a reused one is left alone.
     """
+    url, started = start_redis(settings, appendfsync=appendfsync)
+    if started is not None and stop_at_exit:
+        atexit.register(started.stop)
+    return url
+
+
+def start_redis(
+    settings: Settings | None = None, *, appendfsync: str = "everysec"
+) -> tuple[str, EmbeddedRedis | None]:
+    """Like :func:`ensure_redis`, also returning the server this call started (None when a
+    configured URL or an already running server was used), for a caller that stops it."""
     settings = settings or get_settings()
     if settings.redis_url is not None:
-        return settings.redis_url.get_secret_value()
+        return settings.redis_url.get_secret_value(), None
     server = EmbeddedRedis(Path(settings.data_dir) / "redis", appendfsync=appendfsync)
     already_running = server.pid() is not None and server.ping()
     url = server.start()
-    if not already_running:
-        log.info("started embedded redis at %s (AOF in %s)", url, server.directory)
-        if stop_at_exit:
-            atexit.register(server.stop)
-    return url
+    if already_running:
+        return url, None
+    log.info("started embedded redis at %s (AOF in %s)", url, server.directory)
+    return url, server
