@@ -210,6 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--max-captions", type=int, default=0, help="per image; 0: all")
+    parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (and save) after")
     parser.add_argument("--ckpt-every", type=int, default=500)
     parser.add_argument("--sample-every", type=int, default=500)
     parser.add_argument("--data-dir", type=Path, default=None)
@@ -295,7 +296,13 @@ def train_decoder(
 
     bar = tqdm(total=args.steps, initial=step, desc="train decoder", unit="step")
     t0, start_step, window = time.time(), step, []
+    stopped_early = False
+    deadline = t0 + 60 * args.max_minutes if getattr(args, "max_minutes", 0) else float("inf")
     while step < args.steps:
+        if time.time() > deadline:
+            bar.write(f"time limit reached at step {step}")
+            stopped_early = True
+            break
         idx = rng.integers(0, n, size=args.batch_size)
         cap = torch.from_numpy(sample_captions(data.per_image, idx, rng))
         idx_t = torch.from_numpy(idx).to(device)
@@ -335,7 +342,9 @@ def train_decoder(
         if step % args.ckpt_every == 0 or step == args.steps:
             checkpoint()
     bar.close()
-    if not (out / CONFIG_NAME).is_file():
+    if stopped_early or not (out / CONFIG_NAME).is_file():
+        grid = sample_grid(ema.model, vq, data, grid_rows, device, seed=args.seed)
+        (out / "samples.png").write_bytes(encode_png(grid, scale=2))
         checkpoint()
     elapsed = time.time() - t0
     done = step - start_step
