@@ -62,9 +62,13 @@ SERVER_ERROR_CODES = (
     "unknown", "deadline_exceeded", "unimplemented", "internal", "unavailable", "data_loss",
 )  # fmt: skip
 INGRESSES = ("http", "grpc", "job", "handle")
-PRIORITIES = ("high", "normal", "low")
+PRIORITIES = ("high", "normal")  # tessera.jobs.queue.PRIORITIES
 JOB_OUTCOMES = ("succeeded", "failed", "cancelled", "expired", "retried")
 OTHER = "other"
+# Ray drops a gauge series that is not set again within two report intervals (20 s by
+# default). A value set once and meant to stay (a model's load time) is set again this often
+# by a daemon thread of the process that recorded it (see `_Registry.hold`).
+GAUGE_REFRESH_S = 5.0
 
 # Serve adds these labels inside a replica and refuses them from the user.
 _SERVE_LABELS = frozenset({"deployment", "replica", "application"})
@@ -263,6 +267,8 @@ class _Registry:
         self.lock = threading.Lock()
         self.metrics: dict[str, Any] = {}
         self.failed: set[str] = set()
+        self.held: dict[tuple, tuple[MetricSpec, float, dict[str, str]]] = {}
+        self.refresher: threading.Thread | None = None
         if backend == "local":
             log.debug("no Ray in this process: Tessera metrics are kept in memory only")
 
@@ -314,6 +320,28 @@ class _Registry:
             if spec.name not in self.failed:
                 self.failed.add(spec.name)
                 log.warning("recording metric %s failed", spec.name, exc_info=True)
+
+    def hold(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None:
+        """Set a gauge and keep setting it to ``value`` every ``GAUGE_REFRESH_S`` while this
+        process (and this registry) lives, so that Ray does not age the series out."""
+        self.record(spec, value, tags)
+        if self.backend == "local":
+            return
+        with self.lock:
+            self.held[(spec.name, tuple(sorted(tags.items())))] = (spec, value, tags)
+            if self.refresher is None:
+                self.refresher = threading.Thread(
+                    target=self._refresh, name="tessera-metrics-refresh", daemon=True
+                )
+                self.refresher.start()
+
+    def _refresh(self) -> None:
+        while _REGISTRY is self:
+            time.sleep(GAUGE_REFRESH_S)
+            with self.lock:
+                held = list(self.held.values())
+            for spec, value, tags in held:
+                self.record(spec, value, tags)
 
 
 _REGISTRY: _Registry | None = None
@@ -422,9 +450,10 @@ def add_denoise_steps(n: int, *, component: str = "decoder") -> None:
 
 
 def record_model_load(component: str, seconds: float) -> None:
-    """How long loading ``component`` from the bundle took in this replica."""
+    """How long loading ``component`` from the bundle took in this replica (kept exported
+    for the replica's lifetime)."""
     tags = {"component": _components(component)}
-    _registry().record(MODEL_LOAD, max(float(seconds), 0.0), tags)
+    _registry().hold(MODEL_LOAD, max(float(seconds), 0.0), tags)
 
 
 def add_images(route: str, n: int) -> None:
