@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         d = clip.embed_dim
         config = {
             "default": PriorConfig(embed_dim=d),
-            "small": PriorConfig(embed_dim=d, n_layer=4, n_head=4, n_embd=256),  # short CPU runs
+            "small": PriorConfig(embed_dim=d, n_layer=4, n_head=4, n_embd=192),  # short CPU runs
             "tiny": PriorConfig.tiny(embed_dim=d),
         }[args.preset]
         prior = DiffusionPrior(config).to(device)
@@ -174,10 +174,11 @@ def run(args: argparse.Namespace) -> int:
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, plan, args.lr, min(args.warmup, plan // 10))
         prior.train()
+        t = int(mask[cap].sum(1).max())  # trim padding shared by the whole batch
         loss = prior.loss(
             image_emb[torch.from_numpy(idx).to(device)],
-            states[cap].float(),
-            mask[cap],
+            states[cap, :t].float(),
+            mask[cap, :t],
             text_emb[cap],
             generator=gen,
         )

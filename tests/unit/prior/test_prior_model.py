@@ -89,16 +89,59 @@ def test_padded_text_tokens_are_ignored():
 def test_guidance_scale_semantics():
     prior = make_prior()
     text, temb = fake_text(2, seed=0), unit(2, D, 1)
-    cond = (text.states, text.mask, temb)
-    uncond = prior.drop_conditions(*cond, torch.ones(2, dtype=torch.bool))
+    null = prior.drop_conditions(text.states, text.mask, temb, torch.ones(2, dtype=torch.bool))
+    cond = prior.encode_condition(text.states, text.mask, temb)
+    uncond = prior.encode_condition(*null)
     x, t = torch.randn(2, D), 400
     tt = torch.full((2,), t)
     with torch.no_grad():
-        c, u = prior(x, tt, *cond), prior(x, tt, *uncond)
-        assert torch.allclose(prior._guided_x0(x, t, cond, uncond, 1.0), c)
-        assert torch.allclose(prior._guided_x0(x, t, cond, uncond, 0.0), u)
-        assert torch.allclose(prior._guided_x0(x, t, cond, uncond, 3.0), u + 3 * (c - u), atol=1e-5)
+        c, u = prior(x, tt, text.states, text.mask, temb), prior(x, tt, *null)
+        assert torch.allclose(prior._guided_x0(x, t, cond, uncond, None, 1.0), c)
+        assert torch.allclose(prior._guided_x0(x, t, cond, uncond, None, 0.0), u)
+        guided = prior._guided_x0(x, t, cond, uncond, None, 3.0)
+        assert torch.allclose(guided, u + 3 * (c - u), atol=1e-5)
     assert not torch.allclose(c, u)
+
+
+def test_cached_condition_matches_one_full_causal_pass():
+    """denoise() reuses the condition tokens' keys/values; check it against running the
+    whole sequence [text tokens, text emb, timestep, x_t, query] through the blocks at once."""
+    from tessera.prior.model import timestep_embedding
+
+    prior = make_prior()
+    text, temb = fake_text(3, seed=0), unit(3, D, 1)
+    x, t = torch.randn(3, D), torch.tensor([0, 300, 999])
+    m, d, n_text = prior.config.max_text_tokens, prior.config.n_embd, text.mask.shape[1]
+    with torch.no_grad():
+        seq = torch.cat(
+            [
+                prior.text_in(text.states) + prior.pos[:n_text],
+                (prior.text_emb_in(temb) + prior.pos[m])[:, None],
+                (prior.time_in(timestep_embedding(t, d)) + prior.pos[m + 1])[:, None],
+                (prior.x_in(x) + prior.pos[m + 2])[:, None],
+                (prior.query + prior.pos[m + 3]).expand(3, 1, d),
+            ],
+            dim=1,
+        )
+        n = seq.shape[1]
+        key_ok = torch.cat([text.mask, torch.ones(3, 4, dtype=torch.bool)], dim=1)
+        allowed = (torch.ones(n, n, dtype=torch.bool).tril()[None] & key_ok[:, None])[:, None]
+        for block in prior.blocks:
+            seq, _ = block(seq, allowed)
+        reference = prior.head(prior.ln_f(seq[:, -1]))
+        assert torch.allclose(prior(x, t, text.states, text.mask, temb), reference, atol=1e-5)
+
+
+def test_trimming_padding_changes_nothing():
+    prior = make_prior()
+    text, temb = fake_text(2, seed=0, length=12), unit(2, D, 1)
+    x, t = torch.randn(2, D), torch.tensor([10, 700])
+    longer = torch.cat([text.states, torch.randn(2, 20, 384)], dim=1)  # 32 tokens, 20 padded
+    mask = torch.cat([text.mask, torch.zeros(2, 20, dtype=torch.bool)], dim=1)
+    with torch.no_grad():
+        a = prior(x, t, text.states, text.mask, temb)
+        b = prior(x, t, longer, mask, temb)
+    assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_scale_zero_ignores_the_text_and_scale_one_does_not():
