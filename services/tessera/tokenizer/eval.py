@@ -1,0 +1,123 @@
+"""``tessera eval tokenizer``: held-out reconstruction quality and codebook health.
+
+Writes ``metrics.json`` (PSNR, SSIM, codebook usage %, code perplexity, sharpness ratio) and
+``reconstructions.png`` (originals above reconstructions; with ``--compare``, a third row from
+a second tokenizer, e.g. the VQ-VAE snapshot next to the VQ-GAN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tessera.common.checkpoint import load_component
+from tessera.common.images import arrays_to_tensor, make_grid, tensor_to_arrays
+from tessera.data import load_dataset
+from tessera.tokenizer.losses import code_statistics, psnr, sharpness, ssim
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -> dict:
+    """Metrics of ``model`` on uint8 (N, S, S, 3) images; also returns the reconstructions
+    (uint8) under ``"reconstructions"``."""
+    was_training = model.training
+    model.eval()
+    psnrs, ssims, sharp_rec, sharp_orig, codes, recons = [], [], [], [], [], []
+    for i in range(0, len(images), batch_size):
+        x = arrays_to_tensor(images[i : i + batch_size])
+        out = model(x)
+        x_hat = out.reconstruction.clamp(-1, 1)
+        rec8 = tensor_to_arrays(x_hat)
+        x_hat = arrays_to_tensor(rec8)  # score what a client receives: 8-bit pixels
+        psnrs.append(psnr(x_hat, x))
+        ssims.append(ssim(x_hat, x))
+        sharp_rec.append(sharpness(x_hat))
+        sharp_orig.append(sharpness(x))
+        codes.append(out.indices.flatten())
+        recons.append(rec8)
+    model.train(was_training)
+    stats = code_statistics(torch.cat(codes), model.codebook_size)
+    return {
+        "images": len(images),
+        "psnr_db": float(torch.cat(psnrs).mean()),
+        "ssim": float(torch.cat(ssims).mean()),
+        "usage_pct": stats["usage_pct"],
+        "perplexity": stats["perplexity"],
+        "codes_used": stats["codes_used"],
+        "codebook_size": model.codebook_size,
+        "grid_size": model.grid_size,
+        # edge energy of reconstructions relative to the originals (1.0 = as sharp)
+        "sharpness_ratio": float(torch.cat(sharp_rec).sum() / torch.cat(sharp_orig).sum()),
+        "reconstructions": np.concatenate(recons),
+    }
+
+
+def comparison_grid(rows: list[np.ndarray], columns: int = 16, scale: int = 2) -> np.ndarray:
+    """Stack image rows (each (N, S, S, 3)) in bands of ``columns``: for each band, the
+    originals' row on top, then each model's row below it."""
+    tiles = []
+    n = len(rows[0])
+    for start in range(0, n, columns):
+        for row in rows:
+            tiles.extend(row[start : start + columns])
+    grid = make_grid(tiles, columns=min(columns, n))
+    if scale > 1:
+        grid = np.asarray(
+            Image.fromarray(grid).resize(
+                (grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST
+            )
+        )
+    return grid
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="tokenizer directory")
+    parser.add_argument("--dataset", choices=["twemoji", "shapes"], default="twemoji")
+    parser.add_argument("--split", choices=["heldout", "train", "all"], default="heldout")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--compare", type=Path, default=None, help="a second tokenizer to show")
+    parser.add_argument("--out", type=Path, default=None, help="default: CHECKPOINT/eval")
+    parser.add_argument("--grid-images", type=int, default=48, help="images in the PNG")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    ds = load_dataset(args.dataset, args.split, args.data_dir)
+    out_dir = args.out or args.checkpoint / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = {"model": args.checkpoint}
+    if args.compare:
+        models["compare"] = args.compare
+    report: dict = {"dataset": args.dataset, "split": args.split}
+    picks = np.linspace(0, len(ds) - 1, min(args.grid_images, len(ds))).astype(int)
+    rows = [ds.images[picks]]
+    for role, path in models.items():
+        model = load_component(path)
+        t0 = time.perf_counter()
+        metrics = evaluate(model, ds.images)
+        metrics["seconds"] = round(time.perf_counter() - t0, 2)
+        metrics["checkpoint"] = str(path)
+        rows.append(metrics.pop("reconstructions")[picks])
+        report[role] = metrics
+    if args.compare:  # the compared model goes in the middle row: original / compare / model
+        rows = [rows[0], rows[2], rows[1]]
+    Image.fromarray(comparison_grid(rows)).save(out_dir / "reconstructions.png")
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    for role in models:
+        m = report[role]
+        print(
+            f"{role} {m['checkpoint']}: {args.dataset}/{args.split} ({m['images']} images, "
+            f"grid {m['grid_size']}x{m['grid_size']}): PSNR {m['psnr_db']:.2f} dB, "
+            f"SSIM {m['ssim']:.4f}, usage {m['usage_pct']:.1f}% ({m['codes_used']}/"
+            f"{m['codebook_size']}), perplexity {m['perplexity']:.0f}, "
+            f"sharpness {m['sharpness_ratio']:.3f}"
+        )
+    print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'reconstructions.png'}")
+    return 0

@@ -1,0 +1,395 @@
+"""``tessera train tokenizer``: VQ-VAE, then VQ-GAN.
+
+Phase 1 (VQ-VAE): reconstruction (L1 + MSE + multi-scale gradient L1) + codebook/commitment.
+Phase 2 (VQ-GAN, from ``--gan-start`` or half-way): a patch discriminator joins, its hinge
+loss weighted adaptively (taming-transformers) so its gradient at the decoder's last layer is
+``disc_weight`` times the reconstruction's. The model at the switch is kept in ``OUT/vqvae``.
+
+``OUT`` is itself a tokenizer component (``config.json`` + ``model.safetensors``), rewritten
+at every checkpoint; ``OUT/train_state`` holds what ``--resume`` needs (discriminator,
+optimizer moments in safetensors, step and history in JSON). The learning-rate schedule
+follows *progress* = max(step / steps, elapsed / max-minutes), so a wall-clock budget still
+ends with a decayed learning rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from tessera.common.checkpoint import load_component, read_config, save_component
+from tessera.common.errors import InvalidArgument
+from tessera.common.images import arrays_to_tensor
+from tessera.data import load_dataset
+from tessera.tokenizer.discriminator import DiscriminatorConfig, PatchDiscriminator
+from tessera.tokenizer.eval import comparison_grid, evaluate
+from tessera.tokenizer.losses import (
+    ReconstructionWeights,
+    adaptive_weight,
+    generator_loss,
+    hinge_d_loss,
+    reconstruction_loss,
+)
+from tessera.tokenizer.model import VQConfig, VQModel
+
+STATE_DIR = "train_state"
+PRESETS = {
+    "default": {},  # 64x64 -> 8x8, 1024 codes
+    "grid16": {"channel_mult": (1, 2)},  # 64x64 -> 16x16
+    "tiny": dataclasses.asdict(VQConfig.tiny(image_size=64, channel_mult=(1, 2, 2))),  # 64 -> 8
+}
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "twemoji"
+    steps: int = 6000
+    batch_size: int = 32
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    disc_lr: float = 2e-4
+    warmup: int = 100
+    min_lr_frac: float = 0.05
+    gan_start: int | None = None  # step; None: when progress reaches gan_start_frac
+    gan_start_frac: float = 0.6
+    disc_weight: float = 0.2
+    use_gan: bool = True
+    rec: ReconstructionWeights = field(default_factory=ReconstructionWeights)
+    flip: bool = True  # random horizontal flips (emoji read fine mirrored)
+    max_minutes: float | None = None
+    ckpt_every: int = 250
+    log_every: int = 25
+    eval_images: int = 128  # held-out images scored at each checkpoint (monitoring only)
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        d["rec"] = ReconstructionWeights(**d.get("rec", {}))
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# --- optimizer state <-> safetensors (no pickle) --------------------------------------------
+
+
+def optimizer_to_files(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{prefix}.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_files(
+    opt: torch.optim.Optimizer, prefix: str, tensors: dict, meta: dict
+) -> None:
+    state: dict[int, dict] = {}
+    for name, v in tensors.items():
+        p, pid, k = name.split(".", 2)
+        if p == prefix:
+            state.setdefault(int(pid), {})[k] = v
+    for name, v in meta["scalars"].items():
+        pid, k = name.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# --- the trainer ---------------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(
+        self, model_cfg: VQConfig, cfg: TrainConfig, out: Path, train_images: np.ndarray,
+        eval_images: np.ndarray, disc_cfg: DiscriminatorConfig | None = None,
+    ) -> None:  # fmt: skip
+        if train_images.shape[1] != model_cfg.image_size:
+            raise InvalidArgument(
+                f"data is {train_images.shape[1]}px, the model takes {model_cfg.image_size}px"
+            )
+        self.cfg, self.model_cfg, self.out = cfg, model_cfg, Path(out)
+        torch.manual_seed(cfg.seed)
+        self.model = VQModel(model_cfg).to(memory_format=torch.channels_last)
+        self.disc = PatchDiscriminator(disc_cfg or DiscriminatorConfig())
+        self.disc.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
+        self.data = arrays_to_tensor(train_images).contiguous(memory_format=torch.channels_last)
+        self.eval_images = eval_images[: cfg.eval_images]
+        self.step, self.elapsed, self.gan_active = 0, 0.0, False
+        self.history: list[dict] = []
+
+    # schedule
+    def progress(self) -> float:
+        p = self.step / max(self.cfg.steps, 1)
+        if self.cfg.max_minutes:
+            p = max(p, self.elapsed / (60.0 * self.cfg.max_minutes))
+        return min(p, 1.0)
+
+    def lr_scale(self) -> float:
+        if self.step < self.cfg.warmup:
+            return (self.step + 1) / self.cfg.warmup
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
+        return self.cfg.min_lr_frac + (1 - self.cfg.min_lr_frac) * cosine
+
+    def gan_due(self) -> bool:
+        if not self.cfg.use_gan:
+            return False
+        if self.cfg.gan_start is not None:
+            return self.step >= self.cfg.gan_start
+        return self.progress() >= self.cfg.gan_start_frac
+
+    def batch(self) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
+        idx = torch.randint(0, len(self.data), (self.cfg.batch_size,), generator=gen)
+        x = self.data[idx]
+        if self.cfg.flip:
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def train_step(self) -> dict[str, float]:
+        if not self.gan_active and self.gan_due():
+            self.gan_active = True
+            save_component(self.out / "vqvae", self.model, self.model_cfg, extra=self._extra())
+        for opt, base in ((self.opt, self.cfg.lr), (self.opt_d, self.cfg.disc_lr)):
+            for group in opt.param_groups:
+                group["lr"] = base * self.lr_scale()
+        x = self.batch()
+        self.model.train()
+        out = self.model(x)
+        rec = reconstruction_loss(out.reconstruction, x, self.cfg.rec)
+        loss = rec["total"] + out.quantizer_loss
+        logs = {k: float(v.detach()) for k, v in rec.items()}
+        logs["quant"] = float(out.quantizer_loss.detach())
+        if self.gan_active:
+            self.disc.requires_grad_(False)
+            g_loss = generator_loss(self.disc(out.reconstruction))
+            weight = self.cfg.disc_weight * adaptive_weight(
+                rec["total"], g_loss, self.model.last_layer
+            )
+            loss = loss + weight * g_loss
+            self.disc.requires_grad_(True)
+            logs |= {"g_loss": float(g_loss.detach()), "d_weight": float(weight)}
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        if self.gan_active:
+            d_loss = hinge_d_loss(self.disc(x), self.disc(out.reconstruction.detach()))
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            logs["d_loss"] = float(d_loss)
+        logs["lr"] = self.opt.param_groups[0]["lr"]
+        self.step += 1
+        return logs
+
+    def _extra(self) -> dict:
+        return {"step": self.step, "dataset": self.cfg.dataset, "phase": self.phase()}
+
+    def phase(self) -> str:
+        return "vqgan" if self.gan_active else "vqvae"
+
+    # checkpoints
+    def save(self) -> None:
+        self.model.eval()
+        save_component(self.out, self.model, self.model_cfg, extra=self._extra())
+        state_dir = self.out / STATE_DIR
+        save_component(state_dir / "discriminator", self.disc, self.disc.config)
+        t1, m1 = optimizer_to_files(self.opt, "model")
+        t2, m2 = optimizer_to_files(self.opt_d, "disc")
+        save_file(t1 | t2, str(state_dir / "optimizers.safetensors"))
+        state = {
+            "step": self.step, "elapsed_s": self.elapsed, "gan_active": self.gan_active,
+            "train_config": dataclasses.asdict(self.cfg), "optimizers": {"model": m1, "disc": m2},
+        }  # fmt: skip
+        (state_dir / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+        (self.out / "history.json").write_text(json.dumps(self.history) + "\n")
+        plot_history(self.history, self.out / "loss_curves.png")
+
+    def load(self) -> None:
+        state_dir = self.out / STATE_DIR
+        state = json.loads((state_dir / "state.json").read_text())
+        self.model.load_state_dict(load_component(self.out).state_dict())
+        self.disc.load_state_dict(load_component(state_dir / "discriminator").state_dict())
+        tensors = load_file(str(state_dir / "optimizers.safetensors"))
+        optimizer_from_files(self.opt, "model", tensors, state["optimizers"]["model"])
+        optimizer_from_files(self.opt_d, "disc", tensors, state["optimizers"]["disc"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed_s"])
+        self.gan_active = bool(state["gan_active"])
+        history = self.out / "history.json"
+        self.history = json.loads(history.read_text()) if history.is_file() else []
+        torch.manual_seed(self.cfg.seed + self.step)
+
+    def evaluate(self) -> dict:
+        m = evaluate(self.model, self.eval_images)
+        recon = m.pop("reconstructions")
+        grid = comparison_grid([self.eval_images[:16], recon[:16]], columns=16)
+        Image.fromarray(grid).save(self.out / "samples.png")
+        return {k: m[k] for k in ("psnr_db", "ssim", "usage_pct", "perplexity", "sharpness_ratio")}
+
+    def fit(self, progress: bool = True) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not progress, desc="tokenizer")
+        window: list[dict] = []
+        last = time.perf_counter()
+        try:
+            while self.step < self.cfg.steps and self.progress() < 1.0:
+                window.append(self.train_step())
+                now = time.perf_counter()
+                self.elapsed += now - last
+                last = now
+                bar.update(1)
+                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                    keys = set().union(*window)
+                    row = {k: float(np.mean([w[k] for w in window if k in w])) for k in keys}
+                    row |= {"step": self.step, "elapsed_s": round(self.elapsed, 1)}
+                    window = []
+                    if self.step % self.cfg.ckpt_every == 0:
+                        row |= {f"eval_{k}": v for k, v in self.evaluate().items()}
+                    self.history.append(row)
+                    bar.set_postfix(
+                        phase=self.phase(), l1=f"{row['l1']:.4f}",
+                        psnr=f"{row.get('eval_psnr_db', float('nan')):.2f}",
+                    )  # fmt: skip
+                if self.step % self.cfg.ckpt_every == 0:
+                    self.save()
+                    last = time.perf_counter()  # checkpoint time does not eat the budget
+        finally:
+            bar.close()
+            final = {f"eval_{k}": v for k, v in self.evaluate().items()}
+            final |= {"step": self.step, "elapsed_s": round(self.elapsed, 1)}
+            self.history.append(final)
+            self.save()
+        return final
+
+
+# --- plotting --------------------------------------------------------------------------------
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("reconstruction", ["l1", "mse", "grad"]),
+        ("codebook / GAN", ["quant", "g_loss", "d_loss"]),
+        ("held-out PSNR (dB)", ["eval_psnr_db"]),
+        ("held-out codebook usage (%)", ["eval_usage_pct"]),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (title, keys) in zip(axes, panels, strict=True):
+        for key in keys:
+            pts = [(h["step"], h[key]) for h in history if key in h]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, label=key, marker="." if key.startswith("eval") else None)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if title == "reconstruction":
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=["twemoji", "shapes"], default="twemoji")
+    parser.add_argument("--out", type=Path, required=True, help="tokenizer directory to write")
+    parser.add_argument("--steps", type=int, default=None, help="default 6000")
+    parser.add_argument("--resume", action="store_true", help="continue OUT's training")
+    parser.add_argument("--gan-start", type=int, default=None, help="step the GAN starts")
+    parser.add_argument("--no-gan", action="store_true", help="VQ-VAE only (baseline)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument("--quantizer", choices=["l2", "ema", "fsq"], default=None)
+    parser.add_argument("--codebook-size", type=int, default=None)
+    parser.add_argument("--channels", type=int, default=None, help="first-level width")
+    parser.add_argument("--channel-mult", type=str, default=None, help="e.g. 1,2,4")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--disc-weight", type=float, default=None)
+    parser.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
+    parser.add_argument("--ckpt-every", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
+    overrides = {
+        "dataset": args.dataset, "steps": args.steps, "gan_start": args.gan_start,
+        "batch_size": args.batch_size, "lr": args.lr, "disc_weight": args.disc_weight,
+        "max_minutes": args.max_minutes, "ckpt_every": args.ckpt_every, "seed": args.seed,
+    }  # fmt: skip
+    cfg = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    if args.no_gan:
+        cfg.use_gan = False
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    out: Path = args.out
+    resuming = args.resume and (out / STATE_DIR / "state.json").is_file()
+    if resuming:
+        state = json.loads((out / STATE_DIR / "state.json").read_text())
+        cfg = _train_config(args, TrainConfig.from_dict(state["train_config"]))
+        meta = read_config(out)
+        model_cfg = VQConfig.from_dict(meta)
+    else:
+        cfg = _train_config(args, TrainConfig())
+        preset = dict(PRESETS[args.preset])
+        if args.quantizer:
+            preset["quantizer"] = args.quantizer
+        if args.codebook_size:
+            preset["codebook_size"] = args.codebook_size
+        if args.channels:
+            preset["channels"] = args.channels
+        if args.channel_mult:
+            preset["channel_mult"] = tuple(int(m) for m in args.channel_mult.split(","))
+        model_cfg = VQConfig(**preset)
+    train = load_dataset(cfg.dataset, "train", args.data_dir)
+    heldout = load_dataset(cfg.dataset, "heldout", args.data_dir)
+    rng = np.random.default_rng(0)  # a fixed, spread sample of held-out images to monitor
+    eval_images = heldout.images[rng.permutation(len(heldout))]
+    trainer = Trainer(model_cfg, cfg, out, train.images, eval_images)
+    if resuming:
+        trainer.load()
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    print(
+        f"tokenizer: {n_params / 1e6:.2f}M params, {model_cfg.image_size}px -> "
+        f"{model_cfg.grid_size}x{model_cfg.grid_size} x {model_cfg.codebook_size} codes "
+        f"({model_cfg.quantizer}); {len(train)} {cfg.dataset} train images; "
+        f"{'resuming at step ' + str(trainer.step) if resuming else 'from scratch'}"
+    )
+    final = trainer.fit(progress=not args.no_progress)
+    print(
+        f"done at step {final['step']} ({final['elapsed_s'] / 60:.1f} min): held-out sample "
+        f"PSNR {final['eval_psnr_db']:.2f} dB, usage {final['eval_usage_pct']:.1f}%; "
+        f"wrote {out} (curves: {out / 'loss_curves.png'})"
+    )
+    return 0

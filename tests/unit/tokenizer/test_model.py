@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from tessera.common.checkpoint import load_component, save_component
+from tessera.tokenizer.model import VQConfig, VQModel
+
+
+@pytest.fixture(params=["l2", "ema", "fsq"])
+def model(request):
+    torch.manual_seed(0)
+    kw = {"quantizer": request.param}
+    if request.param == "fsq":
+        kw["fsq_levels"] = (4, 4, 4)
+    return VQModel(VQConfig.tiny(**kw)).eval()
+
+
+def test_interface_shapes(model):
+    s, g, c = model.image_size, model.grid_size, model.latent_channels
+    assert (s, g) == (16, 4)
+    x = torch.rand(2, 3, s, s) * 2 - 1
+    idx = model.encode(x)
+    assert idx.shape == (2, g, g) and idx.dtype == torch.int64
+    assert 0 <= idx.min() and idx.max() < model.codebook_size
+    z = model.encode_latents(x)
+    assert z.shape == (2, c, g, g)
+    assert model.decode_indices(idx).shape == (2, 3, s, s)
+    # the latents encode_latents returns are exactly what decode_latents takes
+    torch.testing.assert_close(model.decode_latents(z), model.decode_indices(idx))
+    torch.testing.assert_close(model.decode_latents(z, quantize=False), model.decode_indices(idx))
+
+
+def test_decode_latents_snaps_noisy_latents_to_codes(model):
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    z = model.encode_latents(x)
+    noisy = z + 0.01 * torch.randn_like(z)
+    torch.testing.assert_close(model.decode_latents(noisy), model.decode_latents(z))
+
+
+def test_bad_indices_are_refused(model):
+    with pytest.raises(ValueError):
+        model.decode_indices(torch.full((1, 4, 4), model.codebook_size))
+
+
+def test_grid_16_and_fsq_codebook():
+    m = VQModel(VQConfig(channels=8, channel_mult=(1, 2), codebook_size=256))
+    assert m.grid_size == 16 and m.encode(torch.zeros(1, 3, 64, 64)).shape == (1, 16, 16)
+    f = VQConfig(quantizer="fsq", fsq_levels=[8, 5, 5, 5])  # JSON gives lists
+    assert f.codebook_size == 1000 and f.codebook_dim == 4 and f.fsq_levels == (8, 5, 5, 5)
+    with pytest.raises(ValueError):
+        VQConfig(image_size=60)
+
+
+def test_save_load_round_trip(model, tmp_path):
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    save_component(tmp_path / "tok", model, model.config)
+    loaded = load_component(tmp_path / "tok")
+    assert isinstance(loaded, VQModel) and loaded.config == model.config
+    assert torch.equal(loaded.encode(x), model.encode(x))
+    torch.testing.assert_close(
+        loaded.decode_indices(model.encode(x)), model.decode_indices(model.encode(x))
+    )

@@ -1,0 +1,119 @@
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tessera.common.checkpoint import load_component
+from tessera.data import shapes
+from tessera.tokenizer import eval as tok_eval
+from tessera.tokenizer import train as tok_train
+from tessera.tokenizer.eval import evaluate
+from tessera.tokenizer.model import VQConfig
+from tessera.tokenizer.train import TrainConfig, Trainer
+
+
+def _small_images(n, size=16, seed=0):
+    ds, _ = shapes.make_dataset(seed=seed, per_combo=1)
+    rows = np.random.default_rng(seed).permutation(len(ds))[:n]
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(ds.images[i]).resize((size, size), Image.BILINEAR))
+            for i in rows
+        ]
+    )
+
+
+def test_tiny_model_overfits_a_small_batch(tmp_path):
+    images = _small_images(8)
+    cfg = TrainConfig(steps=100, batch_size=8, lr=3e-3, warmup=10, use_gan=False, flip=False,
+                      ckpt_every=10_000, log_every=50, eval_images=8)  # fmt: skip
+    trainer = Trainer(VQConfig.tiny(), cfg, tmp_path / "tok", images, images)
+    before = evaluate(trainer.model, images)["psnr_db"]
+    final = trainer.fit(progress=False)
+    assert final["eval_psnr_db"] > before + 8
+    assert final["eval_psnr_db"] > 20
+
+
+def test_codebook_usage_stays_high_in_a_short_run(tmp_path):
+    # 16x16 images of 4x4 flat colour blocks: one block per token, colours spread evenly,
+    # so a healthy quantizer should spread its 32 codes over them
+    rng = np.random.default_rng(1)
+    blocks = rng.integers(0, 256, (128, 4, 4, 3), dtype=np.uint8)
+    images = blocks.repeat(4, axis=1).repeat(4, axis=2)
+    cfg = TrainConfig(steps=60, batch_size=16, lr=2e-3, warmup=10, use_gan=False, flip=False,
+                      ckpt_every=10_000, log_every=60, eval_images=128)  # fmt: skip
+    trainer = Trainer(VQConfig.tiny(codebook_size=32), cfg, tmp_path / "tok", images, images)
+    final = trainer.fit(progress=False)
+    assert final["eval_usage_pct"] >= 75
+
+
+def _trainer(out, images, steps):
+    cfg = TrainConfig(steps=steps, batch_size=4, gan_start=4, warmup=2, ckpt_every=6,
+                      log_every=2, eval_images=4)  # fmt: skip
+    return Trainer(VQConfig.tiny(), cfg, out, images, images)
+
+
+def test_resume_continues_exactly(tmp_path):
+    images = _small_images(16)
+    a = _trainer(tmp_path / "a", images, steps=6)
+    a.fit(progress=False)
+    assert (tmp_path / "a" / "vqvae" / "model.safetensors").is_file()  # VQ-VAE phase kept
+    assert (tmp_path / "a" / "loss_curves.png").is_file()
+    assert any("d_loss" in row for row in a.history)  # the GAN phase ran
+    b = _trainer(tmp_path / "a", images, steps=8)
+    b.load()
+    assert b.step == 6 and b.gan_active
+    for pa, pb in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb)
+    a.cfg.steps = 8
+    a.fit(progress=False)
+    b.fit(progress=False)
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb)
+
+
+def test_train_and_eval_commands(tmp_path, capsys):
+    shapes.prepare(tmp_path / "data", per_combo=1)
+    parser = argparse.ArgumentParser()
+    tok_train.add_arguments(parser)
+    out = tmp_path / "tok"
+    args = parser.parse_args(["--dataset", "shapes", "--out", str(out), "--preset", "tiny",
+                              "--steps", "3", "--batch-size", "4", "--ckpt-every", "2",
+                              "--data-dir", str(tmp_path / "data"), "--no-progress"])  # fmt: skip
+    assert tok_train.run(args) == 0
+    model = load_component(out)
+    assert model.grid_size == 8
+    parser = argparse.ArgumentParser()
+    tok_eval.add_arguments(parser)
+    args = parser.parse_args(["--checkpoint", str(out), "--dataset", "shapes", "--compare",
+                              str(out), "--data-dir", str(tmp_path / "data"),
+                              "--grid-images", "8"])  # fmt: skip
+    assert tok_eval.run(args) == 0
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    for key in ("psnr_db", "ssim", "usage_pct", "perplexity", "sharpness_ratio"):
+        assert key in metrics["model"] and key in metrics["compare"]
+    grid = np.asarray(Image.open(out / "eval" / "reconstructions.png"))
+    assert grid.shape[0] > 3 * 64  # three rows: originals, compared model, model
+    assert "PSNR" in capsys.readouterr().out
+
+
+def test_measures():
+    from tessera.tokenizer.losses import code_statistics, psnr, ssim
+
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.allclose(ssim(x, x), torch.ones(2))
+    assert (psnr(x, x) > 90).all()
+    assert (psnr(-x, x) < psnr(x + 0.05, x)).all()
+    s = code_statistics(torch.tensor([0, 0, 1, 1]), 4)
+    assert s["usage_pct"] == 50 and abs(s["perplexity"] - 2) < 1e-6
+
+
+def test_data_of_the_wrong_size_is_refused(tmp_path):
+    from tessera.common.errors import InvalidArgument
+
+    images = _small_images(4, size=32)
+    with pytest.raises(InvalidArgument):
+        Trainer(VQConfig.tiny(), TrainConfig(), tmp_path, images, images)
