@@ -48,6 +48,7 @@ class Prometheus:
 
     def __init__(self, binary: str, metrics_port: int, workdir: Path) -> None:
         self.port = free_port()
+        self.started = time.time()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump(prometheus_config(metrics_port, self.port)))
