@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import DecoderConfig, LatentDecoder
 

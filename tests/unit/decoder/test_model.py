@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 from conftest import fake_image_emb, fake_text, random_decoder
+
 from tessera.common.checkpoint import load_component, save_component
 from tessera.decoder.model import DecoderConfig, LatentDecoder
 from tessera.decoder.schedulers import DDPMScheduler

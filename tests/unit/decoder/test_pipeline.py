@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from conftest import fake_image_emb, fake_text, random_decoder
+
 from tessera.common.errors import Cancelled, InvalidArgument
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import DecoderConfig, LatentDecoder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from tessera.common.errors import InvalidArgument
 from tessera.decoder.schedulers import (
     DDIMScheduler,

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import fake_text
+from torch import nn
+
 from tessera.common.checkpoint import load_component
 from tessera.data.dataset import ImageTextDataset
 from tessera.data.shapes import ShapeAttrs, captions_for, render
@@ -18,7 +20,6 @@ from tessera.decoder import eval as decoder_eval
 from tessera.decoder import train as decoder_train
 from tessera.decoder.model import LatentDecoder
 from tessera.prior.clip import CLIPConfig, CLIPModel
-from torch import nn
 
 
 class StandInVQ(nn.Module):
