@@ -26,7 +26,7 @@ class VQConfig:
     image_size: int = 64
     patch_size: int = 2  # pixel-(un)shuffle stem: the first level runs at S/2 (4x cheaper)
     channels: int = 32  # width of the first level
-    channel_mult: tuple[int, ...] = (1, 2, 4)  # one level per entry; 2 downsamplings: 32 -> 8
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # one level per entry; 2 downsamplings: 32 -> 8
     num_res_blocks: int = 1  # per level in the encoder (the decoder has one more)
     attention: bool = True  # self-attention at the bottom (8x8: 64 tokens, cheap)
     codebook_size: int = 1024
@@ -142,10 +142,11 @@ class Decoder(nn.Module):
             for _ in range(cfg.num_res_blocks + 1):
                 blocks.append(ResBlock(c, width))
                 c = width
-            if level < len(widths) - 1:  # nearest-neighbour x2 then conv: no checkerboard
+            if level < len(widths) - 1:  # nearest-neighbour x2 then conv: no checkerboard;
+                c = widths[level + 1]  # the conv already narrows to the next level's width
                 blocks += [
                     nn.Upsample(scale_factor=2.0, mode="nearest"),
-                    nn.Conv2d(c, c, 3, padding=1),
+                    nn.Conv2d(width, c, 3, padding=1),
                 ]
         self.up = nn.Sequential(*blocks)
         self.norm_out = Norm(c)

@@ -61,6 +61,8 @@ def test_resume_continues_exactly(tmp_path):
     a = _trainer(tmp_path / "a", images, steps=6)
     a.fit(progress=False)
     assert (tmp_path / "a" / "vqvae" / "model.safetensors").is_file()  # VQ-VAE phase kept
+    snapshot = json.loads((tmp_path / "a" / "vqvae" / "train_state" / "state.json").read_text())
+    assert snapshot["step"] == 4 and not snapshot["gan_active"]  # resumable as a baseline
     assert (tmp_path / "a" / "loss_curves.png").is_file()
     assert any("d_loss" in row for row in a.history)  # the GAN phase ran
     b = _trainer(tmp_path / "a", images, steps=8)
