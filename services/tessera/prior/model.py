@@ -101,6 +101,16 @@ class EncodedCondition:
     kv: list[KV]  # per layer, (B,H,C,hd) each
     key_ok: torch.Tensor  # (B,C) bool: which condition tokens may be attended to
 
+    def repeat_interleave(self, k: int) -> EncodedCondition:
+        """Each row k times in a row (row i -> rows i*k .. i*k+k-1)."""
+        kv = [(a.repeat_interleave(k, 0), b.repeat_interleave(k, 0)) for a, b in self.kv]
+        return EncodedCondition(kv, self.key_ok.repeat_interleave(k, 0))
+
+    def expand(self, n: int) -> EncodedCondition:
+        """A one-row condition broadcast to n rows (a view: no copy)."""
+        kv = [(a.expand(n, -1, -1, -1), b.expand(n, -1, -1, -1)) for a, b in self.kv]
+        return EncodedCondition(kv, self.key_ok.expand(n, -1))
+
     @staticmethod
     def cat(a: EncodedCondition, b: EncodedCondition) -> EncodedCondition:
         kv = [
@@ -124,11 +134,19 @@ class SelfAttention(nn.Module):
         b, n, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         q, k, v = (z.view(b, n, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
-        if past is not None:  # keys/values of the condition tokens, computed once
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
-        )  # (B,H,n,hd)
+        if past is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+            )  # (B,H,n,hd)
+        else:
+            # Attend over [condition keys (cached), own keys] without concatenating the cache
+            # (a copy of every cached key and value per layer and step otherwise).
+            pk, pv = past  # (B,H,C,hd)
+            scores = torch.cat([q @ pk.transpose(-2, -1), q @ k.transpose(-2, -1)], dim=-1)
+            scores = (scores / math.sqrt(q.shape[-1])).masked_fill(~allowed, float("-inf"))
+            att = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)  # (B,H,n,C+n)
+            c_len = pk.shape[2]
+            y = att[..., :c_len] @ pv + att[..., c_len:] @ v  # (B,H,n,hd)
         return self.proj(y.transpose(1, 2).reshape(b, n, c)), (k, v)
 
 
@@ -397,14 +415,13 @@ class DiffusionPrior(nn.Module):
             for s in seeds
         ]
         x = torch.cat(noise).to(dev)  # (B*k,D)
-        states = text.states.to(dev).float().repeat_interleave(k, 0)
-        mask = text.mask.to(dev).repeat_interleave(k, 0)
-        temb = text_emb.to(dev).float().repeat_interleave(k, 0)
-        null = self.drop_conditions(
-            states, mask, temb, torch.ones(b * k, dtype=torch.bool, device=dev)
-        )
-        cond = self.encode_condition(states, mask, temb)  # once for all steps
-        uncond = self.encode_condition(*null)
+        states, mask = text.states.to(dev).float(), text.mask.to(dev)
+        temb = text_emb.to(dev).float()
+        # Encode each caption once (not once per candidate, nor per step), then repeat.
+        cond = self.encode_condition(states, mask, temb).repeat_interleave(k)
+        drop = torch.ones(1, dtype=torch.bool, device=dev)
+        null = self.drop_conditions(states[:1], mask[:1], temb[:1], drop)
+        uncond = self.encode_condition(*null).expand(b * k)  # the null caption, shared
         both = None if scale in (0.0, 1.0) else EncodedCondition.cat(cond, uncond)
         for t in sched.timesteps.tolist():
             x0 = self._guided_x0(x, t, cond, uncond, both, scale)
