@@ -133,7 +133,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", default="{}", help="zero-shot prompt, {} = label name")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)"
+    )
 
 
 @torch.no_grad()

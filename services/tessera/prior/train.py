@@ -52,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long"
