@@ -19,7 +19,7 @@ from PIL import Image
 from tessera.common.checkpoint import load_component
 from tessera.common.images import arrays_to_tensor, make_grid, tensor_to_arrays
 from tessera.data import load_dataset
-from tessera.tokenizer.losses import code_statistics, psnr, sharpness, ssim
+from tessera.tokenizer.losses import code_statistics, gmsd, psnr, sharpness, ssim
 
 
 @torch.no_grad()
@@ -28,7 +28,7 @@ def evaluate(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -
     (uint8) under ``"reconstructions"``."""
     was_training = model.training
     model.eval()
-    psnrs, ssims, sharp_rec, sharp_orig, codes, recons = [], [], [], [], [], []
+    psnrs, ssims, gmsds, sharp_rec, sharp_orig, codes, recons = [], [], [], [], [], [], []
     for i in range(0, len(images), batch_size):
         x = arrays_to_tensor(images[i : i + batch_size])
         out = model(x)
@@ -37,6 +37,7 @@ def evaluate(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -
         x_hat = arrays_to_tensor(rec8)  # score what a client receives: 8-bit pixels
         psnrs.append(psnr(x_hat, x))
         ssims.append(ssim(x_hat, x))
+        gmsds.append(gmsd(x_hat, x))
         sharp_rec.append(sharpness(x_hat))
         sharp_orig.append(sharpness(x))
         codes.append(out.indices.flatten())
@@ -47,6 +48,7 @@ def evaluate(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -
         "images": len(images),
         "psnr_db": float(torch.cat(psnrs).mean()),
         "ssim": float(torch.cat(ssims).mean()),
+        "gmsd": float(torch.cat(gmsds).mean()),  # edge fidelity, lower is better
         "usage_pct": stats["usage_pct"],
         "perplexity": stats["perplexity"],
         "codes_used": stats["codes_used"],
@@ -56,6 +58,16 @@ def evaluate(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -
         "sharpness_ratio": float(torch.cat(sharp_rec).sum() / torch.cat(sharp_orig).sum()),
         "reconstructions": np.concatenate(recons),
     }
+
+
+def shapes_checker_accuracy(images: np.ndarray, captions: list[list[str]]) -> float:
+    """Share of images the exact shapes checker reads back as their caption's attributes."""
+    from tessera.data.shapes import check_image, parse_caption
+
+    hits = [
+        check_image(img) == parse_caption(c[0]) for img, c in zip(images, captions, strict=True)
+    ]
+    return float(np.mean(hits))
 
 
 def comparison_grid(rows: list[np.ndarray], columns: int = 16, scale: int = 2) -> np.ndarray:
@@ -96,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         models["compare"] = args.compare
     report: dict = {"dataset": args.dataset, "split": args.split}
+    report["grid_rows"] = (
+        ["original", "compare", "model"] if args.compare else ["original", "model"]
+    )
     picks = np.linspace(0, len(ds) - 1, min(args.grid_images, len(ds))).astype(int)
     rows = [ds.images[picks]]
     for role, path in models.items():
@@ -104,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
         metrics = evaluate(model, ds.images)
         metrics["seconds"] = round(time.perf_counter() - t0, 2)
         metrics["checkpoint"] = str(path)
-        rows.append(metrics.pop("reconstructions")[picks])
+        recons = metrics.pop("reconstructions")
+        if args.dataset == "shapes":  # the ceiling the tokenizer sets for generators
+            metrics["checker_accuracy"] = shapes_checker_accuracy(recons, ds.captions)
+        rows.append(recons[picks])
         report[role] = metrics
     if args.compare:  # the compared model goes in the middle row: original / compare / model
         rows = [rows[0], rows[2], rows[1]]
@@ -115,9 +133,10 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{role} {m['checkpoint']}: {args.dataset}/{args.split} ({m['images']} images, "
             f"grid {m['grid_size']}x{m['grid_size']}): PSNR {m['psnr_db']:.2f} dB, "
-            f"SSIM {m['ssim']:.4f}, usage {m['usage_pct']:.1f}% ({m['codes_used']}/"
-            f"{m['codebook_size']}), perplexity {m['perplexity']:.0f}, "
+            f"SSIM {m['ssim']:.4f}, GMSD {m['gmsd']:.4f}, usage {m['usage_pct']:.1f}% "
+            f"({m['codes_used']}/{m['codebook_size']}), perplexity {m['perplexity']:.0f}, "
             f"sharpness {m['sharpness_ratio']:.3f}"
+            + (f", checker {m['checker_accuracy']:.1%}" if "checker_accuracy" in m else "")
         )
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'reconstructions.png'}")
     return 0

@@ -120,6 +120,26 @@ def sharpness(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (gx.abs().flatten(1).mean(1) + gy.abs().flatten(1).mean(1))
 
 
+def gmsd(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B,) gradient magnitude similarity deviation (Xue et al. 2014), lower is better: the
+    spread of the per-pixel similarity between the two images' Prewitt gradient magnitudes
+    (luma, [0, 1] scale). Blurred, missing or spurious edges all raise it."""
+    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+    a = ((x_hat.clamp(-1, 1) + 1) / 2 * weights).sum(1, keepdim=True)
+    b = ((x + 1) / 2 * weights).sum(1, keepdim=True)
+    px = torch.tensor([[1.0, 0, -1], [1, 0, -1], [1, 0, -1]], device=x.device) / 3
+    kernels = torch.stack([px, px.t()]).unsqueeze(1)  # (2,1,3,3)
+
+    def magnitude(t: torch.Tensor) -> torch.Tensor:
+        g = F.conv2d(t, kernels)
+        return g.pow(2).sum(1).sqrt()
+
+    c = 170.0 / 255.0**2
+    ma, mb = magnitude(a), magnitude(b)
+    gms = (2 * ma * mb + c) / (ma**2 + mb**2 + c)
+    return gms.flatten(1).std(1)
+
+
 def code_statistics(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
     """Codebook usage (% of codes used at least once) and perplexity (exp of the code
     distribution's entropy; codebook_size at best)."""

@@ -198,7 +198,7 @@ class Trainer:
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
-            logs["d_loss"] = float(d_loss)
+            logs["d_loss"] = float(d_loss.detach())
         logs["lr"] = self.opt.param_groups[0]["lr"]
         self.step += 1
         return logs

@@ -119,3 +119,15 @@ def test_data_of_the_wrong_size_is_refused(tmp_path):
     images = _small_images(4, size=32)
     with pytest.raises(InvalidArgument):
         Trainer(VQConfig.tiny(), TrainConfig(), tmp_path, images, images)
+
+
+def test_gmsd_ranks_blur_and_identity():
+    import torch.nn.functional as F
+
+    from tessera.tokenizer.losses import gmsd, sharpness
+
+    x = torch.from_numpy(_small_images(4, size=64)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    assert torch.allclose(gmsd(x, x), torch.zeros(4), atol=1e-6)
+    assert (gmsd(blurred, x) > 0.01).all()
+    assert (sharpness(blurred) < sharpness(x)).all()
