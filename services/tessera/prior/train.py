@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         plot_curves(
             out / "loss.png",
             history,
-            ["loss", "prior_cosine", "text_baseline_cosine"],
+            ["loss", ("prior_cosine", "text_baseline_cosine")],
             "diffusion prior",
         )
 

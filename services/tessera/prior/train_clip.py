@@ -187,23 +187,32 @@ def has_checkpoint(out: Path) -> bool:
     return (Path(out) / STATE_JSON).is_file() and (Path(out) / "config.json").is_file()
 
 
-def plot_curves(path: Path, history: list[dict], keys: list[str], title: str) -> None:
-    """One panel per key found in ``history`` (lists of {"step": .., key: ..})."""
+def plot_curves(
+    path: Path, history: list[dict], panels: list[str | tuple[str, ...]], title: str
+) -> None:
+    """One panel per entry of ``panels``: a history key, or a tuple of keys drawn together
+    (e.g. a metric beside its baseline). ``history`` is a list of {"step": .., key: ..}."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in keys if any(k in h for h in history)]
-    if not keys:
+    groups = [(p,) if isinstance(p, str) else tuple(p) for p in panels]
+    groups = [g for g in groups if any(k in h for h in history for k in g)]
+    if not groups:
         return
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        pts = [(h["step"], h[key]) for h in history if key in h]
-        xs, ys = zip(*pts, strict=True)
-        ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, lw=1)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.4), squeeze=False)
+    for ax, keys in zip(axes[0], groups, strict=True):
+        for key in keys:
+            pts = [(h["step"], h[key]) for h in history if key in h]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, lw=1, label=key)
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
         ax.set_xlabel("step")
-        ax.set_title(key)
+        ax.set_title(" vs ".join(keys) if len(keys) < 3 else keys[0])
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
@@ -291,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     def checkpoint() -> None:
         save_component(out, model, config, extra={**extra, "step": step})
         save_train_state(out, optimizer, step, history)
-        plot_curves(out / "loss.png", history, ["loss", "temperature", "heldout_r5"], "CLIP")
+        plot_curves(out / "loss.png", history, ["loss", "logit_scale_exp", "heldout_r5"], "CLIP")
 
     order = rng.permutation(len(images))
     cursor = 0
@@ -322,10 +331,10 @@ def run(args: argparse.Namespace) -> int:
         optimizer.step()
         model.clamp_logit_scale()
         step += 1
-        temp = model.logit_scale.exp().item()
-        history.append({"step": step, "loss": loss.item(), "temperature": temp})
+        scale = model.logit_scale.exp().item()
+        history.append({"step": step, "loss": loss.item(), "logit_scale_exp": scale})
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{temp:.1f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{scale:.1f}")
         if step % args.eval_every == 0 or step == args.steps:
             model.eval()
             with torch.no_grad():
