@@ -70,9 +70,16 @@ def _check_job(params: GenerationParams) -> None:
 app.include_router(build_jobs_router(_job_queue, check=_check_job))
 
 
+METRIC_ROUTES = frozenset(
+    ("ar", "unclip", "variations", "tokenize", "detokenize", "embed_text", "embed_image")
+)
+
+
 @contextlib.asynccontextmanager
 async def observed(route: str, ingress: str):  # noqa: ANN201 - async context manager
     """Count and time one public request by route, status and ingress."""
+    if route not in METRIC_ROUTES:  # a client's unknown route must not become a label value
+        route = "other"
     start = time.perf_counter()
     status = "200"
     try:
@@ -264,7 +271,7 @@ class Gateway(JobsServicerMixin):
         self, request: generation_pb2.GenerateRequest, grpc_context: Any = None
     ) -> AsyncIterator[generation_pb2.GenerateEvent]:
         params = GenerationParams.from_proto(request)
-        async with observed(params.route, "grpc_stream"):
+        async with observed(params.route, "grpc"):
             async for event in self.pipelines.stream(params):
                 yield event
 

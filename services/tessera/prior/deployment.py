@@ -104,6 +104,7 @@ class Prior(BatchKnobs):
             emb = self.prior.sample(
                 text, text_emb, seeds=seeds, guidance_scale=guidance, steps=steps
             )
+            metrics.add_denoise_steps(steps or self.prior.config.sample_steps, component="prior")
             start = 0
             for i in idx:
                 k = len(items[i][1])
