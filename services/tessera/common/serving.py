@@ -20,6 +20,7 @@ from tessera.common import metrics
 from tessera.common.checkpoint import load_bundle_component
 from tessera.common.device import pick_device
 from tessera.common.errors import TesseraError, grpc_status, public_message
+from tessera.common.settings import get_settings
 
 log = logging.getLogger("tessera")
 
@@ -36,6 +37,8 @@ def load_model(
 ) -> tuple[nn.Module, torch.device]:
     """Load a verified bundle component onto this replica's device, timing it."""
     dev = pick_device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(get_settings().torch_threads)
     start = time.perf_counter()
     model = load_bundle_component(Path(bundle_dir), component, device=dev)
     seconds = time.perf_counter() - start

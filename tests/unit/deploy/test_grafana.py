@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import yaml
+
 from tessera.common import metrics
 
 GRAFANA = Path(__file__).resolve().parents[3] / "deploy" / "grafana"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from tessera.common import metrics
 from tessera.common.errors import InvalidArgument, ModelNotReady
 

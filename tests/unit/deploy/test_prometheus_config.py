@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
+
 from tessera.common import metrics
 
 PROM = Path(__file__).resolve().parents[3] / "deploy" / "prometheus"
