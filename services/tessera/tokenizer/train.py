@@ -311,7 +311,8 @@ def plot_history(history: list[dict], path: Path) -> None:
         ax.set_xlabel("step")
         if title == "reconstruction":
             ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
