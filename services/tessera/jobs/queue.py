@@ -1,6 +1,6 @@
-"""A durable job queue on Redis Streams (value types in ``records.py``): the client side (submit,
-get, cancel, watch, depth)
+"""A durable job queue on Redis Streams: the client side (submit, get, cancel, watch, depth)
 and the primitives workers use (read, reclaim, start, progress, commit, fail, heartbeat).
+Its value types (config, job record, updates, depth) live in ``records.py``.
 
 Why Redis Streams with consumer groups (and not Ray Serve's ``@task_consumer`` over Celery):
 a consumer group gives at-least-once delivery with explicit XACK, a pending-entries list per
