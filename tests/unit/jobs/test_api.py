@@ -36,7 +36,8 @@ async def worker_for(queue: JobQueue):
         yield worker
     finally:
         worker.stop()
-        await asyncio.wait_for(task, 10)
+        # Shutdown waits out a blocking XREADGROUP; on a loaded CI box that took >10 s once.
+        await asyncio.wait_for(task, 30)
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> None:

@@ -31,7 +31,8 @@ async def running_worker(queue: JobQueue, *, concurrency: int = 2, **executor_kw
         yield worker
     finally:
         worker.stop()
-        await asyncio.wait_for(task, 10)
+        # Shutdown waits out a blocking XREADGROUP; on a loaded CI box that took >10 s once.
+        await asyncio.wait_for(task, 30)
 
 
 def lines(path: Path) -> list[list[str]]:
