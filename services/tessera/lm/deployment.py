@@ -12,31 +12,46 @@ from ray import serve
 from tessera.common import metrics
 from tessera.common.errors import InvalidArgument
 from tessera.common.protos import check_count, check_range, grid_to_proto
-from tessera.common.serving import (
-    BatchKnobs,
-    batched,
-    load_model,
-    resolve_seed,
-    split_results,
-    stream_from_thread,
-)
+from tessera.common.serving import BatchKnobs, load_model, resolve_seed
 from tessera.common.text_encoder import shared_text_encoder
-from tessera.lm.sampling import SamplingParams, sample_tokens
+from tessera.lm.engine import ContinuousSampler
+from tessera.lm.sampling import SamplingParams
 from tessera.v1 import common_pb2, lm_pb2
 
 MAX_IMAGES = 8
 MAX_PROMPT_CHARS = 500
+DEFAULT_MAX_ROWS = 32  # KV-cache rows per replica: 16 guided images sampling at once
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=32)
 class LanguageModel(BatchKnobs):
-    _batched_methods = ("_sample_batch",)
+    """Requests join one continuously batched sampler (``tessera.lm.engine``): a new request
+    starts at the next token step instead of waiting for the running batch to finish."""
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
         self.model, self.device = load_model(bundle_dir, "lm", device)
         self.text_encoder = shared_text_encoder(str(self.device))
         self.grid_size = self.model.config.grid_size
+        self.engine = ContinuousSampler(self.model, max_rows=DEFAULT_MAX_ROWS)
         self.model_loaded = True
+
+    def reconfigure(self, user_config: dict) -> None:
+        """``max_batch_size``: KV-cache rows shared by running sequences (a guided image
+        takes two); ``batch_wait_timeout_s`` does not apply (requests join at the next step)."""
+        rows = user_config.get("max_batch_size")
+        if rows is not None:
+            self.engine.set_max_rows(max(int(rows), 2 * MAX_IMAGES))
+        self.user_config = dict(user_config)
+
+    def check_health(self) -> None:
+        super().check_health()
+        if not self.engine.thread.is_alive():
+            raise RuntimeError("the LM sampler thread has stopped")
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
 
     def _params(self, request: lm_pb2.SampleTokensRequest) -> tuple[list[SamplingParams], int]:
         """Validate a request and expand it to one SamplingParams per image."""
@@ -66,64 +81,55 @@ class LanguageModel(BatchKnobs):
         self, request: lm_pb2.SampleTokensRequest
     ) -> lm_pb2.SampleTokensResponse:
         params, seed = self._params(request)
-        grids = split_results(await self._sample_batch((request.prompt, params)))
+        grids = await self._sample(request.prompt, params)
         return lm_pb2.SampleTokensResponse(grids=[grid_to_proto(g) for g in grids], seed=seed)
 
-    @batched(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _sample_batch(self, items: list[tuple[str, list[SamplingParams]]]) -> list:
-        return await asyncio.to_thread(self._sample_many, items)
-
-    def _sample_many(self, items: list[tuple[str, list[SamplingParams]]]) -> list:
-        prompts = [p for prompt, params in items for p in [prompt] * len(params)]
-        params = [p for _, ps in items for p in ps]
-        metrics.observe_batch("LanguageModel", len(params))
-        grids = self._sample(prompts, params, None, 0)
-        out, start = [], 0
-        for _, ps in items:
-            out.append(grids[start : start + len(ps)])
-            start += len(ps)
-        return out
-
-    @torch.inference_mode()
-    def _sample(
+    async def _sample(
         self,
-        prompts: list[str],
+        prompt: str,
         params: list[SamplingParams],
-        on_progress: Callable[[int, torch.Tensor], bool] | None,
-        every: int,
+        on_progress: Callable[[int, torch.Tensor], bool] | None = None,
+        every: int = 16,
     ) -> torch.Tensor:
-        text = self.text_encoder.encode(prompts).to(self.device)
-        kwargs = {"progress_every": every} if every else {}
-        grids = sample_tokens(self.model, text, params, on_progress=on_progress, **kwargs)
+        text = await asyncio.to_thread(self.text_encoder.encode, [prompt] * len(params))
+        metrics.observe_batch("LanguageModel", self.engine.running_rows + len(params))
+        future = self.engine.submit(text.to(self.device), params, on_progress, every)
+        grids = await asyncio.wrap_future(future)
         metrics.add_tokens(int(grids.numel()))
-        return grids.cpu()
+        return grids
 
     async def SampleTokensStream(
         self, request: lm_pb2.SampleTokensRequest
     ) -> AsyncIterator[lm_pb2.SampleTokensEvent]:
-        """Partial grids every ``stream_every`` tokens (unsampled positions are -1)."""
+        """Partial grids every ``stream_every`` tokens (unsampled positions are -1); closing
+        the stream cancels the sampling at its next report."""
         params, seed = self._params(request)
         total = self.grid_size * self.grid_size
         every = request.stream_every or max(1, total // 8)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        listening = True
 
-        def work(emit: Callable[[object], bool]) -> torch.Tensor:
-            def on_progress(done: int, tokens: torch.Tensor) -> bool:
-                grids = tokens.reshape(-1, self.grid_size, self.grid_size).cpu()
-                return emit((done, grids))
+        def on_progress(done: int, grids: torch.Tensor) -> bool:
+            if listening and done < total:
+                loop.call_soon_threadsafe(events.put_nowait, (done, grids))
+            return listening
 
-            return self._sample([request.prompt] * len(params), params, on_progress, every)
-
-        final = None
-        async for item in stream_from_thread(work):
-            if isinstance(item, tuple):
+        task = asyncio.ensure_future(self._sample(request.prompt, params, on_progress, every))
+        task.add_done_callback(lambda _: events.put_nowait(None))
+        try:
+            while (item := await events.get()) is not None:
                 done, grids = item
                 yield lm_pb2.SampleTokensEvent(
                     progress=common_pb2.Progress(step=done, total_steps=total, stage="lm"),
                     grids=[grid_to_proto(g) for g in grids],
                     seed=seed,
                 )
-            else:
-                final = item
+            final = await task
+        finally:
+            listening = False  # a closed stream cancels at the sampler's next report
+            if not task.done():
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
         yield lm_pb2.SampleTokensEvent(
             progress=common_pb2.Progress(step=total, total_steps=total, stage="lm"),
             grids=[grid_to_proto(g) for g in final],

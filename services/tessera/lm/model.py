@@ -88,6 +88,14 @@ class KVCache:
         self.length = 0  # positions filled so far
         self.prefix_len = 0  # text slots in front of BOS (set by prefill)
 
+    def rows(self, n: int) -> KVCache:
+        """A view of the first ``n`` rows (writes go to this cache): continuous batching keeps
+        its running rows packed at the front."""
+        view = object.__new__(KVCache)
+        view.k, view.v = [k[:n] for k in self.k], [v[:n] for v in self.v]
+        view.key_mask, view.length, view.prefix_len = self.key_mask[:n], self.length, 0
+        return view
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: LMConfig) -> None:
@@ -104,14 +112,23 @@ class CausalSelfAttention(nn.Module):
         x: torch.Tensor,
         attn_mask: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        start: int = 0,
+        start: int | torch.Tensor = 0,
     ) -> torch.Tensor:
+        """``start``: the cache index of x's first position, shared by all rows (int) or one
+        per row ((B,) int64, one position each: continuous batching's decode step)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hd)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        if cache is not None:  # write this chunk, then attend over everything so far
+        if cache is not None and isinstance(start, torch.Tensor):  # per-row positions
+            cache_k, cache_v = cache
+            rows = torch.arange(B, device=x.device)
+            cache_k[rows, :, start] = k[:, :, 0]
+            cache_v[rows, :, start] = v[:, :, 0]
+            keys = int(start.max()) + 1  # the mask hides each row's keys past its position
+            k, v = cache_k[:, :, :keys], cache_v[:, :, :keys]
+        elif cache is not None:  # write this chunk, then attend over everything so far
             cache_k, cache_v = cache
             cache_k[:, :, start : start + T] = k
             cache_v[:, :, start : start + T] = v
@@ -147,7 +164,7 @@ class Block(nn.Module):
         x: torch.Tensor,
         attn_mask: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        start: int = 0,
+        start: int | torch.Tensor = 0,
     ) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), attn_mask, cache, start)
         return x + self.mlp(self.ln_2(x))
@@ -335,3 +352,22 @@ class ImageGPT(nn.Module):
         h = self._run(x, cache.key_mask[:, : start + 1], start, cache)
         cache.length = start + 1
         return self.head(h[:, -1])
+
+    def decode_rows(
+        self, token: torch.Tensor, cell: torch.Tensor, offset: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
+        """One decode step for rows at different places (continuous batching).
+
+        token (B,) the code each row sampled last, cell (B,) the image slot it sits in (1..L-1),
+        offset (B,) each row's cache index of BOS -> logits for each row's next cell (B, vocab).
+        Rows attend to their own keys up to their own position only.
+        """
+        g = self.config.grid_size
+        pos = offset + cell  # (B,) cache index written by this step
+        x = (self.tok_emb(token) + self.row_emb(cell // g) + self.col_emb(cell % g)).unsqueeze(1)
+        keys = torch.arange(int(pos.max()) + 1, device=token.device)
+        visible = cache.key_mask[:, : keys.numel()] & (keys.view(1, -1) <= pos.view(-1, 1))
+        attn_mask = visible[:, None, None, :]  # (B, 1, 1, Tk)
+        for i, block in enumerate(self.blocks):
+            x = block(x, attn_mask, (cache.k[i], cache.v[i]), pos)
+        return self.head(self.ln_f(x)[:, -1])

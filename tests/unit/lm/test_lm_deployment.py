@@ -1,0 +1,67 @@
+"""The LanguageModel deployment class in-process: continuous batching behind the contract."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tessera.bundle.init import build_random_bundle
+from tessera.common.errors import InvalidArgument
+from tessera.lm.deployment import LanguageModel
+from tessera.v1 import lm_pb2
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    bundle = tmp_path_factory.mktemp("bundle")
+    build_random_bundle(bundle, "tiny", tiny=True, seed=0)
+    replica = LanguageModel.func_or_class(str(bundle), "cpu")
+    yield replica
+    replica.engine.close()
+
+
+def request(prompt: str, seed: int, n: int = 2, **fields) -> lm_pb2.SampleTokensRequest:
+    return lm_pb2.SampleTokensRequest(prompt=prompt, n=n, seed=seed, **fields)
+
+
+def grids(response) -> list[bytes]:
+    return [g.SerializeToString() for g in response.grids]
+
+
+async def test_concurrent_requests_get_what_they_would_get_alone(lm):
+    prompts = [f"prompt number {i}" for i in range(6)]
+    alone = [grids(await lm.SampleTokens(request(p, seed=i))) for i, p in enumerate(prompts)]
+    together = await asyncio.gather(
+        *(lm.SampleTokens(request(p, seed=i)) for i, p in enumerate(prompts))
+    )
+    assert [grids(r) for r in together] == alone
+    assert lm.engine.max_running > 4  # they shared steps (each guided image takes two rows)
+
+
+async def test_stream_reports_progress_and_ends_with_the_unary_answer(lm):
+    req = request("a red heart", seed=3, stream_every=4)
+    events = [e async for e in lm.SampleTokensStream(req)]
+    total = events[-1].progress.total_steps
+    assert [e.progress.step for e in events] == list(range(4, total, 4)) + [total]
+    assert events[-1].done and not any(e.done for e in events[:-1])
+    assert grids(events[-1]) == grids(await lm.SampleTokens(request("a red heart", seed=3)))
+
+
+async def test_closing_a_stream_early_cancels_its_sampling(lm):
+    stream = lm.SampleTokensStream(request("rocket", seed=1, stream_every=1))
+    first = await stream.__anext__()
+    assert first.progress.step == 1
+    await stream.aclose()
+    for _ in range(200):  # the sampler drops it at its next report
+        if lm.engine.running_rows == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert lm.engine.running_rows == 0
+
+
+async def test_bad_requests_are_invalid_arguments(lm):
+    with pytest.raises(InvalidArgument, match="n must be"):
+        await lm.SampleTokens(request("x", seed=0, n=99))
+    with pytest.raises(InvalidArgument, match="temperature"):
+        await lm.SampleTokens(request("x", seed=0, temperature=5.0))
