@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from tessera.common.checkpoint import (
     write_bundle_index,
 )
 from tessera.common.settings import REPO_ROOT
+from tessera.tokenizer.train import STATE_DIR as TOKENIZER_STATE_DIR
 
 # component -> (training module, extra arguments given the bundle dir)
 ORDER = ("tokenizer", "clip", "lm", "prior", "decoder")
@@ -38,10 +40,10 @@ MODULES = {
 # Steps and presets sized for a 2-core CPU (about 90 minutes for Twemoji in all).
 RECIPES: dict[str, dict[str, list[str]]] = {
     "twemoji": {
-        "tokenizer": ["--steps", "6000", "--max-minutes", "28"],
+        "tokenizer": ["--steps", "6000", "--max-minutes", "25"],
         "clip": ["--steps", "3000", "--max-minutes", "12"],
         "lm": ["--steps", "5000", "--max-minutes", "22"],
-        "prior": ["--steps", "4000", "--max-minutes", "10"],
+        "prior": ["--steps", "4000", "--max-minutes", "8", "--preset", "small"],
         "decoder": ["--steps", "8000", "--max-minutes", "18"],
     },
     "shapes": {
@@ -54,8 +56,11 @@ RECIPES: dict[str, dict[str, list[str]]] = {
 }
 
 
-def component_args(component: str, out: Path, dataset: str, seed: int, resume: bool) -> list[str]:
+def component_args(
+    component: str, out: Path, dataset: str, seed: int, resume: bool, threads: int = 1
+) -> list[str]:
     args = ["--dataset", dataset, "--out", str(out / component), "--seed", str(seed)]
+    args += ["--threads", str(threads)]
     if component in ("lm", "decoder"):
         args += ["--tokenizer", str(out / "tokenizer")]
     if component in ("prior", "decoder"):
@@ -85,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument("--only", choices=ORDER, nargs="+", default=None, help="train these only")
     parser.add_argument("--half", action="store_true", help="store weights in float16")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per trainer (1: fastest on 2 cores)"
+    )
+    parser.add_argument(
+        "--keep-train-state", action="store_true", help="keep optimizer states (to train further)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         if args.only and component not in args.only:
             continue
         module = importlib.import_module(MODULES[component])
-        argv = component_args(component, out, args.dataset, args.seed, args.resume)
+        argv = component_args(component, out, args.dataset, args.seed, args.resume, args.threads)
         print(
             f"[{i}/{len(ORDER)}] {component}: tessera train {component} {' '.join(argv)}",
             flush=True,
@@ -110,12 +121,16 @@ def run(args: argparse.Namespace) -> int:
             return status
         log[component] = {"args": argv, "wall_s": round(time.time() - start, 1)}
         log_path.write_text(json.dumps(log, indent=2) + "\n")
-    if args.half:
-        for component in ORDER:
-            cdir = out / component
-            if (cdir / WEIGHTS_NAME).is_file():
-                model = load_component(cdir)
-                save_component(cdir, model, model.config, half=True)
+    for component in ORDER:
+        cdir = out / component
+        if args.half and (cdir / WEIGHTS_NAME).is_file():
+            model = load_component(cdir)
+            save_component(cdir, model, model.config, half=True)
+        if not args.keep_train_state:  # the bundle ships weights only; resume needs these
+            for state in cdir.glob("optimizer*.safetensors"):
+                state.unlink()
+            shutil.rmtree(cdir / TOKENIZER_STATE_DIR, ignore_errors=True)
+            shutil.rmtree(cdir / "vqvae", ignore_errors=True)  # the tokenizer's pre-GAN snapshot
     data_meta = REPO_ROOT / ".data" / args.dataset / "meta.json"
     data = json.loads(data_meta.read_text()) if data_meta.is_file() else {}
     training = {
