@@ -75,18 +75,29 @@ def split_results(results: list[Any]) -> Any:
 
 
 class BatchKnobs:
-    """Mixin for model deployments: ``reconfigure(user_config)`` sets batch size/wait on every
-    @serve.batch method listed in ``_batched_methods``; ``ping`` and ``check_health``."""
+    """Mixin for model deployments: ``reconfigure(user_config)`` sets the batch budget and
+    wait on every @serve.batch method listed in ``_batched_methods``; ``ping`` and
+    ``check_health``."""
 
     _batched_methods: tuple[str, ...] = ()
+    max_item_cost = 0  # the costliest single request a replica accepts (set in __init__)
+
+    def init_batching(self, max_item_cost: int) -> None:
+        """Record the costliest single request and raise the budgets to fit it."""
+        self.max_item_cost = max_item_cost
+        for name in self._batched_methods:
+            method = getattr(self, name)
+            method.set_max_batch_size(max(method._get_max_batch_size(), max_item_cost))
 
     def reconfigure(self, user_config: dict) -> None:
-        size = user_config.get("max_batch_size")
+        """``max_batch_cost`` (or ``max_batch_size``): the batch's budget in the method's cost
+        units, never below one maximal request (Serve would fail such a request)."""
+        size = user_config.get("max_batch_cost", user_config.get("max_batch_size"))
         wait = user_config.get("batch_wait_timeout_s")
         for name in self._batched_methods:
             method = getattr(self, name)
             if size is not None:
-                method.set_max_batch_size(int(size))
+                method.set_max_batch_size(max(int(size), self.max_item_cost))
             if wait is not None:
                 method.set_batch_wait_timeout_s(float(wait))
         self.user_config = dict(user_config)
@@ -210,15 +221,23 @@ def _inside_replica() -> bool:
 
 
 def batched(
-    max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005, **kwargs: Any
+    max_batch_size: int = 16,
+    batch_wait_timeout_s: float = 0.005,
+    cost: Callable[[Any], int] | None = None,
+    **kwargs: Any,
 ) -> Callable:
     """``@serve.batch`` inside a Serve replica; a batch of one when the class runs in-process
     (benchmarks, evaluation), where Serve's batch queue cannot start.
 
     The method takes one item and returns that item's result; the decorated function takes
-    ``(self, items: list)`` and returns one result per item, as with ``@serve.batch``.
+    ``(self, items: list)`` and returns one result per item, as with ``@serve.batch``. With
+    ``cost(item)`` (pixels, cells, row-steps) ``max_batch_size`` is a budget of that cost, so
+    a batch holds many small requests or a few large ones.
     """
     from ray import serve
+
+    if cost is not None:
+        kwargs["batch_size_fn"] = lambda items: sum(cost(item) for item in items)
 
     def decorate(fn: Callable) -> Callable:
         served = serve.batch(

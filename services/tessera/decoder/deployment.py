@@ -1,4 +1,4 @@
-"""Decoder deployment: CLIP image embeddings (+ text) → latent grids, batched and streamed."""
+"""Decoder deployment: CLIP image embeddings (+ text) → latent grids, step-batched and streamed."""
 
 from __future__ import annotations
 
@@ -12,32 +12,45 @@ from ray import serve
 from tessera.common import metrics
 from tessera.common.errors import InvalidArgument
 from tessera.common.protos import check_count, check_range, embedding_from_proto, tensor_to_proto
-from tessera.common.serving import (
-    BatchKnobs,
-    batched,
-    load_model,
-    resolve_seed,
-    split_results,
-    stream_from_thread,
-)
+from tessera.common.serving import BatchKnobs, load_model, resolve_seed
 from tessera.common.text_encoder import shared_text_encoder
-from tessera.decoder.pipeline import sample_latents
+from tessera.decoder.engine import DenoiseBatcher
 from tessera.v1 import common_pb2, decoder_pb2
 
 MAX_SAMPLES = 8
 MAX_PROMPT_CHARS = 500
 MAX_STEPS = 1000
 SCHEDULERS = ("ddim", "ddpm")
+DEFAULT_MAX_ROWS = 32  # UNet rows per call: 16 guided images denoising at once
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=32)
 class Decoder(BatchKnobs):
-    _batched_methods = ("_decode_batch",)
+    """Requests share one step-level batcher (``tessera.decoder.engine``): each UNet call
+    covers every running request, whatever step each has reached."""
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
         self.model, self.device = load_model(bundle_dir, "decoder", device)
         self.text_encoder = shared_text_encoder(str(self.device))
+        self.engine = DenoiseBatcher(self.model, max_rows=DEFAULT_MAX_ROWS)
         self.model_loaded = True
+
+    def reconfigure(self, user_config: dict) -> None:
+        """``max_rows``: UNet rows per call (a guided image takes two)."""
+        rows = user_config.get("max_rows", user_config.get("max_batch_size"))
+        if rows is not None:
+            self.engine.set_max_rows(max(int(rows), 2 * MAX_SAMPLES))
+        self.user_config = dict(user_config)
+
+    def check_health(self) -> None:
+        super().check_health()
+        if not self.engine.thread.is_alive():
+            raise RuntimeError("the decoder sampler thread has stopped")
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
 
     def _parse(self, request: decoder_pb2.SampleLatentsRequest) -> dict:
         check_count("image_embeddings", len(request.image_embeddings), 1, MAX_SAMPLES)
@@ -72,97 +85,70 @@ class Decoder(BatchKnobs):
         self, request: decoder_pb2.SampleLatentsRequest
     ) -> decoder_pb2.SampleLatentsResponse:
         job = self._parse(request)
-        latents = split_results(await self._decode_batch(job))
+        latents = await self._sample(job)
         return decoder_pb2.SampleLatentsResponse(
             latents=[tensor_to_proto(z) for z in latents], seed=job["seed"]
         )
 
-    @batched(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _decode_batch(self, jobs: list[dict]) -> list:
-        return await asyncio.to_thread(self._decode_many, jobs)
-
-    def _decode_many(self, jobs: list[dict]) -> list:
-        # Requests with the same steps/scheduler/guidance share one model call per step.
-        out: list = [None] * len(jobs)
-        groups: dict[tuple, list[int]] = {}
-        for i, job in enumerate(jobs):
-            groups.setdefault((job["steps"], job["scheduler"], job["guidance"]), []).append(i)
-        for (steps, scheduler, guidance), idx in groups.items():
-            merged = {
-                "emb": torch.cat([jobs[i]["emb"] for i in idx]),
-                "seeds": [s for i in idx for s in jobs[i]["seeds"]],
-                "steps": steps,
-                "scheduler": scheduler,
-                "guidance": guidance,
-            }
-            prompts = [p for i in idx for p in [jobs[i]["prompt"]] * len(jobs[i]["seeds"])]
-            metrics.observe_batch("Decoder", len(merged["seeds"]))
-            latents = self._sample_prompts(merged, prompts)
-            start = 0
-            for i in idx:
-                k = len(jobs[i]["seeds"])
-                out[i] = latents[start : start + k]
-                start += k
-        return out
-
-    @torch.inference_mode()
-    def _sample_prompts(
+    async def _sample(
         self,
         job: dict,
-        prompts: list[str],
         on_progress: Callable[[int, int, torch.Tensor], bool] | None = None,
-        every: int = 0,
+        every: int = 5,
     ) -> torch.Tensor:
-        text = self.text_encoder.encode(prompts).to(self.device)
-        kwargs = {"progress_every": every} if every else {}
-        steps_done = {"n": 0}
-
-        def progress(step: int, total: int, x0: torch.Tensor) -> bool:
-            steps_done["n"] = step
-            return on_progress(step, total, x0) if on_progress else True
-
-        latents = sample_latents(
-            self.model,
-            job["emb"].to(self.device),
+        text = await asyncio.to_thread(self.text_encoder.encode, [job["prompt"]])
+        metrics.observe_batch("Decoder", self.engine.running_rows + len(job["seeds"]))
+        future = self.engine.submit(
+            job["emb"],
             text,
             seeds=job["seeds"],
             steps=job["steps"],
             guidance_scale=job["guidance"],
             scheduler=job["scheduler"],
-            on_progress=progress,
-            **kwargs,
+            on_progress=on_progress,
+            progress_every=every,
         )
-        metrics.add_denoise_steps(steps_done["n"])
+        latents = await asyncio.wrap_future(future)
+        metrics.add_denoise_steps(job["steps"] or self.model.config.default_steps)
         return latents.cpu()
 
     async def SampleLatentsStream(
         self, request: decoder_pb2.SampleLatentsRequest
     ) -> AsyncIterator[decoder_pb2.SampleLatentsEvent]:
-        """x0 previews every ``stream_every`` steps, then the final latents."""
+        """x0 previews every ``stream_every`` steps, then the final latents; closing the
+        stream cancels the sampling at its next preview."""
         job = self._parse(request)
-        prompts = [job["prompt"]] * len(job["seeds"])
-        state = {"total": 0}
+        every = request.stream_every or 5
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        listening = True
+        totals = {"steps": 0}
 
-        def work(emit: Callable[[object], bool]) -> torch.Tensor:
-            def on_progress(step: int, total: int, x0: torch.Tensor) -> bool:
-                state["total"] = total
-                return emit((step, total, x0.cpu()))
+        def on_progress(step: int, total: int, x0: torch.Tensor) -> bool:
+            totals["steps"] = total
+            if listening and step < total:
+                loop.call_soon_threadsafe(events.put_nowait, (step, total, x0.cpu()))
+            return listening
 
-            return self._sample_prompts(job, prompts, on_progress, request.stream_every)
-
-        async for item in stream_from_thread(work):
-            if isinstance(item, tuple):
+        task = asyncio.ensure_future(self._sample(job, on_progress, every))
+        task.add_done_callback(lambda _: events.put_nowait(None))
+        try:
+            while (item := await events.get()) is not None:
                 step, total, x0 = item
                 yield decoder_pb2.SampleLatentsEvent(
                     progress=common_pb2.Progress(step=step, total_steps=total, stage="decoder"),
                     latents=[tensor_to_proto(z) for z in x0],
                     seed=job["seed"],
                 )
-            else:
-                total = state["total"]
-                yield decoder_pb2.SampleLatentsEvent(
-                    progress=common_pb2.Progress(step=total, total_steps=total, stage="decoder"),
-                    latents=[tensor_to_proto(z) for z in item],
-                    done=True,
-                    seed=job["seed"],
-                )
+            final = await task
+        finally:
+            listening = False
+            if not task.done():
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        total = totals["steps"] or job["steps"] or self.model.config.default_steps
+        yield decoder_pb2.SampleLatentsEvent(
+            progress=common_pb2.Progress(step=total, total_steps=total, stage="decoder"),
+            latents=[tensor_to_proto(z) for z in final],
+            done=True,
+            seed=job["seed"],
+        )

@@ -62,7 +62,7 @@ def guided_output(
     return uncond + guidance_scale * (cond - uncond)
 
 
-def _check(
+def validate_request(
     model: LatentDecoder,
     image_emb: Tensor,
     text: TextBatch | None,
@@ -129,7 +129,7 @@ def sample_latents(
 
     Returns (B, C, h, w) latents in the VQ model's space, for ``VQModel.decode_latents``.
     """
-    steps, g = _check(
+    steps, g = validate_request(
         model, image_emb, text, seeds, steps, guidance_scale, scheduler, progress_every
     )
     cfg = model.config

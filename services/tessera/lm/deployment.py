@@ -36,9 +36,9 @@ class LanguageModel(BatchKnobs):
         self.model_loaded = True
 
     def reconfigure(self, user_config: dict) -> None:
-        """``max_batch_size``: KV-cache rows shared by running sequences (a guided image
-        takes two); ``batch_wait_timeout_s`` does not apply (requests join at the next step)."""
-        rows = user_config.get("max_batch_size")
+        """``max_rows``: KV-cache rows shared by running sequences (a guided image takes
+        two). There is no batch wait: requests join at the next token step."""
+        rows = user_config.get("max_rows", user_config.get("max_batch_size"))
         if rows is not None:
             self.engine.set_max_rows(max(int(rows), 2 * MAX_IMAGES))
         self.user_config = dict(user_config)

@@ -28,6 +28,11 @@ def check_prompt(text: str) -> None:
         raise InvalidArgument(f"each text must be 1..{MAX_PROMPT_CHARS} characters")
 
 
+def prior_cost(item: tuple) -> int:
+    """A SamplePrior request's batch cost: images x denoising steps."""
+    return item[-1]
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=32)
 class Prior(BatchKnobs):
     _batched_methods = ("_prior_batch",)
@@ -37,6 +42,7 @@ class Prior(BatchKnobs):
         self.prior, _ = load_model(bundle_dir, "prior", device)
         self.text_encoder = shared_text_encoder(str(self.device))
         self.image_size = self.clip.config.image_size
+        self.init_batching(MAX_SAMPLES * MAX_STEPS)
         self.model_loaded = True
 
     @torch.inference_mode()
@@ -78,13 +84,14 @@ class Prior(BatchKnobs):
             check_count("steps", request.steps, 1, MAX_STEPS)
             steps = request.steps
         seed = resolve_seed(request.seed if request.HasField("seed") else None)
-        item = (request.prompt, [seed + i for i in range(n)], guidance, steps)
+        steps_run = steps or self.prior.config.sample_steps
+        item = (request.prompt, [seed + i for i in range(n)], guidance, steps, n * steps_run)
         emb = split_results(await self._prior_batch(item))
         return prior_pb2.SamplePriorResponse(
             embeddings=[embedding_to_proto(e) for e in emb], seed=seed
         )
 
-    @batched(max_batch_size=16, batch_wait_timeout_s=0.005)
+    @batched(max_batch_size=MAX_SAMPLES * MAX_STEPS, batch_wait_timeout_s=0.005, cost=prior_cost)
     async def _prior_batch(self, items: list[tuple]) -> list:
         return await asyncio.to_thread(self._prior_many, items)
 
@@ -93,7 +100,7 @@ class Prior(BatchKnobs):
         # Rows sharing (guidance, steps) run as one batch; each row keeps its own seed.
         out: list = [None] * len(items)
         groups: dict[tuple, list[int]] = {}
-        for i, (_, _, guidance, steps) in enumerate(items):
+        for i, (_, _, guidance, steps, _) in enumerate(items):
             groups.setdefault((guidance, steps), []).append(i)
         for (guidance, steps), idx in groups.items():
             prompts = [p for i in idx for p in [items[i][0]] * len(items[i][1])]

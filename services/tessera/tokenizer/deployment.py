@@ -28,6 +28,17 @@ from tessera.v1 import common_pb2, tokenizer_pb2
 MAX_ITEMS = 16
 
 
+def tokenize_cost(item: tuple[list, bool]) -> int:
+    """A Tokenize request's batch cost: its pixels."""
+    return sum(a.shape[0] * a.shape[1] for a in item[0])
+
+
+def detokenize_cost(item: tuple[str, torch.Tensor]) -> int:
+    """A Detokenize request's batch cost: its latent cells (pixels / downsampling²)."""
+    batch = item[1]
+    return batch.shape[0] * batch.shape[-2] * batch.shape[-1]
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=32)
 class Tokenizer(BatchKnobs):
     """PNG images → token grids (and optionally quantized latents)."""
@@ -36,6 +47,7 @@ class Tokenizer(BatchKnobs):
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
         self.model, self.device = load_model(bundle_dir, "tokenizer", device)
+        self.init_batching(MAX_ITEMS * self.model.image_size**2)
         self.model_loaded = True
 
     async def Tokenize(
@@ -46,7 +58,7 @@ class Tokenizer(BatchKnobs):
         arrays = [decode_image(data, size, resize=request.resize) for data in request.images]
         return split_results(await self._tokenize_batch((arrays, request.return_latents)))
 
-    @batched(max_batch_size=16, batch_wait_timeout_s=0.005)
+    @batched(max_batch_size=16 * 64 * 64, batch_wait_timeout_s=0.005, cost=tokenize_cost)
     async def _tokenize_batch(self, items: list[tuple[list, bool]]) -> list:
         return await asyncio.to_thread(self._tokenize_many, items)
 
@@ -79,6 +91,7 @@ class Detokenizer(BatchKnobs):
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
         self.model, self.device = load_model(bundle_dir, "tokenizer", device)
+        self.init_batching(MAX_ITEMS * self.model.grid_size**2)
         self.model_loaded = True
 
     def _parse(self, request: tokenizer_pb2.DetokenizeRequest) -> tuple[str, torch.Tensor]:
@@ -100,7 +113,7 @@ class Detokenizer(BatchKnobs):
         kind, batch = self._parse(request)
         return split_results(await self._decode_batch((kind, batch)))
 
-    @batched(max_batch_size=16, batch_wait_timeout_s=0.005)
+    @batched(max_batch_size=16 * 64, batch_wait_timeout_s=0.005, cost=detokenize_cost)
     async def _decode_batch(self, items: list[tuple[str, torch.Tensor]]) -> list:
         return await asyncio.to_thread(self._decode_many, items)
 

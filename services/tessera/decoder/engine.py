@@ -1,0 +1,238 @@
+"""Step-level batching for the decoder: requests at different denoising steps share one model
+call per step.
+
+One thread runs the loop. Each running request keeps its own scheduler (its own step count,
+sampler and guidance scale), latents and generators; every iteration stacks the rows of all
+running requests — each at its own timestep — into one UNet call, then each request takes its
+own scheduler step. A request arriving mid-way joins at the next iteration; one that has done
+its steps leaves at once. A guided request contributes a conditional and an unconditional row
+per image (one UNet call covers both); scale 1 or 0 contributes only the row it needs.
+
+Each image draws its starting noise and every sampler noise from its own generator, as
+``sample_latents`` does: results match it up to float rounding in batched matmuls.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tessera.common.device import make_generator
+from tessera.common.errors import Cancelled, InvalidArgument, Unavailable
+from tessera.common.text_encoder import TextBatch
+from tessera.decoder.model import LatentDecoder
+from tessera.decoder.pipeline import validate_request
+from tessera.decoder.schedulers import NoiseSchedule, make_scheduler
+
+ProgressFn = Callable[[int, int, Tensor], bool | None]
+
+
+@dataclass(eq=False)
+class _Job:
+    image_emb: Tensor  # (n, D)
+    states: Tensor  # (n, T, 384)
+    mask: Tensor  # (n, T)
+    guidance: float
+    scheduler: NoiseSchedule
+    generators: list[torch.Generator]
+    x: Tensor  # (n, C, h, w) current latents (normalised space)
+    future: Future
+    on_progress: ProgressFn | None
+    every: int
+    index: int = 0  # scheduler steps taken
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def total(self) -> int:
+        return len(self.scheduler.timesteps)
+
+    @property
+    def halves(self) -> tuple[bool, ...]:
+        """Which conditionings this job needs per image: (cond,), (uncond,) or both."""
+        if self.guidance == 1.0:
+            return (False,)
+        if self.guidance == 0.0:
+            return (True,)
+        return (False, True)
+
+    @property
+    def rows(self) -> int:
+        return self.n * len(self.halves)
+
+
+class DenoiseBatcher:
+    """``submit()`` from any thread; the future resolves to (n, C, h, w) VQ-space latents."""
+
+    def __init__(self, model: LatentDecoder, max_rows: int = 32) -> None:
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.max_rows = max_rows
+        self.running: list[_Job] = []
+        self.waiting: list[_Job] = []
+        self.lock = threading.Condition()
+        self.closed = False
+        self.calls = 0  # UNet calls made
+        self.max_running = 0  # most rows in one call
+        self.thread = threading.Thread(target=self._loop, name="decoder-step-batch", daemon=True)
+        self.thread.start()
+
+    @property
+    def running_rows(self) -> int:
+        return sum(job.rows for job in self.running)
+
+    def submit(
+        self,
+        image_emb: Tensor,
+        text: TextBatch,
+        *,
+        seeds: list[int],
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        scheduler: str = "ddim",
+        on_progress: ProgressFn | None = None,
+        progress_every: int = 5,
+    ) -> Future:
+        """Queue one request: ``image_emb`` (n, D), ``text`` with n rows or one shared row."""
+        steps, g = validate_request(
+            self.model, image_emb, text, seeds, steps, guidance_scale, scheduler, progress_every
+        )
+        cfg = self.model.config
+        n = image_emb.shape[0]
+        states, mask = text.states.to(self.device), text.mask.to(self.device)
+        if states.shape[0] == 1 and n > 1:
+            states, mask = states.expand(n, -1, -1), mask.expand(n, -1)
+        sched = make_scheduler(scheduler, **cfg.scheduler_kwargs())
+        sched.set_timesteps(steps, device=self.device)
+        generators = [make_generator(s, self.device) for s in seeds]
+        shape = (cfg.latent_channels, cfg.grid_size, cfg.grid_size)
+        x = torch.stack(
+            [torch.randn(shape, generator=gen, device=self.device) for gen in generators]
+        )
+        job = _Job(
+            image_emb=image_emb.to(self.device, torch.float32),
+            states=states,
+            mask=mask,
+            guidance=g,
+            scheduler=sched,
+            generators=generators,
+            x=x * sched.init_noise_sigma,
+            future=Future(),
+            on_progress=on_progress,
+            every=progress_every,
+        )
+        if job.rows > self.max_rows:
+            raise InvalidArgument(
+                f"request needs {job.rows} rows; this replica has {self.max_rows}"
+            )
+        with self.lock:
+            if self.closed:
+                raise Unavailable("the decoder sampler is shut down")
+            self.waiting.append(job)
+            self.lock.notify()
+        return job.future
+
+    def set_max_rows(self, max_rows: int) -> None:
+        with self.lock:
+            self.max_rows = max_rows
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.lock.notify()
+        self.thread.join(timeout=10)
+
+    # ---------------------------------------------------------------- the loop
+    def _loop(self) -> None:
+        while True:
+            with self.lock:
+                while not self.closed and not self.waiting and not self.running:
+                    self.lock.wait()
+                if self.closed:
+                    break
+                free = self.max_rows - self.running_rows
+                while self.waiting and self.waiting[0].rows <= free:
+                    free -= self.waiting[0].rows
+                    self.running.append(self.waiting.pop(0))
+            try:
+                with torch.inference_mode():
+                    self._step()
+            except Exception as e:  # fail the running requests, keep serving new ones
+                for job in self.running:
+                    if not job.future.done():
+                        job.future.set_exception(e)
+                self.running = []
+        for job in self.waiting + self.running:
+            if not job.future.done():
+                job.future.set_exception(Unavailable("the decoder sampler shut down"))
+
+    def _step(self) -> None:
+        """One UNet call for every running row, then each job's own scheduler step."""
+        xs, ts, embs, states, masks, drops = [], [], [], [], [], []
+        for job in self.running:
+            t = job.scheduler.timesteps[job.index]
+            for uncond in job.halves:
+                xs.append(job.scheduler.scale_model_input(job.x, t))
+                ts.append(t.expand(job.n))
+                embs.append(job.image_emb)
+                states.append(job.states)
+                masks.append(job.mask)
+                drops.append(torch.full((job.n,), uncond, device=self.device))
+        width = max(s.shape[1] for s in states)  # pad text to the longest (masked out)
+        states = [torch.nn.functional.pad(s, (0, 0, 0, width - s.shape[1])) for s in states]
+        masks = [torch.nn.functional.pad(m, (0, width - m.shape[1])) for m in masks]
+        drop = torch.cat(drops)
+        out = self.model(
+            torch.cat(xs),
+            torch.cat(ts),
+            torch.cat(embs),
+            torch.cat(states),
+            torch.cat(masks),
+            drop_image=drop,
+            drop_text=drop,
+        )
+        self.calls += 1
+        self.max_running = max(self.max_running, out.shape[0])
+        start, finished = 0, []
+        for job in self.running:
+            parts = []
+            for _ in job.halves:
+                parts.append(out[start : start + job.n])
+                start += job.n
+            if len(parts) == 2:
+                cond, uncond = parts
+                model_out = uncond + job.guidance * (cond - uncond)
+            else:
+                model_out = parts[0]
+            t = job.scheduler.timesteps[job.index]
+            result = job.scheduler.step(model_out, t, job.x, generator=job.generators)
+            job.x = result.prev_sample
+            job.index += 1
+            if self._report(job, result.pred_original_sample):
+                finished.append(job)
+        gone = {id(job) for job in finished}
+        self.running = [job for job in self.running if id(job) not in gone]
+
+    def _report(self, job: _Job, x0: Tensor) -> bool:
+        """Progress, cancellation and completion for one job; True when it leaves."""
+        done, total = job.index, job.total
+        if job.on_progress is not None and (done % job.every == 0 or done == total):
+            try:
+                keep = job.on_progress(done, total, self.model.denormalize_latents(x0))
+            except Exception as e:  # a broken callback fails its own request only
+                job.future.set_exception(e)
+                return True
+            if keep is not None and not keep:
+                job.future.set_exception(Cancelled(f"sampling cancelled at step {done}/{total}"))
+                return True
+        if done == total:
+            job.future.set_result(self.model.denormalize_latents(job.x))
+            return True
+        return False
