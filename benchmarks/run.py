@@ -3,9 +3,16 @@
 Ratios are measured in one run on one machine (these machines are noisy):
 1. served (HTTP, full route) vs in-process pipeline latency at concurrency 1, per route;
 2. throughput and p50/p99 latency at concurrency 1, 4 and 16, per route;
-3. LM sampling with the KV cache vs without, for a full grid;
-4. async jobs: jobs/s and submit→result p50/p99 at 1 and 8 workers.
-Each figure is the median over repeated runs, with the spread (min..max).
+3. LM image-token sampling vs Hugging Face ``transformers`` ``generate()`` on a GPT-2 of the
+   same size (same batch and length), with and without guidance;
+4. decoder sampling vs ``diffusers`` (``UNet2DModel`` + ``DDIMScheduler``) of similar size and
+   the same steps;
+5. achieved model FLOP/s vs this machine's measured matmul peak;
+6. LM sampling with the KV cache vs without, for a full grid;
+7. async jobs: jobs/s and submit→result p50/p99 at 1 and 8 workers.
+Each figure is the median over repeated runs, with the spread (min..max). Everything runs with
+the torch thread count a served replica uses (``TESSERA_TORCH_THREADS``, default 1), so the
+in-process and peer baselines compete on the same footing.
 
     python -m benchmarks.run                 # the default bundle (random weights if missing)
     python -m benchmarks.run --quick         # tiny bundle, few repeats (what `make test` runs)
@@ -134,19 +141,81 @@ def kv_cache_speedup(bundle_dir: Path, repeats: int) -> dict:
     return result
 
 
+# ----------------------------------------------------------------------------- peers
+def peer_comparisons(bundle_dir: Path, repeats: int) -> dict:
+    from benchmarks import peers
+    from tessera.common.checkpoint import load_bundle_component
+
+    lm = load_bundle_component(bundle_dir, "lm")
+    decoder = load_bundle_component(bundle_dir, "decoder")
+    out = {"matmul_peak": peers.matmul_peak()}
+    out["lm"] = peers.lm_vs_transformers(lm, batch=8, repeats=repeats, summarize=summarize)
+    out["decoder"] = peers.decoder_vs_diffusers(
+        decoder, batch=8, steps=decoder.config.default_steps, repeats=repeats, summarize=summarize
+    )
+    return out
+
+
+def spread(r: dict, fmt: str = "{:.3f}") -> str:
+    return f"{fmt.format(r['median'])} ({fmt.format(r['min'])}–{fmt.format(r['max'])})"
+
+
+def peer_lines(p: dict) -> list[str]:
+    peak = p["matmul_peak"]["gflops"]
+    lm, dec = p["lm"], p["decoder"]
+    lines = [
+        "",
+        f"Peers (median (min–max) over repeats; matmul peak {peak:.1f} GFLOP/s with "
+        f"{p['matmul_peak']['threads']} thread(s)):",
+        "",
+        "| sampler | guidance | Tessera | peer | Tessera / peer | Tessera GFLOP/s (% of peak) |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def achieved(r: dict) -> str:
+        return (
+            f"{r['tessera_gflops_achieved']:.1f} ({100 * r['tessera_gflops_achieved'] / peak:.0f}%)"
+        )
+
+    for label in ("no_guidance", "guidance"):
+        r = lm[label]
+        lines.append(
+            f"| LM tokens/s, batch {lm['batch']}, {lm['new_tokens']} tokens (vs transformers "
+            f"GPT-2 `generate`) | {label} | {spread(r['tessera_tokens_per_s'], '{:.0f}')} | "
+            f"{spread(r['transformers_tokens_per_s'], '{:.0f}')} | {r['speedup']:.2f} | "
+            f"{achieved(r)} |"
+        )
+    for label in ("no_guidance", "guidance"):
+        r = dec[label]
+        lines.append(
+            f"| decoder images/s, batch {dec['batch']}, DDIM {dec['steps']} (vs diffusers "
+            f"UNet2DModel) | {label} | {spread(r['tessera_images_per_s'], '{:.2f}')} | "
+            f"{spread(r['diffusers_images_per_s'], '{:.2f}')} | {r['speedup']:.2f} | "
+            f"{achieved(r)}; "
+            f"diffusers {r['diffusers_gflops_achieved']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Parameters: LM {lm['params']['tessera']:,} vs GPT-2 {lm['params']['transformers']:,}; "
+        f"decoder {dec['params']['tessera']:,} vs UNet2DModel {dec['params']['diffusers']:,} "
+        "(the diffusers UNet is unconditional: no CLIP or text cross-attention).",
+    ]
+    return lines
+
+
 # ----------------------------------------------------------------------------- report
 def write_report(results: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# Benchmarks ({results['meta']['bundle']}, {results['meta']['when']})", ""]
     lines += [
-        "| route | in-process p50 (s) | served c=1 p50 (s) | served / in-process |",
+        "| route | in-process median (s) | served c=1 median (s) | served / in-process |",
         "|---|---|---|---|",
     ]
     for route in ROUTES:
-        ip = results["in_process"][route]["median"]
-        sv = results["served"][route]["1"]["median"]
-        lines.append(f"| {route} | {ip:.3f} | {sv:.3f} | {sv / ip:.2f} |")
+        ip, sv = results["in_process"][route], results["served"][route]["1"]
+        ratio = sv["median"] / ip["median"]
+        lines.append(f"| {route} | {spread(ip)} | {spread(sv)} | {ratio:.2f} |")
     lines += [
         "",
         "| route | concurrency | throughput (req/s) | p50 (s) | p99 (s) |",
@@ -164,6 +233,8 @@ def write_report(results: dict, out_dir: Path) -> None:
         f"({kv['grid_tokens']} tokens, batch 4; {kv['cached']['median']:.3f}s "
         f"vs {kv['uncached']['median']:.3f}s).",
     ]
+    if "peers" in results:
+        lines += peer_lines(results["peers"])
     if "jobs" in results:
         lines += [
             "",
@@ -183,7 +254,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3 if "peers" in results else 2, figsize=(15, 4))
     for route in ROUTES:
         levels = sorted(results["served"][route], key=int)
         axes[0].plot(
@@ -202,8 +273,20 @@ def plot(results: dict, path: Path) -> None:
         xlabel="concurrent clients", ylabel="requests / s", title="throughput", xscale="log"
     )
     axes[1].set(xlabel="concurrent clients", ylabel="seconds", title="p99 latency", xscale="log")
-    for ax in axes:
+    if "peers" in results:
+        p = results["peers"]
+        labels, values = [], []
+        for name, peer in (("lm", "transformers"), ("decoder", "diffusers")):
+            for g in ("no_guidance", "guidance"):
+                labels.append(f"{name} vs {peer}\n{g.replace('_', ' ')}")
+                values.append(p[name][g]["speedup"])
+        axes[2].bar(range(len(values)), values, color=["C0", "C0", "C1", "C1"])
+        axes[2].axhline(1.0, color="k", lw=0.8)
+        axes[2].set_xticks(range(len(values)), labels, fontsize=7)
+        axes[2].set(ylabel="Tessera / peer (higher is faster)", title="vs peers, same machine")
+    for ax in axes[:2]:
         ax.legend()
+    for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -220,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--no-jobs", action="store_true")
+    parser.add_argument("--no-peers", action="store_true", help="skip transformers/diffusers")
     args = parser.parse_args(argv)
 
     from tessera import runtime
@@ -233,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         build_random_bundle(bundle_dir, "tiny", tiny=args.quick)
     repeats = args.repeats or (3 if args.quick else 10)
     levels = (1, 4) if args.quick else (1, 4, 16)
-    torch.set_num_threads(2)
+    torch.set_num_threads(settings.torch_threads)  # what each served replica uses
     results: dict = {
         "meta": {
             "bundle": bundle_dir.name,
@@ -247,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     results["in_process"] = in_process_latency(bundle_dir, repeats)
     print("KV cache…", flush=True)
     results["kv_cache"] = kv_cache_speedup(bundle_dir, max(2, repeats // 3))
+    if not args.no_peers:
+        print("peers: transformers, diffusers, matmul peak…", flush=True)
+        results["peers"] = peer_comparisons(bundle_dir, max(3, repeats // 2))
     url = args.url
     if url is None:
         config = runtime.StackConfig(
