@@ -23,6 +23,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "prior": "tessera.prior.train",
         "decoder": "tessera.decoder.train",
         "all": "tessera.bundle.train_all",
+        "judge": "tessera.evaluation.judge",
     },
     "eval": {
         "tokenizer": "tessera.tokenizer.eval",
@@ -30,6 +31,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "clip": "tessera.prior.eval_clip",
         "prior": "tessera.prior.eval",
         "decoder": "tessera.decoder.eval",
+        "bundle": "tessera.evaluation.bundle",
     },
     "models": {
         "init": "tessera.bundle.init",

@@ -1,0 +1,1 @@
+"""Evaluation only: the Twemoji judge, Fréchet distance and the bundle report."""

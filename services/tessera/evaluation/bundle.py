@@ -1,0 +1,418 @@
+"""``tessera eval bundle``: one report on everything a bundle does, written beside its weights.
+
+Writes ``<bundle>/REPORT.md``, ``report.json`` and PNGs under ``<bundle>/eval/``:
+
+- each component's own evaluation (tokenizer PSNR/SSIM/usage, CLIP retrieval, prior cosine
+  vs the text-embedding baseline, decoder DDIM vs DDPM), run through its ``tessera eval``
+  command into ``eval/<component>/``;
+- for each route (``ar``, ``unclip``), generations through the same route code the gateway
+  serves (``local_pipelines``) for training captions and for held-out captions:
+  - Twemoji: the judge's subgroup (and group) accuracy, a Fréchet distance in the judge's
+    feature space beside the real-vs-real floor at the same sample size, and the same judge
+    on tokenizer reconstructions of the prompts' images (the ceiling a generator can reach);
+  - shapes: the exact checker's verdict on every generation;
+- a sample grid per route for a fixed prompt list, paraphrases not in the data included.
+
+``report.json`` also keeps a small fixed set of prompts and floors: the fast subset that
+``tests/evaluation`` re-runs in ``make test`` on the committed bundle, without the data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from tessera.common.checkpoint import read_bundle_index
+from tessera.common.images import decode_image, make_grid
+from tessera.common.settings import REPO_ROOT, get_settings
+from tessera.evaluation.frechet import frechet_distance, real_floor
+
+ROUTES = ("ar", "unclip")
+DEFAULT_JUDGE = REPO_ROOT / "models" / "judge-twemoji"
+GRID_PROMPTS = {
+    "twemoji": [
+        "grinning face",
+        "red heart",
+        "dog face",
+        "rocket",
+        "sun",
+        "flag: Japan",
+        "a happy face",  # paraphrases: not captions in the data
+        "a small red fruit",
+        "a green tree",
+        "a sad face",
+    ],
+    "shapes": [
+        "a small red circle at the top left",
+        "a large blue square in the center",
+        "a large green triangle at the bottom right",
+        "a small yellow star in the center",
+        "a big purple circle in the middle",  # paraphrase wording
+        "a tiny orange square at the top right",
+    ],
+}
+GRID_SEEDS = 4
+FAST_PROMPTS = 24  # per route in the make-test subset
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+def generate(pipelines: object, route: str, prompts: list[str], seed: int = 0) -> np.ndarray:
+    """One image per prompt through the served route code -> uint8 (N,S,S,3)."""
+    from tessera.gateway.schemas import GenerationParams
+
+    async def go() -> list[np.ndarray]:
+        images = []
+        for i, prompt in enumerate(prompts):
+            params = GenerationParams(prompt=prompt, route=route, seed=seed + i, n=1)
+            res = await pipelines.generate(params)
+            images.append(decode_image(res.images[0].png, res.images[0].width, resize=False))
+        return images
+
+    return np.stack(asyncio.run(go()))
+
+
+def checks(image: np.ndarray, prompt: str) -> bool:
+    """Whether the exact shapes checker reads ``image`` back as ``prompt``'s attributes."""
+    from tessera.data.shapes import check_image, parse_caption
+
+    return check_image(image) == parse_caption(prompt)
+
+
+def shapes_verdicts(images: np.ndarray, prompts: list[str]) -> dict:
+    from tessera.data.shapes import check_image
+
+    hits = [checks(img, p) for img, p in zip(images, prompts, strict=True)]
+    clean = [check_image(img) is not None for img in images]
+    return {"checker_acc": float(np.mean(hits)), "clean_single_shape": float(np.mean(clean))}
+
+
+def pick_rows(n_total: int, n: int) -> np.ndarray:
+    """``n`` evenly spaced rows: fixed across runs, spread over the concepts."""
+    return np.unique(np.linspace(0, n_total - 1, num=min(n, n_total)).round().astype(int))
+
+
+def distinct_caption_rows(ds: object, n: int) -> np.ndarray:
+    """Rows with distinct canonical captions (skin tones and jitters collapse), evenly spaced."""
+    first: dict[str, int] = {}
+    for row, caps in enumerate(ds.captions):
+        first.setdefault(caps[0], row)
+    rows = np.array(sorted(first.values()))
+    return rows[pick_rows(len(rows), n)]
+
+
+# ---------------------------------------------------------------------------- the report
+
+
+def evaluate_routes(
+    bundle: Path, dataset: str, judge_dir: Path | None, per_split: int, data_dir: Path | None
+) -> tuple[dict, dict]:
+    """Per route and split: generation metrics; also the fast-subset prompts and floors."""
+    from tessera.common.checkpoint import load_bundle_component
+    from tessera.common.images import arrays_to_tensor, tensor_to_arrays
+    from tessera.data import load_dataset
+    from tessera.evaluation.judge import load_judge
+    from tessera.gateway.local import local_pipelines
+
+    pipelines = local_pipelines(bundle)
+    tokenizer = load_bundle_component(bundle, "tokenizer")
+    judge = load_judge(judge_dir) if dataset == "twemoji" else None
+    rng = np.random.default_rng(0)
+    results: dict = {}
+    fast: dict = {"prompts": {}, "measured": {}, "seed": 0}
+    for split in ("train", "heldout"):
+        ds = load_dataset(dataset, split, data_dir=data_dir)
+        rows = distinct_caption_rows(ds, per_split)
+        prompts = [ds.captions[r][0] for r in rows]
+        with torch.no_grad():
+            recon = tensor_to_arrays(tokenizer(arrays_to_tensor(ds.images[rows]))[0])
+        entry: dict = {"prompts": len(prompts)}
+        if judge is not None:
+            truth = ds.labels["subgroup"][rows]
+            real = judge.score(ds.images)
+            entry["judge_on_real"] = float(np.mean(real["subgroup"][rows] == truth))
+            entry["judge_on_reconstructions"] = float(
+                np.mean(judge.score(recon)["subgroup"] == truth)
+            )
+            entry["frechet_floor_real_vs_real"] = real_floor(real["features"], len(rows), rng)
+        else:
+            entry["checker_on_reconstructions"] = shapes_verdicts(recon, prompts)["checker_acc"]
+        for route in ROUTES:
+            t0 = time.perf_counter()
+            images = generate(pipelines, route, prompts)
+            seconds = time.perf_counter() - t0
+            r: dict = {"seconds_per_image": round(seconds / len(prompts), 3)}
+            if judge is not None:
+                scored = judge.score(images)
+                hits = scored["subgroup"] == truth
+                r["judge_subgroup_acc"] = float(np.mean(hits))
+                group_truth = ds.labels["group"][rows]
+                r["judge_group_acc"] = float(np.mean(scored["group"] == group_truth))
+                pool = real["features"][rng.permutation(len(ds))[: len(rows)]]
+                r["frechet"] = frechet_distance(scored["features"], pool)
+            else:
+                r.update(shapes_verdicts(images, prompts))
+                hits = (
+                    np.array(
+                        [
+                            shapes_verdicts(images[i : i + 1], prompts[i : i + 1])["checker_acc"]
+                            for i in range(len(prompts))
+                        ]
+                    )
+                    > 0
+                )
+            entry[route] = r
+            print(f"{split} {route}: {json.dumps(r)}", flush=True)
+            if split == "train":
+                fast_rows = pick_rows(len(prompts), FAST_PROMPTS)
+                fast["prompts"][route] = [
+                    {
+                        "prompt": prompts[i],
+                        **({"subgroup": int(truth[i])} if judge is not None else {}),
+                    }
+                    for i in fast_rows
+                ]
+                fast["measured"][route] = float(np.mean(hits[fast_rows]))
+        results[split] = entry
+    fast["metric"] = "judge_subgroup_acc" if judge is not None else "checker_acc"
+    return results, fast
+
+
+def sample_grid(bundle: Path, dataset: str, out: Path) -> dict[str, str]:
+    """Per route: a labelled PNG, one row per fixed prompt, GRID_SEEDS seeds each."""
+    from tessera.gateway.local import local_pipelines
+
+    pipelines = local_pipelines(bundle)
+    paths = {}
+    for route in ROUTES:
+        rows = []
+        for prompt in GRID_PROMPTS[dataset]:
+            images = generate(pipelines, route, [prompt] * GRID_SEEDS, seed=1000)
+            rows.append(images)
+        grid = make_grid([img for row in rows for img in row], columns=GRID_SEEDS)
+        paths[route] = str(labelled(grid, GRID_PROMPTS[dataset], out / f"grid_{route}.png"))
+    return paths
+
+
+def labelled(grid: np.ndarray, labels: list[str], path: Path, scale: int = 2) -> Path:
+    """The grid scaled up with each row's prompt written to its left."""
+    img = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), 0)
+    margin = 190
+    canvas = Image.new("RGB", (img.width + margin, img.height), "white")
+    canvas.paste(img, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    row_h = img.height / len(labels)
+    for i, text in enumerate(labels):
+        draw.text((6, int(row_h * (i + 0.5)) - 6), text[:30], fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def component_evals(bundle: Path, dataset: str, out: Path, data_dir: Path | None) -> dict:
+    """Each component's own ``tessera eval`` command, into ``out/<component>``; key numbers."""
+    import importlib
+
+    base = ["--dataset", dataset] + (["--data-dir", str(data_dir)] if data_dir else [])
+    commands = {
+        "tokenizer": ("tessera.tokenizer.eval", ["--checkpoint", str(bundle / "tokenizer")]),
+        "clip": ("tessera.prior.eval_clip", ["--clip", str(bundle / "clip")]),
+        "prior": (
+            "tessera.prior.eval",
+            ["--prior", str(bundle / "prior"), "--clip", str(bundle / "clip")],
+        ),
+        "decoder": (
+            "tessera.decoder.eval",
+            ["--decoder", str(bundle / "decoder"), "--tokenizer", str(bundle / "tokenizer")]
+            + ["--clip", str(bundle / "clip"), "--threads", "1"],
+        ),
+    }
+    for name, (module_name, argv) in commands.items():
+        print(f"== tessera eval {name}", flush=True)
+        module = importlib.import_module(module_name)
+        parser = argparse.ArgumentParser(prog=f"tessera eval {name}")
+        module.add_arguments(parser)
+        status = module.run(parser.parse_args(base + argv + ["--out", str(out / name)]))
+        if status:
+            raise RuntimeError(f"tessera eval {name} failed with status {status}")
+    tok = json.loads((out / "tokenizer" / "metrics.json").read_text())["model"]
+    clip = json.loads((out / "clip" / "eval_clip.json").read_text())
+    prior = json.loads((out / "prior" / "eval_prior.json").read_text())
+    decoder = json.loads((out / "decoder" / "decoder_eval.json").read_text())
+    best = max(prior["guidance"], key=lambda g: g["cosine_mean"])
+    return {
+        "tokenizer": {
+            k: tok[k]
+            for k in ("psnr_db", "ssim", "usage_pct", "perplexity", "checker_accuracy")
+            if k in tok
+        },
+        "clip": {
+            "image_to_text": clip["retrieval"]["image_to_text"],
+            "text_to_image": clip["retrieval"]["text_to_image"],
+            "zero_shot": {k: v["top1"] for k, v in clip["zero_shot"].items()},
+        },
+        "prior": {
+            "cosine": best["cosine_mean"],
+            "guidance_scale": best["guidance_scale"],
+            "text_embedding_baseline": prior["text_baseline"]["cosine_mean"],
+            "beats_baseline": prior["prior_beats_baseline"],
+        },
+        "decoder": {
+            split: {
+                k: {m: v for m, v in d[k].items() if m != "scheduler"} for k in ("ddim", "ddpm")
+            }
+            | {"ddim_vs_ddpm": d["ddim_vs_ddpm"]}
+            for split, d in decoder["splits"].items()
+        },
+    }
+
+
+def fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "–" if value is None else str(value)
+
+
+def render_markdown(report: dict) -> str:
+    """REPORT.md: the numbers a person looks for first, then the pictures."""
+    name, dataset = report["bundle"], report["dataset"]
+    c = report.get("components", {})
+    lines = [
+        f"# Bundle report: {name}",
+        "",
+        f"Data set `{dataset}`; written by `tessera eval bundle` at commit {report['commit']} "
+        f"in {report['wall_s']:.0f} s. Generations go through the served route code "
+        "(in-process), one image per prompt, fixed seeds and the bundle's default settings.",
+        "",
+    ]
+    if c:
+        t, clip, prior = c["tokenizer"], c["clip"], c["prior"]
+        lines += [
+            "## Components (held-out data)",
+            "",
+            "| component | metric | value |",
+            "|---|---|---|",
+            f"| tokenizer | PSNR dB / SSIM / codebook usage % | {fmt(t['psnr_db'])} / "
+            f"{fmt(t['ssim'])} / {fmt(t['usage_pct'])} |",
+            f"| CLIP | image→text R@1 / R@5 | {fmt(clip['image_to_text']['r@1'])} / "
+            f"{fmt(clip['image_to_text']['r@5'])} |",
+            f"| CLIP | text→image R@1 / R@5 | {fmt(clip['text_to_image']['r@1'])} / "
+            f"{fmt(clip['text_to_image']['r@5'])} |",
+            f"| prior | cosine to the true image embedding (text-embedding baseline) | "
+            f"{fmt(prior['cosine'])} ({fmt(prior['text_embedding_baseline'])}) |",
+        ]
+        if "checker_accuracy" in t:
+            lines.append(
+                f"| tokenizer | checker on reconstructions | {fmt(t['checker_accuracy'])} |"
+            )
+        for split, d in c["decoder"].items():
+            cmp = d["ddim_vs_ddpm"]
+            lines.append(
+                f"| decoder ({split}) | CLIP cosine DDIM-{d['ddim']['steps']} / "
+                f"DDPM-{d['ddpm']['steps']} (margin {cmp['margin']}) | "
+                f"{fmt(d['ddim']['clip_cosine'])} / {fmt(d['ddpm']['clip_cosine'])} "
+                f"({'within' if cmp['within'] else 'outside'}) |"
+            )
+        lines.append("")
+    lines += ["## Routes", ""]
+    if dataset == "twemoji":
+        lines += [
+            "Judge subgroup accuracy (102 subgroups, chance ≈1%); Fréchet distance in the "
+            "judge's feature space, beside the real-vs-real floor at the same sample size.",
+            "",
+            "| split | route | prompts | judge subgroup acc | judge group acc | Fréchet "
+            "(floor) | s/image |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for split, e in report["routes"].items():
+            floor = e["frechet_floor_real_vs_real"]
+            floor = "–" if floor is None else f"{floor:.1f}"
+            for route in ROUTES:
+                r = e[route]
+                lines.append(
+                    f"| {split} | {route} | {e['prompts']} | {fmt(r['judge_subgroup_acc'])} | "
+                    f"{fmt(r['judge_group_acc'])} | {r['frechet']:.1f} "
+                    f"({floor}) | "
+                    f"{fmt(r['seconds_per_image'])} |"
+                )
+            lines.append(
+                f"| {split} | *real images / VQ reconstructions* | {e['prompts']} | "
+                f"{fmt(e['judge_on_real'])} / {fmt(e['judge_on_reconstructions'])} | | | |"
+            )
+    else:
+        lines += [
+            "The exact shapes checker: a generation counts when colour, shape, size and "
+            "position all match the prompt.",
+            "",
+            "| split | route | prompts | checker acc | clean single shape | s/image |",
+            "|---|---|---|---|---|---|",
+        ]
+        for split, e in report["routes"].items():
+            for route in ROUTES:
+                r = e[route]
+                lines.append(
+                    f"| {split} | {route} | {e['prompts']} | {fmt(r['checker_acc'])} | "
+                    f"{fmt(r['clean_single_shape'])} | {fmt(r['seconds_per_image'])} |"
+                )
+            lines.append(
+                f"| {split} | *VQ reconstructions* | {e['prompts']} | "
+                f"{fmt(e['checker_on_reconstructions'])} | | |"
+            )
+    lines += ["", "## Samples", ""]
+    for route, path in report["grids"].items():
+        rel = Path(path).relative_to(report["bundle_dir"])
+        lines += [f"`{route}` route, {GRID_SEEDS} seeds per prompt:", "", f"![{route}]({rel})", ""]
+    if c:
+        lines += [
+            "Component pictures: `eval/tokenizer/reconstructions.png`, "
+            "`eval/clip/retrieval.png`, `eval/prior/cosine.png`, `eval/decoder/grid_*.png`.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, default=None, help="default: the served bundle")
+    parser.add_argument("--judge", type=Path, default=DEFAULT_JUDGE, help="Twemoji judge dir")
+    parser.add_argument("--per-split", type=int, default=200, help="prompts per split")
+    parser.add_argument("--skip-components", action="store_true", help="routes and grids only")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tessera.bundle.train_all import git_commit
+
+    torch.set_num_threads(args.threads)
+    bundle = Path(args.bundle or get_settings().bundle_dir).resolve()
+    index = read_bundle_index(bundle)
+    dataset = index.get("training", {}).get("dataset") or index.get("name")
+    if dataset not in GRID_PROMPTS:
+        raise SystemExit(f"cannot tell the data set of {bundle} (index name {dataset!r})")
+    out = bundle / "eval"
+    start = time.time()
+    report: dict = {"bundle": index.get("name", bundle.name), "dataset": dataset}
+    report["bundle_dir"] = str(bundle)
+    if not args.skip_components:
+        report["components"] = component_evals(bundle, dataset, out, args.data_dir)
+    routes, fast = evaluate_routes(bundle, dataset, args.judge, args.per_split, args.data_dir)
+    report["routes"] = routes
+    report["grids"] = sample_grid(bundle, dataset, out)
+    report["fast_subset"] = fast
+    report["commit"] = git_commit()
+    report["wall_s"] = round(time.time() - start, 1)
+    md = render_markdown(report)
+    report["bundle_dir"] = "."  # the committed report names paths relative to the bundle
+    report["grids"] = {k: str(Path(v).relative_to(bundle)) for k, v in report["grids"].items()}
+    (bundle / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (bundle / "REPORT.md").write_text(md)
+    print(md)
+    return 0
