@@ -224,6 +224,11 @@ def component_evals(bundle: Path, dataset: str, out: Path, data_dir: Path | None
     base = ["--dataset", dataset] + (["--data-dir", str(data_dir)] if data_dir else [])
     commands = {
         "tokenizer": ("tessera.tokenizer.eval", ["--checkpoint", str(bundle / "tokenizer")]),
+        "lm": (
+            "tessera.lm.eval",
+            ["--checkpoint", str(bundle / "lm"), "--tokenizer", str(bundle / "tokenizer")]
+            + ["--threads", "1"],
+        ),
         "clip": ("tessera.prior.eval_clip", ["--clip", str(bundle / "clip")]),
         "prior": (
             "tessera.prior.eval",
@@ -247,12 +252,18 @@ def component_evals(bundle: Path, dataset: str, out: Path, data_dir: Path | None
     clip = json.loads((out / "clip" / "eval_clip.json").read_text())
     prior = json.loads((out / "prior" / "eval_prior.json").read_text())
     decoder = json.loads((out / "decoder" / "decoder_eval.json").read_text())
+    lm = json.loads((out / "lm" / "metrics.json").read_text())
     best = max(prior["guidance"], key=lambda g: g["cosine_mean"])
     return {
         "tokenizer": {
             k: tok[k]
             for k in ("psnr_db", "ssim", "usage_pct", "perplexity", "checker_accuracy")
             if k in tok
+        },
+        "lm": {
+            "heldout_bits_per_token": lm["heldout_bits_per_token"],
+            "train_bits_per_token": lm["train_bits_per_token"],
+            "kv_cache_speedup": lm["kv_cache"].get("speedup"),
         },
         "clip": {
             "image_to_text": clip["retrieval"]["image_to_text"],
@@ -306,6 +317,8 @@ def render_markdown(report: dict) -> str:
             f"{fmt(clip['image_to_text']['r@5'])} |",
             f"| CLIP | text→image R@1 / R@5 | {fmt(clip['text_to_image']['r@1'])} / "
             f"{fmt(clip['text_to_image']['r@5'])} |",
+            f"| LM | bits per token, held-out (train) | {fmt(c['lm']['heldout_bits_per_token'])} "
+            f"({fmt(c['lm']['train_bits_per_token'])}) |",
             f"| prior | cosine to the true image embedding (text-embedding baseline) | "
             f"{fmt(prior['cosine'])} ({fmt(prior['text_embedding_baseline'])}) |",
         ]

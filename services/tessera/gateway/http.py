@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tessera.common import metrics
 from tessera.common.errors import (
     InvalidArgument,
     TesseraError,
@@ -70,6 +71,8 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # rejected before any route handler ran: count it here, under route "other"
+        metrics.record_request(metrics.OTHER, 400, "http", 0.0)
         parts = []
         for item in exc.errors():
             where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
