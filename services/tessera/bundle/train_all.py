@@ -46,12 +46,13 @@ RECIPES: dict[str, dict[str, list[str]]] = {
         "prior": ["--steps", "4000", "--max-minutes", "8", "--preset", "small"],
         "decoder": ["--steps", "8000", "--max-minutes", "18"],
     },
-    "shapes": {
-        "tokenizer": ["--steps", "2000", "--max-minutes", "8"],
-        "clip": ["--steps", "1000", "--max-minutes", "4", "--preset", "small"],
-        "lm": ["--steps", "2000", "--max-minutes", "8"],
-        "prior": ["--steps", "1500", "--max-minutes", "4", "--preset", "small"],
-        "decoder": ["--steps", "3000", "--max-minutes", "8"],
+    "shapes": {  # the checker needs crisp edges: VQ-VAE only, a small codebook, a longer LM
+        "tokenizer": ["--steps", "4000", "--max-minutes", "14", "--no-gan"]
+        + ["--codebook-size", "256"],
+        "clip": ["--steps", "1500", "--max-minutes", "5", "--preset", "small"],
+        "lm": ["--steps", "4000", "--max-minutes", "22"],
+        "prior": ["--steps", "2000", "--max-minutes", "5", "--preset", "small"],
+        "decoder": ["--steps", "5000", "--max-minutes", "12"],
     },
 }
 
