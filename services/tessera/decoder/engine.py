@@ -32,6 +32,17 @@ from tessera.decoder.schedulers import NoiseSchedule, make_scheduler
 ProgressFn = Callable[[int, int, Tensor], bool | None]
 
 
+def _succeed(future: Future, result: object) -> None:
+    """Settle a future unless its caller cancelled it meanwhile."""
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: Future, error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
 @dataclass(eq=False)
 class _Job:
     image_emb: Tensor  # (n, D)
@@ -100,7 +111,8 @@ class DenoiseBatcher:
         on_progress: ProgressFn | None = None,
         progress_every: int = 5,
     ) -> Future:
-        """Queue one request: ``image_emb`` (n, D), ``text`` with n rows or one shared row."""
+        """Queue one request: ``image_emb`` (n, D), ``text`` with n rows or one shared row.
+        ``future.cancel()`` drops it at the next step."""
         steps, g = validate_request(
             self.model, image_emb, text, seeds, steps, guidance_scale, scheduler, progress_every
         )
@@ -157,6 +169,7 @@ class DenoiseBatcher:
                     self.lock.wait()
                 if self.closed:
                     break
+                self.waiting = [job for job in self.waiting if not job.future.cancelled()]
                 free = self.max_rows - self.running_rows
                 while self.waiting and self.waiting[0].rows <= free:
                     free -= self.waiting[0].rows
@@ -167,11 +180,11 @@ class DenoiseBatcher:
             except Exception as e:  # fail the running requests, keep serving new ones
                 for job in self.running:
                     if not job.future.done():
-                        job.future.set_exception(e)
+                        _fail(job.future, e)
                 self.running = []
         for job in self.waiting + self.running:
             if not job.future.done():
-                job.future.set_exception(Unavailable("the decoder sampler shut down"))
+                _fail(job.future, Unavailable("the decoder sampler shut down"))
 
     def _step(self) -> None:
         """One UNet call for every running row, then each job's own scheduler step."""
@@ -222,17 +235,19 @@ class DenoiseBatcher:
 
     def _report(self, job: _Job, x0: Tensor) -> bool:
         """Progress, cancellation and completion for one job; True when it leaves."""
+        if job.future.done():  # cancelled by its caller (Future.cancel())
+            return True
         done, total = job.index, job.total
         if job.on_progress is not None and (done % job.every == 0 or done == total):
             try:
                 keep = job.on_progress(done, total, self.model.denormalize_latents(x0))
             except Exception as e:  # a broken callback fails its own request only
-                job.future.set_exception(e)
+                _fail(job.future, e)
                 return True
             if keep is not None and not keep:
-                job.future.set_exception(Cancelled(f"sampling cancelled at step {done}/{total}"))
+                _fail(job.future, Cancelled(f"sampling cancelled at step {done}/{total}"))
                 return True
         if done == total:
-            job.future.set_result(self.model.denormalize_latents(job.x))
+            _succeed(job.future, self.model.denormalize_latents(job.x))
             return True
         return False

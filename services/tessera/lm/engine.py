@@ -32,6 +32,17 @@ from tessera.lm.sampling import SamplingParams, filter_and_draw, guide, validate
 ProgressFn = Callable[[int, torch.Tensor], bool | None]
 
 
+def _succeed(future: Future, result: object) -> None:
+    """Settle a future unless its caller cancelled it meanwhile."""
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: Future, error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
 @dataclass
 class _Sequence:
     params: SamplingParams
@@ -113,7 +124,8 @@ class ContinuousSampler:
         """Queue one request (one row of ``text`` per entry of ``params``).
 
         The future resolves to (n, g, g) int64 grids, or raises ``Cancelled`` when
-        ``on_progress`` returned False.
+        ``on_progress`` returned False. ``future.cancel()`` (what cancelling an asyncio task
+        awaiting ``asyncio.wrap_future`` does) drops the request at the next step.
         """
         if len(params) != text.states.shape[0] or not params:
             raise InvalidArgument(f"{len(params)} parameter sets for {text.states.shape[0]} rows")
@@ -172,14 +184,15 @@ class ContinuousSampler:
                 running = [r.request for r in self.rows] + admitted
                 for request in {id(r): r for r in running}.values():
                     if not request.future.done():
-                        request.future.set_exception(e)
+                        _fail(request.future, e)
                 self.rows = []
         for request in self.waiting + [r.request for r in self.rows]:
             if not request.future.done():
-                request.future.set_exception(Unavailable("the LM sampler shut down"))
+                _fail(request.future, Unavailable("the LM sampler shut down"))
 
     def _take_admissible(self) -> list[_Request]:
         """Waiting requests that fit in the free rows, first come first served."""
+        self.waiting = [r for r in self.waiting if not r.future.cancelled()]
         free, taken = self.max_rows - len(self.rows), []
         while self.waiting and self.waiting[0].rows_needed <= free:
             request = self.waiting.pop(0)
@@ -209,6 +222,7 @@ class ContinuousSampler:
             self.cache.k[layer][start : start + n, :, :used] = fresh.k[layer][:, :, :used]
             self.cache.v[layer][start : start + n, :, :used] = fresh.v[layer][:, :, :used]
         self.cache.key_mask[start : start + n, :used] = fresh.key_mask[:, :used]
+        self.cache.key_mask[start : start + n, used:] = True  # image slots (a leaver's mask)
         self.offsets[start : start + n] = fresh.prefix_len  # BOS sits at the prefix length
         self.rows.extend(rows)
         self._draw(logits, rows)
@@ -252,6 +266,9 @@ class ContinuousSampler:
         L, g = self.config.n_tokens, self.config.grid_size
         gone: set[int] = set()
         for request in {id(r.request): r.request for r in self.rows}.values():
+            if request.future.done():  # cancelled by its caller (Future.cancel())
+                gone.add(id(request))
+                continue
             done = request.done_tokens()
             if request.on_progress is not None and (
                 done - request.reported >= request.every or done == L
@@ -260,17 +277,17 @@ class ContinuousSampler:
                 try:
                     keep = request.on_progress(done, request.grids(g).clone())
                 except Exception as e:  # a broken callback fails its own request only
-                    request.future.set_exception(e)
+                    _fail(request.future, e)
                     gone.add(id(request))
                     continue
                 if keep is not None and not keep:
-                    request.future.set_exception(
-                        Cancelled(f"sampling cancelled after {done} of {L} tokens")
+                    _fail(
+                        request.future, Cancelled(f"sampling cancelled after {done} of {L} tokens")
                     )
                     gone.add(id(request))
                     continue
             if done == L:
-                request.future.set_result(request.grids(g))
+                _succeed(request.future, request.grids(g))
                 gone.add(id(request))
         if not gone:
             return

@@ -92,3 +92,23 @@ def test_too_many_rows_and_bad_steps_are_refused(model, batcher):
         batcher.submit(emb, text, seeds=list(range(5)), guidance_scale=2.0)  # 10 rows > 8
     with pytest.raises(InvalidArgument, match="steps"):
         batcher.submit(emb[:1], text, seeds=[0], steps=0)
+
+
+def test_future_cancel_drops_the_request(model, batcher):
+    import threading
+
+    emb, text = fake_image_emb(2, model.config.clip_dim, seed=5), fake_text(2, seed=5)
+    gate = threading.Event()
+    doomed = batcher.submit(
+        emb[:1], rows(text, 0), seeds=[1], steps=20,
+        on_progress=lambda *_: gate.wait(TIMEOUT), progress_every=1,
+    )  # fmt: skip
+    other = batcher.submit(emb[1:], rows(text, 1), seeds=[2], steps=3)
+    assert doomed.cancel()
+    gate.set()
+    assert other.result(TIMEOUT).shape[0] == 1
+    for _ in range(500):
+        if batcher.running_rows == 0:
+            break
+        gate.wait(0.01)
+    assert batcher.running_rows == 0

@@ -117,3 +117,37 @@ def test_a_request_larger_than_the_pool_is_refused(engine):
 def test_bad_params_are_refused(engine):
     with pytest.raises(InvalidArgument, match="temperature"):
         engine.submit(fake_text(1, seed=7), [SamplingParams(temperature=0.0)])
+
+
+def test_future_cancel_drops_the_request_and_spares_the_others(model, engine):
+    text = fake_text(2, seed=8)
+    params = [SamplingParams(seed=2)]
+    gate = threading.Event()
+
+    def hold(done, grids):  # keeps the first request running until it has been cancelled
+        gate.wait(TIMEOUT)
+        return True
+
+    doomed = engine.submit(rows(text, 0), params, hold, progress_every=1)
+    other = engine.submit(rows(text, 1), params)
+    assert doomed.cancel()
+    gate.set()
+    assert torch.equal(other.result(TIMEOUT), sample_tokens(model, rows(text, 1), params))
+    for _ in range(500):
+        if engine.running_rows == 0:
+            break
+        threading.Event().wait(0.01)
+    assert engine.running_rows == 0
+
+
+def test_a_reused_row_forgets_its_previous_occupants_padding(model, engine):
+    # a long prompt, then a short one in the same rows: the short one's image slots sit where
+    # the long one's text was; none of the long one's key mask may leak into them
+    long_text, short_text = fake_text(1, seed=9), fake_text(1, seed=10)
+    long_text.mask[:] = torch.arange(32) < 30
+    short_text.mask[:] = torch.arange(32) < 2
+    long_text.mask[:, 30:] = False
+    first = engine.submit(long_text, [SamplingParams(seed=1)]).result(TIMEOUT)
+    second = engine.submit(short_text, [SamplingParams(seed=1)]).result(TIMEOUT)
+    assert torch.equal(first, sample_tokens(model, long_text, [SamplingParams(seed=1)]))
+    assert torch.equal(second, sample_tokens(model, short_text, [SamplingParams(seed=1)]))
