@@ -60,6 +60,7 @@ GRID_PROMPTS = {
 }
 GRID_SEEDS = 4
 FAST_PROMPTS = 24  # per route in the make-test subset
+CONCURRENCY = 16  # requests in flight while evaluating
 
 
 # ---------------------------------------------------------------------------- generation
@@ -70,12 +71,16 @@ def generate(pipelines: object, route: str, prompts: list[str], seed: int = 0) -
     from tessera.gateway.schemas import GenerationParams
 
     async def go() -> list[np.ndarray]:
-        images = []
-        for i, prompt in enumerate(prompts):
-            params = GenerationParams(prompt=prompt, route=route, seed=seed + i, n=1)
-            res = await pipelines.generate(params)
-            images.append(decode_image(res.images[0].png, res.images[0].width, resize=False))
-        return images
+        # concurrent requests: the LM and decoder engines batch them, as a replica would
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(i: int, prompt: str) -> np.ndarray:
+            async with gate:
+                params = GenerationParams(prompt=prompt, route=route, seed=seed + i, n=1)
+                res = await pipelines.generate(params)
+            return decode_image(res.images[0].png, res.images[0].width, resize=False)
+
+        return await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
 
     return np.stack(asyncio.run(go()))
 
@@ -133,7 +138,8 @@ def evaluate_routes(
         rows = distinct_caption_rows(ds, per_split)
         prompts = [ds.captions[r][0] for r in rows]
         with torch.no_grad():
-            recon = tensor_to_arrays(tokenizer(arrays_to_tensor(ds.images[rows]))[0])
+            codes = tokenizer.encode(arrays_to_tensor(ds.images[rows]))
+            recon = tensor_to_arrays(tokenizer.decode_indices(codes))
         entry: dict = {"prompts": len(prompts)}
         if judge is not None:
             truth = ds.labels["subgroup"][rows]
@@ -347,12 +353,12 @@ def render_markdown(report: dict) -> str:
         ]
         for split, e in report["routes"].items():
             floor = e["frechet_floor_real_vs_real"]
-            floor = "–" if floor is None else f"{floor:.1f}"
+            floor = "–" if floor is None else f"{floor:.3g}"
             for route in ROUTES:
                 r = e[route]
                 lines.append(
                     f"| {split} | {route} | {e['prompts']} | {fmt(r['judge_subgroup_acc'])} | "
-                    f"{fmt(r['judge_group_acc'])} | {r['frechet']:.1f} "
+                    f"{fmt(r['judge_group_acc'])} | {r['frechet']:.3g} "
                     f"({floor}) | "
                     f"{fmt(r['seconds_per_image'])} |"
                 )

@@ -1,0 +1,48 @@
+"""`tessera eval bundle` end to end on a tiny random shapes bundle (routes and grids only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from tessera.bundle.init import build_random_bundle
+from tessera.data import shapes
+from tessera.evaluation import bundle as report
+
+
+def test_report_on_a_tiny_bundle(tmp_path):
+    data_dir = tmp_path / "data"
+    shapes.prepare(data_dir, per_combo=1)
+    out = tmp_path / "shapes"
+    build_random_bundle(out, "shapes", tiny=True)
+    parser = argparse.ArgumentParser()
+    report.add_arguments(parser)
+    args = parser.parse_args(
+        ["--bundle", str(out), "--skip-components", "--per-split", "4", "--data-dir", str(data_dir)]
+    )
+    assert report.run(args) == 0
+    written = json.loads((out / "report.json").read_text())
+    for split in ("train", "heldout"):
+        for route in report.ROUTES:
+            acc = written["routes"][split][route]["checker_acc"]
+            assert 0.0 <= acc <= 1.0  # random weights: low, but measured
+    assert len(written["fast_subset"]["prompts"]["ar"]) == 4
+    assert (out / "REPORT.md").read_text().startswith("# Bundle report: shapes")
+    assert (out / "eval" / "grid_ar.png").is_file() and (out / "eval" / "grid_unclip.png").is_file()
+
+
+def test_distinct_caption_rows_skip_repeated_captions():
+    class Data:
+        captions = [["a"], ["a"], ["b"], ["c"], ["c"], ["d"]]
+
+    rows = report.distinct_caption_rows(Data(), 10)
+    assert rows.tolist() == [0, 2, 3, 5]
+
+
+def test_checker_reads_back_a_rendered_prompt():
+    attrs = shapes.all_attrs()[0]
+    image = shapes.render(attrs)
+    assert report.checks(image, shapes.caption_for(attrs))
+    assert not report.checks(np.full_like(image, 255), shapes.caption_for(attrs))
