@@ -287,22 +287,11 @@ class Worker:
             result = await self.executor(params, on_event)
         except asyncio.CancelledError:
             raise
-        except Cancelled as e:
-            if held.lost:
-                self.stats["lost"] += 1
-            elif held.cancel:
-                await _retry(lambda: self.queue.mark_cancelled(d.job_id))
-                self.stats["cancelled"] += 1
-                _record(held, "cancelled")
-            else:
-                await self._fail(held, e)
+        except Exception as e:  # noqa: BLE001 - counted, then handled below
+            metrics.record_request(params.route, e, "job", time.monotonic() - t0)
+            await self._after_failure(held, e)
             return
-        except Exception as e:  # noqa: BLE001 - every failure is recorded on the job
-            if held.lost:
-                self.stats["lost"] += 1
-                return
-            await self._fail(held, e)
-            return
+        metrics.record_request(params.route, "ok", "job", time.monotonic() - t0)
         # Commit even if the lease was lost: first writer wins, and this result is valid.
         outcome = await _retry(
             lambda: self.queue.commit(d, result, service_s=time.monotonic() - t0),
@@ -314,6 +303,17 @@ class Worker:
         elif outcome == "cancelled":
             self.stats["cancelled"] += 1
             _record(held, "cancelled")
+
+    async def _after_failure(self, held: _Held, error: Exception) -> None:
+        """A run that raised: lost to another worker, cancelled by its client, or failed."""
+        if held.lost:
+            self.stats["lost"] += 1
+        elif isinstance(error, Cancelled) and held.cancel:
+            await _retry(lambda: self.queue.mark_cancelled(held.delivery.job_id))
+            self.stats["cancelled"] += 1
+            _record(held, "cancelled")
+        else:
+            await self._fail(held, error)
 
     async def _fail(self, held: _Held, error: BaseException) -> None:
         retryable = not isinstance(error, PERMANENT_ERRORS)

@@ -145,6 +145,18 @@ async def test_failed_attempt_is_retried_then_succeeds(redis_url):
         assert done.state == "succeeded" and done.attempts == 2 and done.commits == 1
 
 
+async def test_job_runs_count_as_requests_under_ingress_job(redis_url):
+    from tessera.common import metrics
+
+    metrics.reset("local")
+    async with open_queue(redis_url) as q, running_worker(q):
+        job = await q.submit(params("flaky:1:y", route="unclip"))
+        assert (await wait_for(q, job.id, 10)).state == "succeeded"
+    assert metrics.value(metrics.REQUESTS, route="unclip", status="ok", ingress="job") == 1
+    failed = metrics.value(metrics.REQUESTS, route="unclip", ingress="job") - 1
+    assert failed == 1  # the flaky first attempt, counted with its error status
+
+
 async def test_exhausted_attempts_go_to_dead_letter(redis_url):
     async with open_queue(redis_url, config(max_attempts=3)) as q, running_worker(q):
         bad = await q.submit(params("fail:always"))
