@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
                 state.unlink()
             shutil.rmtree(cdir / TOKENIZER_STATE_DIR, ignore_errors=True)
             shutil.rmtree(cdir / "vqvae", ignore_errors=True)  # the tokenizer's pre-GAN snapshot
+            shutil.rmtree(cdir / "cache", ignore_errors=True)  # the decoder's encoded data
+            (cdir / "online.safetensors").unlink(missing_ok=True)  # the decoder's non-EMA weights
     data_meta = REPO_ROOT / ".data" / args.dataset / "meta.json"
     data = json.loads(data_meta.read_text()) if data_meta.is_file() else {}
     training = {
