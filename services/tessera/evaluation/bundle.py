@@ -66,8 +66,16 @@ CONCURRENCY = 16  # requests in flight while evaluating
 # ---------------------------------------------------------------------------- generation
 
 
-def generate(pipelines: object, route: str, prompts: list[str], seed: int = 0) -> np.ndarray:
-    """One image per prompt through the served route code -> uint8 (N,S,S,3)."""
+def generate(
+    pipelines: object,
+    route: str,
+    prompts: list[str],
+    seed: int = 0,
+    seeds: list[int] | None = None,
+) -> np.ndarray:
+    """One image per prompt through the served route code -> uint8 (N,S,S,3); prompt i uses
+    ``seeds[i]`` (default ``seed + i``)."""
+    seeds = seeds if seeds is not None else [seed + i for i in range(len(prompts))]
     from tessera.gateway.schemas import GenerationParams
 
     async def go() -> list[np.ndarray]:
@@ -76,7 +84,7 @@ def generate(pipelines: object, route: str, prompts: list[str], seed: int = 0) -
 
         async def one(i: int, prompt: str) -> np.ndarray:
             async with gate:
-                params = GenerationParams(prompt=prompt, route=route, seed=seed + i, n=1)
+                params = GenerationParams(prompt=prompt, route=route, seed=seeds[i], n=1)
                 res = await pipelines.generate(params)
             return decode_image(res.images[0].png, res.images[0].width, resize=False)
 
@@ -182,6 +190,7 @@ def evaluate_routes(
                 fast["prompts"][route] = [
                     {
                         "prompt": prompts[i],
+                        "seed": int(i),
                         **({"subgroup": int(truth[i])} if judge is not None else {}),
                     }
                     for i in fast_rows
