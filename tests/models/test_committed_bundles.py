@@ -24,8 +24,8 @@ MAX_BUNDLE_BYTES = 40 * 2**20  # the Twemoji bundle's budget, weights and all
 FLOORS = {
     ("twemoji", "ar"): 0.08,
     ("twemoji", "unclip"): 0.4,
-    ("shapes", "ar"): 0.75,
-    ("shapes", "unclip"): 0.65,
+    ("shapes", "ar"): 0.25,
+    ("shapes", "unclip"): 0.8,
 }
 
 
