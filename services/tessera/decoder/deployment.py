@@ -118,7 +118,8 @@ class Decoder(BatchKnobs):
         """x0 previews every ``stream_every`` steps, then the final latents; closing the
         stream cancels the sampling at its next preview."""
         job = self._parse(request)
-        every = request.stream_every or 5
+        steps = job["steps"] or self.model.config.default_steps
+        every = request.stream_every or max(1, steps // 5)  # ~5 previews by default
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         listening = True
