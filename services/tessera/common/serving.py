@@ -10,6 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,14 @@ def batched(
         return wrapper
 
     return decorate
+
+
+def settle(future: Future, result: object = None, error: BaseException | None = None) -> None:
+    """Resolve a sampler's request future unless its caller cancelled it meanwhile
+    (``set_result`` on a cancelled future would raise inside the sampling thread)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

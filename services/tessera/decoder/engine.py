@@ -24,23 +24,13 @@ from torch import Tensor
 
 from tessera.common.device import make_generator
 from tessera.common.errors import Cancelled, InvalidArgument, Unavailable
+from tessera.common.serving import settle
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import LatentDecoder
 from tessera.decoder.pipeline import validate_request
 from tessera.decoder.schedulers import NoiseSchedule, make_scheduler
 
 ProgressFn = Callable[[int, int, Tensor], bool | None]
-
-
-def _succeed(future: Future, result: object) -> None:
-    """Settle a future unless its caller cancelled it meanwhile."""
-    if not future.done():
-        future.set_result(result)
-
-
-def _fail(future: Future, error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
 
 
 @dataclass(eq=False)
@@ -180,11 +170,11 @@ class DenoiseBatcher:
             except Exception as e:  # fail the running requests, keep serving new ones
                 for job in self.running:
                     if not job.future.done():
-                        _fail(job.future, e)
+                        settle(job.future, error=e)
                 self.running = []
         for job in self.waiting + self.running:
             if not job.future.done():
-                _fail(job.future, Unavailable("the decoder sampler shut down"))
+                settle(job.future, error=Unavailable("the decoder sampler shut down"))
 
     def _step(self) -> None:
         """One UNet call for every running row, then each job's own scheduler step."""
@@ -242,12 +232,12 @@ class DenoiseBatcher:
             try:
                 keep = job.on_progress(done, total, self.model.denormalize_latents(x0))
             except Exception as e:  # a broken callback fails its own request only
-                _fail(job.future, e)
+                settle(job.future, error=e)
                 return True
             if keep is not None and not keep:
-                _fail(job.future, Cancelled(f"sampling cancelled at step {done}/{total}"))
+                settle(job.future, error=Cancelled(f"sampling cancelled at step {done}/{total}"))
                 return True
         if done == total:
-            _succeed(job.future, self.model.denormalize_latents(job.x))
+            settle(job.future, self.model.denormalize_latents(job.x))
             return True
         return False

@@ -25,22 +25,12 @@ import torch
 
 from tessera.common.device import make_generator
 from tessera.common.errors import Cancelled, InvalidArgument, Unavailable
+from tessera.common.serving import settle
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, trim_text
 from tessera.lm.sampling import SamplingParams, filter_and_draw, guide, validate_params
 
 ProgressFn = Callable[[int, torch.Tensor], bool | None]
-
-
-def _succeed(future: Future, result: object) -> None:
-    """Settle a future unless its caller cancelled it meanwhile."""
-    if not future.done():
-        future.set_result(result)
-
-
-def _fail(future: Future, error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
 
 
 @dataclass
@@ -184,11 +174,11 @@ class ContinuousSampler:
                 running = [r.request for r in self.rows] + admitted
                 for request in {id(r): r for r in running}.values():
                     if not request.future.done():
-                        _fail(request.future, e)
+                        settle(request.future, error=e)
                 self.rows = []
         for request in self.waiting + [r.request for r in self.rows]:
             if not request.future.done():
-                _fail(request.future, Unavailable("the LM sampler shut down"))
+                settle(request.future, error=Unavailable("the LM sampler shut down"))
 
     def _take_admissible(self) -> list[_Request]:
         """Waiting requests that fit in the free rows, first come first served."""
@@ -277,17 +267,16 @@ class ContinuousSampler:
                 try:
                     keep = request.on_progress(done, request.grids(g).clone())
                 except Exception as e:  # a broken callback fails its own request only
-                    _fail(request.future, e)
+                    settle(request.future, error=e)
                     gone.add(id(request))
                     continue
                 if keep is not None and not keep:
-                    _fail(
-                        request.future, Cancelled(f"sampling cancelled after {done} of {L} tokens")
-                    )
+                    stopped = Cancelled(f"sampling cancelled after {done} of {L} tokens")
+                    settle(request.future, error=stopped)
                     gone.add(id(request))
                     continue
             if done == L:
-                _succeed(request.future, request.grids(g))
+                settle(request.future, request.grids(g))
                 gone.add(id(request))
         if not gone:
             return
