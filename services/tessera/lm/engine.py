@@ -28,7 +28,13 @@ from tessera.common.errors import Cancelled, InvalidArgument, Unavailable
 from tessera.common.serving import settle
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, trim_text
-from tessera.lm.sampling import SamplingParams, filter_and_draw, guide, validate_params
+from tessera.lm.sampling import (
+    SamplingParams,
+    filter_and_draw,
+    guide,
+    resolve_temperature,
+    validate_params,
+)
 
 ProgressFn = Callable[[int, torch.Tensor], bool | None]
 
@@ -76,8 +82,12 @@ class _Row:
 class ContinuousSampler:
     """``submit()`` from any thread; results come back on a ``concurrent.futures.Future``."""
 
-    def __init__(self, model: ImageGPT, max_rows: int = 32) -> None:
+    def __init__(self, model: ImageGPT, max_rows: int = 32, *, static: bool = False) -> None:
+        """``static=True`` turns iteration-level admission off: waiting requests join only
+        when the running batch has drained (classic request-level batching). It exists as the
+        baseline ``make bench`` measures continuous batching against."""
         self.model = model.eval()
+        self.static = static
         self.config = model.config
         self.device = model.lm_head.weight.device
         self.max_rows = max_rows
@@ -183,6 +193,8 @@ class ContinuousSampler:
     def _take_admissible(self) -> list[_Request]:
         """Waiting requests that fit in the free rows, first come first served."""
         self.waiting = [r for r in self.waiting if not r.future.cancelled()]
+        if self.static and self.rows:
+            return []
         free, taken = self.max_rows - len(self.rows), []
         while self.waiting and self.waiting[0].rows_needed <= free:
             request = self.waiting.pop(0)
@@ -240,7 +252,8 @@ class ContinuousSampler:
             scale = torch.tensor([s.scale for s in seqs], device=self.device)
             cond = guide(cond, unc, scale)
         f32 = dict(dtype=torch.float32, device=self.device)
-        temperature = torch.tensor([s.params.temperature for s in seqs], **f32)
+        config = self.model.config
+        temperature = torch.tensor([resolve_temperature(s.params, config) for s in seqs], **f32)
         top_k = torch.tensor([s.params.top_k for s in seqs], dtype=torch.long, device=self.device)
         top_p = torch.tensor([s.params.top_p for s in seqs], **f32)
         uniform = torch.stack(

@@ -28,7 +28,7 @@ from tessera.common.device import pick_device
 from tessera.common.images import tensor_to_arrays
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT
-from tessera.lm.sampling import SamplingParams, sample_tokens
+from tessera.lm.sampling import SamplingParams, resolve_temperature, sample_tokens
 from tessera.lm.train import (
     LMData,
     bits_per_token,
@@ -144,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: <checkpoint>/eval")
     parser.add_argument("--samples-per-prompt", type=int, default=1, help="shapes accuracy")
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: model's")
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=None, help="default: the model's own")
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         "tokenizer_sha256": digest,
         "params": model.num_params(),
         "sampling": {
-            "temperature": params.temperature,
+            "temperature": resolve_temperature(params, model.config),
             "top_k": params.top_k,
             "top_p": params.top_p,
             "guidance_scale": model.config.guidance_scale

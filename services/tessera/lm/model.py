@@ -52,6 +52,7 @@ class LMConfig:
     text_len: int = DEFAULT_MAX_TOKENS  # MiniLM tokens per caption (padded)
     cond_dropout: float = 0.1  # fraction of training rows that see the null condition
     guidance_scale: float = 3.0  # the default classifier-free guidance scale when sampling
+    temperature: float = 1.0  # the default sampling temperature (requests may override)
 
     @classmethod
     def tiny(cls, **overrides: object) -> LMConfig:

@@ -30,7 +30,7 @@ MAX_GUIDANCE = 20.0
 
 @dataclass
 class SamplingParams:
-    temperature: float = 1.0  # > 0
+    temperature: float | None = None  # > 0; None = the model's default
     top_k: int = 0  # keep the k most likely codes; 0 = off
     top_p: float = 1.0  # nucleus mass in (0, 1]; 1 = off
     guidance_scale: float | None = None  # [0, 20]; None = the model's default
@@ -40,7 +40,7 @@ class SamplingParams:
 def validate_params(params: SamplingParams, vocab_size: int) -> None:
     """Raise InvalidArgument naming the first bad field."""
     t = params.temperature
-    if not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+    if t is not None and (not isinstance(t, int | float) or not math.isfinite(t) or t <= 0):
         raise InvalidArgument(f"temperature must be a finite number > 0, got {t!r}")
     k = params.top_k
     if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k > vocab_size:
@@ -55,6 +55,13 @@ def validate_params(params: SamplingParams, vocab_size: int) -> None:
         raise InvalidArgument(f"guidance_scale must be in [0, {MAX_GUIDANCE:g}], got {s!r}")
     if isinstance(params.seed, bool) or not isinstance(params.seed, int):
         raise InvalidArgument(f"seed must be an integer, got {params.seed!r}")
+
+
+def resolve_temperature(params: SamplingParams, config: object) -> float:
+    """The request's temperature, else the model's default (configs older than the field: 1)."""
+    if params.temperature is not None:
+        return float(params.temperature)
+    return float(getattr(config, "temperature", 1.0))
 
 
 def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -134,7 +141,7 @@ def sample_tokens(
         [cfg.guidance_scale if p.guidance_scale is None else p.guidance_scale for p in params],
         **f32,
     )
-    temperature = torch.tensor([p.temperature for p in params], **f32)
+    temperature = torch.tensor([resolve_temperature(p, cfg) for p in params], **f32)
     top_k = torch.tensor([p.top_k for p in params], dtype=torch.long, device=device)
     top_p = torch.tensor([p.top_p for p in params], **f32)
     generators = [make_generator(p.seed, device) for p in params]

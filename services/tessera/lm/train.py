@@ -51,6 +51,7 @@ from tessera.prior.train_clip import (
     load_train_state,
     lr_at,
     make_optimizer,
+    planned_steps,
     plot_curves,
     sample_captions,
     save_train_state,
@@ -198,7 +199,7 @@ def sample_grid(
     *,
     seeds: int = SAMPLE_SEEDS,
     guidance_scale: float | None = None,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     top_k: int = 0,
     top_p: float = 1.0,
 ) -> np.ndarray:
@@ -234,6 +235,22 @@ def fixed_rows(data: LMData, count: int) -> list[int]:
     return rows[::step][:count]
 
 
+def corrupt(
+    codes: torch.Tensor, fraction: float, vocab_size: int, rng: np.random.Generator, device: object
+) -> torch.Tensor:
+    """Replace a random share (uniform in [0, fraction] per row) of the *input* codes with
+    random ones. The targets stay clean, so the model learns to continue a grid sensibly after
+    a code it would not have chosen: sampling feeds back its own draws, and a model that only
+    ever saw real prefixes drifts after its first unlikely one (exposure bias)."""
+    if fraction <= 0:
+        return codes
+    B, L = codes.shape
+    share = torch.from_numpy(rng.uniform(0, fraction, size=(B, 1))).float()
+    hit = torch.from_numpy(rng.random((B, L))).float() < share
+    noise = torch.from_numpy(rng.integers(0, vocab_size, size=(B, L)))
+    return torch.where(hit.to(device), noise.to(device), codes)
+
+
 # ------------------------------------------------------------------------- command
 
 
@@ -249,7 +266,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-embd", type=int, default=None)
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--cond-dropout", type=float, default=0.1)
-    parser.add_argument("--guidance-scale", type=float, default=3.0, help="default CFG scale")
+    parser.add_argument(
+        "--guidance-scale", type=float, default=1.25, help="the model's default CFG scale"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=0.7, help="the model's default sampling temperature"
+    )
+    parser.add_argument(
+        "--token-noise",
+        type=float,
+        default=0.0,
+        help="replace up to this fraction of input codes with random ones (targets unchanged)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.1)
@@ -273,6 +301,7 @@ def build_config(args: argparse.Namespace, tokenizer: nn.Module) -> LMConfig:
         dropout=args.dropout,
         cond_dropout=args.cond_dropout,
         guidance_scale=args.guidance_scale,
+        temperature=args.temperature,
         **PRESETS[args.preset],
     )
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -353,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     order, cursor = rng.permutation(len(data.codes)), 0
     bar = tqdm(total=args.steps, initial=step, desc="train lm", unit="step")
-    t0 = time.time()
+    t0, start = time.time(), step
     while step < args.steps:
         if args.max_minutes and time.time() - t0 > 60 * args.max_minutes:
             bar.write(f"time limit reached at step {step}")
@@ -364,11 +393,16 @@ def run(args: argparse.Namespace) -> int:
         cursor += args.batch_size
         codes = data.codes[idx].to(device)
         text = data.text(torch.from_numpy(sample_captions(data.per_image, idx, rng)), device)
+        # A time-boxed run plans its LR decay to end when the clock does, not at --steps.
+        plan = start + planned_steps(
+            step - start, args.steps - start, time.time() - t0, args.max_minutes
+        )
         for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            g["lr"] = lr_at(step, plan, args.lr, min(args.warmup, plan // 10))
         model.train()
         with autocast:
-            _, loss = model(codes[:, :-1], text.states, text.mask, targets=codes)
+            inputs = corrupt(codes[:, :-1], args.token_noise, config.vocab_size, rng, device)
+            _, loss = model(inputs, text.states, text.mask, targets=codes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

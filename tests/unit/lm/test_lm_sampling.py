@@ -198,3 +198,15 @@ def test_kv_cache_matches_cache_free_for_a_1024_code_vocabulary_in_float64():
     a = sample_tokens(model, text, params, use_cache=True)
     b = sample_tokens(model, text, params, use_cache=False)
     assert torch.equal(a, b)
+
+
+def test_an_unset_temperature_is_the_models_default():
+    """The bundle's tuned default (config.temperature) applies unless a request sets one."""
+    torch.manual_seed(0)
+    model = ImageGPT(LMConfig.tiny(temperature=0.5)).eval()  # untrained: every draw counts
+    text = fake_text(4, seed=1)
+    by_default = sample_tokens(model, text, [SamplingParams(seed=s) for s in range(4)])
+    explicit = [SamplingParams(seed=s, temperature=0.5) for s in range(4)]
+    assert torch.equal(by_default, sample_tokens(model, text, explicit))
+    hot = [SamplingParams(seed=s, temperature=1.5) for s in range(4)]
+    assert not torch.equal(by_default, sample_tokens(model, text, hot))

@@ -70,3 +70,16 @@ def test_train_resume_and_eval(workdir):
     assert 0 <= train_acc["sampled"]["exact"] <= 1
     assert metrics["kv_cache"]["same_tokens"] is True
     assert (out / "eval" / "samples_heldout.png").is_file()
+
+
+def test_token_noise_corrupts_inputs_only_and_within_its_share():
+    from tessera.lm.train import corrupt
+
+    codes = torch.arange(64).repeat(200, 1) % 16  # (200, 64)
+    rng = np.random.default_rng(0)
+    assert corrupt(codes, 0.0, 1024, rng, "cpu") is codes
+    noisy = corrupt(codes, 0.2, 1024, rng, "cpu")
+    changed = (noisy != codes).float().mean(dim=1)
+    assert noisy.shape == codes.shape and codes.max() < 16  # the targets were not touched
+    assert 0.05 < changed.mean() < 0.15  # uniform share in [0, 0.2]: about 0.1 on average
+    assert changed.max() < 0.45 and noisy.max() < 1024
