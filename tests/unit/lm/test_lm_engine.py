@@ -71,6 +71,30 @@ def test_a_late_request_joins_the_running_batch_and_each_leaves_when_done(model,
     assert engine.steps < 30
 
 
+def test_static_mode_holds_a_late_request_until_the_batch_drains(model):
+    """The bench's baseline: same tokens, but no joining mid-flight."""
+    sampler = ContinuousSampler(model, max_rows=8, static=True)
+    text = fake_text(2, seed=2)
+    params = [SamplingParams(seed=11, guidance_scale=1.0)], [SamplingParams(seed=12)]
+    late = {}
+
+    def first_progress(done, grids):
+        if done == 4 and "f" not in late:
+            late["f"] = sampler.submit(rows(text, 1), params[1])
+        return True
+
+    try:
+        first = sampler.submit(rows(text, 0), params[0], first_progress, progress_every=1)
+        got_first, got_late = first.result(TIMEOUT), None
+        got_late = late["f"].result(TIMEOUT)
+    finally:
+        sampler.close()
+    assert torch.equal(got_first, sample_tokens(model, rows(text, 0), params[0]))
+    assert torch.equal(got_late, sample_tokens(model, rows(text, 1), params[1]))
+    assert sampler.max_running == 2  # one row at a time, never both
+    assert sampler.steps == 2 * 15  # 16 tokens each: a prefill draw then 15 decode steps
+
+
 def test_many_concurrent_requests_from_threads(model, engine):
     text = fake_text(6, seed=3)
     params = [SamplingParams(seed=20 + i, guidance_scale=2.0) for i in range(6)]
