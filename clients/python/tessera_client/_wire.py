@@ -43,6 +43,7 @@ GENERATION_FIELDS = (
     "temperature",
     "top_k",
     "top_p",
+    "candidates",
     "model",
 )
 

@@ -50,6 +50,7 @@ class GenerationOptions(TypedDict, total=False):
     temperature: float  # ar, (0, 2]
     top_k: int  # ar, 0 = off
     top_p: float  # ar, (0, 1]
+    candidates: int  # ar, 1..8: sampled per image; the one CLIP scores best is returned
     model: str  # bundle name; unset: the served default
 
 

@@ -1,6 +1,7 @@
 """The text-to-image routes, composed from model-service handles.
 
 ``ar``:     LanguageModel.SampleTokens → Detokenizer.Detokenize(grids)
+            [→ Prior.EmbedText + Prior.EmbedImage: keep the best of ``candidates`` per image]
 ``unclip``: Prior.SamplePrior → Decoder.SampleLatents → Detokenizer.Detokenize(latents)
 ``variations``: Prior.EmbedImage → Decoder.SampleLatents → Detokenizer.Detokenize(latents)
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from PIL import Image
 from tessera.common.checkpoint import read_bundle_index, read_config
 from tessera.common.errors import Cancelled, InvalidArgument, NotFound
 from tessera.common.serving import call
+from tessera.common.settings import get_settings
 from tessera.gateway.schemas import GenerationParams, VariationParams
 from tessera.v1 import common_pb2, decoder_pb2, generation_pb2, lm_pb2, prior_pb2, tokenizer_pb2
 
@@ -49,6 +52,7 @@ class BundleInfo:
     name: str
     image_size: int
     routes: tuple[str, ...]
+    has_clip: bool = False  # the ar route can rerank candidates only with the bundle's CLIP
 
     @classmethod
     def read(cls, bundle_dir: str | Path) -> BundleInfo:
@@ -61,15 +65,20 @@ class BundleInfo:
             for r, needs in (("ar", ("lm",)), ("unclip", ("clip", "prior", "decoder")))
             if all(c in comps for c in needs)
         )
-        return cls(index.get("name", bundle_dir.name), tok["image_size"], routes)
+        name = index.get("name", bundle_dir.name)
+        return cls(name, tok["image_size"], routes, has_clip="clip" in comps)
 
 
 class Pipelines:
     """Route composition over model handles."""
 
-    def __init__(self, handles: ModelHandles, info: BundleInfo) -> None:
+    def __init__(
+        self, handles: ModelHandles, info: BundleInfo, ar_candidates: int | None = None
+    ) -> None:
         self.h = handles
         self.info = info
+        default = get_settings().ar_candidates if ar_candidates is None else ar_candidates
+        self.ar_candidates = default if info.has_clip else 1
 
     # -- request checks shared by every entry point -------------------------------------
     def scale_for(self, size: str | None) -> int:
@@ -114,28 +123,86 @@ class Pipelines:
             elapsed_ms=(time.perf_counter() - start) * 1000,
         )
 
+    def candidates_for(self, p: GenerationParams) -> int:
+        """How many ar candidates to sample per returned image."""
+        if p.candidates is None:
+            return self.ar_candidates
+        if p.candidates > 1 and not self.info.has_clip:
+            raise InvalidArgument(
+                f"candidates > 1 needs a CLIP component to rerank; {self.info.name!r} has none"
+            )
+        return p.candidates
+
     async def _ar(self, p: GenerationParams, on_event: EventCallback | None) -> tuple[list, int]:
+        k = self.candidates_for(p)
+        if k == 1:
+            grids, seed = await self._sample_grids(self._lm_request(p, p.seed), on_event)
+            return await self._decode(grids=grids), seed
+        # Candidate j of image i uses seed base + j*n + i: candidate 0 is exactly what
+        # candidates=1 returns for the same seed, and no two candidates share one.
+        base = p.seed if p.seed is not None else random.randrange(2**31)
+        requests = [self._lm_request(p, (base + j * p.n) % 2**63) for j in range(k)]
+        sampled = await asyncio.gather(  # concurrent: the LM batches them continuously
+            self._sample_grids(requests[0], on_event),  # previews follow candidate 0
+            *(self._sample_grids(r, None) for r in requests[1:]),
+        )
+        grids = [g for candidate, _ in sampled for g in candidate]  # candidate-major
+        images = await self._decode(grids=grids)
+        best = await self._rerank(p.prompt, images, k)
+        return [images[j * p.n + i] for i, j in enumerate(best)], base
+
+    def _lm_request(self, p: GenerationParams, seed: int | None) -> lm_pb2.SampleTokensRequest:
         req = lm_pb2.SampleTokensRequest(prompt=p.prompt, n=p.n)
-        for name in ("seed", "temperature", "top_k", "top_p", "guidance_scale"):
+        if seed is not None:
+            req.seed = seed
+        for name in ("temperature", "top_k", "top_p", "guidance_scale"):
             if getattr(p, name) is not None:
                 setattr(req, name, getattr(p, name))
+        return req
+
+    async def _sample_grids(
+        self, req: lm_pb2.SampleTokensRequest, on_event: EventCallback | None
+    ) -> tuple[list, int]:
+        """The LM's grids for one request; with ``on_event``, streamed with previews."""
         if on_event is None:
             res = await call(self.h.lm.SampleTokens, req)
-            grids, seed = list(res.grids), res.seed
-        else:
-            grids, seed = [], 0
-            stream = self.h.lm.options(stream=True).SampleTokensStream.remote(req)
-            async for ev in stream:
-                grids, seed = list(ev.grids), ev.seed
-                if ev.done:
-                    break
-                previews = await self._decode(grids=[_fill_unsampled(g) for g in grids])
-                if not await on_event(
-                    generation_pb2.GenerateEvent(progress=ev.progress, previews=previews)
-                ):
-                    _close(stream)
-                    raise Cancelled("generation cancelled")
-        return await self._decode(grids=grids), seed
+            return list(res.grids), res.seed
+        grids, seed = [], 0
+        stream = self.h.lm.options(stream=True).SampleTokensStream.remote(req)
+        async for ev in stream:
+            grids, seed = list(ev.grids), ev.seed
+            if ev.done:
+                break
+            previews = await self._decode(grids=[_fill_unsampled(g) for g in grids])
+            if not await on_event(
+                generation_pb2.GenerateEvent(progress=ev.progress, previews=previews)
+            ):
+                _close(stream)
+                raise Cancelled("generation cancelled")
+        return grids, seed
+
+    async def _rerank(self, prompt: str, images: list, k: int) -> list[int]:
+        """For each of the n images, which of its k candidates (candidate-major ``images``)
+        CLIP puts closest to the prompt. Embeddings are L2-normalised: a dot product is the
+        cosine."""
+        text = await call(self.h.prior.EmbedText, prior_pb2.EmbedTextRequest(texts=[prompt]))
+        chunks = await asyncio.gather(
+            *(
+                call(
+                    self.h.prior.EmbedImage,
+                    prior_pb2.EmbedImageRequest(images=[im.png for im in images[i : i + 16]]),
+                )
+                for i in range(0, len(images), 16)  # EmbedImage takes up to 16 images
+            )
+        )
+        t = list(text.embeddings[0].values)
+        scores = [
+            sum(a * b for a, b in zip(e.values, t, strict=True))
+            for chunk in chunks
+            for e in chunk.embeddings
+        ]
+        n = len(images) // k
+        return [max(range(k), key=lambda j, i=i: scores[j * n + i]) for i in range(n)]
 
     async def _unclip(
         self, p: GenerationParams, on_event: EventCallback | None
@@ -207,11 +274,19 @@ class Pipelines:
         return await self._decode(latents=latents), seed
 
     async def _decode(self, grids: list | None = None, latents: list | None = None) -> list:
-        req = tokenizer_pb2.DetokenizeRequest(
-            grids=grids or [], latents=latents or [], quantize=True
+        """Images for grids or latents, in order; at most 16 per Detokenize call."""
+        items = grids or latents or []
+        key = "grids" if grids else "latents"
+        replies = await asyncio.gather(
+            *(
+                call(
+                    self.h.detokenizer.Detokenize,
+                    tokenizer_pb2.DetokenizeRequest(**{key: items[i : i + 16]}, quantize=True),
+                )
+                for i in range(0, len(items), 16)
+            )
         )
-        res = await call(self.h.detokenizer.Detokenize, req)
-        return list(res.images)
+        return [image for res in replies for image in res.images]
 
     async def stream(self, params: GenerationParams) -> AsyncIterator[generation_pb2.GenerateEvent]:
         """Progress events with previews, then one event carrying the result."""

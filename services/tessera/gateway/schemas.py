@@ -20,9 +20,22 @@ MAX_IMAGES_PER_REQUEST = 4
 MAX_STEPS = 250
 MAX_GUIDANCE = 20.0
 MAX_TOP_K = 65536
+MAX_CANDIDATES = 8  # ar reranking: candidates sampled per returned image
 SIZE_PATTERN = re.compile(r"^(\d{1,4})x(\d{1,4})$")
 # Output sizes: the native size and integer upscales of it (nearest-neighbour), at most this.
 MAX_OUTPUT_SIDE = 1024
+
+
+# Optional request fields shared by the HTTP model and the proto (HasField semantics).
+GENERATION_OPTIONALS = (
+    "seed",
+    "guidance_scale",
+    "steps",
+    "temperature",
+    "top_k",
+    "top_p",
+    "candidates",
+)
 
 
 class GenerationParams(BaseModel):
@@ -47,6 +60,12 @@ class GenerationParams(BaseModel):
     temperature: float | None = Field(default=None, gt=0.0, le=2.0)
     top_k: int | None = Field(default=None, ge=0, le=MAX_TOP_K)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    candidates: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="ar: candidates per image, reranked by CLIP; default TESSERA_AR_CANDIDATES",
+    )
 
     @field_validator("size")
     @classmethod
@@ -76,7 +95,7 @@ class GenerationParams(BaseModel):
             size=self.size or "",
             model=self.model or "",
         )
-        for name in ("seed", "guidance_scale", "steps", "temperature", "top_k", "top_p"):
+        for name in GENERATION_OPTIONALS:
             value = getattr(self, name)
             if value is not None:
                 setattr(msg, name, value)
@@ -90,7 +109,7 @@ class GenerationParams(BaseModel):
             data["size"] = msg.size
         if msg.model:
             data["model"] = msg.model
-        for name in ("seed", "guidance_scale", "steps", "temperature", "top_k", "top_p"):
+        for name in GENERATION_OPTIONALS:
             if msg.HasField(name):
                 data[name] = getattr(msg, name)
         return validate(cls, data)

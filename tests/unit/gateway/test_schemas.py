@@ -32,3 +32,14 @@ def test_sizes_accepted(size):
 def test_sizes_rejected(size):
     with pytest.raises(InvalidArgument, match="size"):
         validate(GenerationParams, {"prompt": "a", "size": size})
+
+
+@pytest.mark.parametrize("candidates", [0, 9, -1])
+def test_candidates_are_bounded_on_both_ingresses(candidates):
+    with pytest.raises(InvalidArgument, match="candidates"):
+        validate(GenerationParams, {"prompt": "a", "candidates": candidates})
+    msg = generation_pb2.GenerateRequest(prompt="a", candidates=candidates)
+    with pytest.raises(InvalidArgument, match="candidates"):
+        GenerationParams.from_proto(msg)
+    ok = GenerationParams.from_proto(generation_pb2.GenerateRequest(prompt="a", candidates=8))
+    assert ok.candidates == 8 and ok.to_proto().candidates == 8

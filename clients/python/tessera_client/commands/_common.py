@@ -85,6 +85,9 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--temperature", type=float, default=None, help="ar, (0, 2]")
     group.add_argument("--top-k", type=int, default=None, help="ar, 0 = off")
     group.add_argument("--top-p", type=float, default=None, help="ar, (0, 1]")
+    group.add_argument(
+        "--candidates", type=int, default=None, help="ar, 1..8: sampled per image, CLIP keeps one"
+    )
     group.add_argument("--model", default=None, help="bundle name (default: the served one)")
 
 
@@ -98,6 +101,7 @@ GENERATION_ARGS = (
     "temperature",
     "top_k",
     "top_p",
+    "candidates",
     "model",
 )
 

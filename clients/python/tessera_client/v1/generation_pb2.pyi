@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "route", "n", "size", "model", "seed", "guidance_scale", "steps", "temperature", "top_k", "top_p")
+    __slots__ = ("prompt", "route", "n", "size", "model", "seed", "guidance_scale", "steps", "temperature", "top_k", "top_p", "candidates")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class GenerateRequest(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     route: str
     n: int
@@ -32,7 +33,8 @@ class GenerateRequest(_message.Message):
     temperature: float
     top_k: int
     top_p: float
-    def __init__(self, prompt: _Optional[str] = ..., route: _Optional[str] = ..., n: _Optional[int] = ..., size: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., steps: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ...) -> None: ...
+    candidates: int
+    def __init__(self, prompt: _Optional[str] = ..., route: _Optional[str] = ..., n: _Optional[int] = ..., size: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., steps: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., candidates: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("images", "seed", "route", "model", "elapsed_ms")

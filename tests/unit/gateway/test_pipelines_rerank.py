@@ -1,0 +1,65 @@
+"""The ar route's CLIP reranking, in-process on a tiny random bundle."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tessera.bundle.init import build_random_bundle
+from tessera.common.errors import InvalidArgument
+from tessera.gateway.local import local_pipelines
+from tessera.gateway.pipelines import Pipelines
+from tessera.gateway.schemas import GenerationParams
+from tessera.v1 import prior_pb2
+
+
+@pytest.fixture(scope="module")
+def pipelines(tmp_path_factory):
+    bundle = tmp_path_factory.mktemp("bundle")
+    build_random_bundle(bundle, "tiny", tiny=True, seed=0)
+    return local_pipelines(bundle, "cpu")
+
+
+def ar(prompt: str, seed: int, n: int, candidates: int) -> GenerationParams:
+    return GenerationParams(prompt=prompt, route="ar", seed=seed, n=n, candidates=candidates)
+
+
+async def test_each_image_is_its_best_scored_candidate(pipelines):
+    prompt, seed, n, k = "a red heart", 7, 2, 3
+    reranked = await pipelines.generate(ar(prompt, seed, n, k))
+    assert reranked.seed == seed and len(reranked.images) == n
+    # candidate j of image i is what candidates=1 gives for seed + j*n (image i of n)
+    candidates = [
+        (await pipelines.generate(ar(prompt, seed + j * n, n, 1))).images for j in range(k)
+    ]
+    text = await pipelines.h.prior.EmbedText.remote(prior_pb2.EmbedTextRequest(texts=[prompt]))
+    t = text.embeddings[0].values
+    for i in range(n):
+        pngs = [candidates[j][i].png for j in range(k)]
+        emb = await pipelines.h.prior.EmbedImage.remote(prior_pb2.EmbedImageRequest(images=pngs))
+        scores = [sum(a * b for a, b in zip(e.values, t, strict=True)) for e in emb.embeddings]
+        best = max(range(k), key=scores.__getitem__)
+        assert reranked.images[i].png == pngs[best]
+
+
+async def test_one_candidate_is_plain_sampling_and_the_default_comes_from_settings(pipelines):
+    one = await pipelines.generate(ar("sun", 3, 1, 1))
+    again = await pipelines.generate(ar("sun", 3, 1, 1))
+    assert one.images[0].png == again.images[0].png
+    plain = Pipelines(pipelines.h, pipelines.info, ar_candidates=1)
+    default = await plain.generate(GenerationParams(prompt="sun", route="ar", seed=3))
+    assert default.images[0].png == one.images[0].png
+
+
+async def test_more_than_sixteen_candidates_are_decoded_and_scored_in_chunks(pipelines):
+    res = await pipelines.generate(ar("rocket", 1, 4, 8))  # 32 grids: two calls of 16
+    assert len(res.images) == 4
+
+
+async def test_reranking_without_a_clip_is_refused(pipelines):
+    info = dataclasses.replace(pipelines.info, has_clip=False)
+    no_clip = Pipelines(pipelines.h, info)
+    assert no_clip.ar_candidates == 1  # the default quietly falls back to plain sampling
+    with pytest.raises(InvalidArgument, match="CLIP"):
+        await no_clip.generate(ar("sun", 0, 1, 2))
