@@ -45,7 +45,7 @@ RECIPES: dict[str, dict[str, list[str]]] = {
     "twemoji": {
         "tokenizer": ["--steps", "6000", "--max-minutes", "25"],
         "clip": ["--steps", "3000", "--max-minutes", "12", "--preset", "small"],
-        "lm": ["--steps", "5000", "--max-minutes", "22"],
+        "lm": ["--steps", "5000", "--max-minutes", "22", "--token-noise", "0.1"],
         "prior": ["--steps", "4000", "--max-minutes", "8", "--preset", "small"],
         "decoder": ["--steps", "8000", "--max-minutes", "18"] + SMALL_DECODER,
     },
@@ -53,7 +53,7 @@ RECIPES: dict[str, dict[str, list[str]]] = {
         "tokenizer": ["--steps", "4000", "--max-minutes", "14", "--no-gan"]
         + ["--codebook-size", "256"],
         "clip": ["--steps", "1500", "--max-minutes", "5", "--preset", "small"],
-        "lm": ["--steps", "4000", "--max-minutes", "22"],
+        "lm": ["--steps", "4000", "--max-minutes", "22", "--token-noise", "0.1"],
         "prior": ["--steps", "2000", "--max-minutes", "5", "--preset", "small"],
         "decoder": ["--steps", "6000", "--max-minutes", "12"] + SMALL_DECODER,
     },
@@ -125,33 +125,42 @@ def run(args: argparse.Namespace) -> int:
             return status
         log[component] = {"args": argv, "wall_s": round(time.time() - start, 1)}
         log_path.write_text(json.dumps(log, indent=2) + "\n")
+    finalize_bundle(out, args.dataset, args.seed, log, args.half, args.keep_train_state)
+    return 0
+
+
+def finalize_bundle(
+    out: Path, dataset: str, seed: int, log: dict, half: bool, keep_train_state: bool
+) -> dict:
+    """Half precision, drop what only training needs, and write the index with checksums and
+    how every component was trained (``log``: component -> args + wall time)."""
     for component in ORDER:
         cdir = out / component
-        if args.half and (cdir / WEIGHTS_NAME).is_file():
+        if half and (cdir / WEIGHTS_NAME).is_file():
             model = load_component(cdir)
             save_component(cdir, model, model.config, half=True)
-        if not args.keep_train_state:  # the bundle ships weights only; resume needs these
+        if not keep_train_state:  # the bundle ships weights only; resume needs these
             for state in cdir.glob("optimizer*.safetensors"):
                 state.unlink()
             shutil.rmtree(cdir / TOKENIZER_STATE_DIR, ignore_errors=True)
             shutil.rmtree(cdir / "vqvae", ignore_errors=True)  # the tokenizer's pre-GAN snapshot
             shutil.rmtree(cdir / "cache", ignore_errors=True)  # the decoder's encoded data
             (cdir / "online.safetensors").unlink(missing_ok=True)  # the decoder's non-EMA weights
-    data_meta = REPO_ROOT / ".data" / args.dataset / "meta.json"
+    data_meta = REPO_ROOT / ".data" / dataset / "meta.json"
     data = json.loads(data_meta.read_text()) if data_meta.is_file() else {}
     training = {
-        "dataset": args.dataset,
+        "dataset": dataset,
         "data": {
             "source": data.get("source"),
             "format_version": data.get("format_version"),
             "split": {k: v for k, v in data.get("split", {}).items() if k != "heldout_concepts"},
         },
         "commit": git_commit(),
-        "seed": args.seed,
+        "seed": seed,
         "components": log,
         "wall_s": round(sum(v["wall_s"] for v in log.values()), 1),
-        "half": args.half,
+        "half": half,
     }
-    index = write_bundle_index(out, args.dataset, training)
+    index = write_bundle_index(out, dataset, training)
     print(f"wrote bundle {out} with {', '.join(index['components'])}")
-    return 0
+    return index
