@@ -20,7 +20,7 @@ from tessera.v1 import common_pb2, lm_pb2
 
 MAX_IMAGES = 8
 MAX_PROMPT_CHARS = 500
-DEFAULT_MAX_ROWS = 32  # KV-cache rows per replica: 16 guided images sampling at once
+DEFAULT_MAX_ROWS = 128  # KV-cache rows: 64 guided images (16 requests x 4 candidates)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=32)
