@@ -14,6 +14,7 @@ in-process" compares transport, not two implementations.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import random
 import time
@@ -138,10 +139,8 @@ class Pipelines:
         if k == 1:
             grids, seed = await self._sample_grids(self._lm_request(p, p.seed), on_event)
             return await self._decode(grids=grids), seed
-        # Candidate j of image i uses seed base + j*n + i: candidate 0 is exactly what
-        # candidates=1 returns for the same seed, and no two candidates share one.
         base = p.seed if p.seed is not None else random.randrange(2**31)
-        requests = [self._lm_request(p, (base + j * p.n) % 2**63) for j in range(k)]
+        requests = [self._lm_request(p, candidate_seed(base, j)) for j in range(k)]
         sampled = await asyncio.gather(  # concurrent: the LM batches them continuously
             self._sample_grids(requests[0], on_event),  # previews follow candidate 0
             *(self._sample_grids(r, None) for r in requests[1:]),
@@ -307,6 +306,18 @@ class Pipelines:
             )
         finally:
             task.cancel()
+
+
+def candidate_seed(seed: int, j: int) -> int:
+    """The LM seed of reranking candidate ``j`` (image i then uses it + i, as ever).
+
+    Candidate 0 is the request's own seed, so ``candidates=1`` is plain sampling. The others
+    are hashed from (seed, j) rather than offset: with offsets, requests at seeds s and s+1
+    would share most of their candidates and CLIP would pick the same image for both."""
+    if j == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}:{j}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 2  # 62 bits: seed + i stays a valid int64
 
 
 def _fill_unsampled(grid: common_pb2.TokenGrid) -> common_pb2.TokenGrid:

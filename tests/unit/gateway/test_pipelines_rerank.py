@@ -9,7 +9,7 @@ import pytest
 from tessera.bundle.init import build_random_bundle
 from tessera.common.errors import InvalidArgument
 from tessera.gateway.local import local_pipelines
-from tessera.gateway.pipelines import Pipelines
+from tessera.gateway.pipelines import Pipelines, candidate_seed
 from tessera.gateway.schemas import GenerationParams
 from tessera.v1 import prior_pb2
 
@@ -29,9 +29,10 @@ async def test_each_image_is_its_best_scored_candidate(pipelines):
     prompt, seed, n, k = "a red heart", 7, 2, 3
     reranked = await pipelines.generate(ar(prompt, seed, n, k))
     assert reranked.seed == seed and len(reranked.images) == n
-    # candidate j of image i is what candidates=1 gives for seed + j*n (image i of n)
+    # candidate j of image i is image i of what candidates=1 gives at candidate_seed(seed, j)
     candidates = [
-        (await pipelines.generate(ar(prompt, seed + j * n, n, 1))).images for j in range(k)
+        (await pipelines.generate(ar(prompt, candidate_seed(seed, j), n, 1))).images
+        for j in range(k)
     ]
     text = await pipelines.h.prior.EmbedText.remote(prior_pb2.EmbedTextRequest(texts=[prompt]))
     t = text.embeddings[0].values
@@ -50,6 +51,13 @@ async def test_one_candidate_is_plain_sampling_and_the_default_comes_from_settin
     plain = Pipelines(pipelines.h, pipelines.info, ar_candidates=1)
     default = await plain.generate(GenerationParams(prompt="sun", route="ar", seed=3))
     assert default.images[0].png == one.images[0].png
+
+
+def test_nearby_seeds_do_not_share_candidates():
+    assert candidate_seed(5, 0) == 5  # candidate 0 is plain sampling at the request's seed
+    seeds = {candidate_seed(s, j) + i for s in range(100) for j in range(1, 8) for i in range(4)}
+    assert len(seeds) == 100 * 7 * 4 and not seeds & set(range(104))
+    assert all(0 <= s < 2**62 + 4 for s in seeds)
 
 
 async def test_more_than_sixteen_candidates_are_decoded_and_scored_in_chunks(pipelines):
