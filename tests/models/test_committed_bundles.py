@@ -22,9 +22,9 @@ MAX_BUNDLE_BYTES = 40 * 2**20  # the Twemoji bundle's budget, weights and all
 # Floors on the fast subset (24 prompts per route): below the full report's numbers by a
 # sampling margin, far above chance (~1% for the judge's 102 subgroups, ~0.2% for shapes).
 FLOORS = {
-    ("twemoji", "ar"): 0.08,
-    ("twemoji", "unclip"): 0.4,
-    ("shapes", "ar"): 0.25,
+    ("twemoji", "ar"): 0.45,
+    ("twemoji", "unclip"): 0.45,
+    ("shapes", "ar"): 0.8,
     ("shapes", "unclip"): 0.8,
 }
 
