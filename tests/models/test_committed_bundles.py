@@ -77,3 +77,12 @@ def test_fast_subset_meets_its_floor(bundle, route, pipelines, judge):
     assert accuracy >= FLOORS[bundle, route], f"{bundle}/{route}: {accuracy:.2f}"
     # the committed report was measured on this bundle: the subset reproduces its number
     assert accuracy >= fast["measured"][route] - 0.15, (accuracy, fast["measured"][route])
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_report_md_is_rendered_from_report_json(bundle):
+    """The two committed report files say the same thing (neither was edited by hand)."""
+    from tessera.evaluation.report import render_markdown
+
+    report = json.loads((MODELS / bundle / "report.json").read_text())
+    assert render_markdown(report) == (MODELS / bundle / "REPORT.md").read_text()
