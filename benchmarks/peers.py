@@ -17,6 +17,7 @@ over ``repeats`` runs with the spread.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -151,7 +152,7 @@ def decoder_vs_diffusers(
         down_block_types=("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",),
         up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1),
         attention_head_dim=cfg.widths[-1] // cfg.num_heads,
-        norm_num_groups=min(32, cfg.widths[0]),
+        norm_num_groups=math.gcd(32, *cfg.widths),  # what the Tessera decoder uses per width
     ).eval()
     scheduler = DDIMScheduler(
         num_train_timesteps=cfg.num_train_timesteps,

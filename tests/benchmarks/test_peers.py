@@ -43,3 +43,10 @@ def test_report_lines_name_both_peers(results):
         and "diffusers" in text
         and "% of peak" in text.replace("(% of peak)", "% of peak")
     )
+
+
+def test_the_diffusers_peer_builds_for_the_committed_decoders_widths():
+    """48/96 channels (the bundles' small decoder): GroupNorm groups must divide both."""
+    decoder = LatentDecoder(DecoderConfig.tiny(widths=(48, 96))).eval()
+    result = decoder_vs_diffusers(decoder, batch=1, steps=1, repeats=1, summarize=summarize)
+    assert result["params"]["diffusers"] > 0
