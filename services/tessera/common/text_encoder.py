@@ -7,6 +7,8 @@ decoder; the mean-pooled, L2-normalised sentence embedding feeds CLIP's text pro
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -15,6 +17,10 @@ import torch.nn.functional as F
 
 TEXT_DIM = 384
 DEFAULT_MAX_TOKENS = 32
+# Encoded texts kept per encoder (~50 KB each). Serving encodes the same prompt many times: n
+# images, the ar route's reranking candidates, then CLIP's EmbedText; MiniLM is ~20 ms a
+# prompt on one CPU thread, as much as sampling a whole grid for it.
+CACHE_SIZE = 256
 
 
 @dataclass
@@ -45,8 +51,37 @@ class TextEncoder:
         self.device = torch.device(device)
         self.max_tokens = max_tokens
 
+        self._cache: OrderedDict[str, tuple[torch.Tensor, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
     @torch.no_grad()
     def encode(self, texts: list[str]) -> TextBatch:
+        """(B, max_tokens, 384) states, mask and pooled embeddings, one row per text. Each
+        distinct text runs through MiniLM once and is remembered (LRU, ``CACHE_SIZE``)."""
+        texts = list(texts)
+        if not texts:
+            return self._run(texts)
+        found: dict[str, tuple[torch.Tensor, ...]] = {}
+        with self._lock:
+            for text in dict.fromkeys(texts):
+                if text in self._cache:
+                    self._cache.move_to_end(text)
+                    found[text] = self._cache[text]
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            fresh = self._run(missing)
+            for i, text in enumerate(missing):
+                found[text] = tuple(t[i].clone() for t in (fresh.states, fresh.mask, fresh.pooled))
+            with self._lock:
+                for text in missing:
+                    self._cache[text] = found[text]
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        rows = [found[t] for t in texts]
+        states, mask, pooled = (torch.stack(parts) for parts in zip(*rows, strict=True))
+        return TextBatch(states=states, mask=mask, pooled=pooled)
+
+    def _run(self, texts: list[str]) -> TextBatch:
         batch = self.tokenizer(
             list(texts),
             padding="max_length",

