@@ -39,6 +39,12 @@ ROUTES = ("ar", "unclip")
 PROMPTS = ("grinning face", "red heart", "a small red fruit", "rocket")
 
 
+def prompt(i: int) -> str:
+    """Request i's prompt: distinct texts, so the text encoders' caches do not flatter the
+    numbers (a request's own repeats, n images and reranking candidates, still hit them)."""
+    return f"{PROMPTS[i % len(PROMPTS)]} {i}"
+
+
 def summarize(values: list[float]) -> dict:
     ordered = sorted(values)
 
@@ -74,7 +80,7 @@ def in_process_latency(bundle_dir: Path, repeats: int) -> dict:
             await pipelines.generate(GenerationParams(prompt="warm up", route=route, seed=0))
             times = []
             for i in range(repeats):
-                params = GenerationParams(prompt=PROMPTS[i % len(PROMPTS)], route=route, seed=i)
+                params = GenerationParams(prompt=prompt(i), route=route, seed=i)
                 t0 = time.perf_counter()
                 await pipelines.generate(params)
                 times.append(time.perf_counter() - t0)
@@ -85,15 +91,16 @@ def in_process_latency(bundle_dir: Path, repeats: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- served
-async def load(url: str, route: str, concurrency: int, requests: int) -> dict:
+async def load(url: str, route: str, concurrency: int, requests: int, first: int = 0) -> dict:
+    """``requests`` requests from ``concurrency`` clients; prompts ``prompt(first + i)``."""
     latencies: list[float] = []
-    counter = iter(range(requests))
+    counter = iter(range(first, first + requests))
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         await client.post("/v1/images/generations", json={"prompt": "warm up", "route": route})
 
         async def worker() -> None:
             for i in counter:
-                body = {"prompt": PROMPTS[i % len(PROMPTS)], "route": route, "seed": i}
+                body = {"prompt": prompt(i), "route": route, "seed": i}
                 t0 = time.perf_counter()
                 r = await client.post("/v1/images/generations", json=body)
                 r.raise_for_status()
@@ -111,10 +118,13 @@ async def load(url: str, route: str, concurrency: int, requests: int) -> dict:
 
 def served(url: str, repeats: int, levels: tuple[int, ...]) -> dict:
     out: dict = {}
+    first = 1000  # past the in-process run's prompts; every level gets prompts of its own
     for route in ROUTES:
         out[route] = {}
         for c in levels:
-            out[route][str(c)] = asyncio.run(load(url, route, c, max(repeats, 2 * c)))
+            count = max(repeats, 2 * c)
+            out[route][str(c)] = asyncio.run(load(url, route, c, count, first))
+            first += count
     return out
 
 
