@@ -52,7 +52,8 @@ class TextEncoder:
         self.max_tokens = max_tokens
 
         self._cache: OrderedDict[str, tuple[torch.Tensor, ...]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the cache
+        self._run_lock = threading.Lock()  # one model run at a time
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> TextBatch:
@@ -69,14 +70,24 @@ class TextEncoder:
                     found[text] = self._cache[text]
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
-            fresh = self._run(missing)
-            for i, text in enumerate(missing):
-                found[text] = tuple(t[i].clone() for t in (fresh.states, fresh.mask, fresh.pooled))
-            with self._lock:
-                for text in missing:
-                    self._cache[text] = found[text]
-                while len(self._cache) > CACHE_SIZE:
-                    self._cache.popitem(last=False)
+            # One MiniLM run at a time: concurrent requests for the same new prompt (an ar
+            # request's reranking candidates arrive together) wait and then find it cached.
+            with self._run_lock:
+                with self._lock:
+                    for text in missing:
+                        if text in self._cache:
+                            found[text] = self._cache[text]
+                missing = [t for t in missing if t not in found]
+                if missing:
+                    fresh = self._run(missing)
+                    for i, text in enumerate(missing):
+                        parts = (fresh.states, fresh.mask, fresh.pooled)
+                        found[text] = tuple(t[i].clone() for t in parts)
+                    with self._lock:
+                        for text in missing:
+                            self._cache[text] = found[text]
+                        while len(self._cache) > CACHE_SIZE:
+                            self._cache.popitem(last=False)
         rows = [found[t] for t in texts]
         states, mask, pooled = (torch.stack(parts) for parts in zip(*rows, strict=True))
         return TextBatch(states=states, mask=mask, pooled=pooled)

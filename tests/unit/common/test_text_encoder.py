@@ -42,3 +42,16 @@ def test_the_cache_is_bounded_and_least_recently_used_goes_first(encoder, monkey
     assert list(encoder._cache) == ["three", "one", "four"]
     big = encoder.encode([f"text {i}" for i in range(5)])  # more distinct texts than fit
     assert big.states.shape[0] == 5 and len(encoder._cache) == 3
+
+
+def test_concurrent_requests_for_a_new_text_run_the_model_once(encoder, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs: list[list[str]] = []
+    real_run = encoder._run
+    monkeypatch.setattr(encoder, "_run", lambda texts: runs.append(texts) or real_run(texts))
+    encoder._cache.clear()
+    with ThreadPoolExecutor(4) as pool:  # a reranked ar request: 4 candidates, one prompt
+        batches = list(pool.map(lambda _: encoder.encode(["a green tree"]), range(4)))
+    assert runs == [["a green tree"]]
+    assert all(torch.equal(b.states, batches[0].states) for b in batches)
