@@ -145,16 +145,18 @@ class Pipelines:
         text = asyncio.ensure_future(
             call(self.h.prior.EmbedText, prior_pb2.EmbedTextRequest(texts=[p.prompt]))
         )
+        samplers = [  # concurrent: the LM batches them continuously
+            asyncio.ensure_future(self._sample_grids(requests[0], on_event)),  # with previews
+            *(asyncio.ensure_future(self._sample_grids(r, None)) for r in requests[1:]),
+        ]
         try:
-            sampled = await asyncio.gather(  # concurrent: the LM batches them continuously
-                self._sample_grids(requests[0], on_event),  # previews follow candidate 0
-                *(self._sample_grids(r, None) for r in requests[1:]),
-            )
+            sampled = await asyncio.gather(*samplers)
             grids = [g for candidate, _ in sampled for g in candidate]  # candidate-major
             images = await self._decode(grids=grids)
             best = await self._rerank(await text, images, k)
-        finally:
-            text.cancel()  # a no-op once it is done
+        finally:  # a cancelled or failed request stops every candidate (no-ops once done)
+            for task in (text, *samplers):
+                task.cancel()
         return [images[j * p.n + i] for i, j in enumerate(best)], base
 
     def _lm_request(self, p: GenerationParams, seed: int | None) -> lm_pb2.SampleTokensRequest:

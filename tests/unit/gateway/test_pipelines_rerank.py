@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
 
 from tessera.bundle.init import build_random_bundle
-from tessera.common.errors import InvalidArgument
+from tessera.common.errors import Cancelled, InvalidArgument
 from tessera.gateway.local import local_pipelines
 from tessera.gateway.pipelines import Pipelines, candidate_seed
 from tessera.gateway.schemas import GenerationParams
@@ -71,3 +72,36 @@ async def test_reranking_without_a_clip_is_refused(pipelines):
     assert no_clip.ar_candidates == 1  # the default quietly falls back to plain sampling
     with pytest.raises(InvalidArgument, match="CLIP"):
         await no_clip.generate(ar("sun", 0, 1, 2))
+
+
+class NeverDoneLM:
+    """The real LM for streamed requests; unary ones (the other candidates) never finish and
+    count their cancellations, so the test sees whether the route stops them."""
+
+    def __init__(self, real) -> None:
+        self.real, self.cancelled = real, 0
+        self.SampleTokens = self
+
+    def options(self, **kwargs):
+        return self.real.options(**kwargs)
+
+    async def remote(self, request):
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+async def test_a_cancelled_stream_stops_every_candidate(pipelines):
+    lm = NeverDoneLM(pipelines.h.lm)
+    handles = dataclasses.replace(pipelines.h, lm=lm)
+    route = Pipelines(handles, pipelines.info)
+
+    async def stop_at_first_preview(event) -> bool:
+        return False
+
+    with pytest.raises(Cancelled):
+        await route.generate(ar("a green tree", 4, 2, 4), stop_at_first_preview)
+    await asyncio.sleep(0)  # let the cancellations land
+    assert lm.cancelled == 3
