@@ -54,6 +54,7 @@ class TextEncoder:
         self._cache: OrderedDict[str, tuple[torch.Tensor, ...]] = OrderedDict()
         self._lock = threading.Lock()  # guards the cache
         self._run_lock = threading.Lock()  # one model run at a time
+        self._pending: dict[str, None] = {}  # texts waiting for the next run (ordered set)
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> TextBatch:
@@ -62,35 +63,47 @@ class TextEncoder:
         texts = list(texts)
         if not texts:
             return self._run(texts)
-        found: dict[str, tuple[torch.Tensor, ...]] = {}
-        with self._lock:
-            for text in dict.fromkeys(texts):
-                if text in self._cache:
-                    self._cache.move_to_end(text)
-                    found[text] = self._cache[text]
+        found = self._lookup(list(dict.fromkeys(texts)))
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
-            # One MiniLM run at a time: concurrent requests for the same new prompt (an ar
-            # request's reranking candidates arrive together) wait and then find it cached.
+            # One MiniLM run at a time, and each run takes every text waiting by then: a
+            # burst of concurrent requests is encoded in a few batches, and concurrent
+            # requests for the same new prompt (reranking candidates) encode it once.
+            with self._lock:
+                self._pending.update(dict.fromkeys(missing))
             with self._run_lock:
                 with self._lock:
-                    for text in missing:
-                        if text in self._cache:
-                            found[text] = self._cache[text]
-                missing = [t for t in missing if t not in found]
-                if missing:
-                    fresh = self._run(missing)
-                    for i, text in enumerate(missing):
-                        parts = (fresh.states, fresh.mask, fresh.pooled)
-                        found[text] = tuple(t[i].clone() for t in parts)
-                    with self._lock:
-                        for text in missing:
-                            self._cache[text] = found[text]
-                        while len(self._cache) > CACHE_SIZE:
-                            self._cache.popitem(last=False)
+                    batch = [t for t in self._pending if t not in self._cache]
+                    self._pending.clear()
+                if batch:
+                    self._remember(batch, self._run(batch))
+            found.update(self._lookup(missing))
+            evicted = [t for t in missing if t not in found]  # a burst past CACHE_SIZE
+            if evicted:
+                fresh = self._run(evicted)
+                found.update({t: self._row(fresh, i) for i, t in enumerate(evicted)})
         rows = [found[t] for t in texts]
         states, mask, pooled = (torch.stack(parts) for parts in zip(*rows, strict=True))
         return TextBatch(states=states, mask=mask, pooled=pooled)
+
+    @staticmethod
+    def _row(batch: TextBatch, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[i].clone() for t in (batch.states, batch.mask, batch.pooled))
+
+    def _lookup(self, texts: list[str]) -> dict[str, tuple[torch.Tensor, ...]]:
+        with self._lock:
+            hits = {t: self._cache[t] for t in texts if t in self._cache}
+            for text in hits:
+                self._cache.move_to_end(text)
+        return hits
+
+    def _remember(self, texts: list[str], batch: TextBatch) -> None:
+        with self._lock:
+            for i, text in enumerate(texts):
+                self._cache[text] = self._row(batch, i)
+                self._cache.move_to_end(text)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
 
     def _run(self, texts: list[str]) -> TextBatch:
         batch = self.tokenizer(

@@ -55,3 +55,35 @@ def test_concurrent_requests_for_a_new_text_run_the_model_once(encoder, monkeypa
         batches = list(pool.map(lambda _: encoder.encode(["a green tree"]), range(4)))
     assert runs == [["a green tree"]]
     assert all(torch.equal(b.states, batches[0].states) for b in batches)
+
+
+def test_texts_that_queue_behind_a_run_are_encoded_together(encoder, monkeypatch):
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs: list[list[str]] = []
+    release = threading.Event()
+    real_run = encoder._run
+
+    def slow_first_run(texts):
+        runs.append(texts)
+        if len(runs) == 1:
+            release.wait(10)  # the others arrive while this run holds the model
+        return real_run(texts)
+
+    monkeypatch.setattr(encoder, "_run", slow_first_run)
+    encoder._cache.clear()
+    prompts = ["first", "second", "third", "fourth"]
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(encoder.encode, prompts[:1])
+        while not runs:
+            time.sleep(0.001)
+        rest = [pool.submit(encoder.encode, [p]) for p in prompts[1:]]
+        while len(encoder._pending) < 3:
+            time.sleep(0.001)
+        release.set()
+        results = [first.result(10)] + [f.result(10) for f in rest]
+    assert runs[0] == ["first"] and sorted(runs[1]) == sorted(prompts[1:]) and len(runs) == 2
+    alone = real_run(["third"])
+    assert torch.allclose(results[2].states, alone.states, atol=1e-5)
