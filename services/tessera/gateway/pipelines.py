@@ -32,6 +32,10 @@ from tessera.common.settings import get_settings
 from tessera.gateway.schemas import GenerationParams, VariationParams
 from tessera.v1 import common_pb2, decoder_pb2, generation_pb2, lm_pb2, prior_pb2, tokenizer_pb2
 
+# Images or grids per EmbedImage / Detokenize call (the contracts' limit); longer lists are
+# sent in chunks of this many, concurrently.
+MAX_ITEMS_PER_CALL = 16
+
 EventCallback = Callable[[generation_pb2.GenerateEvent], Awaitable[bool]]
 
 
@@ -197,9 +201,9 @@ class Pipelines:
             *(
                 call(
                     self.h.prior.EmbedImage,
-                    prior_pb2.EmbedImageRequest(images=[im.png for im in images[i : i + 16]]),
+                    prior_pb2.EmbedImageRequest(images=[im.png for im in chunk]),
                 )
-                for i in range(0, len(images), 16)  # EmbedImage takes up to 16 images
+                for chunk in _chunks(images)
             )
         )
         t = list(text.embeddings[0].values)
@@ -281,16 +285,16 @@ class Pipelines:
         return await self._decode(latents=latents), seed
 
     async def _decode(self, grids: list | None = None, latents: list | None = None) -> list:
-        """Images for grids or latents, in order; at most 16 per Detokenize call."""
+        """Images for grids or latents, in order."""
         items = grids or latents or []
         key = "grids" if grids else "latents"
         replies = await asyncio.gather(
             *(
                 call(
                     self.h.detokenizer.Detokenize,
-                    tokenizer_pb2.DetokenizeRequest(**{key: items[i : i + 16]}, quantize=True),
+                    tokenizer_pb2.DetokenizeRequest(**{key: chunk}, quantize=True),
                 )
-                for i in range(0, len(items), 16)
+                for chunk in _chunks(items)
             )
         )
         return [image for res in replies for image in res.images]
@@ -326,6 +330,10 @@ def candidate_seed(seed: int, j: int) -> int:
         return seed
     digest = hashlib.blake2b(f"{seed}:{j}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 2  # 62 bits: seed + i stays a valid int64
+
+
+def _chunks(items: list) -> list[list]:
+    return [items[i : i + MAX_ITEMS_PER_CALL] for i in range(0, len(items), MAX_ITEMS_PER_CALL)]
 
 
 def _fill_unsampled(grid: common_pb2.TokenGrid) -> common_pb2.TokenGrid:

@@ -42,7 +42,8 @@ ProgressFn = Callable[[int, torch.Tensor], bool | None]
 @dataclass
 class _Sequence:
     params: SamplingParams
-    scale: float
+    scale: float  # guidance, the model's default resolved
+    temperature: float  # likewise
     generator: torch.Generator
     tokens: torch.Tensor  # (L,) int64, -1 where not yet sampled
     count: int = 0  # tokens sampled so far
@@ -137,9 +138,9 @@ class ContinuousSampler:
             validate_params(p, self.config.vocab_size)
             scale = self.config.guidance_scale if p.guidance_scale is None else p.guidance_scale
             tokens = torch.full((L,), -1, dtype=torch.long)
-            sequences.append(
-                _Sequence(p, float(scale), make_generator(p.seed, self.device), tokens)
-            )
+            temperature = resolve_temperature(p, self.config)
+            generator = make_generator(p.seed, self.device)
+            sequences.append(_Sequence(p, float(scale), temperature, generator, tokens))
         request = _Request(text, sequences, Future(), on_progress, progress_every)
         if request.rows_needed > self.max_rows:
             raise InvalidArgument(
@@ -252,8 +253,7 @@ class ContinuousSampler:
             scale = torch.tensor([s.scale for s in seqs], device=self.device)
             cond = guide(cond, unc, scale)
         f32 = dict(dtype=torch.float32, device=self.device)
-        config = self.model.config
-        temperature = torch.tensor([resolve_temperature(s.params, config) for s in seqs], **f32)
+        temperature = torch.tensor([s.temperature for s in seqs], **f32)
         top_k = torch.tensor([s.params.top_k for s in seqs], dtype=torch.long, device=self.device)
         top_p = torch.tensor([s.params.top_p for s in seqs], **f32)
         uniform = torch.stack(
