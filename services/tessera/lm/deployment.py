@@ -57,7 +57,13 @@ class LanguageModel(BatchKnobs):
         """Validate a request and expand it to one SamplingParams per image."""
         if not request.prompt.strip() or len(request.prompt) > MAX_PROMPT_CHARS:
             raise InvalidArgument(f"prompt must be 1..{MAX_PROMPT_CHARS} characters")
-        n = request.n or 1
+        if request.seeds:
+            check_count("seeds", len(request.seeds), 1, MAX_IMAGES)
+            if request.HasField("seed") or request.n not in (0, len(request.seeds)):
+                raise InvalidArgument(
+                    "with seeds, leave seed unset and n unset or equal to the number of seeds"
+                )
+        n = request.n or len(request.seeds) or 1
         check_count("n", n, 1, MAX_IMAGES)
         fields: dict = {}
         if request.HasField("temperature"):
@@ -74,6 +80,8 @@ class LanguageModel(BatchKnobs):
             fields["guidance_scale"] = request.guidance_scale
         if request.stream_every < 0:
             raise InvalidArgument("stream_every must be >= 0")
+        if request.seeds:
+            return [SamplingParams(seed=s, **fields) for s in request.seeds], request.seeds[0]
         seed = resolve_seed(request.seed if request.HasField("seed") else None)
         return [SamplingParams(seed=seed + i, **fields) for i in range(n)], seed
 

@@ -7,10 +7,14 @@ freeing its rows for the next request. Requests never wait for a whole batch to 
 
 Guidance is handled inside: a guided sequence holds two rows (its condition and the null
 condition) whose logits are mixed before drawing; an unguided one holds one row. Rows are kept
-packed at the front of the cache (leavers are compacted away), so a step is one model call on
-``cache.rows(active)``.
+packed at the front of the cache, so a step is one model call on ``cache.rows(active)``: when a
+request leaves, the last rows move into its holes (a few rows copied, not the whole cache).
 
-Every sequence draws from its own generator seeded with its own seed, one uniform per token,
+Per-sequence state (tokens so far, sampling parameters, random draws) lives in tensors with
+one row per running sequence, rebuilt only when the running set changes, so a step costs a
+few tensor ops whatever the batch: no Python loop over rows or sequences per token.
+
+Every sequence draws its uniform numbers from its own generator seeded with its own seed,
 exactly as ``sample_tokens`` does: its tokens do not depend on who else is in the batch.
 """
 
@@ -23,13 +27,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tessera.common.device import make_generator
 from tessera.common.errors import Cancelled, InvalidArgument, Unavailable
 from tessera.common.serving import settle
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, trim_text
 from tessera.lm.sampling import (
     SamplingParams,
+    draw_uniforms,
     filter_and_draw,
     guide,
     resolve_temperature,
@@ -39,45 +43,30 @@ from tessera.lm.sampling import (
 ProgressFn = Callable[[int, torch.Tensor], bool | None]
 
 
-@dataclass
-class _Sequence:
-    params: SamplingParams
-    scale: float  # guidance, the model's default resolved
-    temperature: float  # likewise
-    generator: torch.Generator
-    tokens: torch.Tensor  # (L,) int64, -1 where not yet sampled
-    count: int = 0  # tokens sampled so far
-
-    @property
-    def guided(self) -> bool:
-        return self.scale != 1.0
-
-
-@dataclass
+@dataclass(eq=False)
 class _Request:
+    """One submit(): n sequences that are admitted, step and leave together."""
+
     text: TextBatch  # one row per sequence
-    sequences: list[_Sequence]
+    scale: torch.Tensor  # (n,) guidance, the model's default resolved
+    temperature: torch.Tensor  # (n,) likewise
+    top_k: torch.Tensor  # (n,) int64
+    top_p: torch.Tensor  # (n,)
+    uniforms: torch.Tensor  # (n, L): each sequence's draws, from its own seeded generator
     future: Future
     on_progress: ProgressFn | None
     every: int
+    count: int = 0  # tokens sampled so far, per sequence
     reported: int = 0  # tokens done at the last progress call
-    rows_needed: int = field(init=False)
+    rows: list[int] = field(default_factory=list)  # its cache rows, see ContinuousSampler
+    guided: list[bool] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rows_needed = sum(2 if s.guided else 1 for s in self.sequences)
+        self.guided = [s != 1.0 for s in self.scale.tolist()]
 
-    def done_tokens(self) -> int:
-        return min(s.count for s in self.sequences)
-
-    def grids(self, g: int) -> torch.Tensor:
-        return torch.stack([s.tokens for s in self.sequences]).view(-1, g, g)
-
-
-@dataclass
-class _Row:
-    seq: _Sequence
-    request: _Request
-    uncond: bool  # the null-condition twin of a guided sequence
+    @property
+    def rows_needed(self) -> int:
+        return sum(2 if g else 1 for g in self.guided)
 
 
 class ContinuousSampler:
@@ -93,13 +82,14 @@ class ContinuousSampler:
         self.device = model.lm_head.weight.device
         self.max_rows = max_rows
         self.cache = model.new_cache(max_rows)
-        self.rows: list[_Row] = []  # running rows, packed: row i is cache row i
         self.offsets = torch.zeros(max_rows, dtype=torch.long, device=self.device)
+        self.steps = 0  # decode steps run (for tests and metrics)
+        self.max_running = 0  # most rows ever run together
+        self.running: list[_Request] = []  # admission order = row order = sequence order
+        self._reset_tables()
         self.waiting: list[_Request] = []
         self.lock = threading.Condition()
         self.closed = False
-        self.steps = 0  # decode steps run (for tests and metrics)
-        self.max_running = 0  # most rows ever run together
         self.pending_resize: int | None = None
         self.thread = threading.Thread(target=self._loop, name="lm-continuous-batch", daemon=True)
         self.thread.start()
@@ -107,7 +97,7 @@ class ContinuousSampler:
     # ---------------------------------------------------------------- public
     @property
     def running_rows(self) -> int:
-        return len(self.rows)
+        return self.n_rows
 
     def set_max_rows(self, max_rows: int) -> None:
         """Resize the row pool (takes effect when the pool is idle)."""
@@ -132,16 +122,24 @@ class ContinuousSampler:
             raise InvalidArgument(f"{len(params)} parameter sets for {text.states.shape[0]} rows")
         if progress_every < 1:
             raise InvalidArgument(f"progress_every must be >= 1, got {progress_every}")
-        L = self.config.n_tokens
-        sequences = []
+        cfg = self.config
         for p in params:
-            validate_params(p, self.config.vocab_size)
-            scale = self.config.guidance_scale if p.guidance_scale is None else p.guidance_scale
-            tokens = torch.full((L,), -1, dtype=torch.long)
-            temperature = resolve_temperature(p, self.config)
-            generator = make_generator(p.seed, self.device)
-            sequences.append(_Sequence(p, float(scale), temperature, generator, tokens))
-        request = _Request(text, sequences, Future(), on_progress, progress_every)
+            validate_params(p, cfg.vocab_size)
+        f32 = dict(dtype=torch.float32, device=self.device)
+        scale = [
+            cfg.guidance_scale if p.guidance_scale is None else p.guidance_scale for p in params
+        ]
+        request = _Request(
+            text=text,
+            scale=torch.tensor(scale, **f32),
+            temperature=torch.tensor([resolve_temperature(p, cfg) for p in params], **f32),
+            top_k=torch.tensor([p.top_k for p in params], dtype=torch.long, device=self.device),
+            top_p=torch.tensor([p.top_p for p in params], **f32),
+            uniforms=draw_uniforms([p.seed for p in params], cfg.n_tokens, self.device),
+            future=Future(),
+            on_progress=on_progress,
+            every=progress_every,
+        )
         if request.rows_needed > self.max_rows:
             raise InvalidArgument(
                 f"request needs {request.rows_needed} cache rows; this replica has {self.max_rows}"
@@ -163,63 +161,112 @@ class ContinuousSampler:
     def _loop(self) -> None:
         while True:
             with self.lock:
-                while not self.closed and not self.waiting and not self.rows:
+                while not self.closed and not self.waiting and not self.running:
                     self.lock.wait()
                 if self.closed:
                     break
                 resize = self.pending_resize
-                if resize and not self.rows:
+                if resize and not self.running:
                     self.max_rows, self.pending_resize = resize, None
                     self.cache = self.model.new_cache(resize)
                     self.offsets = torch.zeros(resize, dtype=torch.long, device=self.device)
                 admitted = self._take_admissible()
             try:
                 with torch.inference_mode():
-                    running = len(self.rows)
+                    before = len(self.running), self.n_rows, self.n_seqs
                     if admitted:  # newcomers draw their first token here, the next with all
                         self._prefill(admitted)
-                    if running:
-                        self._decode(running)
+                    if before[0]:
+                        self._decode(*before)
                     self._retire()
             except Exception as e:  # fail the running requests, keep serving new ones
-                running = [r.request for r in self.rows] + admitted
-                for request in {id(r): r for r in running}.values():
+                for request in self.running + [r for r in admitted if r not in self.running]:
                     if not request.future.done():
                         settle(request.future, error=e)
-                self.rows = []
-        for request in self.waiting + [r.request for r in self.rows]:
+                self.running = []
+                self._reset_tables()
+        for request in self.waiting + self.running:
             if not request.future.done():
                 settle(request.future, error=Unavailable("the LM sampler shut down"))
 
     def _take_admissible(self) -> list[_Request]:
         """Waiting requests that fit in the free rows, first come first served."""
         self.waiting = [r for r in self.waiting if not r.future.cancelled()]
-        if self.static and self.rows:
+        if self.static and self.running:
             return []
-        free, taken = self.max_rows - len(self.rows), []
+        free, taken = self.max_rows - self.n_rows, []
         while self.waiting and self.waiting[0].rows_needed <= free:
             request = self.waiting.pop(0)
             free -= request.rows_needed
             taken.append(request)
         return taken
 
+    # ---------------------------------------------------------------- per-sequence tables
+    def _reset_tables(self) -> None:
+        L, dev = self.config.n_tokens, self.device
+        self.tokens = torch.empty(0, L, dtype=torch.long, device=dev)  # (S, L), -1 = not yet
+        self.uniforms = torch.empty(0, L, device=dev)  # (S, L)
+        self.counts = torch.empty(0, dtype=torch.long, device=dev)  # (S,) tokens so far
+        self.scale = torch.empty(0, device=dev)  # (S,)
+        self.temperature = torch.empty(0, device=dev)
+        self.top_k = torch.empty(0, dtype=torch.long, device=dev)
+        self.top_p = torch.empty(0, device=dev)
+        self._layout()
+
+    def _layout(self) -> None:
+        """Row <-> sequence indices of the running requests. Sequences are numbered in
+        request order; each has its conditional row, then its null-condition twin if guided."""
+        R = sum(len(r.rows) for r in self.running)
+        row_seq, drop = [0] * R, [False] * R
+        cond_row, uncond_row, first_seq = [], [], []
+        for request in self.running:
+            first_seq.append(len(cond_row))
+            rows = iter(request.rows)
+            for guided in request.guided:
+                seq, cond = len(cond_row), next(rows)
+                uncond = next(rows) if guided else cond  # unguided: guide() is not called
+                cond_row.append(cond)
+                uncond_row.append(uncond)
+                row_seq[cond] = row_seq[uncond] = seq
+                drop[uncond] = guided
+        as_long = dict(dtype=torch.long, device=self.device)
+        self.row_seq = torch.tensor(row_seq, **as_long)  # (R,) by cache row
+        self.cond_row = torch.tensor(cond_row, **as_long)  # (S,)
+        self.uncond_row = torch.tensor(uncond_row, **as_long)  # (S,)
+        self.row_drop = drop  # (R,) the null-condition rows
+        self.first_seq = first_seq  # per running request: its first sequence index
+        self.n_rows, self.n_seqs = R, len(cond_row)
+
     def _prefill(self, requests: list[_Request]) -> None:
         """Run the newcomers' prefixes + BOS, draw their first token, append their rows."""
-        rows: list[_Row] = []
+        start, first_seq = self.n_rows, self.n_seqs
         states, masks = [], []
-        for request in requests:
-            for i, seq in enumerate(request.sequences):
-                for uncond in (False, True) if seq.guided else (False,):
-                    rows.append(_Row(seq, request, uncond))
+        row = start
+        for request in requests:  # newcomers take the rows after the running ones
+            request.rows = list(range(row, row + request.rows_needed))
+            row += request.rows_needed
+            for i, guided in enumerate(request.guided):
+                for _ in range(2 if guided else 1):
                     states.append(request.text.states[i])
                     masks.append(request.text.mask[i])
+        self.running.extend(requests)
+        fresh_tokens = [torch.full_like(r.uniforms, -1, dtype=torch.long) for r in requests]
+        self.tokens = torch.cat([self.tokens, *fresh_tokens])
+        self.counts = torch.cat([self.counts, *(torch.zeros_like(t[:, 0]) for t in fresh_tokens)])
+        for name in ("uniforms", "scale", "temperature", "top_k", "top_p"):
+            setattr(
+                self, name, torch.cat([getattr(self, name), *(getattr(r, name) for r in requests)])
+            )
+        self._layout()
+        self.max_running = max(self.max_running, self.n_rows)
+
         states_t, mask_t = trim_text(
             torch.stack(states).to(self.device), torch.stack(masks).to(self.device)
         )
-        drop = torch.tensor([r.uncond for r in rows], device=self.device)
-        fresh = self.model.new_cache(len(rows))
+        drop = torch.tensor(self.row_drop[start:], device=self.device)
+        n = self.n_rows - start
+        fresh = self.model.new_cache(n)
         logits = self.model.prefill(states_t, mask_t, fresh, drop_cond=drop)
-        start, n = len(self.rows), len(rows)
         used = fresh.length  # prefix + BOS
         for layer in range(self.config.n_layer):
             self.cache.k[layer][start : start + n, :, :used] = fresh.k[layer][:, :, :used]
@@ -227,79 +274,106 @@ class ContinuousSampler:
         self.cache.key_mask[start : start + n, :used] = fresh.key_mask[:, :used]
         self.cache.key_mask[start : start + n, used:] = True  # image slots (a leaver's mask)
         self.offsets[start : start + n] = fresh.prefix_len  # BOS sits at the prefix length
-        self.rows.extend(rows)
-        self._draw(logits, rows)
+        self._draw(logits, first_seq, self.n_seqs, row_base=start)
+        for request in requests:
+            request.count += 1
 
-    def _decode(self, n: int) -> None:
-        """One token for the first ``n`` rows (those running before this step's newcomers)."""
-        self.max_running = max(self.max_running, len(self.rows))
-        rows = self.rows[:n]
-        token = torch.tensor([r.seq.tokens[r.seq.count - 1] for r in rows], device=self.device)
-        cell = torch.tensor([r.seq.count for r in rows], device=self.device)
-        logits = self.model.decode_rows(token, cell, self.offsets[:n], self.cache.rows(n))
-        self.steps += 1
-        self._draw(logits, rows)
-
-    def _draw(self, logits: torch.Tensor, rows: list[_Row]) -> None:
-        """Mix each guided pair, draw one token per sequence, report progress."""
-        cond_at: dict[int, int] = {}
-        uncond_at: dict[int, int] = {}
-        for i, r in enumerate(rows):
-            (uncond_at if r.uncond else cond_at)[id(r.seq)] = i
-        seqs = [r.seq for r in rows if not r.uncond]
-        cond = logits[[cond_at[id(s)] for s in seqs]]
-        if any(s.guided for s in seqs):
-            unc = logits[[uncond_at.get(id(s), cond_at[id(s)]) for s in seqs]]
-            scale = torch.tensor([s.scale for s in seqs], device=self.device)
-            cond = guide(cond, unc, scale)
-        f32 = dict(dtype=torch.float32, device=self.device)
-        temperature = torch.tensor([s.temperature for s in seqs], **f32)
-        top_k = torch.tensor([s.params.top_k for s in seqs], dtype=torch.long, device=self.device)
-        top_p = torch.tensor([s.params.top_p for s in seqs], **f32)
-        uniform = torch.stack(
-            [torch.rand((), generator=s.generator, device=self.device) for s in seqs]
+    def _decode(self, n_requests: int, n_rows: int, n_seqs: int) -> None:
+        """One token for the first ``n_rows`` rows (those running before this step's
+        newcomers), i.e. the first ``n_seqs`` sequences and ``n_requests`` requests."""
+        seq = self.row_seq[:n_rows]
+        count = self.counts[seq]  # (R,) the cell each row writes next
+        token = self.tokens[seq, count - 1]  # (R,) the code it sampled last
+        logits = self.model.decode_rows(
+            token, count, self.offsets[:n_rows], self.cache.rows(n_rows)
         )
-        picks = filter_and_draw(cond, temperature, top_k, top_p, uniform).cpu()
-        for s, code in zip(seqs, picks.tolist(), strict=True):
-            s.tokens[s.count] = code
-            s.count += 1
+        self.steps += 1
+        self._draw(logits, 0, n_seqs, row_base=0)
+        for request in self.running[:n_requests]:
+            request.count += 1
+
+    def _draw(self, logits: torch.Tensor, s0: int, s1: int, row_base: int) -> None:
+        """Mix each guided pair, draw one token for sequences s0..s1-1 (logits row 0 is
+        cache row ``row_base``)."""
+        cond = logits[self.cond_row[s0:s1] - row_base]
+        scale = self.scale[s0:s1]
+        if bool((scale != 1).any()):
+            cond = guide(cond, logits[self.uncond_row[s0:s1] - row_base], scale)
+        seqs = torch.arange(s0, s1, device=self.device)
+        count = self.counts[s0:s1]
+        picks = filter_and_draw(
+            cond,
+            self.temperature[s0:s1],
+            self.top_k[s0:s1],
+            self.top_p[s0:s1],
+            self.uniforms[seqs, count],
+        )
+        self.tokens[seqs, count] = picks
+        self.counts[s0:s1] += 1
+
+    def _grids(self, k: int) -> torch.Tensor:
+        """Running request k's grids so far, (n, g, g), -1 where not yet sampled."""
+        g, first = self.config.grid_size, self.first_seq[k]
+        n = len(self.running[k].guided)
+        return self.tokens[first : first + n].view(n, g, g).clone()
 
     def _retire(self) -> None:
         """Report progress; drop finished or cancelled requests' rows and compact the cache."""
-        L, g = self.config.n_tokens, self.config.grid_size
+        L = self.config.n_tokens
         gone: set[int] = set()
-        for request in {id(r.request): r.request for r in self.rows}.values():
+        for k, request in enumerate(self.running):
             if request.future.done():  # cancelled by its caller (Future.cancel())
-                gone.add(id(request))
+                gone.add(k)
                 continue
-            done = request.done_tokens()
+            done = request.count
             if request.on_progress is not None and (
                 done - request.reported >= request.every or done == L
             ):
                 request.reported = done
                 try:
-                    keep = request.on_progress(done, request.grids(g).clone())
+                    keep = request.on_progress(done, self._grids(k))
                 except Exception as e:  # a broken callback fails its own request only
                     settle(request.future, error=e)
-                    gone.add(id(request))
+                    gone.add(k)
                     continue
                 if keep is not None and not keep:
                     stopped = Cancelled(f"sampling cancelled after {done} of {L} tokens")
                     settle(request.future, error=stopped)
-                    gone.add(id(request))
+                    gone.add(k)
                     continue
             if done == L:
-                settle(request.future, request.grids(g))
-                gone.add(id(request))
-        if not gone:
-            return
-        keep = [i for i, r in enumerate(self.rows) if id(r.request) not in gone]
-        if len(keep) < len(self.rows):
-            index = torch.tensor(keep, dtype=torch.long, device=self.device)
-            n = len(keep)
+                settle(request.future, self._grids(k))
+                gone.add(k)
+        if gone:
+            self._compact(gone)
+
+    def _compact(self, gone: set[int]) -> None:
+        """Drop running requests ``gone`` (indices). The highest kept rows move into the
+        holes below, so the running rows stay packed at the front; sequences keep their
+        request order."""
+        kept = [r for k, r in enumerate(self.running) if k not in gone]
+        n = sum(len(r.rows) for r in kept)
+        holes = sorted(row for k in gone for row in self.running[k].rows if row < n)
+        movers = sorted(row for r in kept for row in r.rows if row >= n)
+        if holes:
+            dst = torch.tensor(holes, dtype=torch.long, device=self.device)
+            src = torch.tensor(movers, dtype=torch.long, device=self.device)
             for layer in range(self.config.n_layer):
-                self.cache.k[layer][:n] = self.cache.k[layer][index]
-                self.cache.v[layer][:n] = self.cache.v[layer][index]
-            self.cache.key_mask[:n] = self.cache.key_mask[index]
-            self.offsets[:n] = self.offsets[index].clone()
-            self.rows = [self.rows[i] for i in keep]
+                self.cache.k[layer][dst] = self.cache.k[layer][src]
+                self.cache.v[layer][dst] = self.cache.v[layer][src]
+            self.cache.key_mask[dst] = self.cache.key_mask[src]
+            self.offsets[dst] = self.offsets[src]
+            moved = dict(zip(movers, holes, strict=True))
+            for request in kept:
+                request.rows = [moved.get(row, row) for row in request.rows]
+        keep_seqs = [
+            self.first_seq[k] + i
+            for k, request in enumerate(self.running)
+            if k not in gone
+            for i in range(len(request.guided))
+        ]
+        seqs = torch.tensor(keep_seqs, dtype=torch.long, device=self.device)
+        for name in ("tokens", "uniforms", "counts", "scale", "temperature", "top_k", "top_p"):
+            setattr(self, name, getattr(self, name)[seqs])
+        self.running = kept
+        self._layout()

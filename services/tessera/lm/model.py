@@ -98,6 +98,27 @@ class KVCache:
         return view
 
 
+def attend_one(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """Attention for a single query per row: (B, nh, 1, hd), keys/values (B, nh, Tk, hd),
+    additive mask (B, 1, 1, Tk) -> (B, nh, 1, hd).
+
+    Two batched matmuls and a softmax. On CPU this is 1.2-2.5x faster than
+    ``scaled_dot_product_attention`` for one query (its flash kernel is built for long query
+    blocks), and the attention was half of a 128-row decode step.
+    """
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5) + bias  # (B, nh, 1, Tk)
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def additive_mask(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bool "may attend" mask -> 0 / -inf of ``dtype``, built once per step for all layers."""
+    return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
+        ~visible, float("-inf")
+    )
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
@@ -134,9 +155,12 @@ class CausalSelfAttention(nn.Module):
             cache_k[:, :, start : start + T] = k
             cache_v[:, :, start : start + T] = v
             k, v = cache_k[:, :, : start + T], cache_v[:, :, : start + T]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, nh, T, hd)
+        if T == 1 and attn_mask.dtype != torch.bool:  # a decode step: one query per row
+            y = attend_one(q, k, v, attn_mask)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            )  # (B, nh, T, hd)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -271,6 +295,8 @@ class ImageGPT(nn.Module):
         cache: KVCache | None,
     ) -> torch.Tensor:
         attn_mask = self.attention_mask(key_mask, start, x.shape[1])
+        if x.shape[1] == 1:  # a decode step
+            attn_mask = additive_mask(attn_mask, x.dtype)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             layer_cache = (cache.k[i], cache.v[i]) if cache is not None else None
@@ -368,7 +394,7 @@ class ImageGPT(nn.Module):
         x = (self.tok_emb(token) + self.row_emb(cell // g) + self.col_emb(cell % g)).unsqueeze(1)
         keys = torch.arange(int(pos.max()) + 1, device=token.device)
         visible = cache.key_mask[:, : keys.numel()] & (keys.view(1, -1) <= pos.view(-1, 1))
-        attn_mask = visible[:, None, None, :]  # (B, 1, 1, Tk)
+        attn_mask = additive_mask(visible[:, None, None, :], x.dtype)  # (B, 1, 1, Tk)
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask, (cache.k[i], cache.v[i]), pos)
         return self.head(self.ln_f(x)[:, -1])

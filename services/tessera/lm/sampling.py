@@ -2,9 +2,10 @@
 guidance and a seed per row, with or without the KV cache.
 
 Reproducibility: every row draws its randomness from its own ``torch.Generator`` seeded with
-its own seed, one uniform number per token, so a row's tokens depend only on its prompt, its
-parameters and its seed, never on which other requests share the batch. The cache-free path
-consumes the same numbers as the cached one, so both give the same tokens.
+its own seed, one uniform number per token, all drawn up front (``draw_uniforms``), so a row's
+tokens depend only on its prompt, its parameters and its seed, never on which other requests
+share the batch. The cache-free path and the continuous-batching engine use the same numbers
+as the cached one, so all three give the same tokens.
 
 Guidance: when any row has a scale other than 1 the batch is doubled (conditional rows, then
 the same rows with the learned null condition) and the logits are mixed as
@@ -62,6 +63,16 @@ def resolve_temperature(params: SamplingParams, config: object) -> float:
     if params.temperature is not None:
         return float(params.temperature)
     return float(getattr(config, "temperature", 1.0))
+
+
+def draw_uniforms(seeds: list[int], n_tokens: int, device: torch.device) -> torch.Tensor:
+    """Each row's ``n_tokens`` uniform draws from a generator seeded with its seed: (B, L).
+
+    On CPU these are bit for bit the numbers one draw per token would give.
+    """
+    return torch.stack(
+        [torch.rand(n_tokens, generator=make_generator(s, device), device=device) for s in seeds]
+    )
 
 
 def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -171,7 +182,7 @@ def sample_tokens(
     temperature = torch.tensor([resolve_temperature(p, cfg) for p in params], **f32)
     top_k = torch.tensor([p.top_k for p in params], dtype=torch.long, device=device)
     top_p = torch.tensor([p.top_p for p in params], **f32)
-    generators = [make_generator(p.seed, device) for p in params]
+    uniforms = draw_uniforms([p.seed for p in params], cfg.n_tokens, device)  # (B, L)
 
     # Doubled batch for guidance: rows [0, B) conditional, rows [B, 2B) null condition.
     states, mask = trim_text(text.states.to(device), text.mask.to(device))
@@ -198,8 +209,7 @@ def sample_tokens(
                 logits = model(codes, states, mask, drop_cond=drop)[0][:, -1]
             if guided:
                 logits = guide(logits[:B], logits[B:], scale)
-            uniform = torch.stack([torch.rand((), generator=g, device=device) for g in generators])
-            out[:, i] = filter_and_draw(logits, temperature, top_k, top_p, uniform)
+            out[:, i] = filter_and_draw(logits, temperature, top_k, top_p, uniforms[:, i])
             done = i + 1
             if on_progress is not None and (done % progress_every == 0 or done == L):
                 keep = on_progress(done, out.clone())

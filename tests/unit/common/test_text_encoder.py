@@ -87,3 +87,27 @@ def test_texts_that_queue_behind_a_run_are_encoded_together(encoder, monkeypatch
     assert runs[0] == ["first"] and sorted(runs[1]) == sorted(prompts[1:]) and len(runs) == 2
     alone = real_run(["third"])
     assert torch.allclose(results[2].states, alone.states, atol=1e-5)
+
+
+def test_a_texts_states_do_not_depend_on_the_rest_of_its_batch(encoder):
+    short, long = "a red heart", " ".join(["a very long caption about a smiling face"] * 3)
+    alone = encoder._run([short])
+    mixed = encoder._run([long, short, "sun"])  # another bucket and another length around it
+    assert torch.equal(alone.states[0], mixed.states[1])
+    assert torch.equal(alone.pooled[0], mixed.pooled[1])
+    n = int(alone.mask[0].sum())
+    assert 2 < n < te.PAD_BUCKETS[0] and int(mixed.mask[0].sum()) > te.PAD_BUCKETS[1]
+    assert not alone.states[0, n:].any()  # padding slots carry nothing
+
+
+def test_bucketed_padding_matches_padding_every_text_to_the_full_length(encoder):
+    texts = ["a red heart", "grinning face with big eyes", "sun"]
+    full = encoder.tokenizer(
+        texts, padding="max_length", max_length=te.DEFAULT_MAX_TOKENS, return_tensors="pt"
+    )
+    with torch.no_grad():
+        reference = encoder.model(**full).last_hidden_state
+    got = encoder._run(texts)
+    assert torch.equal(got.mask, full["attention_mask"].bool())
+    keep = got.mask.unsqueeze(-1)
+    assert torch.allclose(got.states, reference * keep, atol=1e-4)

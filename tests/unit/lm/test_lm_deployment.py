@@ -65,3 +65,26 @@ async def test_bad_requests_are_invalid_arguments(lm):
         await lm.SampleTokens(request("x", seed=0, n=99))
     with pytest.raises(InvalidArgument, match="temperature"):
         await lm.SampleTokens(request("x", seed=0, temperature=5.0))
+
+
+async def test_explicit_seeds_sample_each_image_as_its_own_seed_would(lm):
+    seeds = [7, 1000, -3]
+    together = await lm.SampleTokens(lm_pb2.SampleTokensRequest(prompt="a red heart", seeds=seeds))
+    one_by_one = [
+        grids(await lm.SampleTokens(request("a red heart", seed=s, n=1)))[0] for s in seeds
+    ]
+    assert grids(together) == one_by_one
+    assert together.seed == 7
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"seeds": list(range(9))}, "seeds must be"),
+        ({"seeds": [1, 2], "seed": 1}, "leave seed unset"),
+        ({"seeds": [1, 2], "n": 3}, "leave seed unset"),
+    ],
+)
+async def test_bad_seed_lists_are_invalid_arguments(lm, fields, message):
+    with pytest.raises(InvalidArgument, match=message):
+        await lm.SampleTokens(lm_pb2.SampleTokensRequest(prompt="x", **fields))

@@ -175,3 +175,35 @@ def test_a_reused_row_forgets_its_previous_occupants_padding(model, engine):
     second = engine.submit(short_text, [SamplingParams(seed=1)]).result(TIMEOUT)
     assert torch.equal(first, sample_tokens(model, long_text, [SamplingParams(seed=1)]))
     assert torch.equal(second, sample_tokens(model, short_text, [SamplingParams(seed=1)]))
+
+
+def test_rows_freed_in_the_middle_are_refilled_from_the_end(model, engine):
+    # A (two guided images: 4 rows) runs; B (1 row) and C (a guided and a plain image: 3 rows)
+    # join and fill the pool; B stops early, so a hole opens in the middle and C's last row
+    # moves into it; D (1 row) then joins. Everyone still gets exactly their own tokens.
+    text = fake_text(6, seed=12)
+    a_params = [SamplingParams(seed=1, guidance_scale=2.0), SamplingParams(seed=2)]
+    a_params[1].guidance_scale = 3.0
+    b_params = [SamplingParams(seed=3, guidance_scale=1.0)]
+    c_params = [
+        SamplingParams(seed=4, guidance_scale=2.5),
+        SamplingParams(seed=5, guidance_scale=1.0),
+    ]
+    d_params = [SamplingParams(seed=6, guidance_scale=1.0)]
+    later: dict[str, object] = {}
+
+    def a_progress(done, grids):
+        if done == 2:
+            later["b"] = engine.submit(rows(text, 2), b_params, lambda d, g: d < 4, 1)
+            later["c"] = engine.submit(rows(text, 3, 2), c_params)
+        if done == 6:
+            later["d"] = engine.submit(rows(text, 5), d_params)
+        return True
+
+    a = engine.submit(rows(text, 0, 2), a_params, a_progress, progress_every=1)
+    assert torch.equal(a.result(TIMEOUT), sample_tokens(model, rows(text, 0, 2), a_params))
+    with pytest.raises(Cancelled):
+        later["b"].result(TIMEOUT)
+    assert torch.equal(later["c"].result(TIMEOUT), sample_tokens(model, rows(text, 3, 2), c_params))
+    assert torch.equal(later["d"].result(TIMEOUT), sample_tokens(model, rows(text, 5), d_params))
+    assert engine.max_running == 8
