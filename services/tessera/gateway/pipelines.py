@@ -35,6 +35,7 @@ from tessera.v1 import common_pb2, decoder_pb2, generation_pb2, lm_pb2, prior_pb
 # Images or grids per EmbedImage / Detokenize call (the contracts' limit); longer lists are
 # sent in chunks of this many, concurrently.
 MAX_ITEMS_PER_CALL = 16
+LM_IMAGES_PER_CALL = 8  # the LanguageModel's limit per call (tessera.lm.deployment.MAX_IMAGES)
 
 EventCallback = Callable[[generation_pb2.GenerateEvent], Awaitable[bool]]
 
@@ -144,18 +145,25 @@ class Pipelines:
             grids, seed = await self._sample_grids(self._lm_request(p, p.seed), on_event)
             return await self._decode(grids=grids), seed
         base = p.seed if p.seed is not None else random.randrange(2**31)
-        requests = [self._lm_request(p, candidate_seed(base, j)) for j in range(k)]
+        # Candidate-major seeds, as many per LM call as it takes: the candidates of one
+        # request cost one call (not k), and share its prefill and every decode step.
+        seeds = [candidate_seed(base, j) + i for j in range(k) for i in range(p.n)]
+        calls = _chunks(seeds, LM_IMAGES_PER_CALL)
         # The prompt's CLIP embedding is needed last but costs a hop: fetch it meanwhile.
         text = asyncio.ensure_future(
             call(self.h.prior.EmbedText, prior_pb2.EmbedTextRequest(texts=[p.prompt]))
         )
-        samplers = [  # concurrent: the LM batches them continuously
-            asyncio.ensure_future(self._sample_grids(requests[0], on_event)),  # with previews
-            *(asyncio.ensure_future(self._sample_grids(r, None)) for r in requests[1:]),
+        samplers = [  # previews (if streaming) show candidate 0, the first n of the first call
+            asyncio.ensure_future(
+                self._sample_grids(
+                    self._lm_request(p, None, seeds), on_event if c == 0 else None, shown=p.n
+                )
+            )
+            for c, seeds in enumerate(calls)
         ]
         try:
             sampled = await asyncio.gather(*samplers)
-            grids = [g for candidate, _ in sampled for g in candidate]  # candidate-major
+            grids = [g for chunk, _ in sampled for g in chunk]  # candidate-major
             images = await self._decode(grids=grids)
             best = await self._rerank(await text, images, k)
         finally:  # a cancelled or failed request stops every candidate (no-ops once done)
@@ -163,8 +171,14 @@ class Pipelines:
                 task.cancel()
         return [images[j * p.n + i] for i, j in enumerate(best)], base
 
-    def _lm_request(self, p: GenerationParams, seed: int | None) -> lm_pb2.SampleTokensRequest:
-        req = lm_pb2.SampleTokensRequest(prompt=p.prompt, n=p.n)
+    def _lm_request(
+        self, p: GenerationParams, seed: int | None, seeds: list[int] | None = None
+    ) -> lm_pb2.SampleTokensRequest:
+        """The LM call for ``p``: n images from ``seed`` on, or one image per ``seeds``."""
+        if seeds:
+            req = lm_pb2.SampleTokensRequest(prompt=p.prompt, seeds=seeds)
+        else:
+            req = lm_pb2.SampleTokensRequest(prompt=p.prompt, n=p.n)
         if seed is not None:
             req.seed = seed
         for name in ("temperature", "top_k", "top_p", "guidance_scale"):
@@ -173,9 +187,13 @@ class Pipelines:
         return req
 
     async def _sample_grids(
-        self, req: lm_pb2.SampleTokensRequest, on_event: EventCallback | None
+        self,
+        req: lm_pb2.SampleTokensRequest,
+        on_event: EventCallback | None,
+        shown: int | None = None,
     ) -> tuple[list, int]:
-        """The LM's grids for one request; with ``on_event``, streamed with previews."""
+        """The LM's grids for one request; with ``on_event``, streamed with previews of the
+        first ``shown`` grids (all by default)."""
         if on_event is None:
             res = await call(self.h.lm.SampleTokens, req)
             return list(res.grids), res.seed
@@ -185,7 +203,7 @@ class Pipelines:
             grids, seed = list(ev.grids), ev.seed
             if ev.done:
                 break
-            previews = await self._decode(grids=[_fill_unsampled(g) for g in grids])
+            previews = await self._decode(grids=[_fill_unsampled(g) for g in grids[:shown]])
             if not await on_event(
                 generation_pb2.GenerateEvent(progress=ev.progress, previews=previews)
             ):
@@ -332,8 +350,8 @@ def candidate_seed(seed: int, j: int) -> int:
     return int.from_bytes(digest, "big") >> 2  # 62 bits: seed + i stays a valid int64
 
 
-def _chunks(items: list) -> list[list]:
-    return [items[i : i + MAX_ITEMS_PER_CALL] for i in range(0, len(items), MAX_ITEMS_PER_CALL)]
+def _chunks(items: list, size: int = MAX_ITEMS_PER_CALL) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _fill_unsampled(grid: common_pb2.TokenGrid) -> common_pb2.TokenGrid:

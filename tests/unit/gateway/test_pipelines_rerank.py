@@ -75,8 +75,8 @@ async def test_reranking_without_a_clip_is_refused(pipelines):
 
 
 class NeverDoneLM:
-    """The real LM for streamed requests; unary ones (the other candidates) never finish and
-    count their cancellations, so the test sees whether the route stops them."""
+    """The real LM for streamed requests; unary ones (the other calls of candidates) never
+    finish and count their cancellations, so the test sees whether the route stops them."""
 
     def __init__(self, real) -> None:
         self.real, self.cancelled = real, 0
@@ -101,7 +101,30 @@ async def test_a_cancelled_stream_stops_every_candidate(pipelines):
     async def stop_at_first_preview(event) -> bool:
         return False
 
-    with pytest.raises(Cancelled):
-        await route.generate(ar("a green tree", 4, 2, 4), stop_at_first_preview)
+    with pytest.raises(Cancelled):  # 4 images x 4 candidates: two LM calls of 8
+        await route.generate(ar("a green tree", 4, 4, 4), stop_at_first_preview)
     await asyncio.sleep(0)  # let the cancellations land
-    assert lm.cancelled == 3
+    assert lm.cancelled == 1
+
+
+class CountingLM:
+    """The real LM, counting unary calls and the images each asks for."""
+
+    def __init__(self, real) -> None:
+        self.real, self.calls = real, []
+        self.SampleTokens = self
+
+    def options(self, **kwargs):
+        return self.real.options(**kwargs)
+
+    def remote(self, request):
+        self.calls.append(len(request.seeds) or request.n)
+        return self.real.SampleTokens.remote(request)
+
+
+async def test_the_candidates_of_a_request_share_lm_calls_of_up_to_eight_images(pipelines):
+    lm = CountingLM(pipelines.h.lm)
+    route = Pipelines(dataclasses.replace(pipelines.h, lm=lm), pipelines.info)
+    await route.generate(ar("sun", 2, 1, 4))
+    await route.generate(ar("sun", 2, 3, 4))
+    assert lm.calls == [4, 8, 4]
