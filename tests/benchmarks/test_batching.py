@@ -25,7 +25,10 @@ def test_bar_lines_judge_each_bar_from_the_numbers():
         return {"median": median, "throughput_rps": rps}
 
     results = {
-        "in_process": {"ar": {"median": 1.0}, "unclip": {"median": 1.0}},
+        "paired": {
+            "in_process": {"ar": {"median": 1.0}, "unclip": {"median": 1.0}},
+            "served": {"ar": {"median": 1.2}, "unclip": {"median": 1.5}},
+        },
         "served": {
             "ar": {"1": served(1.2, 1.0), "16": served(2.0, 4.0)},
             "unclip": {"1": served(1.5, 1.0), "16": served(2.0, 2.0)},
