@@ -294,9 +294,10 @@ class ImageGPT(nn.Module):
         start: int,
         cache: KVCache | None,
     ) -> torch.Tensor:
-        attn_mask = self.attention_mask(key_mask, start, x.shape[1])
-        if x.shape[1] == 1:  # a decode step
-            attn_mask = additive_mask(attn_mask, x.dtype)
+        if x.shape[1] == 1:  # a decode step: the last position sees every usable key
+            attn_mask = additive_mask(key_mask[:, None, None, :], x.dtype)
+        else:
+            attn_mask = self.attention_mask(key_mask, start, x.shape[1])
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             layer_cache = (cache.k[i], cache.v[i]) if cache is not None else None

@@ -116,11 +116,12 @@ def filter_and_draw(
 def _inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """The first position whose cumulative mass exceeds ``uniform`` x the total."""
     cdf = probs.cumsum(-1)  # (B, V); unnormalised is fine: scale the draw instead
-    target = (uniform.view(-1, 1) * cdf[:, -1:]).contiguous()
-    pick = torch.searchsorted(cdf.contiguous(), target, right=True).view(-1)
-    # Rounding can put the draw at the very top of the CDF: fall back to the last kept code.
-    last_kept = (probs > 0).long().cumsum(-1).argmax(-1)
-    return torch.minimum(pick, last_kept)
+    total = cdf[:, -1:]
+    # Rounding can put the draw at the very top of the CDF, past every code. The largest
+    # float below the total still lands where the CDF rises, i.e. on a code with mass.
+    below_top = torch.nextafter(total, torch.zeros_like(total))
+    target = torch.minimum(uniform.view(-1, 1) * total, below_top).contiguous()
+    return torch.searchsorted(cdf, target, right=True).view(-1)
 
 
 def _draw_in_order(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:

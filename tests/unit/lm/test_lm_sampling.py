@@ -10,7 +10,7 @@ from tessera.common.device import make_generator
 from tessera.common.errors import Cancelled, InvalidArgument
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, LMConfig
-from tessera.lm.sampling import SamplingParams, sample_tokens
+from tessera.lm.sampling import SamplingParams, filter_and_draw, sample_tokens
 
 MIXED = [
     SamplingParams(temperature=1.0, seed=1, guidance_scale=3.0),
@@ -209,3 +209,16 @@ def test_an_unset_temperature_is_the_models_default():
     assert torch.equal(by_default, sample_tokens(model, text, explicit))
     hot = [SamplingParams(seed=s, temperature=1.5) for s in range(4)]
     assert not torch.equal(by_default, sample_tokens(model, text, hot))
+
+
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_a_draw_at_the_very_top_of_the_cdf_lands_on_a_code_with_mass(top_k):
+    # codes 5.. have no mass (-inf logits); a uniform of 1 is past every code by rounding
+    logits = torch.full((2, 16), float("-inf"))
+    logits[:, :5] = torch.tensor([0.5, 2.0, 1.0, -1.0, 0.0])
+    one = torch.ones(2)
+    picks = filter_and_draw(
+        logits, one, torch.full((2,), top_k), one, torch.tensor([1.0, 1.0 - 2**-24])
+    )
+    allowed = {0, 1, 2, 3, 4} if top_k == 0 else {1, 2, 0}  # the 3 most likely
+    assert set(picks.tolist()) <= allowed
