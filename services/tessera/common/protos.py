@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from tessera.common.errors import InvalidArgument
+from tessera.common.text_encoder import DEFAULT_MAX_TOKENS, TEXT_DIM, TextBatch, pool_states
 from tessera.v1 import common_pb2
 
 
@@ -54,6 +55,28 @@ def tensor_from_proto(msg: common_pb2.Tensor, shape: Sequence[int]) -> torch.Ten
     if not np.isfinite(values).all():
         raise InvalidArgument("tensor contains NaN or infinite values")
     return torch.from_numpy(values.reshape(tuple(shape)).copy())
+
+
+def text_states_to_proto(text: TextBatch, row: int = 0) -> common_pb2.Tensor:
+    """One text's MiniLM token states, its real tokens only -> Tensor [tokens, 384]."""
+    tokens = int(text.mask[row].sum())
+    return tensor_to_proto(text.states[row, :tokens])
+
+
+def text_states_from_proto(msg: common_pb2.Tensor, rows: int = 1) -> TextBatch:
+    """Tensor [tokens, 384] -> a TextBatch of ``rows`` identical rows, padded to the
+    encoder's length, as ``TextEncoder.encode`` would give for the text."""
+    shape = list(msg.shape)
+    if len(shape) != 2 or not 1 <= shape[0] <= DEFAULT_MAX_TOKENS or shape[1] != TEXT_DIM:
+        raise InvalidArgument(
+            f"text_states must have shape [1..{DEFAULT_MAX_TOKENS}, {TEXT_DIM}]; got {shape}"
+        )
+    states = tensor_from_proto(msg, shape)
+    padded = torch.zeros(1, DEFAULT_MAX_TOKENS, TEXT_DIM)
+    padded[0, : shape[0]] = states
+    mask = (torch.arange(DEFAULT_MAX_TOKENS) < shape[0]).view(1, -1)
+    pooled = pool_states(padded, mask)
+    return TextBatch(padded.expand(rows, -1, -1), mask.expand(rows, -1), pooled.expand(rows, -1))
 
 
 def embedding_to_proto(v: torch.Tensor) -> common_pb2.Embedding:

@@ -133,9 +133,14 @@ class TextEncoder:
             states[index, :length] = self.model(**batch).last_hidden_state  # (b, length, 384)
             mask[index, :length] = batch["attention_mask"].bool()
         states = states * mask.unsqueeze(-1)  # padding slots carry nothing
-        weights = mask.unsqueeze(-1).to(states.dtype)
-        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return TextBatch(states=states, mask=mask, pooled=F.normalize(pooled, dim=-1))
+        return TextBatch(states=states, mask=mask, pooled=pool_states(states, mask))
+
+
+def pool_states(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The sentence embedding: mean of the real tokens' states, L2-normalised -> (B, 384)."""
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return F.normalize(pooled, dim=-1)
 
 
 @lru_cache(maxsize=2)

@@ -11,7 +11,13 @@ from ray import serve
 
 from tessera.common import metrics
 from tessera.common.errors import InvalidArgument
-from tessera.common.protos import check_count, check_range, embedding_from_proto, tensor_to_proto
+from tessera.common.protos import (
+    check_count,
+    check_range,
+    embedding_from_proto,
+    tensor_to_proto,
+    text_states_from_proto,
+)
 from tessera.common.serving import BatchKnobs, load_model, resolve_seed
 from tessera.common.text_encoder import shared_text_encoder
 from tessera.decoder.engine import DenoiseBatcher
@@ -71,9 +77,13 @@ class Decoder(BatchKnobs):
         if request.stream_every < 0:
             raise InvalidArgument("stream_every must be >= 0")
         seed = resolve_seed(request.seed if request.HasField("seed") else None)
+        text = None
+        if request.HasField("text_states"):  # encoded upstream (Prior.SamplePrior)
+            text = text_states_from_proto(request.text_states)
         return {
             "emb": emb,
             "prompt": request.prompt,
+            "text": text,
             "seeds": [seed + i for i in range(len(emb))],
             "guidance": guidance,
             "steps": steps,
@@ -96,7 +106,9 @@ class Decoder(BatchKnobs):
         on_progress: Callable[[int, int, torch.Tensor], bool] | None = None,
         every: int = 5,
     ) -> torch.Tensor:
-        text = await asyncio.to_thread(self.text_encoder.encode, [job["prompt"]])
+        text = job["text"]
+        if text is None:
+            text = await asyncio.to_thread(self.text_encoder.encode, [job["prompt"]])
         metrics.observe_batch("Decoder", self.engine.running_rows + len(job["seeds"]))
         future = self.engine.submit(
             job["emb"],

@@ -148,37 +148,48 @@ class Pipelines:
         # Candidate-major seeds, as many per LM call as it takes: the candidates of one
         # request cost one call (not k), and share its prefill and every decode step.
         seeds = [candidate_seed(base, j) + i for j in range(k) for i in range(p.n)]
-        calls = _chunks(seeds, LM_IMAGES_PER_CALL)
-        # The prompt's CLIP embedding is needed last but costs a hop: fetch it meanwhile.
-        text = asyncio.ensure_future(
-            call(self.h.prior.EmbedText, prior_pb2.EmbedTextRequest(texts=[p.prompt]))
+        # The Prior encodes the prompt once, for reranking (its CLIP embedding) and for the
+        # LM (its MiniLM states), instead of the LM encoding it again.
+        text = await call(
+            self.h.prior.EmbedText,
+            prior_pb2.EmbedTextRequest(texts=[p.prompt], return_states=True),
         )
+        states = text.text_states[0] if text.text_states else None  # else the LM encodes
         samplers = [  # previews (if streaming) show candidate 0, the first n of the first call
             asyncio.ensure_future(
                 self._sample_grids(
-                    self._lm_request(p, None, seeds), on_event if c == 0 else None, shown=p.n
+                    self._lm_request(p, None, chunk, states),
+                    on_event if c == 0 else None,
+                    shown=p.n,
                 )
             )
-            for c, seeds in enumerate(calls)
+            for c, chunk in enumerate(_chunks(seeds, LM_IMAGES_PER_CALL))
         ]
         try:
             sampled = await asyncio.gather(*samplers)
             grids = [g for chunk, _ in sampled for g in chunk]  # candidate-major
             images = await self._decode(grids=grids)
-            best = await self._rerank(await text, images, k)
+            best = await self._rerank(text, images, k)
         finally:  # a cancelled or failed request stops every candidate (no-ops once done)
-            for task in (text, *samplers):
+            for task in samplers:
                 task.cancel()
         return [images[j * p.n + i] for i, j in enumerate(best)], base
 
     def _lm_request(
-        self, p: GenerationParams, seed: int | None, seeds: list[int] | None = None
+        self,
+        p: GenerationParams,
+        seed: int | None,
+        seeds: list[int] | None = None,
+        states: common_pb2.Tensor | None = None,
     ) -> lm_pb2.SampleTokensRequest:
-        """The LM call for ``p``: n images from ``seed`` on, or one image per ``seeds``."""
+        """The LM call for ``p``: n images from ``seed`` on, or one image per ``seeds``; with
+        the prompt's MiniLM ``states`` when they are at hand."""
         if seeds:
             req = lm_pb2.SampleTokensRequest(prompt=p.prompt, seeds=seeds)
         else:
             req = lm_pb2.SampleTokensRequest(prompt=p.prompt, n=p.n)
+        if states is not None:
+            req.text_states.CopyFrom(states)
         if seed is not None:
             req.seed = seed
         for name in ("temperature", "top_k", "top_p", "guidance_scale"):
@@ -236,7 +247,7 @@ class Pipelines:
     async def _unclip(
         self, p: GenerationParams, on_event: EventCallback | None
     ) -> tuple[list, int]:
-        preq = prior_pb2.SamplePriorRequest(prompt=p.prompt, n=p.n)
+        preq = prior_pb2.SamplePriorRequest(prompt=p.prompt, n=p.n, return_states=True)
         if p.seed is not None:
             preq.seed = p.seed
         prior = await call(self.h.prior.SamplePrior, preq)
@@ -245,7 +256,12 @@ class Pipelines:
             if not await on_event(generation_pb2.GenerateEvent(progress=progress)):
                 raise Cancelled("generation cancelled")
         return await self._decode_embeddings(
-            list(prior.embeddings), p.prompt, prior.seed, p, on_event
+            list(prior.embeddings),
+            p.prompt,
+            prior.seed,
+            p,
+            on_event,
+            prior.text_states if prior.HasField("text_states") else None,
         )
 
     async def variations(
@@ -276,10 +292,15 @@ class Pipelines:
         seed: int,
         p: GenerationParams | VariationParams,
         on_event: EventCallback | None,
+        states: common_pb2.Tensor | None = None,
     ) -> tuple[list, int]:
+        """The decoder's latents for ``embeddings``, decoded; ``states``: the prompt's MiniLM
+        states when the prior already encoded it."""
         dreq = decoder_pb2.SampleLatentsRequest(
             image_embeddings=embeddings, prompt=prompt, seed=seed
         )
+        if states is not None:
+            dreq.text_states.CopyFrom(states)
         if p.guidance_scale is not None:
             dreq.guidance_scale = p.guidance_scale
         if p.steps is not None:

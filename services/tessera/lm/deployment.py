@@ -11,7 +11,12 @@ from ray import serve
 
 from tessera.common import metrics
 from tessera.common.errors import InvalidArgument
-from tessera.common.protos import check_count, check_range, grid_to_proto
+from tessera.common.protos import (
+    check_count,
+    check_range,
+    grid_to_proto,
+    text_states_from_proto,
+)
 from tessera.common.serving import BatchKnobs, load_model, resolve_seed
 from tessera.common.text_encoder import shared_text_encoder
 from tessera.lm.engine import ContinuousSampler
@@ -89,17 +94,20 @@ class LanguageModel(BatchKnobs):
         self, request: lm_pb2.SampleTokensRequest
     ) -> lm_pb2.SampleTokensResponse:
         params, seed = self._params(request)
-        grids = await self._sample(request.prompt, params)
+        grids = await self._sample(request, params)
         return lm_pb2.SampleTokensResponse(grids=[grid_to_proto(g) for g in grids], seed=seed)
 
     async def _sample(
         self,
-        prompt: str,
+        request: lm_pb2.SampleTokensRequest,
         params: list[SamplingParams],
         on_progress: Callable[[int, torch.Tensor], bool] | None = None,
         every: int = 16,
     ) -> torch.Tensor:
-        text = await asyncio.to_thread(self.text_encoder.encode, [prompt] * len(params))
+        if request.HasField("text_states"):  # encoded upstream (Prior.EmbedText)
+            text = text_states_from_proto(request.text_states, len(params))
+        else:
+            text = await asyncio.to_thread(self.text_encoder.encode, [request.prompt] * len(params))
         metrics.observe_batch("LanguageModel", self.engine.running_rows + len(params))
         future = self.engine.submit(text.to(self.device), params, on_progress, every)
         grids = await asyncio.wrap_future(future)
@@ -123,7 +131,7 @@ class LanguageModel(BatchKnobs):
                 loop.call_soon_threadsafe(events.put_nowait, (done, grids))
             return listening
 
-        task = asyncio.ensure_future(self._sample(request.prompt, params, on_progress, every))
+        task = asyncio.ensure_future(self._sample(request, params, on_progress, every))
         task.add_done_callback(lambda _: events.put_nowait(None))
         try:
             while (item := await events.get()) is not None:

@@ -11,9 +11,14 @@ from ray import serve
 from tessera.common import metrics
 from tessera.common.errors import InvalidArgument
 from tessera.common.images import arrays_to_tensor, decode_image
-from tessera.common.protos import check_count, check_range, embedding_to_proto
+from tessera.common.protos import (
+    check_count,
+    check_range,
+    embedding_to_proto,
+    text_states_to_proto,
+)
 from tessera.common.serving import BatchKnobs, batched, load_model, resolve_seed, split_results
-from tessera.common.text_encoder import shared_text_encoder
+from tessera.common.text_encoder import TextBatch, shared_text_encoder
 from tessera.v1 import prior_pb2
 
 MAX_TEXTS = 64
@@ -48,15 +53,23 @@ class Prior(BatchKnobs):
     @torch.inference_mode()
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """(B, D) CLIP text embeddings (in-process callers use this too)."""
-        text = self.text_encoder.encode(texts).to(self.device)
-        return self.clip.embed_text(text.pooled)
+        return self._embed_texts(texts)[0]
+
+    def _embed_texts(self, texts: list[str]) -> tuple[torch.Tensor, TextBatch]:
+        text = self.text_encoder.encode(texts)
+        with torch.inference_mode():
+            return self.clip.embed_text(text.pooled.to(self.device)), text
 
     async def EmbedText(self, request: prior_pb2.EmbedTextRequest) -> prior_pb2.EmbedResponse:
         check_count("texts", len(request.texts), 1, MAX_TEXTS)
         for t in request.texts:
             check_prompt(t)
-        emb = await asyncio.to_thread(self.embed_texts, list(request.texts))
-        return prior_pb2.EmbedResponse(embeddings=[embedding_to_proto(e) for e in emb])
+        emb, text = await asyncio.to_thread(self._embed_texts, list(request.texts))
+        states = [text_states_to_proto(text, i) for i in range(len(emb))]
+        return prior_pb2.EmbedResponse(
+            embeddings=[embedding_to_proto(e) for e in emb],
+            text_states=states if request.return_states else [],
+        )
 
     async def EmbedImage(self, request: prior_pb2.EmbedImageRequest) -> prior_pb2.EmbedResponse:
         check_count("images", len(request.images), 1, MAX_IMAGES)
@@ -87,9 +100,13 @@ class Prior(BatchKnobs):
         steps_run = steps or self.prior.config.sample_steps
         item = (request.prompt, [seed + i for i in range(n)], guidance, steps, n * steps_run)
         emb = split_results(await self._prior_batch(item))
-        return prior_pb2.SamplePriorResponse(
+        response = prior_pb2.SamplePriorResponse(
             embeddings=[embedding_to_proto(e) for e in emb], seed=seed
         )
+        if request.return_states:  # the batch encoded the prompt: this is a cache hit
+            text = await asyncio.to_thread(self.text_encoder.encode, [request.prompt])
+            response.text_states.CopyFrom(text_states_to_proto(text))
+        return response
 
     @batched(max_batch_size=MAX_SAMPLES * MAX_STEPS, batch_wait_timeout_s=0.005, cost=prior_cost)
     async def _prior_batch(self, items: list[tuple]) -> list:

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SampleLatentsRequest(_message.Message):
-    __slots__ = ("image_embeddings", "prompt", "seed", "guidance_scale", "steps", "scheduler", "stream_every")
+    __slots__ = ("image_embeddings", "prompt", "seed", "guidance_scale", "steps", "scheduler", "stream_every", "text_states")
     IMAGE_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class SampleLatentsRequest(_message.Message):
     STEPS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     STREAM_EVERY_FIELD_NUMBER: _ClassVar[int]
+    TEXT_STATES_FIELD_NUMBER: _ClassVar[int]
     image_embeddings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
     prompt: str
     seed: int
@@ -24,7 +25,8 @@ class SampleLatentsRequest(_message.Message):
     steps: int
     scheduler: str
     stream_every: int
-    def __init__(self, image_embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., prompt: _Optional[str] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., steps: _Optional[int] = ..., scheduler: _Optional[str] = ..., stream_every: _Optional[int] = ...) -> None: ...
+    text_states: _common_pb2.Tensor
+    def __init__(self, image_embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., prompt: _Optional[str] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., steps: _Optional[int] = ..., scheduler: _Optional[str] = ..., stream_every: _Optional[int] = ..., text_states: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class SampleLatentsResponse(_message.Message):
     __slots__ = ("latents", "seed")

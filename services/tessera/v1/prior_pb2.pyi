@@ -9,10 +9,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EmbedTextRequest(_message.Message):
-    __slots__ = ("texts",)
+    __slots__ = ("texts", "return_states")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    RETURN_STATES_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    return_states: bool
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., return_states: _Optional[bool] = ...) -> None: ...
 
 class EmbedImageRequest(_message.Message):
     __slots__ = ("images",)
@@ -21,29 +23,35 @@ class EmbedImageRequest(_message.Message):
     def __init__(self, images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("embeddings",)
+    __slots__ = ("embeddings", "text_states")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_STATES_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ...) -> None: ...
+    text_states: _containers.RepeatedCompositeFieldContainer[_common_pb2.Tensor]
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., text_states: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ...) -> None: ...
 
 class SamplePriorRequest(_message.Message):
-    __slots__ = ("prompt", "n", "seed", "guidance_scale", "steps")
+    __slots__ = ("prompt", "n", "seed", "guidance_scale", "steps", "return_states")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    RETURN_STATES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     n: int
     seed: int
     guidance_scale: float
     steps: int
-    def __init__(self, prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., steps: _Optional[int] = ...) -> None: ...
+    return_states: bool
+    def __init__(self, prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., steps: _Optional[int] = ..., return_states: _Optional[bool] = ...) -> None: ...
 
 class SamplePriorResponse(_message.Message):
-    __slots__ = ("embeddings", "seed")
+    __slots__ = ("embeddings", "seed", "text_states")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    TEXT_STATES_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
     seed: int
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., seed: _Optional[int] = ...) -> None: ...
+    text_states: _common_pb2.Tensor
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., seed: _Optional[int] = ..., text_states: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...

@@ -12,6 +12,7 @@ from tessera.common.protos import (
     grid_to_proto,
     tensor_from_proto,
     tensor_to_proto,
+    text_states_from_proto,
 )
 from tessera.v1 import common_pb2
 
@@ -49,3 +50,26 @@ def test_check_range_rejects_nan_and_bounds():
     for value in (0.0, 1.5, math.nan):
         with pytest.raises(InvalidArgument):
             check_range("p", value, 0.0, 1.0, open_low=True)
+
+
+@pytest.mark.parametrize(
+    "shape, values, message",
+    [
+        ([3, 384], [0.0] * (3 * 384), None),
+        ([0, 384], [], "shape"),
+        ([33, 384], [0.0] * (33 * 384), "shape"),
+        ([3, 100], [0.0] * 300, "shape"),
+        ([3], [0.0] * 3, "shape"),
+        ([2, 384], [0.0] * 10, "values"),
+        ([1, 384], [float("nan")] + [0.0] * 383, "NaN"),
+    ],
+)
+def test_text_states_are_checked_at_the_boundary(shape, values, message):
+    msg = common_pb2.Tensor(shape=shape, values=values)
+    if message is None:
+        batch = text_states_from_proto(msg, rows=2)
+        assert batch.states.shape == (2, 32, 384) and batch.mask[:, :3].all()
+        assert not batch.mask[:, 3:].any()
+    else:
+        with pytest.raises(InvalidArgument, match=message):
+            text_states_from_proto(msg)

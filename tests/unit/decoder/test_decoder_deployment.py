@@ -8,7 +8,7 @@ import pytest
 
 from tessera.bundle.init import build_random_bundle
 from tessera.common.errors import InvalidArgument
-from tessera.common.protos import embedding_to_proto
+from tessera.common.protos import embedding_to_proto, text_states_to_proto
 from tessera.decoder.deployment import Decoder
 from tessera.v1 import decoder_pb2
 from tests.unit.decoder.conftest import fake_image_emb
@@ -60,3 +60,14 @@ async def test_bad_requests_are_invalid_arguments(decoder):
         await decoder.SampleLatents(request(decoder, 0, steps=5000))
     with pytest.raises(InvalidArgument, match="guidance"):
         await decoder.SampleLatents(request(decoder, 0, steps=2, guidance_scale=50.0))
+
+
+async def test_text_states_from_upstream_stand_in_for_encoding_the_prompt(decoder):
+    plain = await decoder.SampleLatents(request(decoder, 5, steps=3))
+    given = request(decoder, 5, steps=3)
+    given.text_states.CopyFrom(text_states_to_proto(decoder.text_encoder.encode(["prompt 5"])))
+    assert latents(await decoder.SampleLatents(given)) == latents(plain)
+    fresh = request(decoder, 6, steps=3)  # a prompt never seen: with states, never encoded
+    fresh.text_states.CopyFrom(given.text_states)
+    await decoder.SampleLatents(fresh)
+    assert "prompt 6" not in decoder.text_encoder._cache

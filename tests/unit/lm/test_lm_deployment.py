@@ -8,6 +8,7 @@ import pytest
 
 from tessera.bundle.init import build_random_bundle
 from tessera.common.errors import InvalidArgument
+from tessera.common.protos import text_states_to_proto
 from tessera.lm.deployment import LanguageModel
 from tessera.v1 import lm_pb2
 
@@ -88,3 +89,13 @@ async def test_explicit_seeds_sample_each_image_as_its_own_seed_would(lm):
 async def test_bad_seed_lists_are_invalid_arguments(lm, fields, message):
     with pytest.raises(InvalidArgument, match=message):
         await lm.SampleTokens(lm_pb2.SampleTokensRequest(prompt="x", **fields))
+
+
+async def test_text_states_from_upstream_stand_in_for_encoding_the_prompt(lm):
+    plain = await lm.SampleTokens(request("a red heart", seed=4))
+    given = request("a red heart", seed=4)
+    given.text_states.CopyFrom(text_states_to_proto(lm.text_encoder.encode(["a red heart"])))
+    assert grids(await lm.SampleTokens(given)) == grids(plain)
+    other = request("a red heart", seed=4)  # the states are what conditions it, not the prompt
+    other.text_states.CopyFrom(text_states_to_proto(lm.text_encoder.encode(["rocket"])))
+    assert grids(await lm.SampleTokens(other)) != grids(plain)

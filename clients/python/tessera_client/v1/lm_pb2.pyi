@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SampleTokensRequest(_message.Message):
-    __slots__ = ("prompt", "n", "seed", "temperature", "top_k", "top_p", "guidance_scale", "stream_every", "seeds")
+    __slots__ = ("prompt", "n", "seed", "temperature", "top_k", "top_p", "guidance_scale", "stream_every", "seeds", "text_states")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class SampleTokensRequest(_message.Message):
     GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     STREAM_EVERY_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_STATES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     n: int
     seed: int
@@ -28,7 +29,8 @@ class SampleTokensRequest(_message.Message):
     guidance_scale: float
     stream_every: int
     seeds: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., stream_every: _Optional[int] = ..., seeds: _Optional[_Iterable[int]] = ...) -> None: ...
+    text_states: _common_pb2.Tensor
+    def __init__(self, prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., stream_every: _Optional[int] = ..., seeds: _Optional[_Iterable[int]] = ..., text_states: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class SampleTokensResponse(_message.Message):
     __slots__ = ("grids", "seed")
