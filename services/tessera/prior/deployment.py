@@ -50,12 +50,12 @@ class Prior(BatchKnobs):
         self.init_batching(MAX_SAMPLES * MAX_STEPS)
         self.model_loaded = True
 
-    @torch.inference_mode()
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """(B, D) CLIP text embeddings (in-process callers use this too)."""
         return self._embed_texts(texts)[0]
 
     def _embed_texts(self, texts: list[str]) -> tuple[torch.Tensor, TextBatch]:
+        """CLIP text embeddings and the MiniLM encoding they came from."""
         text = self.text_encoder.encode(texts)
         with torch.inference_mode():
             return self.clip.embed_text(text.pooled.to(self.device)), text
