@@ -141,6 +141,32 @@ def test_model_services_directly(channel, native):
     )
 
 
+def test_concurrent_prior_embeds_each_get_their_own_answer(channel, native):
+    """EmbedText and EmbedImage batch concurrent requests in the replica: each caller must
+    still get exactly the answer it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prior = prior_pb2_grpc.PriorStub(channel)
+    texts = [f"a shape number {i}" for i in range(8)]
+    colors = [(30 * i, 255 - 30 * i, 7 * i) for i in range(8)]
+
+    def text(t: str) -> list[float]:
+        res = prior.EmbedText(prior_pb2.EmbedTextRequest(texts=[t]), timeout=TIMEOUT)
+        return list(res.embeddings[0].values)
+
+    def image(c: tuple[int, int, int]) -> list[float]:
+        req = prior_pb2.EmbedImageRequest(images=[png(native, c)])
+        return list(prior.EmbedImage(req, timeout=TIMEOUT).embeddings[0].values)
+
+    alone = [text(t) for t in texts], [image(c) for c in colors]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(text, texts)), list(pool.map(image, colors))
+    for expected, got in zip(alone, together, strict=True):
+        for a, b in zip(expected, got, strict=True):
+            assert a == pytest.approx(b, abs=1e-5)
+        assert len({tuple(round(v, 4) for v in e) for e in got}) == len(got)  # all distinct
+
+
 def test_health_and_reflection(channel):
     status = health_pb2_grpc.HealthStub(channel).Check(
         health_pb2.HealthCheckRequest(), timeout=TIMEOUT

@@ -76,29 +76,38 @@ def split_results(results: list[Any]) -> Any:
 
 
 class BatchKnobs:
-    """Mixin for model deployments: ``reconfigure(user_config)`` sets the batch budget and
-    wait on every @serve.batch method listed in ``_batched_methods``; ``ping`` and
-    ``check_health``."""
+    """Mixin for model deployments: ``reconfigure(user_config)`` sets the budget and wait of
+    every @batched method listed in ``_batched_methods``; ``ping`` and ``check_health``.
 
-    _batched_methods: tuple[str, ...] = ()
-    max_item_cost = 0  # the costliest single request a replica accepts (set in __init__)
+    ``_batched_methods`` maps each method to the user_config key of its budget, so that one
+    replica may batch several kinds of call (the Prior: samples, texts, images), each in its
+    own cost unit. ``batch_wait_timeout_s`` applies to all of them.
+    """
 
-    def init_batching(self, max_item_cost: int) -> None:
-        """Record the costliest single request and raise the budgets to fit it."""
-        self.max_item_cost = max_item_cost
-        for name in self._batched_methods:
+    _batched_methods: dict[str, str] = {}
+    max_item_costs: dict[str, int] = {}  # per method, the costliest single request (__init__)
+
+    def init_batching(self, **max_item_costs: int) -> None:
+        """Record, per batched method, the costliest single request a replica accepts, and
+        raise that method's budget to fit it."""
+        self.max_item_costs = dict(max_item_costs)
+        for name, cost in max_item_costs.items():
             method = getattr(self, name)
-            method.set_max_batch_size(max(method._get_max_batch_size(), max_item_cost))
+            method.set_max_batch_size(max(method._get_max_batch_size(), cost))
 
     def reconfigure(self, user_config: dict) -> None:
-        """``max_batch_cost`` (or ``max_batch_size``): the batch's budget in the method's cost
-        units, never below one maximal request (Serve would fail such a request)."""
-        size = user_config.get("max_batch_cost", user_config.get("max_batch_size"))
+        """Each method's budget (in its cost unit) from its key, never below one maximal
+        request (Serve would fail such a request); ``max_batch_size`` is an alias of
+        ``max_batch_cost``. ``batch_wait_timeout_s``: how long a batch waits for company
+        after its first request (0: take what is queued and go)."""
         wait = user_config.get("batch_wait_timeout_s")
-        for name in self._batched_methods:
+        for name, key in self._batched_methods.items():
             method = getattr(self, name)
+            size = user_config.get(key)
+            if size is None and key == "max_batch_cost":
+                size = user_config.get("max_batch_size")
             if size is not None:
-                method.set_max_batch_size(max(int(size), self.max_item_cost))
+                method.set_max_batch_size(max(int(size), self.max_item_costs.get(name, 0)))
             if wait is not None:
                 method.set_batch_wait_timeout_s(float(wait))
         self.user_config = dict(user_config)
@@ -223,7 +232,7 @@ def _inside_replica() -> bool:
 
 def batched(
     max_batch_size: int = 16,
-    batch_wait_timeout_s: float = 0.005,
+    batch_wait_timeout_s: float = 0.0,
     cost: Callable[[Any], int] | None = None,
     **kwargs: Any,
 ) -> Callable:
@@ -234,6 +243,10 @@ def batched(
     ``(self, items: list)`` and returns one result per item, as with ``@serve.batch``. With
     ``cost(item)`` (pixels, cells, row-steps) ``max_batch_size`` is a budget of that cost, so
     a batch holds many small requests or a few large ones.
+
+    The default wait is 0 (eager batching, Triton's default): a batch takes what queued
+    while the previous one ran and starts at once, so a lone request never waits for
+    company that is not coming, and a busy replica still forms full batches.
     """
     from ray import serve
 

@@ -38,16 +38,29 @@ def prior_cost(item: tuple) -> int:
     return item[-1]
 
 
+def count_cost(item: tuple) -> int:
+    """An EmbedText / EmbedImage request's batch cost: its texts or images."""
+    return len(item[0])
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=32)
 class Prior(BatchKnobs):
-    _batched_methods = ("_prior_batch",)
+    # SamplePrior batches by images x steps; EmbedText and EmbedImage batch concurrent
+    # requests too (MiniLM and CLIP at batch 1 are bound by reading their weights).
+    _batched_methods = {
+        "_prior_batch": "max_batch_cost",
+        "_text_batch": "max_texts_per_batch",
+        "_image_batch": "max_images_per_batch",
+    }
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
         self.clip, self.device = load_model(bundle_dir, "clip", device)
         self.prior, _ = load_model(bundle_dir, "prior", device)
         self.text_encoder = shared_text_encoder(str(self.device))
         self.image_size = self.clip.config.image_size
-        self.init_batching(MAX_SAMPLES * MAX_STEPS)
+        self.init_batching(
+            _prior_batch=MAX_SAMPLES * MAX_STEPS, _text_batch=MAX_TEXTS, _image_batch=MAX_IMAGES
+        )
         self.model_loaded = True
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
@@ -64,23 +77,47 @@ class Prior(BatchKnobs):
         check_count("texts", len(request.texts), 1, MAX_TEXTS)
         for t in request.texts:
             check_prompt(t)
-        emb, text = await asyncio.to_thread(self._embed_texts, list(request.texts))
-        states = [text_states_to_proto(text, i) for i in range(len(emb))]
-        return prior_pb2.EmbedResponse(
-            embeddings=[embedding_to_proto(e) for e in emb],
-            text_states=states if request.return_states else [],
-        )
+        return split_results(await self._text_batch((list(request.texts), request.return_states)))
+
+    @batched(max_batch_size=MAX_TEXTS, cost=count_cost)
+    async def _text_batch(self, items: list[tuple[list[str], bool]]) -> list:
+        return await asyncio.to_thread(self._embed_text_many, items)
+
+    def _embed_text_many(self, items: list[tuple[list[str], bool]]) -> list:
+        emb, text = self._embed_texts([t for texts, _ in items for t in texts])
+        out, start = [], 0
+        for texts, return_states in items:
+            rows = range(start, start + len(texts))
+            start += len(texts)
+            out.append(
+                prior_pb2.EmbedResponse(
+                    embeddings=[embedding_to_proto(emb[i]) for i in rows],
+                    text_states=[text_states_to_proto(text, i) for i in rows]
+                    if return_states
+                    else [],
+                )
+            )
+        return out
 
     async def EmbedImage(self, request: prior_pb2.EmbedImageRequest) -> prior_pb2.EmbedResponse:
         check_count("images", len(request.images), 1, MAX_IMAGES)
         arrays = [decode_image(b, self.image_size, resize=True) for b in request.images]
+        return split_results(await self._image_batch((arrays,)))
 
-        @torch.inference_mode()
-        def run() -> torch.Tensor:
-            return self.clip.embed_image(arrays_to_tensor(arrays).to(self.device))
+    @batched(max_batch_size=4 * MAX_IMAGES, cost=count_cost)
+    async def _image_batch(self, items: list[tuple[list]]) -> list:
+        return await asyncio.to_thread(self._embed_image_many, items)
 
-        emb = await asyncio.to_thread(run)
-        return prior_pb2.EmbedResponse(embeddings=[embedding_to_proto(e) for e in emb])
+    @torch.inference_mode()
+    def _embed_image_many(self, items: list[tuple[list]]) -> list:
+        arrays = [a for (item_arrays,) in items for a in item_arrays]
+        emb = self.clip.embed_image(arrays_to_tensor(arrays).to(self.device)).cpu()
+        out, start = [], 0
+        for (item_arrays,) in items:
+            rows = emb[start : start + len(item_arrays)]
+            start += len(item_arrays)
+            out.append(prior_pb2.EmbedResponse(embeddings=[embedding_to_proto(e) for e in rows]))
+        return out
 
     async def SamplePrior(
         self, request: prior_pb2.SamplePriorRequest
@@ -108,7 +145,7 @@ class Prior(BatchKnobs):
             response.text_states.CopyFrom(text_states_to_proto(text))
         return response
 
-    @batched(max_batch_size=MAX_SAMPLES * MAX_STEPS, batch_wait_timeout_s=0.005, cost=prior_cost)
+    @batched(max_batch_size=MAX_SAMPLES * MAX_STEPS, cost=prior_cost)
     async def _prior_batch(self, items: list[tuple]) -> list:
         return await asyncio.to_thread(self._prior_many, items)
 

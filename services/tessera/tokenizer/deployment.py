@@ -43,11 +43,11 @@ def detokenize_cost(item: tuple[str, torch.Tensor]) -> int:
 class Tokenizer(BatchKnobs):
     """PNG images → token grids (and optionally quantized latents)."""
 
-    _batched_methods = ("_tokenize_batch",)
+    _batched_methods = {"_tokenize_batch": "max_batch_cost"}
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
         self.model, self.device = load_model(bundle_dir, "tokenizer", device)
-        self.init_batching(MAX_ITEMS * self.model.image_size**2)
+        self.init_batching(_tokenize_batch=MAX_ITEMS * self.model.image_size**2)
         self.model_loaded = True
 
     async def Tokenize(
@@ -58,7 +58,7 @@ class Tokenizer(BatchKnobs):
         arrays = [decode_image(data, size, resize=request.resize) for data in request.images]
         return split_results(await self._tokenize_batch((arrays, request.return_latents)))
 
-    @batched(max_batch_size=16 * 64 * 64, batch_wait_timeout_s=0.005, cost=tokenize_cost)
+    @batched(max_batch_size=16 * 64 * 64, cost=tokenize_cost)
     async def _tokenize_batch(self, items: list[tuple[list, bool]]) -> list:
         return await asyncio.to_thread(self._tokenize_many, items)
 
@@ -87,11 +87,11 @@ class Tokenizer(BatchKnobs):
 class Detokenizer(BatchKnobs):
     """Token grids or continuous latents → PNG images."""
 
-    _batched_methods = ("_decode_batch",)
+    _batched_methods = {"_decode_batch": "max_batch_cost"}
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
         self.model, self.device = load_model(bundle_dir, "tokenizer", device)
-        self.init_batching(MAX_ITEMS * self.model.grid_size**2)
+        self.init_batching(_decode_batch=MAX_ITEMS * self.model.grid_size**2)
         self.model_loaded = True
 
     def _parse(self, request: tokenizer_pb2.DetokenizeRequest) -> tuple[str, torch.Tensor]:
@@ -113,7 +113,7 @@ class Detokenizer(BatchKnobs):
         kind, batch = self._parse(request)
         return split_results(await self._decode_batch((kind, batch)))
 
-    @batched(max_batch_size=16 * 64, batch_wait_timeout_s=0.005, cost=detokenize_cost)
+    @batched(max_batch_size=16 * 64, cost=detokenize_cost)
     async def _decode_batch(self, items: list[tuple[str, torch.Tensor]]) -> list:
         return await asyncio.to_thread(self._decode_many, items)
 

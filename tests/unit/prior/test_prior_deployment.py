@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,3 +42,29 @@ async def test_sample_prior_hands_on_the_prompts_states(prior):
     assert list(asked.embeddings) == list(plain.embeddings) and not plain.HasField("text_states")
     expected = prior.text_encoder.encode(["a red heart"])
     assert torch.equal(text_states_from_proto(asked.text_states).states, expected.states)
+
+
+async def test_concurrent_embed_requests_batch_into_one_call_and_each_gets_its_own(prior):
+    """EmbedText / EmbedImage batch concurrent requests (serve.batch hands the batch
+    function every queued item); a request's answer does not depend on its company."""
+    texts = [["a red heart"], ["grinning face", "blue star", "green apple"], ["a cat"]]
+    items = [(t, i == 1) for i, t in enumerate(texts)]
+    batched = prior._embed_text_many(items)
+    for (t, states), got in zip(items, batched, strict=True):
+        alone = prior._embed_text_many([(t, states)])[0]
+        assert len(got.embeddings) == len(t) and len(got.text_states) == (len(t) if states else 0)
+        for a, b in zip(got.embeddings, alone.embeddings, strict=True):
+            assert torch.allclose(torch.tensor(a.values), torch.tensor(b.values), atol=1e-6)
+        assert list(got.text_states) == list(alone.text_states)
+
+    rng = np.random.default_rng(0)
+    size = prior.image_size
+    images = [
+        [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)] for n in (1, 3)
+    ]
+    batched = prior._embed_image_many([(a,) for a in images])
+    for arrays, got in zip(images, batched, strict=True):
+        alone = prior._embed_image_many([(arrays,)])[0]
+        assert len(got.embeddings) == len(arrays)
+        for a, b in zip(got.embeddings, alone.embeddings, strict=True):
+            assert torch.allclose(torch.tensor(a.values), torch.tensor(b.values), atol=1e-5)

@@ -1,0 +1,47 @@
+"""BatchKnobs: per-method batch budgets and the shared wait, from a deployment's user_config."""
+
+from __future__ import annotations
+
+from tessera.common.serving import BatchKnobs, batched
+
+
+class TwoQueues(BatchKnobs):
+    """A deployment with two batched call kinds, each budgeted in its own unit."""
+
+    _batched_methods = {"_samples": "max_batch_cost", "_texts": "max_texts_per_batch"}
+
+    def __init__(self) -> None:
+        self.init_batching(_samples=100, _texts=8)
+
+    @batched(max_batch_size=50, cost=lambda item: item)
+    async def _samples(self, items: list[int]) -> list[int]:
+        return items
+
+    @batched(max_batch_size=64, cost=lambda item: item)
+    async def _texts(self, items: list[int]) -> list[int]:
+        return items
+
+
+def budgets(d: TwoQueues) -> tuple[int, int]:
+    return d._samples._get_max_batch_size(), d._texts._get_max_batch_size()
+
+
+def test_budgets_fit_one_maximal_request_and_each_method_reads_its_own_key():
+    d = TwoQueues()
+    assert budgets(d) == (100, 64)  # the code default 50 is raised to fit a 100-cost request
+    d.reconfigure({"max_batch_cost": 400, "max_texts_per_batch": 32})
+    assert budgets(d) == (400, 32)
+    d.reconfigure({"max_batch_cost": 10, "max_texts_per_batch": 2})  # below one request
+    assert budgets(d) == (100, 8)
+    d.reconfigure({"max_batch_size": 300})  # the old name of max_batch_cost
+    assert budgets(d) == (300, 8)
+
+
+def test_the_wait_is_eager_by_default_and_set_for_every_method():
+    d = TwoQueues()
+    assert d._samples._get_batch_wait_timeout_s() == 0.0
+    assert d._texts._get_batch_wait_timeout_s() == 0.0
+    d.reconfigure({"batch_wait_timeout_s": 0.02})
+    assert d._samples._get_batch_wait_timeout_s() == 0.02
+    assert d._texts._get_batch_wait_timeout_s() == 0.02
+    assert d.user_config == {"batch_wait_timeout_s": 0.02}
