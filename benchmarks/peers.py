@@ -37,6 +37,21 @@ def timed(fn: Callable[[], object], repeats: int) -> list[float]:
     return times
 
 
+def timed_pair(
+    ours: Callable[[], object], theirs: Callable[[], object], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Both samplers' times, alternating run by run: a slow spell of a noisy machine then
+    slows both sides instead of one side's whole block, so the ratio stays fair."""
+    ours(), theirs()  # warm-up: allocator, lazy init
+    t_ours, t_theirs = [], []
+    for _ in range(repeats):
+        for fn, times in ((ours, t_ours), (theirs, t_theirs)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return t_ours, t_theirs
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
@@ -113,7 +128,7 @@ def lm_vs_transformers(
                 )
 
         tokens = batch * new_tokens
-        t_ours, t_theirs = timed(ours, repeats), timed(theirs, repeats)
+        t_ours, t_theirs = timed_pair(ours, theirs, repeats)
         flops = count_flops(ours)
         row = {
             "tessera_tokens_per_s": summarize([tokens / t for t in t_ours]),
@@ -197,7 +212,7 @@ def decoder_vs_diffusers(
                     x = scheduler.step(eps, t, x).prev_sample
                 return x
 
-        t_ours, t_theirs = timed(ours, repeats), timed(theirs, repeats)
+        t_ours, t_theirs = timed_pair(ours, theirs, repeats)
         flops = count_flops(ours)
         row = {
             "tessera_images_per_s": summarize([batch / t for t in t_ours]),

@@ -199,7 +199,8 @@ def peer_lines(p: dict) -> list[str]:
     lm, dec = p["lm"], p["decoder"]
     lines = [
         "",
-        f"Peers (median (min–max) over repeats; matmul peak {peak:.1f} GFLOP/s with "
+        f"Peers (median (min–max) over repeats, Tessera and peer alternating run by run; "
+        f"matmul peak {peak:.1f} GFLOP/s with "
         f"{p['matmul_peak']['threads']} thread(s)):",
         "",
         "| sampler | guidance | Tessera | peer | Tessera / peer | Tessera GFLOP/s (% of peak) |",
