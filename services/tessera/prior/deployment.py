@@ -19,6 +19,7 @@ from tessera.common.protos import (
 )
 from tessera.common.serving import BatchKnobs, batched, load_model, resolve_seed, split_results
 from tessera.common.text_encoder import TextBatch, shared_text_encoder
+from tessera.prior.engine import PriorBatcher
 from tessera.v1 import prior_pb2
 
 MAX_TEXTS = 64
@@ -26,16 +27,12 @@ MAX_IMAGES = 16
 MAX_SAMPLES = 8
 MAX_PROMPT_CHARS = 500
 MAX_STEPS = 1000
+DEFAULT_MAX_ROWS = 64  # prior rows per step call: 16 guided prompts with 2 candidates
 
 
 def check_prompt(text: str) -> None:
     if not text.strip() or len(text) > MAX_PROMPT_CHARS:
         raise InvalidArgument(f"each text must be 1..{MAX_PROMPT_CHARS} characters")
-
-
-def prior_cost(item: tuple) -> int:
-    """A SamplePrior request's batch cost: images x denoising steps."""
-    return item[-1]
 
 
 def count_cost(item: tuple) -> int:
@@ -45,10 +42,12 @@ def count_cost(item: tuple) -> int:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=32)
 class Prior(BatchKnobs):
-    # SamplePrior batches by images x steps; EmbedText and EmbedImage batch concurrent
-    # requests too (MiniLM and CLIP at batch 1 are bound by reading their weights).
+    """SamplePrior requests share one step-level batcher (``tessera.prior.engine``): each
+    step call covers every running request, whatever step each has reached. EmbedText and
+    EmbedImage batch concurrent requests with ``@serve.batch`` (MiniLM and the CLIP towers
+    at batch 1 are bound by reading their weights)."""
+
     _batched_methods = {
-        "_prior_batch": "max_batch_cost",
         "_text_batch": "max_texts_per_batch",
         "_image_batch": "max_images_per_batch",
     }
@@ -58,10 +57,31 @@ class Prior(BatchKnobs):
         self.prior, _ = load_model(bundle_dir, "prior", device)
         self.text_encoder = shared_text_encoder(str(self.device))
         self.image_size = self.clip.config.image_size
-        self.init_batching(
-            _prior_batch=MAX_SAMPLES * MAX_STEPS, _text_batch=MAX_TEXTS, _image_batch=MAX_IMAGES
+        self.init_batching(_text_batch=MAX_TEXTS, _image_batch=MAX_IMAGES)
+        # The most rows one request can take: every sample guided (2 rows per candidate).
+        self.max_request_rows = MAX_SAMPLES * self.prior.config.n_candidates * 2
+        self.engine = PriorBatcher(
+            self.prior, max_rows=max(DEFAULT_MAX_ROWS, self.max_request_rows)
         )
         self.model_loaded = True
+
+    def reconfigure(self, user_config: dict) -> None:
+        """``max_rows``: prior rows per step call (k candidates per image, two rows each when
+        guided); the embedding batches' budgets and wait as in ``BatchKnobs``."""
+        super().reconfigure(user_config)
+        rows = user_config.get("max_rows")
+        if rows is not None:
+            self.engine.set_max_rows(max(int(rows), self.max_request_rows))
+
+    def check_health(self) -> None:
+        super().check_health()
+        if not self.engine.thread.is_alive():
+            raise RuntimeError("the prior sampler thread has stopped")
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """(B, D) CLIP text embeddings (in-process callers use this too)."""
@@ -134,41 +154,16 @@ class Prior(BatchKnobs):
             check_count("steps", request.steps, 1, MAX_STEPS)
             steps = request.steps
         seed = resolve_seed(request.seed if request.HasField("seed") else None)
-        steps_run = steps or self.prior.config.sample_steps
-        item = (request.prompt, [seed + i for i in range(n)], guidance, steps, n * steps_run)
-        emb = split_results(await self._prior_batch(item))
-        response = prior_pb2.SamplePriorResponse(
-            embeddings=[embedding_to_proto(e) for e in emb], seed=seed
+        text_emb, text = await asyncio.to_thread(self._embed_texts, [request.prompt] * n)
+        metrics.observe_batch("Prior", self.engine.running_rows + n)
+        future = self.engine.submit(
+            text, text_emb, seeds=[seed + i for i in range(n)], guidance_scale=guidance, steps=steps
         )
-        if request.return_states:  # the batch encoded the prompt: this is a cache hit
-            text = await asyncio.to_thread(self.text_encoder.encode, [request.prompt])
+        emb = await asyncio.wrap_future(future)  # cancelling this await cancels the sampling
+        metrics.add_denoise_steps(steps or self.prior.config.sample_steps, component="prior")
+        response = prior_pb2.SamplePriorResponse(
+            embeddings=[embedding_to_proto(e) for e in emb.cpu()], seed=seed
+        )
+        if request.return_states:
             response.text_states.CopyFrom(text_states_to_proto(text))
         return response
-
-    @batched(max_batch_size=MAX_SAMPLES * MAX_STEPS, cost=prior_cost)
-    async def _prior_batch(self, items: list[tuple]) -> list:
-        return await asyncio.to_thread(self._prior_many, items)
-
-    @torch.inference_mode()
-    def _prior_many(self, items: list[tuple]) -> list:
-        # Rows sharing (guidance, steps) run as one batch; each row keeps its own seed.
-        out: list = [None] * len(items)
-        groups: dict[tuple, list[int]] = {}
-        for i, (_, _, guidance, steps, _) in enumerate(items):
-            groups.setdefault((guidance, steps), []).append(i)
-        for (guidance, steps), idx in groups.items():
-            prompts = [p for i in idx for p in [items[i][0]] * len(items[i][1])]
-            seeds = [s for i in idx for s in items[i][1]]
-            metrics.observe_batch("Prior", len(seeds))
-            text = self.text_encoder.encode(prompts).to(self.device)
-            text_emb = self.clip.embed_text(text.pooled)
-            emb = self.prior.sample(
-                text, text_emb, seeds=seeds, guidance_scale=guidance, steps=steps
-            )
-            metrics.add_denoise_steps(steps or self.prior.config.sample_steps, component="prior")
-            start = 0
-            for i in idx:
-                k = len(items[i][1])
-                out[i] = emb[start : start + k].cpu()
-                start += k
-        return out

@@ -1,0 +1,289 @@
+"""Step-level batching for the diffusion prior: requests at different denoising steps share
+one transformer call per step (as the decoder's ``DenoiseBatcher`` does for the UNet).
+
+One thread runs the loop. A request is admitted by encoding its condition (the prompt's
+token states and CLIP text embedding, run through the transformer once: their keys and values
+are the same at every step); after that each iteration runs the 3 step tokens of every
+running row — each at its own timestep, against its own condition — in one call, then each
+request takes its own DDIM step. A request arriving mid-way joins at the next iteration; one
+that has done its steps leaves at once.
+
+Why: at batch 1 a prior step is bound by reading the weights, not by arithmetic (a batch of
+16 prompts costs ~3x one, not 16x). Served requests reach the Prior one at a time, spread out,
+so request-level batching saw batches of one; sharing steps lets requests that overlap in
+time share the weight reads, and a newcomer no longer waits for a running batch to finish.
+
+Rows: a request of n prompts with k candidates each has n*k rows per conditioning; a guided
+one (scale not 0 or 1) has a conditional and an unconditional row for each. Each prompt's
+noise comes from its own seed, as in ``DiffusionPrior.sample``: results match it up to float
+rounding in batched matmuls.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tessera.common.device import make_generator
+from tessera.common.errors import Cancelled, InvalidArgument, Unavailable
+from tessera.common.serving import settle
+from tessera.common.text_encoder import TextBatch
+from tessera.prior.model import (
+    DiffusionPrior,
+    EncodedCondition,
+    PriorDDIMScheduler,
+    select_candidates,
+)
+
+StepFn = Callable[[int, int], bool | None]  # (steps done, total) -> False cancels
+
+
+@dataclass(eq=False)
+class _Job:
+    text: TextBatch  # n prompts
+    text_emb: Tensor  # (n, D) CLIP text embeddings
+    scale: float
+    k: int  # candidates per prompt
+    scheduler: PriorDDIMScheduler
+    x: Tensor  # (n*k, D) current sample (standardised space)
+    future: Future
+    on_step: StepFn | None
+    cond: EncodedCondition | None = None  # (n*k rows), set when admitted
+    index: int = 0  # DDIM steps taken
+
+    @property
+    def total(self) -> int:
+        return len(self.scheduler.timesteps)
+
+    @property
+    def halves(self) -> tuple[bool, ...]:
+        """Which conditionings each row needs: (cond,), (uncond,) or both."""
+        if self.scale == 1.0:
+            return (False,)
+        if self.scale == 0.0:
+            return (True,)
+        return (False, True)
+
+    @property
+    def rows(self) -> int:
+        return self.x.shape[0] * len(self.halves)
+
+
+class PriorBatcher:
+    """``submit()`` from any thread; the future resolves to (n, D) L2-normalised CLIP image
+    embeddings, one per prompt (its best of k candidates)."""
+
+    def __init__(self, prior: DiffusionPrior, max_rows: int = 64) -> None:
+        self.prior = prior.eval()
+        self.device = prior.emb_mean.device
+        self.max_rows = max_rows
+        self.running: list[_Job] = []
+        self.waiting: list[_Job] = []
+        self.lock = threading.Condition()
+        self.closed = False
+        self.calls = 0  # step calls made
+        self.max_running = 0  # most rows in one call
+        self._batch: tuple[tuple[int, ...], EncodedCondition] | None = None
+        with torch.inference_mode():
+            self.null = self._null_condition()
+        self.thread = threading.Thread(target=self._loop, name="prior-step-batch", daemon=True)
+        self.thread.start()
+
+    @property
+    def running_rows(self) -> int:
+        return sum(job.rows for job in self.running)
+
+    def submit(
+        self,
+        text: TextBatch,
+        text_emb: Tensor,
+        *,
+        seeds: list[int],
+        guidance_scale: float | None = None,
+        steps: int | None = None,
+        n_candidates: int | None = None,
+        on_step: StepFn | None = None,
+    ) -> Future:
+        """Queue n prompts (``text`` and ``text_emb`` with n rows, one seed each).
+        ``future.cancel()`` drops the request at the next step."""
+        cfg = self.prior.config
+        n = text_emb.shape[0]
+        scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
+        k = cfg.n_candidates if n_candidates is None else int(n_candidates)
+        if len(seeds) != n:
+            raise InvalidArgument(f"need one seed per row: {n} rows, {len(seeds)} seeds")
+        if not math.isfinite(scale) or scale < 0:
+            raise InvalidArgument(f"guidance_scale must be >= 0; got {scale}")
+        if k < 1:
+            raise InvalidArgument(f"n_candidates must be >= 1; got {k}")
+        if text.states.shape[0] != n or text_emb.shape[1] != cfg.embed_dim:
+            raise InvalidArgument(f"text and text_emb must both have {n} rows, D={cfg.embed_dim}")
+        scheduler = PriorDDIMScheduler(self.prior.alphas_cumprod)
+        scheduler.set_timesteps(cfg.sample_steps if steps is None else int(steps))
+        # Each prompt's k starting noises from its own generator, on the CPU: the same on
+        # every device and whatever else is running (as DiffusionPrior.sample_candidates).
+        cpu = torch.device("cpu")
+        noise = [torch.randn(k, cfg.embed_dim, generator=make_generator(s, cpu)) for s in seeds]
+        job = _Job(
+            text=text,
+            text_emb=text_emb.to(self.device).float(),
+            scale=scale,
+            k=k,
+            scheduler=scheduler,
+            x=torch.cat(noise).to(self.device),
+            future=Future(),
+            on_step=on_step,
+        )
+        if job.rows > self.max_rows:
+            raise InvalidArgument(
+                f"request needs {job.rows} rows; this replica has {self.max_rows}"
+            )
+        with self.lock:
+            if self.closed:
+                raise Unavailable("the prior sampler is shut down")
+            self.waiting.append(job)
+            self.lock.notify()
+        return job.future
+
+    def set_max_rows(self, max_rows: int) -> None:
+        with self.lock:
+            self.max_rows = max_rows
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.lock.notify()
+        self.thread.join(timeout=10)
+
+    # ---------------------------------------------------------------- the loop
+    def _loop(self) -> None:
+        while True:
+            with self.lock:
+                while not self.closed and not self.waiting and not self.running:
+                    self.lock.wait()
+                if self.closed:
+                    break
+                self.waiting = [job for job in self.waiting if not job.future.cancelled()]
+                free, admitted = self.max_rows - self.running_rows, []
+                while self.waiting and self.waiting[0].rows <= free:
+                    free -= self.waiting[0].rows
+                    admitted.append(self.waiting.pop(0))
+            try:
+                with torch.inference_mode():
+                    for job in admitted:
+                        self._admit(job)
+                        self.running.append(job)
+                    self._step()
+            except Exception as e:  # fail the running requests, keep serving new ones
+                for job in self.running + admitted:
+                    if not job.future.done():
+                        settle(job.future, error=e)
+                self.running, self._batch = [], None
+
+        for job in self.waiting + self.running:
+            if not job.future.done():
+                settle(job.future, error=Unavailable("the prior sampler shut down"))
+
+    def _null_condition(self) -> EncodedCondition:
+        """The unconditional (dropped caption) condition: one row, shared by every request."""
+        p = self.prior
+        states = torch.zeros(1, 1, p.config.text_dim, device=self.device)
+        mask = torch.ones(1, 1, dtype=torch.bool, device=self.device)
+        temb = torch.zeros(1, p.config.embed_dim, device=self.device)
+        drop = torch.ones(1, dtype=torch.bool, device=self.device)
+        return p.encode_condition(*p.drop_conditions(states, mask, temb, drop))
+
+    def _admit(self, job: _Job) -> None:
+        """Encode the job's condition once; every step reuses its keys and values."""
+        states = job.text.states.to(self.device).float()
+        mask = job.text.mask.to(self.device)
+        job.cond = self.prior.encode_condition(states, mask, job.text_emb).repeat_interleave(job.k)
+
+    def _batch_condition(self) -> EncodedCondition:
+        """The running rows' conditions, padded to the longest and stacked in row order;
+        rebuilt only when a request joins or leaves."""
+        key = tuple(id(job) for job in self.running)
+        if self._batch is not None and self._batch[0] == key:
+            return self._batch[1]
+        parts: list[EncodedCondition] = []
+        for job in self.running:
+            rows = job.x.shape[0]
+            for uncond in job.halves:
+                parts.append(self.null.expand(rows) if uncond else job.cond)
+        width = max(part.key_ok.shape[1] for part in parts)
+        kv = [
+            (
+                torch.cat([_pad_keys(part.kv[i][0], width) for part in parts]),
+                torch.cat([_pad_keys(part.kv[i][1], width) for part in parts]),
+            )
+            for i in range(len(parts[0].kv))
+        ]
+        key_ok = torch.cat([F.pad(p.key_ok, (0, width - p.key_ok.shape[1])) for p in parts])
+        batch = EncodedCondition(kv, key_ok)
+        self._batch = (key, batch)
+        return batch
+
+    def _step(self) -> None:
+        """One call for the step tokens of every running row, then each job's DDIM step."""
+        if not self.running:
+            return
+        xs, ts = [], []
+        for job in self.running:
+            t = int(job.scheduler.timesteps[job.index])
+            for _ in job.halves:
+                xs.append(job.x)
+                ts.append(torch.full((job.x.shape[0],), t, dtype=torch.long, device=self.device))
+        x0_all = self.prior.denoise(torch.cat(xs), torch.cat(ts), self._batch_condition())
+        self.calls += 1
+        self.max_running = max(self.max_running, x0_all.shape[0])
+        start, finished = 0, []
+        for job in self.running:
+            rows = job.x.shape[0]
+            parts = []
+            for _ in job.halves:
+                parts.append(x0_all[start : start + rows])
+                start += rows
+            x0 = parts[0] if len(parts) == 1 else parts[1] + job.scale * (parts[0] - parts[1])
+            t = int(job.scheduler.timesteps[job.index])
+            job.x = job.scheduler.step(x0, t, job.x)
+            job.index += 1
+            if self._report(job):
+                finished.append(job)
+        if finished:
+            gone = {id(job) for job in finished}
+            self.running = [job for job in self.running if id(job) not in gone]
+
+    def _report(self, job: _Job) -> bool:
+        """Progress, cancellation and completion for one job; True when it leaves."""
+        if job.future.done():  # cancelled by its caller (Future.cancel())
+            return True
+        done, total = job.index, job.total
+        if job.on_step is not None:
+            try:
+                keep = job.on_step(done, total)
+            except Exception as e:  # a broken callback fails its own request only
+                settle(job.future, error=e)
+                return True
+            if keep is not None and not keep:
+                settle(job.future, error=Cancelled(f"sampling cancelled at step {done}/{total}"))
+                return True
+        if done == total:
+            # After the last step (prev = -1) x is the final x0 prediction itself.
+            n, d = job.text_emb.shape
+            p = self.prior
+            candidates = F.normalize(p.denormalize(job.x), dim=-1).view(n, job.k, d)
+            settle(job.future, select_candidates(candidates, F.normalize(job.text_emb, dim=-1)))
+            return True
+        return False
+
+
+def _pad_keys(kv: Tensor, width: int) -> Tensor:
+    """(B, H, C, hd) keys or values -> (B, H, width, hd), zeros after C (masked out)."""
+    return F.pad(kv, (0, 0, 0, width - kv.shape[2]))
