@@ -116,8 +116,15 @@ def paired_latency(bundle_dir: Path, url: str, repeats: int) -> dict:
 
 # ----------------------------------------------------------------------------- served
 async def load(url: str, route: str, concurrency: int, requests: int, first: int = 0) -> dict:
-    """``requests`` requests from ``concurrency`` clients; prompts ``prompt(first + i)``."""
+    """``requests`` requests from ``concurrency`` closed-loop clients; prompts
+    ``prompt(first + i)``.
+
+    ``throughput_rps`` counts the steady part only: completions between the first
+    ``concurrency`` and the last ``concurrency`` (all clients fire at once at the start, and at
+    the end fewer and fewer are left), when ``requests`` leaves room for both; the whole run
+    otherwise (``wall_throughput_rps`` is always the whole run)."""
     latencies: list[float] = []
+    finished: list[float] = []
     counter = iter(range(first, first + requests))
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         await client.post("/v1/images/generations", json={"prompt": "warm up", "route": route})
@@ -128,27 +135,49 @@ async def load(url: str, route: str, concurrency: int, requests: int, first: int
                 t0 = time.perf_counter()
                 r = await client.post("/v1/images/generations", json=body)
                 r.raise_for_status()
-                latencies.append(time.perf_counter() - t0)
+                finished.append(time.perf_counter())
+                latencies.append(finished[-1] - t0)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
+    c = concurrency
+    steady = len(finished) > 2 * c and finished[-c - 1] > finished[c - 1]
     return {
         **summarize(latencies),
-        "throughput_rps": len(latencies) / wall,
+        "throughput_rps": (len(finished) - 2 * c) / (finished[-c - 1] - finished[c - 1])
+        if steady
+        else len(latencies) / wall,
+        "wall_throughput_rps": len(latencies) / wall,
         "concurrency": concurrency,
+        "latencies": latencies,
     }
 
 
-def served(url: str, repeats: int, levels: tuple[int, ...]) -> dict:
+def served(url: str, repeats: int, levels: tuple[int, ...], rounds: int = 3) -> dict:
+    """Per route and concurrency c: ``rounds`` runs of max(repeats, 4c) requests. Throughput
+    is the median round (with the spread); latencies pool every round's requests."""
     out: dict = {}
-    first = 1000  # past the in-process run's prompts; every level gets prompts of its own
+    first = 1000  # past the in-process run's prompts; every run gets prompts of its own
     for route in ROUTES:
         out[route] = {}
         for c in levels:
-            count = max(repeats, 2 * c)
-            out[route][str(c)] = asyncio.run(load(url, route, c, count, first))
-            first += count
+            count = max(repeats, 4 * c)
+            runs = []
+            for _ in range(rounds):
+                runs.append(asyncio.run(load(url, route, c, count, first)))
+                first += count
+            latencies = [v for r in runs for v in r.pop("latencies")]
+            rps = summarize([r["throughput_rps"] for r in runs])
+            out[route][str(c)] = {
+                **summarize(latencies),
+                "throughput_rps": rps["median"],
+                "throughput_min": rps["min"],
+                "throughput_max": rps["max"],
+                "rounds": rounds,
+                "requests_per_round": count,
+                "concurrency": c,
+            }
     return out
 
 
@@ -256,14 +285,19 @@ def write_report(results: dict, out_dir: Path) -> None:
         lines.append(f"| {route} | {spread(ip)} | {spread(sv)} | {ratio:.2f} |")
     lines += [
         "",
+        "Closed-loop clients; throughput counts the steady part of a run (the first and last"
+        " c completions left out), median (min–max) over rounds; p50 / p99 over every"
+        " round's requests:",
+        "",
         "| route | concurrency | throughput (req/s) | p50 (s) | p99 (s) |",
         "|---|---|---|---|---|",
     ]
     for route in ROUTES:
         for c, r in results["served"][route].items():
-            lines.append(
-                f"| {route} | {c} | {r['throughput_rps']:.2f} | {r['p50']:.3f} | {r['p99']:.3f} |"
-            )
+            rps = f"{r['throughput_rps']:.2f}"
+            if "throughput_min" in r:
+                rps += f" ({r['throughput_min']:.2f}–{r['throughput_max']:.2f})"
+            lines.append(f"| {route} | {c} | {rps} | {r['p50']:.3f} | {r['p99']:.3f} |")
     b = results["batching"]
     lines += [
         "",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from benchmarks.run import ROUTES, paired_latency, served
+import asyncio
+
+from benchmarks.run import ROUTES, load, paired_latency, served
 
 
 def test_paired_latency_times_both_paths_of_every_route(stack):
@@ -14,9 +16,19 @@ def test_paired_latency_times_both_paths_of_every_route(stack):
 
 
 def test_served_load_reports_throughput_per_concurrency(stack):
-    result = served(stack["http"], repeats=2, levels=(1, 2))
+    result = served(stack["http"], repeats=2, levels=(1, 2), rounds=2)
     for route in ROUTES:
         assert set(result[route]) == {"1", "2"}
         for c, r in result[route].items():
-            assert r["concurrency"] == int(c) and r["n"] == max(2, 2 * int(c))
-            assert r["throughput_rps"] > 0 and r["p50"] <= r["p99"]
+            per_round = max(2, 4 * int(c))
+            assert r["concurrency"] == int(c) and r["requests_per_round"] == per_round
+            assert r["n"] == 2 * per_round  # latencies pool both rounds
+            assert 0 < r["throughput_min"] <= r["throughput_rps"] <= r["throughput_max"]
+            assert r["p50"] <= r["p99"]
+
+
+def test_steady_throughput_leaves_out_the_first_and_last_wave(stack):
+    r = asyncio.run(load(stack["http"], "ar", concurrency=2, requests=8, first=50))
+    assert r["n"] == 8 and len(r["latencies"]) == 8 and r["throughput_rps"] > 0
+    short = asyncio.run(load(stack["http"], "ar", concurrency=2, requests=4, first=60))
+    assert short["throughput_rps"] == short["wall_throughput_rps"]  # no steady part: whole run
