@@ -378,10 +378,17 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3 if "peers" in results else 2, figsize=(15, 4))
     for route in ROUTES:
         levels = sorted(results["served"][route], key=int)
-        axes[0].plot(
+        runs = [results["served"][route][c] for c in levels]
+        rps = [r["throughput_rps"] for r in runs]
+        axes[0].errorbar(  # the bars span the rounds' min..max
             [int(c) for c in levels],
-            [results["served"][route][c]["throughput_rps"] for c in levels],
-            "o-",
+            rps,
+            yerr=[
+                [v - r.get("throughput_min", v) for v, r in zip(rps, runs, strict=True)],
+                [r.get("throughput_max", v) - v for v, r in zip(rps, runs, strict=True)],
+            ],
+            fmt="o-",
+            capsize=3,
             label=route,
         )
         axes[1].plot(
