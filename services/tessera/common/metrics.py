@@ -47,7 +47,7 @@ LATENCY_BUCKETS_S = (
 QUEUE_WAIT_BUCKETS_S = (
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 )  # fmt: skip
-# Items per @serve.batch call (max_batch_size is 16 in the shipped configs).
+# Items per batched model call: images, grids, or sampler rows (up to an engine's max_rows).
 BATCH_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 
 # gRPC status code names, lower case: the `status` label (same for HTTP and gRPC ingress).
