@@ -18,7 +18,7 @@ from tessera.common.protos import (
     text_states_from_proto,
 )
 from tessera.common.serving import BatchKnobs, load_model, resolve_seed
-from tessera.common.text_encoder import shared_text_encoder
+from tessera.common.text_encoder import TextBatch, shared_text_encoder
 from tessera.lm.engine import ContinuousSampler
 from tessera.lm.sampling import SamplingParams
 from tessera.v1 import common_pb2, lm_pb2
@@ -94,19 +94,26 @@ class LanguageModel(BatchKnobs):
         self, request: lm_pb2.SampleTokensRequest
     ) -> lm_pb2.SampleTokensResponse:
         params, seed = self._params(request)
-        grids = await self._sample(request, params)
+        grids = await self._sample(request, params, self._states(request, len(params)))
         return lm_pb2.SampleTokensResponse(grids=[grid_to_proto(g) for g in grids], seed=seed)
+
+    @staticmethod
+    def _states(request: lm_pb2.SampleTokensRequest, n: int) -> TextBatch | None:
+        """The prompt's MiniLM states when encoded upstream (Prior.EmbedText), checked with
+        the rest of the request; None: this replica encodes the prompt."""
+        if not request.HasField("text_states"):
+            return None
+        return text_states_from_proto(request.text_states, n)
 
     async def _sample(
         self,
         request: lm_pb2.SampleTokensRequest,
         params: list[SamplingParams],
+        text: TextBatch | None,
         on_progress: Callable[[int, torch.Tensor], bool] | None = None,
         every: int = 16,
     ) -> torch.Tensor:
-        if request.HasField("text_states"):  # encoded upstream (Prior.EmbedText)
-            text = text_states_from_proto(request.text_states, len(params))
-        else:
+        if text is None:
             text = await asyncio.to_thread(self.text_encoder.encode, [request.prompt] * len(params))
         metrics.observe_batch("LanguageModel", self.engine.running_rows + len(params))
         future = self.engine.submit(text.to(self.device), params, on_progress, every)
@@ -120,6 +127,7 @@ class LanguageModel(BatchKnobs):
         """Partial grids every ``stream_every`` tokens (unsampled positions are -1); closing
         the stream cancels the sampling at its next report."""
         params, seed = self._params(request)
+        text = self._states(request, len(params))
         total = self.grid_size * self.grid_size
         every = request.stream_every or max(1, total // 8)
         loop = asyncio.get_running_loop()
@@ -131,7 +139,7 @@ class LanguageModel(BatchKnobs):
                 loop.call_soon_threadsafe(events.put_nowait, (done, grids))
             return listening
 
-        task = asyncio.ensure_future(self._sample(request, params, on_progress, every))
+        task = asyncio.ensure_future(self._sample(request, params, text, on_progress, every))
         task.add_done_callback(lambda _: events.put_nowait(None))
         try:
             while (item := await events.get()) is not None:

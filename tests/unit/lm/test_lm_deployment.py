@@ -99,3 +99,15 @@ async def test_text_states_from_upstream_stand_in_for_encoding_the_prompt(lm):
     other = request("a red heart", seed=4)  # the states are what conditions it, not the prompt
     other.text_states.CopyFrom(text_states_to_proto(lm.text_encoder.encode(["rocket"])))
     assert grids(await lm.SampleTokens(other)) != grids(plain)
+
+
+async def test_bad_text_states_fail_before_sampling_on_both_entry_points(lm):
+    bad = request("a red heart", seed=4)
+    bad.text_states.shape.extend([3, 7])  # not [tokens, 384], and no values
+    calls = lm.engine.steps
+    with pytest.raises(InvalidArgument):
+        await lm.SampleTokens(bad)
+    with pytest.raises(InvalidArgument):
+        async for _ in lm.SampleTokensStream(bad):
+            pass
+    assert lm.engine.steps == calls
