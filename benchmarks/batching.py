@@ -59,7 +59,8 @@ def continuous_vs_static(
     from tessera.common.text_encoder import TextBatch, shared_text_encoder
 
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(requests)]
-    text = shared_text_encoder("cpu").encode(prompts)
+    device = next(model.parameters()).device  # the engine samples where the model is
+    text = shared_text_encoder("cpu").encode(prompts).to(device)
     guided = model.config.guidance_scale != 1.0
     max_rows = requests * (2 if guided else 1)
     first = TextBatch(text.states[:1], text.mask[:1], text.pooled[:1])

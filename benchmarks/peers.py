@@ -27,12 +27,21 @@ from torch.utils.flop_counter import FlopCounterMode
 PROMPT_TOKENS = 12  # text prefix length fed to both LMs
 
 
+def synchronize() -> None:
+    """Wait for queued GPU work, so that a timer reads the work and not its launch (a no-op
+    where CUDA was never used)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
     fn()  # warm-up: allocator, lazy init
+    synchronize()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        synchronize()
         times.append(time.perf_counter() - t0)
     return times
 
@@ -43,11 +52,13 @@ def timed_pair(
     """Both samplers' times, alternating run by run: a slow spell of a noisy machine then
     slows both sides instead of one side's whole block, so the ratio stays fair."""
     ours(), theirs()  # warm-up: allocator, lazy init
+    synchronize()
     t_ours, t_theirs = [], []
     for _ in range(repeats):
         for fn, times in ((ours, t_ours), (theirs, t_theirs)):
             t0 = time.perf_counter()
             fn()
+            synchronize()
             times.append(time.perf_counter() - t0)
     return t_ours, t_theirs
 
@@ -58,17 +69,24 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_peak(repeats: int = 5, n: int = 1024) -> dict:
-    """Best float32 (n x n) @ (n x n) throughput with the current torch threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(repeats: int = 5, n: int = 1024, device: str = "cpu") -> dict:
+    """Best float32 (n x n) @ (n x n) throughput with the current torch threads (on a GPU,
+    a larger n: 1024 would measure launch overhead)."""
+    n = n if device == "cpu" else max(n, 8192)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     best = min(timed(lambda: a @ b, repeats))
     return {"n": n, "gflops": 2 * n**3 / best / 1e9, "threads": torch.get_num_threads()}
 
 
 # ---------------------------------------------------------------------------- LM
 def lm_vs_transformers(
-    lm: torch.nn.Module, batch: int, repeats: int, summarize: Callable[[list[float]], dict]
+    lm: torch.nn.Module,
+    batch: int,
+    repeats: int,
+    summarize: Callable[[list[float]], dict],
+    device: str = "cpu",
 ) -> dict:
+    """``lm`` already on ``device``; the GPT-2 and all inputs go there too."""
     from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
 
     from tessera.common.text_encoder import TextBatch
@@ -88,13 +106,14 @@ def lm_vs_transformers(
             attn_implementation="sdpa",
         )
     ).eval()
-    gen = torch.Generator().manual_seed(0)
-    prompt = torch.randint(0, cfg.vocab_size, (batch, PROMPT_TOKENS), generator=gen)
+    gpt2.to(device)
+    gen = torch.Generator().manual_seed(0)  # inputs drawn on the CPU: the same everywhere
+    prompt = torch.randint(0, cfg.vocab_size, (batch, PROMPT_TOKENS), generator=gen).to(device)
     text = TextBatch(
         states=torch.randn(batch, PROMPT_TOKENS, cfg.text_dim, generator=gen),
         mask=torch.ones(batch, PROMPT_TOKENS, dtype=torch.bool),
         pooled=torch.zeros(batch, cfg.text_dim),
-    )
+    ).to(device)
     out: dict = {
         "batch": batch,
         "prompt_tokens": PROMPT_TOKENS,
@@ -150,7 +169,9 @@ def decoder_vs_diffusers(
     steps: int,
     repeats: int,
     summarize: Callable[[list[float]], dict],
+    device: str = "cpu",
 ) -> dict:
+    """``decoder`` already on ``device``; the diffusers UNet and all inputs go there too."""
     from diffusers import DDIMScheduler, UNet2DModel
 
     from tessera.common.text_encoder import TextBatch
@@ -169,6 +190,7 @@ def decoder_vs_diffusers(
         attention_head_dim=cfg.widths[-1] // cfg.num_heads,
         norm_num_groups=math.gcd(32, *cfg.widths),  # what the Tessera decoder uses per width
     ).eval()
+    unet.to(device)
     scheduler = DDIMScheduler(
         num_train_timesteps=cfg.num_train_timesteps,
         beta_schedule="squaredcos_cap_v2",
@@ -178,11 +200,12 @@ def decoder_vs_diffusers(
     )
     gen = torch.Generator().manual_seed(0)
     emb = torch.nn.functional.normalize(torch.randn(batch, cfg.clip_dim, generator=gen), dim=-1)
+    emb = emb.to(device)
     text = TextBatch(
         states=torch.randn(batch, PROMPT_TOKENS, cfg.text_dim, generator=gen),
         mask=torch.ones(batch, PROMPT_TOKENS, dtype=torch.bool),
         pooled=torch.zeros(batch, cfg.text_dim),
-    )
+    ).to(device)
     shape = (batch, cfg.latent_channels, cfg.grid_size, cfg.grid_size)
     out: dict = {
         "batch": batch,
@@ -201,8 +224,8 @@ def decoder_vs_diffusers(
 
         def theirs(scale: float = scale) -> object:
             with torch.inference_mode():
-                scheduler.set_timesteps(steps)
-                x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+                scheduler.set_timesteps(steps, device=device)
+                x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
                 for t in scheduler.timesteps:
                     if scale == 1.0:
                         eps = unet(x, t).sample

@@ -17,6 +17,9 @@ in-process and peer baselines compete on the same footing.
 
     python -m benchmarks.run                 # the default bundle (random weights if missing)
     python -m benchmarks.run --quick         # tiny bundle, few repeats (a smoke run)
+    python -m benchmarks.run --profile gpu   # models on CUDA, deploy/serve/gpu.yaml; results
+                                             # in benchmarks/results/gpu/, beside the CPU ones
+    python -m benchmarks.run --profile gpu --no-served --no-jobs   # model parts only, no Ray
 
 `make test` runs each part on the tiny bundle (tests/benchmarks, and the served parts against
 the test session's stack in tests/integration/test_bench_served.py); it times nothing.
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import socket
 import statistics
@@ -37,9 +39,16 @@ from pathlib import Path
 import httpx
 import torch
 
+from benchmarks.report import ROUTES, write_report
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-ROUTES = ("ar", "unclip")
+# What a profile changes: where the models run, which serve config the stack uses, and where
+# the results go (GPU results are committed beside the CPU ones).
+PROFILES = {
+    "cpu": {"device": "cpu", "serve_config": "local.yaml", "out": RESULTS},
+    "gpu": {"device": "cuda", "serve_config": "gpu.yaml", "out": RESULTS / "gpu"},
+}
 PROMPTS = ("grinning face", "red heart", "a small red fruit", "rocket")
 
 
@@ -72,7 +81,7 @@ def free_port() -> int:
 
 
 # ------------------------------------------------------------------------- in-process
-def paired_latency(bundle_dir: Path, url: str, repeats: int) -> dict:
+def paired_latency(bundle_dir: Path, url: str, repeats: int, device: str = "cpu") -> dict:
     """Concurrency-1 latency of each route in-process and served, alternating request by
     request with the stack up: both see the same machine at the same moments, so the ratio
     is the cost of serving (HTTP, hops, serialisation), not of whatever else this shared
@@ -80,7 +89,7 @@ def paired_latency(bundle_dir: Path, url: str, repeats: int) -> dict:
     from tessera.gateway.local import local_pipelines
     from tessera.gateway.schemas import GenerationParams
 
-    pipelines = local_pipelines(bundle_dir, "cpu")
+    pipelines = local_pipelines(bundle_dir, device)
 
     async def run() -> dict:
         out: dict = {"in_process": {}, "served": {}}
@@ -182,13 +191,14 @@ def served(url: str, repeats: int, levels: tuple[int, ...], rounds: int = 3) -> 
 
 
 # ----------------------------------------------------------------------------- KV cache
-def kv_cache_speedup(bundle_dir: Path, repeats: int) -> dict:
+def kv_cache_speedup(bundle_dir: Path, repeats: int, device: str = "cpu") -> dict:
+    from benchmarks.peers import synchronize
     from tessera.common.checkpoint import load_bundle_component
     from tessera.common.text_encoder import shared_text_encoder
     from tessera.lm.sampling import SamplingParams, sample_tokens
 
-    model = load_bundle_component(bundle_dir, "lm")
-    text = shared_text_encoder("cpu").encode(["grinning face"] * 4)
+    model = load_bundle_component(bundle_dir, "lm", device=torch.device(device))
+    text = shared_text_encoder("cpu").encode(["grinning face"] * 4).to(device)
     params = [SamplingParams(seed=i) for i in range(4)]
     result = {}
     for use_cache in (True, False):
@@ -197,6 +207,7 @@ def kv_cache_speedup(bundle_dir: Path, repeats: int) -> dict:
             t0 = time.perf_counter()
             with torch.inference_mode():
                 sample_tokens(model, text, params, use_cache=use_cache)
+            synchronize()
             times.append(time.perf_counter() - t0)
         result["cached" if use_cache else "uncached"] = summarize(times)
     result["speedup"] = result["uncached"]["median"] / result["cached"]["median"]
@@ -205,220 +216,26 @@ def kv_cache_speedup(bundle_dir: Path, repeats: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- peers
-def peer_comparisons(bundle_dir: Path, repeats: int) -> dict:
+def peer_comparisons(bundle_dir: Path, repeats: int, device: str = "cpu") -> dict:
     from benchmarks import peers
     from tessera.common.checkpoint import load_bundle_component
 
-    lm = load_bundle_component(bundle_dir, "lm")
-    decoder = load_bundle_component(bundle_dir, "decoder")
-    out = {"matmul_peak": peers.matmul_peak()}
-    out["lm"] = peers.lm_vs_transformers(lm, batch=16, repeats=repeats, summarize=summarize)
+    dev = torch.device(device)
+    lm = load_bundle_component(bundle_dir, "lm", device=dev)
+    decoder = load_bundle_component(bundle_dir, "decoder", device=dev)
+    out = {"matmul_peak": peers.matmul_peak(device=device)}
+    out["lm"] = peers.lm_vs_transformers(
+        lm, batch=16, repeats=repeats, summarize=summarize, device=device
+    )
     out["decoder"] = peers.decoder_vs_diffusers(
-        decoder, batch=8, steps=decoder.config.default_steps, repeats=repeats, summarize=summarize
+        decoder,
+        batch=8,
+        steps=decoder.config.default_steps,
+        repeats=repeats,
+        summarize=summarize,
+        device=device,
     )
     return out
-
-
-def spread(r: dict, fmt: str = "{:.3f}") -> str:
-    return f"{fmt.format(r['median'])} ({fmt.format(r['min'])}–{fmt.format(r['max'])})"
-
-
-def peer_lines(p: dict) -> list[str]:
-    peak = p["matmul_peak"]["gflops"]
-    lm, dec = p["lm"], p["decoder"]
-    lines = [
-        "",
-        f"Peers (median (min–max) over repeats, Tessera and peer alternating run by run; "
-        f"matmul peak {peak:.1f} GFLOP/s with "
-        f"{p['matmul_peak']['threads']} thread(s)):",
-        "",
-        "| sampler | guidance | Tessera | peer | Tessera / peer | Tessera GFLOP/s (% of peak) |",
-        "|---|---|---|---|---|---|",
-    ]
-
-    def achieved(r: dict) -> str:
-        return (
-            f"{r['tessera_gflops_achieved']:.1f} ({100 * r['tessera_gflops_achieved'] / peak:.0f}%)"
-        )
-
-    for label in ("no_guidance", "guidance"):
-        r = lm[label]
-        lines.append(
-            f"| LM tokens/s, batch {lm['batch']}, {lm['new_tokens']} tokens (vs transformers "
-            f"GPT-2 `generate`) | {label} | {spread(r['tessera_tokens_per_s'], '{:.0f}')} | "
-            f"{spread(r['transformers_tokens_per_s'], '{:.0f}')} | {r['speedup']:.2f} | "
-            f"{achieved(r)} |"
-        )
-    for label in ("no_guidance", "guidance"):
-        r = dec[label]
-        lines.append(
-            f"| decoder images/s, batch {dec['batch']}, DDIM {dec['steps']} (vs diffusers "
-            f"UNet2DModel) | {label} | {spread(r['tessera_images_per_s'], '{:.2f}')} | "
-            f"{spread(r['diffusers_images_per_s'], '{:.2f}')} | {r['speedup']:.2f} | "
-            f"{achieved(r)}; "
-            f"diffusers {r['diffusers_gflops_achieved']:.1f} |"
-        )
-    lines += [
-        "",
-        f"Parameters: LM {lm['params']['tessera']:,} vs GPT-2 {lm['params']['transformers']:,}; "
-        f"decoder {dec['params']['tessera']:,} vs UNet2DModel {dec['params']['diffusers']:,} "
-        "(the diffusers UNet is unconditional: no CLIP or text cross-attention).",
-    ]
-    return lines
-
-
-# ----------------------------------------------------------------------------- report
-def write_report(results: dict, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [f"# Benchmarks ({results['meta']['bundle']}, {results['meta']['when']})", ""]
-    lines += [
-        "Concurrency 1, in-process and served requests alternating with the stack up:",
-        "",
-        "| route | in-process median (s) | served median (s) | served / in-process |",
-        "|---|---|---|---|",
-    ]
-    paired = results["paired"]
-    for route in ROUTES:
-        ip, sv = paired["in_process"][route], paired["served"][route]
-        ratio = sv["median"] / ip["median"]
-        lines.append(f"| {route} | {spread(ip)} | {spread(sv)} | {ratio:.2f} |")
-    lines += [
-        "",
-        "Closed-loop clients; throughput counts the steady part of a run (the first and last"
-        " c completions left out), median (min–max) over rounds; p50 / p99 over every"
-        " round's requests:",
-        "",
-        "| route | concurrency | throughput (req/s) | p50 (s) | p99 (s) |",
-        "|---|---|---|---|---|",
-    ]
-    for route in ROUTES:
-        for c, r in results["served"][route].items():
-            rps = f"{r['throughput_rps']:.2f}"
-            if "throughput_min" in r:
-                rps += f" ({r['throughput_min']:.2f}–{r['throughput_max']:.2f})"
-            lines.append(f"| {route} | {c} | {rps} | {r['p50']:.3f} | {r['p99']:.3f} |")
-    b = results["batching"]
-    lines += [
-        "",
-        f"LM batching under staggered arrivals ({b['requests']} one-image requests, one every "
-        f"{b['arrival_gap_s']:.3f}s; one alone takes {b['solo_s']:.3f}s; median (min–max) over "
-        f"{b['continuous']['p99']['n']} interleaved runs):",
-        "",
-        "| schedule | p50 (s) | p99 (s) |",
-        "|---|---|---|",
-    ]
-    for mode in ("continuous", "static"):
-        lines.append(f"| {mode} | {spread(b[mode]['p50'])} | {spread(b[mode]['p99'])} |")
-    kv = results["kv_cache"]
-    lines += [
-        "",
-        f"KV cache: {kv['speedup']:.1f}x faster than cache-free sampling "
-        f"({kv['grid_tokens']} tokens, batch 4; {kv['cached']['median']:.3f}s "
-        f"vs {kv['uncached']['median']:.3f}s).",
-    ]
-    if "peers" in results:
-        lines += peer_lines(results["peers"])
-    if "jobs" in results:
-        lines += [
-            "",
-            "| job workers | jobs/s | p50 submit→result (s) | p99 (s) |",
-            "|---|---|---|---|",
-        ]
-        for w, r in results["jobs"].items():
-            row = (w, r["jobs_per_s"], r["ideal_jobs_per_s"], r["p50_s"], r["p99_s"])
-            lines.append("| {} | {:.1f} (ideal {:.0f}) | {:.3f} | {:.3f} |".format(*row))
-    lines += bar_lines(results)
-    (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
-    plot(results, out_dir / "latest.png")
-
-
-def bar_lines(results: dict) -> list[str]:
-    """The serving-performance bars, each with its measured value and whether it holds."""
-    checks = []
-    for route in ROUTES:
-        paired = results["paired"]
-        ratio = paired["served"][route]["median"] / paired["in_process"][route]["median"]
-        checks.append((f"served / in-process latency, {route}, c=1", ratio, "<=", 1.25))
-    for route in ROUTES:
-        top = max(results["served"][route], key=int)
-        gain = (
-            results["served"][route][top]["throughput_rps"]
-            / results["served"][route]["1"]["throughput_rps"]
-        )
-        checks.append((f"throughput c={top} / c=1, {route}", gain, ">=", 3.0))
-    if "peers" in results:
-        lm = results["peers"]["lm"]
-        for g in ("no_guidance", "guidance"):
-            label = f"LM tokens/s / transformers generate(), batch {lm['batch']}, {g}"
-            checks.append((label, lm[g]["speedup"], ">=", 1.5))
-    checks.append(
-        (
-            "static / continuous p99 under staggered arrivals",
-            results["batching"]["p99_static_over_continuous"],
-            ">",
-            1.0,
-        )
-    )
-    checks.append(("KV cache speed-up, full grid", results["kv_cache"]["speedup"], ">=", 5.0))
-    lines = ["", "Bars (measured in this run):", "", "| bar | measured | target | holds |"]
-    lines.append("|---|---|---|---|")
-    for label, value, op, target in checks:
-        holds = {"<=": value <= target, ">=": value >= target, ">": value > target}[op]
-        lines.append(f"| {label} | {value:.2f} | {op} {target:g} | {'yes' if holds else 'NO'} |")
-    return lines
-
-
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3 if "peers" in results else 2, figsize=(15, 4))
-    for route in ROUTES:
-        levels = sorted(results["served"][route], key=int)
-        runs = [results["served"][route][c] for c in levels]
-        rps = [r["throughput_rps"] for r in runs]
-        axes[0].errorbar(  # the bars span the rounds' min..max
-            [int(c) for c in levels],
-            rps,
-            yerr=[
-                [v - r.get("throughput_min", v) for v, r in zip(rps, runs, strict=True)],
-                [r.get("throughput_max", v) - v for v, r in zip(rps, runs, strict=True)],
-            ],
-            fmt="o-",
-            capsize=3,
-            label=route,
-        )
-        axes[1].plot(
-            [int(c) for c in levels],
-            [results["served"][route][c]["p99"] for c in levels],
-            "o-",
-            label=route,
-        )
-    axes[0].set(
-        xlabel="concurrent clients", ylabel="requests / s", title="throughput", xscale="log"
-    )
-    axes[1].set(xlabel="concurrent clients", ylabel="seconds", title="p99 latency", xscale="log")
-    if "peers" in results:
-        p = results["peers"]
-        labels, values = [], []
-        for name, peer in (("lm", "transformers"), ("decoder", "diffusers")):
-            for g in ("no_guidance", "guidance"):
-                labels.append(f"{name} vs {peer}\n{g.replace('_', ' ')}")
-                values.append(p[name][g]["speedup"])
-        axes[2].bar(range(len(values)), values, color=["C0", "C0", "C1", "C1"])
-        axes[2].axhline(1.0, color="k", lw=0.8)
-        axes[2].set_xticks(range(len(values)), labels, fontsize=7)
-        axes[2].set(ylabel="Tessera / peer (higher is faster)", title="vs peers, same machine")
-    for ax in axes[:2]:
-        ax.legend()
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -428,13 +245,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--url", default=None, help="benchmark a running stack instead of starting one"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="cpu",
+        help="gpu: models on CUDA, deploy/serve/gpu.yaml, results in benchmarks/results/gpu",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: the profile's folder")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--no-jobs", action="store_true")
     parser.add_argument("--no-peers", action="store_true", help="skip transformers/diffusers")
+    parser.add_argument(
+        "--no-served", action="store_true", help="model benchmarks only: no Ray stack"
+    )
     args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    device, out_dir = profile["device"], args.out or profile["out"]
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error("--profile gpu needs a CUDA device, and torch sees none")
 
-    from tessera import runtime
     from tessera.bundle.init import build_random_bundle
     from tessera.common.settings import get_settings
 
@@ -451,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             "bundle": bundle_dir.name,
             "when": time.strftime("%Y-%m-%d %H:%M"),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "profile": args.profile,
             "torch": torch.__version__,
             "quick": args.quick,
         }
@@ -459,34 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.batching import continuous_vs_static
     from tessera.common.checkpoint import load_bundle_component
 
-    lm = load_bundle_component(bundle_dir, "lm")
+    lm = load_bundle_component(bundle_dir, "lm", device=torch.device(device))
     requests = 8 if args.quick else 16
     batch_repeats = max(3, repeats // 2)
     results["batching"] = continuous_vs_static(lm, batch_repeats, summarize, requests=requests)
     print("KV cache…", flush=True)
-    results["kv_cache"] = kv_cache_speedup(bundle_dir, max(2, repeats // 3))
+    results["kv_cache"] = kv_cache_speedup(bundle_dir, max(2, repeats // 3), device)
     if not args.no_peers:
         print("peers: transformers, diffusers, matmul peak…", flush=True)
-        results["peers"] = peer_comparisons(bundle_dir, max(3, repeats // 2))
-    url = args.url
-    if url is None:
-        config = runtime.StackConfig(
-            serve_config=REPO / "deploy" / "serve" / "local.yaml",
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=None,
-            app_args={"bundle_dir": str(bundle_dir)},
-            quiet=True,
-        )
-        url = runtime.start(config)["http"]
-    try:
-        print("in-process vs served latency…", flush=True)
-        results["paired"] = paired_latency(bundle_dir, url, repeats)
-        print("served throughput…", flush=True)
-        results["served"] = served(url, repeats, levels)
-    finally:
-        if args.url is None:
-            runtime.stop()
+        results["peers"] = peer_comparisons(bundle_dir, max(3, repeats // 2), device)
+    if not args.no_served:
+        results.update(served_parts(args, bundle_dir, repeats, levels, profile))
     if not args.no_jobs:
         print("async jobs…", flush=True)
         from benchmarks import jobs_bench
@@ -494,9 +308,36 @@ def main(argv: list[str] | None = None) -> int:
         results["jobs"] = {
             str(w): jobs_bench.run(workers=w, jobs=20 if args.quick else 200) for w in (1, 8)
         }
-    write_report(results, args.out)
-    print((args.out / "latest.md").read_text())
+    write_report(results, out_dir)
+    print((out_dir / "latest.md").read_text())
     return 0
+
+
+def served_parts(
+    args: argparse.Namespace, bundle_dir: Path, repeats: int, levels: tuple, profile: dict
+) -> dict:
+    """Paired latency and throughput against ``--url``, or a stack started for the run."""
+    from tessera import runtime
+
+    url = args.url
+    if url is None:
+        config = runtime.StackConfig(
+            serve_config=REPO / "deploy" / "serve" / profile["serve_config"],
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=None,
+            app_args={"bundle_dir": str(bundle_dir), "device": profile["device"]},
+            quiet=True,
+        )
+        url = runtime.start(config)["http"]
+    try:
+        print("in-process vs served latency…", flush=True)
+        paired = paired_latency(bundle_dir, url, repeats, profile["device"])
+        print("served throughput…", flush=True)
+        return {"paired": paired, "served": served(url, repeats, levels)}
+    finally:
+        if args.url is None:
+            runtime.stop()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from benchmarks.batching import continuous_vs_static
-from benchmarks.run import bar_lines, summarize
+from benchmarks.report import bar_lines
+from benchmarks.run import summarize
 from tessera.lm.model import ImageGPT, LMConfig
 
 

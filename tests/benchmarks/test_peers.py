@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from benchmarks.peers import decoder_vs_diffusers, lm_vs_transformers, matmul_peak
-from benchmarks.run import peer_lines, summarize
+from benchmarks.report import peer_lines, write_report
+from benchmarks.run import summarize
 from tessera.decoder.model import DecoderConfig, LatentDecoder
 from tessera.lm.model import ImageGPT, LMConfig
 
@@ -50,3 +51,41 @@ def test_the_diffusers_peer_builds_for_the_committed_decoders_widths():
     decoder = LatentDecoder(DecoderConfig.tiny(widths=(48, 96))).eval()
     result = decoder_vs_diffusers(decoder, batch=1, steps=1, repeats=1, summarize=summarize)
     assert result["params"]["diffusers"] > 0
+
+
+def test_a_run_without_the_served_parts_reports_what_it_measured(results, tmp_path):
+    """`--no-served` (e.g. the GPU profile on a box without Ray): model tables and bars only."""
+    run = {
+        "meta": {"bundle": "tiny", "when": "now", "device": "cpu"},
+        "batching": {
+            "requests": 4,
+            "arrival_gap_s": 0.01,
+            "solo_s": 0.04,
+            "continuous": {"p50": summarize([0.05]), "p99": summarize([0.06])},
+            "static": {"p50": summarize([0.07]), "p99": summarize([0.09])},
+            "p99_static_over_continuous": 1.5,
+        },
+        "kv_cache": {
+            "speedup": 6.0,
+            "grid_tokens": 64,
+            "cached": summarize([0.1]),
+            "uncached": summarize([0.6]),
+        },
+        "peers": results,
+    }
+    write_report(run, tmp_path)
+    text = (tmp_path / "latest.md").read_text()
+    assert "# Benchmarks (tiny, cpu, now)" in text and "transformers" in text
+    assert "served / in-process" not in text and "throughput" not in text
+    assert "| static / continuous p99 under staggered arrivals | 1.50 | > 1 | yes |" in text
+    assert (tmp_path / "latest.png").stat().st_size > 0 and (tmp_path / "latest.json").exists()
+
+
+def test_the_gpu_profile_refuses_without_cuda(capsys):
+    from benchmarks.run import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--profile", "gpu", "--quick"])
+    assert exit_info.value.code == 2 and "needs a CUDA device" in capsys.readouterr().err

@@ -1,0 +1,229 @@
+"""`make bench`'s report: latest.json, a markdown table ending with the bars, a PNG plot.
+
+Sections appear for the parts a run measured: a ``--no-served`` run (the model benchmarks
+alone, e.g. on a GPU box without Ray) has no served-latency or throughput tables, and judges
+only the bars it measured.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROUTES = ("ar", "unclip")
+
+
+def write_report(results: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    meta = results["meta"]
+    title = f"# Benchmarks ({meta['bundle']}, {meta.get('device', 'cpu')}, {meta['when']})"
+    lines = [title]
+    if "paired" in results:
+        lines += served_lines(results)
+    lines += batching_lines(results["batching"])
+    kv = results["kv_cache"]
+    lines += [
+        "",
+        f"KV cache: {kv['speedup']:.1f}x faster than cache-free sampling "
+        f"({kv['grid_tokens']} tokens, batch 4; {kv['cached']['median']:.3f}s "
+        f"vs {kv['uncached']['median']:.3f}s).",
+    ]
+    if "peers" in results:
+        lines += peer_lines(results["peers"])
+    if "jobs" in results:
+        lines += [
+            "",
+            "| job workers | jobs/s | p50 submit→result (s) | p99 (s) |",
+            "|---|---|---|---|",
+        ]
+        for w, r in results["jobs"].items():
+            row = (w, r["jobs_per_s"], r["ideal_jobs_per_s"], r["p50_s"], r["p99_s"])
+            lines.append("| {} | {:.1f} (ideal {:.0f}) | {:.3f} | {:.3f} |".format(*row))
+    lines += bar_lines(results)
+    (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
+    plot(results, out_dir / "latest.png")
+
+
+def served_lines(results: dict) -> list[str]:
+    lines = [
+        "",
+        "Concurrency 1, in-process and served requests alternating with the stack up:",
+        "",
+        "| route | in-process median (s) | served median (s) | served / in-process |",
+        "|---|---|---|---|",
+    ]
+    paired = results["paired"]
+    for route in ROUTES:
+        ip, sv = paired["in_process"][route], paired["served"][route]
+        ratio = sv["median"] / ip["median"]
+        lines.append(f"| {route} | {spread(ip)} | {spread(sv)} | {ratio:.2f} |")
+    lines += [
+        "",
+        "Closed-loop clients; throughput counts the steady part of a run (the first and last"
+        " c completions left out), median (min–max) over rounds; p50 / p99 over every"
+        " round's requests:",
+        "",
+        "| route | concurrency | throughput (req/s) | p50 (s) | p99 (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for route in ROUTES:
+        for c, r in results["served"][route].items():
+            rps = f"{r['throughput_rps']:.2f}"
+            if "throughput_min" in r:
+                rps += f" ({r['throughput_min']:.2f}–{r['throughput_max']:.2f})"
+            lines.append(f"| {route} | {c} | {rps} | {r['p50']:.3f} | {r['p99']:.3f} |")
+    return lines
+
+
+def batching_lines(b: dict) -> list[str]:
+    lines = [
+        "",
+        f"LM batching under staggered arrivals ({b['requests']} one-image requests, one every "
+        f"{b['arrival_gap_s']:.3f}s; one alone takes {b['solo_s']:.3f}s; median (min–max) over "
+        f"{b['continuous']['p99']['n']} interleaved runs):",
+        "",
+        "| schedule | p50 (s) | p99 (s) |",
+        "|---|---|---|",
+    ]
+    for mode in ("continuous", "static"):
+        lines.append(f"| {mode} | {spread(b[mode]['p50'])} | {spread(b[mode]['p99'])} |")
+    return lines
+
+
+def spread(r: dict, fmt: str = "{:.3f}") -> str:
+    return f"{fmt.format(r['median'])} ({fmt.format(r['min'])}–{fmt.format(r['max'])})"
+
+
+def peer_lines(p: dict) -> list[str]:
+    peak = p["matmul_peak"]["gflops"]
+    lm, dec = p["lm"], p["decoder"]
+    lines = [
+        "",
+        f"Peers (median (min–max) over repeats, Tessera and peer alternating run by run; "
+        f"matmul peak {peak:.1f} GFLOP/s with "
+        f"{p['matmul_peak']['threads']} thread(s)):",
+        "",
+        "| sampler | guidance | Tessera | peer | Tessera / peer | Tessera GFLOP/s (% of peak) |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def achieved(r: dict) -> str:
+        return (
+            f"{r['tessera_gflops_achieved']:.1f} ({100 * r['tessera_gflops_achieved'] / peak:.0f}%)"
+        )
+
+    for label in ("no_guidance", "guidance"):
+        r = lm[label]
+        lines.append(
+            f"| LM tokens/s, batch {lm['batch']}, {lm['new_tokens']} tokens (vs transformers "
+            f"GPT-2 `generate`) | {label} | {spread(r['tessera_tokens_per_s'], '{:.0f}')} | "
+            f"{spread(r['transformers_tokens_per_s'], '{:.0f}')} | {r['speedup']:.2f} | "
+            f"{achieved(r)} |"
+        )
+    for label in ("no_guidance", "guidance"):
+        r = dec[label]
+        lines.append(
+            f"| decoder images/s, batch {dec['batch']}, DDIM {dec['steps']} (vs diffusers "
+            f"UNet2DModel) | {label} | {spread(r['tessera_images_per_s'], '{:.2f}')} | "
+            f"{spread(r['diffusers_images_per_s'], '{:.2f}')} | {r['speedup']:.2f} | "
+            f"{achieved(r)}; "
+            f"diffusers {r['diffusers_gflops_achieved']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Parameters: LM {lm['params']['tessera']:,} vs GPT-2 {lm['params']['transformers']:,}; "
+        f"decoder {dec['params']['tessera']:,} vs UNet2DModel {dec['params']['diffusers']:,} "
+        "(the diffusers UNet is unconditional: no CLIP or text cross-attention).",
+    ]
+    return lines
+
+
+def bar_lines(results: dict) -> list[str]:
+    """The serving-performance bars, each with its measured value and whether it holds."""
+    checks = []
+    for route in ROUTES if "paired" in results else ():
+        paired = results["paired"]
+        ratio = paired["served"][route]["median"] / paired["in_process"][route]["median"]
+        checks.append((f"served / in-process latency, {route}, c=1", ratio, "<=", 1.25))
+    for route in ROUTES if "served" in results else ():
+        top = max(results["served"][route], key=int)
+        gain = (
+            results["served"][route][top]["throughput_rps"]
+            / results["served"][route]["1"]["throughput_rps"]
+        )
+        checks.append((f"throughput c={top} / c=1, {route}", gain, ">=", 3.0))
+    if "peers" in results:
+        lm = results["peers"]["lm"]
+        for g in ("no_guidance", "guidance"):
+            label = f"LM tokens/s / transformers generate(), batch {lm['batch']}, {g}"
+            checks.append((label, lm[g]["speedup"], ">=", 1.5))
+    checks.append(
+        (
+            "static / continuous p99 under staggered arrivals",
+            results["batching"]["p99_static_over_continuous"],
+            ">",
+            1.0,
+        )
+    )
+    checks.append(("KV cache speed-up, full grid", results["kv_cache"]["speedup"], ">=", 5.0))
+    lines = ["", "Bars (measured in this run):", "", "| bar | measured | target | holds |"]
+    lines.append("|---|---|---|---|")
+    for label, value, op, target in checks:
+        holds = {"<=": value <= target, ">=": value >= target, ">": value > target}[op]
+        lines.append(f"| {label} | {value:.2f} | {op} {target:g} | {'yes' if holds else 'NO'} |")
+    return lines
+
+
+def plot(results: dict, path: Path) -> None:
+    """Throughput and p99 per concurrency (served runs), and Tessera / peer (with peers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (2 if "served" in results else 0) + (1 if "peers" in results else 0)
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    axes = list(axes[0])
+    if "served" in results:
+        throughput, p99 = axes.pop(0), axes.pop(0)
+        for route in ROUTES:
+            levels = sorted(results["served"][route], key=int)
+            runs = [results["served"][route][c] for c in levels]
+            rps = [r["throughput_rps"] for r in runs]
+            throughput.errorbar(  # the bars span the rounds' min..max
+                [int(c) for c in levels],
+                rps,
+                yerr=[
+                    [v - r.get("throughput_min", v) for v, r in zip(rps, runs, strict=True)],
+                    [r.get("throughput_max", v) - v for v, r in zip(rps, runs, strict=True)],
+                ],
+                fmt="o-",
+                capsize=3,
+                label=route,
+            )
+            p99.plot([int(c) for c in levels], [r["p99"] for r in runs], "o-", label=route)
+        throughput.set(
+            xlabel="concurrent clients", ylabel="requests / s", title="throughput", xscale="log"
+        )
+        p99.set(xlabel="concurrent clients", ylabel="seconds", title="p99 latency", xscale="log")
+        for ax in (throughput, p99):
+            ax.legend()
+            ax.grid(alpha=0.3)
+    if "peers" in results:
+        ax, p = axes.pop(0), results["peers"]
+        labels, values = [], []
+        for name, peer in (("lm", "transformers"), ("decoder", "diffusers")):
+            for g in ("no_guidance", "guidance"):
+                labels.append(f"{name} vs {peer}\n{g.replace('_', ' ')}")
+                values.append(p[name][g]["speedup"])
+        ax.bar(range(len(values)), values, color=["C0", "C0", "C1", "C1"])
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(range(len(values)), labels, fontsize=7)
+        ax.set(ylabel="Tessera / peer (higher is faster)", title="vs peers, same machine")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
