@@ -163,15 +163,19 @@ async def load(url: str, route: str, concurrency: int, requests: int, first: int
     }
 
 
-def served(url: str, repeats: int, levels: tuple[int, ...], rounds: int = 3) -> dict:
-    """Per route and concurrency c: ``rounds`` runs of max(repeats, 4c) requests. Throughput
-    is the median round (with the spread); latencies pool every round's requests."""
+def served(
+    url: str, repeats: int, levels: tuple[int, ...], rounds: int = 3, per_client: int = 8
+) -> dict:
+    """Per route and concurrency c: ``rounds`` runs of max(repeats, per_client * c) requests.
+    Closed-loop clients move in waves (all start together, batch together, finish together),
+    so a round gives each client several requests to spread out. Throughput is the median
+    round (with the spread); latencies pool every round's requests."""
     out: dict = {}
     first = 1000  # past the in-process run's prompts; every run gets prompts of its own
     for route in ROUTES:
         out[route] = {}
         for c in levels:
-            count = max(repeats, 4 * c)
+            count = max(repeats, per_client * c)
             runs = []
             for _ in range(rounds):
                 runs.append(asyncio.run(load(url, route, c, count, first)))

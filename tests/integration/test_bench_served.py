@@ -16,7 +16,7 @@ def test_paired_latency_times_both_paths_of_every_route(stack):
 
 
 def test_served_load_reports_throughput_per_concurrency(stack):
-    result = served(stack["http"], repeats=2, levels=(1, 2), rounds=2)
+    result = served(stack["http"], repeats=2, levels=(1, 2), rounds=2, per_client=4)
     for route in ROUTES:
         assert set(result[route]) == {"1", "2"}
         for c, r in result[route].items():
