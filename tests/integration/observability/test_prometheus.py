@@ -9,7 +9,7 @@ import time
 import pytest
 import ray
 
-from tessera.common.metrics import dashboard_queries
+from tessera.common.dashboards import dashboard_queries
 
 from .conftest import DASHBOARD, drive_traffic
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tessera.common import metrics
+from tessera.common import dashboards
 
 GRAFANA = Path(__file__).resolve().parents[3] / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "tessera.json"
@@ -46,18 +46,18 @@ def test_dashboard_covers_what_the_issue_asks_for():
     )  # fmt: skip
     for words in wanted:
         assert words in titles, words
-    queries = metrics.dashboard_queries(DASHBOARD)
+    queries = dashboards.dashboard_queries(DASHBOARD)
     assert any("histogram_quantile(0.99" in q and "by (le, route)" in q for q in queries)
 
 
 def test_dashboard_queries_substitute_grafana_variables():
-    queries = metrics.dashboard_queries(DASHBOARD, rate_interval="30s")
+    queries = dashboards.dashboard_queries(DASHBOARD, rate_interval="30s")
     assert queries and not any("$" in q for q in queries)
     assert any("[30s]" in q for q in queries)
-    targets = metrics.dashboard_targets(DASHBOARD)
+    targets = dashboards.dashboard_targets(DASHBOARD)
     gpu = [t for t in targets if t.needs_gpu]
     assert gpu and all(t.panel.startswith("GPU") for t in gpu)
-    cpu_only = metrics.dashboard_queries(DASHBOARD, include_gpu=False)
+    cpu_only = dashboards.dashboard_queries(DASHBOARD, include_gpu=False)
     assert len(cpu_only) == len(targets) - len(gpu)
 
 
@@ -70,7 +70,7 @@ def test_dashboard_queries_reads_nested_rows(tmp_path):
     ]}  # fmt: skip
     path = tmp_path / "b.json"
     path.write_text(json.dumps(board))
-    assert metrics.dashboard_queries(path) == ["rate(x_total[1m])"]
+    assert dashboards.dashboard_queries(path) == ["rate(x_total[1m])"]
 
 
 def test_provisioning_matches_the_compose_mounts(repo):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tessera.common import metrics
+from tessera.common import dashboards, metrics
 
 PROM = Path(__file__).resolve().parents[3] / "deploy" / "prometheus"
 RULES = PROM / "rules" / "tessera.rules.yml"
@@ -69,18 +69,18 @@ def test_rules_and_dashboard_use_known_metrics():
     ours = {s.exported_name for s in metrics.SPECS}
     rules = yaml.safe_load(RULES.read_text())
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
-    exprs += metrics.dashboard_queries(DASHBOARD)
+    exprs += dashboards.dashboard_queries(DASHBOARD)
     used = set().union(*(_families(e) for e in exprs))
     assert used, "no metric names found"
     assert used <= ours | RAY_FAMILIES, used - ours - RAY_FAMILIES
     # Every Tessera metric is shown somewhere on the dashboard.
-    shown = set().union(*(_families(e) for e in metrics.dashboard_queries(DASHBOARD)))
+    shown = set().union(*(_families(e) for e in dashboards.dashboard_queries(DASHBOARD)))
     assert ours <= shown, ours - shown
 
 
 def test_dashboard_queries_are_valid_promql(promtool, tmp_path):
     """promtool parses every panel query (as a recording rule)."""
-    queries = metrics.dashboard_queries(DASHBOARD)
+    queries = dashboards.dashboard_queries(DASHBOARD)
     rules = {"groups": [{"name": "dashboard", "rules": [
         {"record": f"dashboard:query_{i}", "expr": q} for i, q in enumerate(queries)
     ]}]}  # fmt: skip
