@@ -125,6 +125,10 @@ class PriorBatcher:
             raise InvalidArgument(f"n_candidates must be >= 1; got {k}")
         if text.states.shape[0] != n or text_emb.shape[1] != cfg.embed_dim:
             raise InvalidArgument(f"text and text_emb must both have {n} rows, D={cfg.embed_dim}")
+        if text.states.shape[1] > cfg.max_text_tokens:
+            raise InvalidArgument(
+                f"at most {cfg.max_text_tokens} text tokens; got {text.states.shape[1]}"
+            )
         scheduler = PriorDDIMScheduler(self.prior.alphas_cumprod)
         scheduler.set_timesteps(cfg.sample_steps if steps is None else int(steps))
         # Each prompt's k starting noises from its own generator, on the CPU: the same on
@@ -175,17 +179,21 @@ class PriorBatcher:
                 while self.waiting and self.waiting[0].rows <= free:
                     free -= self.waiting[0].rows
                     admitted.append(self.waiting.pop(0))
-            try:
-                with torch.inference_mode():
-                    for job in admitted:
+            with torch.inference_mode():
+                for job in admitted:
+                    try:
                         self._admit(job)
-                        self.running.append(job)
-                    self._step()
-            except Exception as e:  # fail the running requests, keep serving new ones
-                for job in self.running + admitted:
-                    if not job.future.done():
+                    except Exception as e:  # a request that cannot start fails alone
                         settle(job.future, error=e)
-                self.running, self._batch = [], None
+                        continue
+                    self.running.append(job)
+                try:
+                    self._step()
+                except Exception as e:  # fail the running requests, keep serving new ones
+                    for job in self.running:
+                        if not job.future.done():
+                            settle(job.future, error=e)
+                    self.running, self._batch = [], None
 
         for job in self.waiting + self.running:
             if not job.future.done():

@@ -104,3 +104,25 @@ def test_cancel_by_future_or_by_callback(batcher):
     gate.set()
     after = batcher.submit(text, temb, seeds=[2], steps=2).result(TIMEOUT)  # still serving
     assert after.shape == (1, D)
+
+
+def test_a_request_that_fails_to_start_fails_alone(prior, batcher, monkeypatch):
+    text, temb = fake_text(1, seed=1), unit(1, D, 2)
+    with pytest.raises(InvalidArgument, match="text tokens"):  # refused before queueing
+        batcher.submit(fake_text(1, seed=1, length=40), temb, seeds=[1])
+    broken, admit = fake_text(1, seed=2), batcher._admit
+
+    def admit_or_fail(job):  # a failure while encoding one request's condition
+        if job.text is broken:
+            raise RuntimeError("cannot encode this condition")
+        admit(job)
+
+    monkeypatch.setattr(batcher, "_admit", admit_or_fail)
+    gate = threading.Event()
+    running = batcher.submit(text, temb, seeds=[3], steps=3, on_step=lambda *_: gate.wait(TIMEOUT))
+    bad = batcher.submit(broken, temb, seeds=[4], steps=3)
+    gate.set()
+    with pytest.raises(RuntimeError, match="cannot encode"):
+        bad.result(TIMEOUT)
+    alone = prior.sample(text, temb, seeds=[3], steps=3)
+    torch.testing.assert_close(running.result(TIMEOUT), alone, atol=1e-5, rtol=1e-4)
