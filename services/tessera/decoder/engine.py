@@ -14,7 +14,6 @@ Each image draws its starting noise and every sampler noise from its own generat
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -23,8 +22,9 @@ import torch
 from torch import Tensor
 
 from tessera.common.device import make_generator
-from tessera.common.errors import Cancelled, InvalidArgument, Unavailable
+from tessera.common.errors import Cancelled
 from tessera.common.serving import settle
+from tessera.common.step_loop import StepLoop, conditionings
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import LatentDecoder
 from tessera.decoder.pipeline import validate_request
@@ -58,36 +58,22 @@ class _Job:
     @property
     def halves(self) -> tuple[bool, ...]:
         """Which conditionings this job needs per image: (cond,), (uncond,) or both."""
-        if self.guidance == 1.0:
-            return (False,)
-        if self.guidance == 0.0:
-            return (True,)
-        return (False, True)
+        return conditionings(self.guidance)
 
     @property
     def rows(self) -> int:
         return self.n * len(self.halves)
 
 
-class DenoiseBatcher:
+class DenoiseBatcher(StepLoop):
     """``submit()`` from any thread; the future resolves to (n, C, h, w) VQ-space latents."""
 
     def __init__(self, model: LatentDecoder, max_rows: int = 32) -> None:
         self.model = model.eval()
         self.device = next(model.parameters()).device
-        self.max_rows = max_rows
-        self.running: list[_Job] = []
-        self.waiting: list[_Job] = []
-        self.lock = threading.Condition()
-        self.closed = False
         self.calls = 0  # UNet calls made
         self.max_running = 0  # most rows in one call
-        self.thread = threading.Thread(target=self._loop, name="decoder-step-batch", daemon=True)
-        self.thread.start()
-
-    @property
-    def running_rows(self) -> int:
-        return sum(job.rows for job in self.running)
+        super().__init__("decoder", max_rows)
 
     def submit(
         self,
@@ -130,52 +116,9 @@ class DenoiseBatcher:
             on_progress=on_progress,
             every=progress_every,
         )
-        if job.rows > self.max_rows:
-            raise InvalidArgument(
-                f"request needs {job.rows} rows; this replica has {self.max_rows}"
-            )
-        with self.lock:
-            if self.closed:
-                raise Unavailable("the decoder sampler is shut down")
-            self.waiting.append(job)
-            self.lock.notify()
-        return job.future
+        return self._enqueue(job)
 
-    def set_max_rows(self, max_rows: int) -> None:
-        with self.lock:
-            self.max_rows = max_rows
-
-    def close(self) -> None:
-        with self.lock:
-            self.closed = True
-            self.lock.notify()
-        self.thread.join(timeout=10)
-
-    # ---------------------------------------------------------------- the loop
-    def _loop(self) -> None:
-        while True:
-            with self.lock:
-                while not self.closed and not self.waiting and not self.running:
-                    self.lock.wait()
-                if self.closed:
-                    break
-                self.waiting = [job for job in self.waiting if not job.future.cancelled()]
-                free = self.max_rows - self.running_rows
-                while self.waiting and self.waiting[0].rows <= free:
-                    free -= self.waiting[0].rows
-                    self.running.append(self.waiting.pop(0))
-            try:
-                with torch.inference_mode():
-                    self._step()
-            except Exception as e:  # fail the running requests, keep serving new ones
-                for job in self.running:
-                    if not job.future.done():
-                        settle(job.future, error=e)
-                self.running = []
-        for job in self.waiting + self.running:
-            if not job.future.done():
-                settle(job.future, error=Unavailable("the decoder sampler shut down"))
-
+    # ---------------------------------------------------------------- the loop's step
     def _step(self) -> None:
         """One UNet call for every running row, then each job's own scheduler step."""
         xs, ts, embs, states, masks, drops = [], [], [], [], [], []

@@ -21,8 +21,6 @@ rounding in batched matmuls.
 
 from __future__ import annotations
 
-import math
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -32,15 +30,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tessera.common.device import make_generator
-from tessera.common.errors import Cancelled, InvalidArgument, Unavailable
+from tessera.common.errors import Cancelled
 from tessera.common.serving import settle
+from tessera.common.step_loop import StepLoop, conditionings
 from tessera.common.text_encoder import TextBatch
-from tessera.prior.model import (
-    DiffusionPrior,
-    EncodedCondition,
-    PriorDDIMScheduler,
-    select_candidates,
-)
+from tessera.prior.model import DiffusionPrior, EncodedCondition, select_candidates
+from tessera.prior.scheduler import PriorDDIMScheduler
 
 StepFn = Callable[[int, int], bool | None]  # (steps done, total) -> False cancels
 
@@ -65,40 +60,26 @@ class _Job:
     @property
     def halves(self) -> tuple[bool, ...]:
         """Which conditionings each row needs: (cond,), (uncond,) or both."""
-        if self.scale == 1.0:
-            return (False,)
-        if self.scale == 0.0:
-            return (True,)
-        return (False, True)
+        return conditionings(self.scale)
 
     @property
     def rows(self) -> int:
         return self.x.shape[0] * len(self.halves)
 
 
-class PriorBatcher:
+class PriorBatcher(StepLoop):
     """``submit()`` from any thread; the future resolves to (n, D) L2-normalised CLIP image
     embeddings, one per prompt (its best of k candidates)."""
 
     def __init__(self, prior: DiffusionPrior, max_rows: int = 64) -> None:
         self.prior = prior.eval()
         self.device = prior.emb_mean.device
-        self.max_rows = max_rows
-        self.running: list[_Job] = []
-        self.waiting: list[_Job] = []
-        self.lock = threading.Condition()
-        self.closed = False
         self.calls = 0  # step calls made
         self.max_running = 0  # most rows in one call
         self._batch: tuple[tuple[int, ...], EncodedCondition] | None = None
         with torch.inference_mode():
             self.null = self._null_condition()
-        self.thread = threading.Thread(target=self._loop, name="prior-step-batch", daemon=True)
-        self.thread.start()
-
-    @property
-    def running_rows(self) -> int:
-        return sum(job.rows for job in self.running)
+        super().__init__("prior", max_rows)
 
     def submit(
         self,
@@ -114,23 +95,11 @@ class PriorBatcher:
         """Queue n prompts (``text`` and ``text_emb`` with n rows, one seed each).
         ``future.cancel()`` drops the request at the next step."""
         cfg = self.prior.config
-        n = text_emb.shape[0]
-        scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
-        k = cfg.n_candidates if n_candidates is None else int(n_candidates)
-        if len(seeds) != n:
-            raise InvalidArgument(f"need one seed per row: {n} rows, {len(seeds)} seeds")
-        if not math.isfinite(scale) or scale < 0:
-            raise InvalidArgument(f"guidance_scale must be >= 0; got {scale}")
-        if k < 1:
-            raise InvalidArgument(f"n_candidates must be >= 1; got {k}")
-        if text.states.shape[0] != n or text_emb.shape[1] != cfg.embed_dim:
-            raise InvalidArgument(f"text and text_emb must both have {n} rows, D={cfg.embed_dim}")
-        if text.states.shape[1] > cfg.max_text_tokens:
-            raise InvalidArgument(
-                f"at most {cfg.max_text_tokens} text tokens; got {text.states.shape[1]}"
-            )
+        scale, steps, k = self.prior.check_sample_args(
+            text, text_emb, seeds, guidance_scale, steps, n_candidates
+        )
         scheduler = PriorDDIMScheduler(self.prior.alphas_cumprod)
-        scheduler.set_timesteps(cfg.sample_steps if steps is None else int(steps))
+        scheduler.set_timesteps(steps)
         # Each prompt's k starting noises from its own generator, on the CPU: the same on
         # every device and whatever else is running (as DiffusionPrior.sample_candidates).
         cpu = torch.device("cpu")
@@ -145,60 +114,9 @@ class PriorBatcher:
             future=Future(),
             on_step=on_step,
         )
-        if job.rows > self.max_rows:
-            raise InvalidArgument(
-                f"request needs {job.rows} rows; this replica has {self.max_rows}"
-            )
-        with self.lock:
-            if self.closed:
-                raise Unavailable("the prior sampler is shut down")
-            self.waiting.append(job)
-            self.lock.notify()
-        return job.future
+        return self._enqueue(job)
 
-    def set_max_rows(self, max_rows: int) -> None:
-        with self.lock:
-            self.max_rows = max_rows
-
-    def close(self) -> None:
-        with self.lock:
-            self.closed = True
-            self.lock.notify()
-        self.thread.join(timeout=10)
-
-    # ---------------------------------------------------------------- the loop
-    def _loop(self) -> None:
-        while True:
-            with self.lock:
-                while not self.closed and not self.waiting and not self.running:
-                    self.lock.wait()
-                if self.closed:
-                    break
-                self.waiting = [job for job in self.waiting if not job.future.cancelled()]
-                free, admitted = self.max_rows - self.running_rows, []
-                while self.waiting and self.waiting[0].rows <= free:
-                    free -= self.waiting[0].rows
-                    admitted.append(self.waiting.pop(0))
-            with torch.inference_mode():
-                for job in admitted:
-                    try:
-                        self._admit(job)
-                    except Exception as e:  # a request that cannot start fails alone
-                        settle(job.future, error=e)
-                        continue
-                    self.running.append(job)
-                try:
-                    self._step()
-                except Exception as e:  # fail the running requests, keep serving new ones
-                    for job in self.running:
-                        if not job.future.done():
-                            settle(job.future, error=e)
-                    self.running, self._batch = [], None
-
-        for job in self.waiting + self.running:
-            if not job.future.done():
-                settle(job.future, error=Unavailable("the prior sampler shut down"))
-
+    # ---------------------------------------------------------------- the loop's hooks
     def _null_condition(self) -> EncodedCondition:
         """The unconditional (dropped caption) condition: one row, shared by every request."""
         p = self.prior
@@ -213,6 +131,9 @@ class PriorBatcher:
         states = job.text.states.to(self.device).float()
         mask = job.text.mask.to(self.device)
         job.cond = self.prior.encode_condition(states, mask, job.text_emb).repeat_interleave(job.k)
+
+    def _reset(self) -> None:
+        self._batch = None
 
     def _batch_condition(self) -> EncodedCondition:
         """The running rows' conditions, padded to the longest and stacked in row order;
@@ -240,8 +161,6 @@ class PriorBatcher:
 
     def _step(self) -> None:
         """One call for the step tokens of every running row, then each job's DDIM step."""
-        if not self.running:
-            return
         xs, ts = [], []
         for job in self.running:
             t = int(job.scheduler.timesteps[job.index])

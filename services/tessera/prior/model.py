@@ -25,6 +25,7 @@ from torch import nn
 from tessera.common.device import make_generator
 from tessera.common.errors import InvalidArgument
 from tessera.common.text_encoder import DEFAULT_MAX_TOKENS, TEXT_DIM, TextBatch
+from tessera.prior.scheduler import PriorDDIMScheduler, cosine_alphas_cumprod
 
 
 @dataclass
@@ -46,43 +47,6 @@ class PriorConfig:
     def tiny(cls, **overrides: object) -> PriorConfig:
         base = cls(embed_dim=32, n_layer=2, n_head=2, n_embd=32, sample_steps=8)
         return replace(base, **overrides)
-
-
-# ---------------------------------------------------------------------------- schedule
-
-
-def cosine_alphas_cumprod(num_timesteps: int, s: float = 0.008) -> torch.Tensor:
-    """Nichol & Dhariwal's cosine schedule: alpha_bar(t) for t = 0..T-1 (betas clipped at
-    0.999, as in diffusers' ``squaredcos_cap_v2``)."""
-    f = lambda t: math.cos((t / num_timesteps + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
-    betas = [min(1 - f(i + 1) / f(i), 0.999) for i in range(num_timesteps)]
-    return torch.cumprod(1.0 - torch.tensor(betas, dtype=torch.float64), dim=0).float()
-
-
-class PriorDDIMScheduler:
-    """Deterministic DDIM (eta = 0) for an x0-predicting model, shaped like diffusers'
-    schedulers: ``set_timesteps(n)``, ``timesteps``, ``step(x0, t, sample) -> prev``."""
-
-    def __init__(self, alphas_cumprod: torch.Tensor) -> None:
-        self.alphas_cumprod = alphas_cumprod.double()
-        self.num_train_timesteps = len(alphas_cumprod)
-        self.timesteps = torch.arange(self.num_train_timesteps - 1, -1, -1)
-
-    def set_timesteps(self, n: int) -> None:
-        if not 1 <= n <= self.num_train_timesteps:
-            raise InvalidArgument(f"steps must be in 1..{self.num_train_timesteps}; got {n}")
-        # "trailing" spacing: the first step starts at T-1 (pure noise), the last at t >= 0.
-        total = self.num_train_timesteps
-        self.timesteps = torch.tensor([round(total * (n - i) / n) - 1 for i in range(n)])
-
-    def step(self, x0: torch.Tensor, t: int, sample: torch.Tensor) -> torch.Tensor:
-        """x_t and the predicted x0 -> x_{prev}, where prev is the next entry of timesteps."""
-        i = int((self.timesteps == t).nonzero()[0])
-        prev = int(self.timesteps[i + 1]) if i + 1 < len(self.timesteps) else -1
-        ab_t = self.alphas_cumprod[t].item()
-        ab_prev = self.alphas_cumprod[prev].item() if prev >= 0 else 1.0
-        eps = (sample - math.sqrt(ab_t) * x0) / math.sqrt(1.0 - ab_t)
-        return math.sqrt(ab_prev) * x0 + math.sqrt(1.0 - ab_prev) * eps
 
 
 # ---------------------------------------------------------------------------- transformer
@@ -350,6 +314,36 @@ class DiffusionPrior(nn.Module):
         x0_c, x0_u = self.denoise(torch.cat([x_t, x_t]), torch.cat([tt, tt]), both).chunk(2)
         return x0_u + scale * (x0_c - x0_u)
 
+    def check_sample_args(
+        self,
+        text: TextBatch,
+        text_emb: torch.Tensor,
+        seeds: list[int],
+        guidance_scale: float | None,
+        steps: int | None,
+        n_candidates: int | None,
+    ) -> tuple[float, int, int]:
+        """Validate a sampling request; the (guidance scale, steps, candidates) it runs with,
+        config defaults filled in."""
+        cfg = self.config
+        b = text_emb.shape[0]
+        scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
+        steps = cfg.sample_steps if steps is None else int(steps)
+        k = cfg.n_candidates if n_candidates is None else int(n_candidates)
+        if len(seeds) != b:
+            raise InvalidArgument(f"need one seed per row: {b} rows, {len(seeds)} seeds")
+        if not math.isfinite(scale) or scale < 0:
+            raise InvalidArgument(f"guidance_scale must be >= 0; got {scale}")
+        if k < 1:
+            raise InvalidArgument(f"n_candidates must be >= 1; got {k}")
+        if text.states.shape[0] != b or text_emb.shape[1] != cfg.embed_dim:
+            raise InvalidArgument(f"text and text_emb must both have {b} rows, D={cfg.embed_dim}")
+        if text.states.shape[1] > cfg.max_text_tokens:
+            raise InvalidArgument(
+                f"at most {cfg.max_text_tokens} text tokens; got {text.states.shape[1]}"
+            )
+        return scale, steps, k
+
     @torch.no_grad()
     def sample(
         self,
@@ -393,17 +387,9 @@ class DiffusionPrior(nn.Module):
         """(B,K,D) L2-normalised samples: row i's K candidates all come from seeds[i]."""
         cfg = self.config
         b = text_emb.shape[0]
-        scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
-        steps = cfg.sample_steps if steps is None else int(steps)
-        k = cfg.n_candidates if n_candidates is None else int(n_candidates)
-        if len(seeds) != b:
-            raise InvalidArgument(f"need one seed per row: {b} rows, {len(seeds)} seeds")
-        if not math.isfinite(scale) or scale < 0:
-            raise InvalidArgument(f"guidance_scale must be >= 0; got {scale}")
-        if k < 1:
-            raise InvalidArgument(f"n_candidates must be >= 1; got {k}")
-        if text.states.shape[0] != b or text_emb.shape[1] != cfg.embed_dim:
-            raise InvalidArgument(f"text and text_emb must both have {b} rows, D={cfg.embed_dim}")
+        scale, steps, k = self.check_sample_args(
+            text, text_emb, seeds, guidance_scale, steps, n_candidates
+        )
         dev = self.emb_mean.device
         sched = PriorDDIMScheduler(self.alphas_cumprod)
         sched.set_timesteps(steps)

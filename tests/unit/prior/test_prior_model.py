@@ -9,13 +9,8 @@ from prior_helpers import fake_text, rows, unit
 
 from tessera.common.checkpoint import load_component, save_component
 from tessera.common.errors import InvalidArgument
-from tessera.prior.model import (
-    DiffusionPrior,
-    PriorConfig,
-    PriorDDIMScheduler,
-    cosine_alphas_cumprod,
-    select_candidates,
-)
+from tessera.prior.model import DiffusionPrior, PriorConfig, select_candidates
+from tessera.prior.scheduler import PriorDDIMScheduler, cosine_alphas_cumprod
 
 D = 32
 
