@@ -31,7 +31,7 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,12 +156,9 @@ class Worker:
                 self._slots[i] = asyncio.create_task(self._slot(i), name=f"jobs-slot-{i}")
 
     async def _shutdown(self) -> None:
-        for task in self._slots.values():
-            task.cancel()
-        await asyncio.gather(*self._slots.values(), return_exceptions=True)
+        await cancel_and_wait(self._slots.values())
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            await cancel_and_wait([self._heartbeat])
         # Hand running jobs back now rather than after a visibility timeout.
         for held in list(self.held.values()):
             try:
@@ -331,6 +328,20 @@ class Worker:
         )
         self.stats["retried" if outcome == "retry" else "failed"] += 1
         _record(held, "retried" if outcome == "retry" else "failed")
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *, recheck_s: float = 0.5) -> None:
+    """Cancel ``tasks`` and wait until all have ended, cancelling again any that go on.
+
+    One ``cancel()`` is not always enough on Python 3.11: ``asyncio.wait_for`` drops a
+    cancellation that arrives as its inner future completes (fixed in 3.12, gh-86296),
+    and redis-py wraps every socket write in it. A loop that gets such a cancel carries on
+    as if nothing happened, and a shutdown that waits for it hangs for good."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=recheck_s)
 
 
 def _record(held: _Held, outcome: str) -> None:

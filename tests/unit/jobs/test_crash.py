@@ -51,9 +51,11 @@ def stop_all(procs: dict[str, subprocess.Popen]) -> None:
 
 async def test_200_jobs_survive_random_sigkills(tmp_path):
     n_jobs, n_workers, max_kills = 200, 3, 8
+    n_waves = 4
+    wave = n_jobs // n_waves
     rng = random.Random(1234)
     record = tmp_path / "runs.log"
-    executor = {"steps": 5, "step_s": 0.03, "record_path": str(record)}
+    executor = {"steps": 5, "step_s": 0.06, "record_path": str(record)}
     cfg = config(visibility_timeout_s=1.0, max_attempts=25, block_s=0.3)
     procs: dict[str, subprocess.Popen] = {}
     kills = 0
@@ -73,13 +75,17 @@ async def test_200_jobs_survive_random_sigkills(tmp_path):
                 deadline = time.monotonic() + 75
                 generation = n_workers
                 while True:
-                    # Submit in four waves, so jobs are submitted while workers die.
-                    if len(ids) < n_jobs:
-                        for _ in range(n_jobs // 4):
+                    # Submit in four waves, so jobs are submitted while workers die. A wave
+                    # waits for its share of the kills (or for the queue to drain), so all
+                    # of them land however fast this machine runs the jobs.
+                    kills_due = max_kills * (len(ids) // wave) // n_waves
+                    drained = (await q.depth()).total == 0
+                    if len(ids) < n_jobs and (kills >= kills_due or drained):
+                        for _ in range(wave):
                             i = len(ids)
                             p = GenerationParams(prompt=f"job {i}", seed=i)
                             ids.append((await q.submit(p)).id)
-                    await asyncio.sleep(rng.uniform(0.3, 0.7))
+                    await asyncio.sleep(rng.uniform(0.2, 0.5))
                     done = await states(q, ids)
                     if len(ids) == n_jobs and all(s == "succeeded" for s in done):
                         break
