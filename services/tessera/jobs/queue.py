@@ -1,6 +1,7 @@
 """A durable job queue on Redis Streams: the client side (submit, get, cancel, watch, depth)
-and the primitives workers use (read, reclaim, start, progress, commit, fail, heartbeat).
-Its value types (config, job record, updates, depth) live in ``records.py``.
+here; the primitives workers use (read, reclaim, start, progress, commit, fail, heartbeat)
+in ``consumer.py``; the client, keys and scripts both share in ``store.py``. Its value types
+(config, job record, updates, depth) live in ``records.py``.
 
 Why Redis Streams with consumer groups (and not Ray Serve's ``@task_consumer`` over Celery):
 a consumer group gives at-least-once delivery with explicit XACK, a pending-entries list per
@@ -37,9 +38,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
-
 from tessera.common.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -47,7 +45,7 @@ from tessera.common.errors import (
     ResourceExhausted,
 )
 from tessera.gateway.schemas import GenerationParams
-from tessera.jobs import lua
+from tessera.jobs.consumer import QueueConsumer
 from tessera.jobs.records import (  # noqa: F401 - re-exported: callers import them from here
     JOB_ID,
     MAX_IDEMPOTENCY_KEY,
@@ -67,79 +65,8 @@ from tessera.jobs.records import (  # noqa: F401 - re-exported: callers import t
 from tessera.v1 import common_pb2, generation_pb2
 
 
-class JobQueue:
-    """The queue over one ``redis.asyncio.Redis`` client (bytes replies, no decoding)."""
-
-    def __init__(self, client: aioredis.Redis, config: QueueConfig | None = None) -> None:
-        self.redis = client
-        self.config = config or QueueConfig()
-        p = self.config.prefix
-        self.streams = {prio: f"{p}:q:{prio}" for prio in PRIORITIES}
-        self.dead_key = f"{p}:dead"
-        self.stats_key = f"{p}:stats"
-        self.workers_key = f"{p}:workers"
-        self.slots_key = f"{p}:slots"
-        self._ready = False
-        self._scripts = {
-            name: client.register_script(getattr(lua, name.upper()))
-            for name in (
-                "submit",
-                "start",
-                "progress",
-                "commit",
-                "fail",
-                "cancelled",
-                "cancel",
-                "release",
-                "heartbeat",
-                "reclaim",
-            )
-        }
-
-    @classmethod
-    def from_url(cls, url: str, config: QueueConfig | None = None) -> JobQueue:
-        config = config or QueueConfig()
-        client = aioredis.from_url(
-            url,
-            decode_responses=False,
-            socket_timeout=config.block_s + 10.0,  # blocking reads must not time out
-            socket_connect_timeout=5.0,
-            health_check_interval=30,
-        )
-        return cls(client, config)
-
-    async def close(self) -> None:
-        await self.redis.aclose()
-
-    # -- keys ---------------------------------------------------------------------------------
-
-    def job_key(self, job_id: str) -> str:
-        return f"{self.config.prefix}:job:{job_id}"
-
-    def result_key(self, job_id: str) -> str:
-        return f"{self.config.prefix}:result:{job_id}"
-
-    def events_key(self, job_id: str) -> str:
-        return f"{self.config.prefix}:events:{job_id}"
-
-    def idem_key(self, key: str) -> str:
-        return f"{self.config.prefix}:idem:{hashlib.sha256(key.encode()).hexdigest()}"
-
-    async def setup(self) -> None:
-        """Create the consumer groups (idempotent; redone after Redis lost its data)."""
-        for stream in self.streams.values():
-            try:
-                await self.redis.xgroup_create(stream, self.config.group, id="0", mkstream=True)
-            except ResponseError as e:
-                if "BUSYGROUP" not in str(e):
-                    raise
-        self._ready = True
-
-    async def _ensure_setup(self) -> None:
-        if not self._ready:
-            await self.setup()
-
-    # -- client side --------------------------------------------------------------------------
+class JobQueue(QueueConsumer):
+    """The queue: the client API below, the worker primitives of ``QueueConsumer``."""
 
     async def submit(
         self,
@@ -326,206 +253,6 @@ class JobQueue:
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         return [json.loads(x) for x in await self.redis.lrange(self.dead_key, 0, limit - 1)]
-
-    # -- worker side --------------------------------------------------------------------------
-
-    async def read(self, consumer: str, *, block: bool) -> list[Delivery]:
-        """New messages for ``consumer``: high priority first; with ``block``, wait up to
-        ``block_s`` on both streams (then at most one message per stream is returned)."""
-        await self._ensure_setup()
-        if not block:
-            for stream in self.streams.values():
-                got = await self._xreadgroup(consumer, [stream], block_ms=None)
-                if got:
-                    return got
-            return []
-        return await self._xreadgroup(
-            consumer, list(self.streams.values()), block_ms=int(self.config.block_s * 1000)
-        )
-
-    async def _xreadgroup(
-        self, consumer: str, streams: list[str], *, block_ms: int | None
-    ) -> list[Delivery]:
-        try:
-            reply = await self.redis.xreadgroup(
-                self.config.group, consumer, {s: ">" for s in streams}, count=1, block=block_ms
-            )
-        except ResponseError as e:
-            if "NOGROUP" in str(e):  # Redis lost its data (no persistence): recreate
-                self._ready = False
-                await self.setup()
-                return []
-            raise
-        out = []
-        items = reply.items() if isinstance(reply, dict) else (reply or [])
-        for stream, entries in items:
-            if isinstance(entries, list) and entries and isinstance(entries[0], list):
-                entries = entries[0]  # RESP3 shape
-            for msg_id, raw in entries:
-                job = raw.get(b"job") if raw else None
-                if job is not None:
-                    out.append(Delivery(_s(stream), _s(msg_id), _s(job)))
-        # Deliver high priority first when one blocking read returned both.
-        order = {s: i for i, s in enumerate(self.streams.values())}
-        return sorted(out, key=lambda d: order.get(d.stream, 99))
-
-    async def reclaim(
-        self, consumer: str, cursors: dict[str, str], *, count: int = 1
-    ) -> list[Delivery]:
-        """Take over messages idle longer than the visibility timeout (their worker died).
-        ``cursors`` (per stream) is advanced in place across calls."""
-        await self._ensure_setup()
-        min_idle_ms = int(self.config.visibility_timeout_s * 1000)
-        for stream in self.streams.values():
-            for _ in range(50):  # XAUTOCLAIM scans a bounded slice of the PEL per call
-                reply = await self._scripts["reclaim"](
-                    keys=[stream],
-                    args=[
-                        self.config.group,
-                        consumer,
-                        min_idle_ms,
-                        cursors.get(stream, "0-0"),
-                        count,
-                    ],
-                )
-                cursors[stream] = _s(reply[0])
-                found = [
-                    Delivery(stream, _s(reply[i]), _s(reply[i + 1]))
-                    for i in range(1, len(reply), 2)
-                ]
-                if found:
-                    return found
-                if cursors[stream] == "0-0":
-                    break
-        return []
-
-    async def start(self, d: Delivery, consumer: str, lease: str) -> StartResult:
-        c = self.config
-        reply = await self._scripts["start"](
-            keys=[self.job_key(d.job_id), self.events_key(d.job_id), self.dead_key, d.stream],
-            args=[
-                d.msg_id,
-                c.group,
-                consumer,
-                lease,
-                repr(time.time()),
-                c.max_attempts,
-                c.record_ttl_s,
-                c.events_maxlen,
-                d.job_id,
-            ],
-        )
-        if _s(reply[0]) != "run":
-            return StartResult(run=False, reason=_s(reply[1]))
-        request_json = _s(reply[1])
-        return StartResult(run=True, request_json=request_json, attempts=int(reply[2]))
-
-    async def progress(self, job_id: str, lease: str, event: generation_pb2.GenerateEvent) -> int:
-        """Publish a progress event; 1 keep going, 2 cancel requested, 0 lease lost."""
-        ev = generation_pb2.GenerateEvent(progress=event.progress, previews=event.previews)
-        return int(
-            await self._scripts["progress"](
-                keys=[self.job_key(job_id), self.events_key(job_id)],
-                args=[
-                    lease,
-                    event.progress.step,
-                    event.progress.total_steps,
-                    event.progress.stage,
-                    ev.SerializeToString(),
-                    self.config.events_maxlen,
-                    self.config.record_ttl_s,
-                ],
-            )
-        )
-
-    async def commit(
-        self, d: Delivery, result: generation_pb2.GenerateResponse, *, service_s: float
-    ) -> str:
-        """Store the result (first writer wins); 'committed', 'already', 'cancelled', 'gone'."""
-        c = self.config
-        reply = await self._scripts["commit"](
-            keys=[
-                self.job_key(d.job_id),
-                self.events_key(d.job_id),
-                self.result_key(d.job_id),
-                self.stats_key,
-                d.stream,
-            ],
-            args=[
-                d.msg_id,
-                c.group,
-                result.SerializeToString(),
-                repr(time.time()),
-                c.result_ttl_s,
-                c.record_ttl_s,
-                c.events_maxlen,
-                repr(service_s),
-            ],
-        )
-        return _s(reply[0])
-
-    async def fail(
-        self, d: Delivery, lease: str, error: str, *, retryable: bool, detail: str = ""
-    ) -> str:
-        """An attempt failed: re-queue ('retry') or dead-letter ('dead'); 'stale' if the job
-        is no longer ours."""
-        c = self.config
-        reply = await self._scripts["fail"](
-            keys=[self.job_key(d.job_id), self.events_key(d.job_id), self.dead_key, d.stream],
-            args=[
-                d.msg_id,
-                c.group,
-                lease,
-                error[:1000],
-                repr(time.time()),
-                c.max_attempts,
-                "1" if retryable else "0",
-                c.record_ttl_s,
-                c.events_maxlen,
-                d.job_id,
-                detail[:4000],
-            ],
-        )
-        return _s(reply[0])
-
-    async def mark_cancelled(self, job_id: str) -> str:
-        c = self.config
-        reply = await self._scripts["cancelled"](
-            keys=[self.job_key(job_id), self.events_key(job_id)],
-            args=[c.group, repr(time.time()), c.record_ttl_s, c.events_maxlen],
-        )
-        return _s(reply[0])
-
-    async def release(self, job_id: str, lease: str) -> bool:
-        c = self.config
-        return bool(
-            await self._scripts["release"](
-                keys=[self.job_key(job_id), self.events_key(job_id)],
-                args=[lease, c.group, c.record_ttl_s, c.events_maxlen, job_id],
-            )
-        )
-
-    async def heartbeat(self, consumer: str, held: list[Delivery], slots: int) -> list[bool]:
-        """Renew our messages' visibility; False for each one another worker took over."""
-        args: list[Any] = [self.config.group, consumer, repr(time.time()), slots]
-        for d in held:
-            args += [d.stream, d.msg_id]
-        reply = await self._scripts["heartbeat"](keys=[self.workers_key, self.slots_key], args=args)
-        return [bool(int(x)) for x in reply]
-
-    async def deregister(self, consumer: str) -> None:
-        """Forget a stopping worker. Its consumer entry is deleted only where it holds no
-        pending message (deleting a consumer drops its pending entries: they could never be
-        reclaimed)."""
-        await self.redis.eval(
-            lua.DEREGISTER,
-            2,
-            self.workers_key,
-            self.slots_key,
-            self.config.group,
-            consumer,
-            *self.streams.values(),
-        )
 
 
 async def wait_for(queue: JobQueue, job_id: str, timeout_s: float = 30.0) -> JobRecord:
