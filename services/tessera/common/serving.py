@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from tessera.common import metrics
+from tessera.common.auth import check_api_key, grpc_authorization
 from tessera.common.checkpoint import load_bundle_component
 from tessera.common.device import pick_device
 from tessera.common.errors import TesseraError, grpc_status, public_message
@@ -123,12 +124,17 @@ class BatchKnobs:
 
 
 def grpc_edge(method: Callable) -> Callable:
-    """Translate domain errors to gRPC status codes at the public gRPC ingress.
+    """The public gRPC ingress: check the API key, translate domain errors to status codes.
 
     Wraps unary methods and server-streaming async generators with the signature
-    ``(self, request, grpc_context)``. The client sees the mapped code and the message;
-    unexpected errors become INTERNAL with a generic message (details go to the log).
+    ``(self, request, grpc_context)``. A call without the configured key is UNAUTHENTICATED
+    (``tessera.common.auth``). The client sees the mapped code and the message; unexpected
+    errors become INTERNAL with a generic message (details go to the log).
     """
+
+    def _authorize(context: Any) -> None:
+        if get_settings().api_key is not None:
+            check_api_key(grpc_authorization(context))
 
     def _fail(context: Any, error: BaseException) -> None:
         error = unwrap_error(error)
@@ -142,6 +148,7 @@ def grpc_edge(method: Callable) -> Callable:
         @functools.wraps(method)
         async def stream_wrapper(self: Any, request: Any, grpc_context: Any) -> Any:
             try:
+                _authorize(grpc_context)
                 async for item in method(self, request, grpc_context):
                     yield item
             except asyncio.CancelledError:
@@ -157,6 +164,7 @@ def grpc_edge(method: Callable) -> Callable:
     @functools.wraps(method)
     async def unary_wrapper(self: Any, request: Any, grpc_context: Any) -> Any:
         try:
+            _authorize(grpc_context)
             return await method(self, request, grpc_context)
         except asyncio.CancelledError:
             raise
