@@ -3,8 +3,8 @@ that join between steps and leave when done.
 
 A subclass defines ``_step()`` (one model call for every running job, then each job's own
 sampler step, removing the jobs that are done) and may define ``_admit(job)`` (work a job
-needs once before its first step). Jobs are anything with ``rows`` (what they take of the
-budget) and a ``future`` that the subclass settles.
+needs once before its first step). Jobs are ``StepJob``s with a ``future`` that the
+subclass settles.
 """
 
 from __future__ import annotations
@@ -28,6 +28,29 @@ def conditionings(scale: float) -> tuple[bool, ...]:
     if scale == 0.0:
         return (True,)
     return (False, True)
+
+
+class StepJob:
+    """What a step-level sampler's job shares: a ``scheduler`` with its ``timesteps``, the
+    current sample ``x`` (one row per image), a guidance scale, and the rows it takes of the
+    budget (each image once per conditioning). Subclasses are dataclasses with those fields."""
+
+    scheduler: Any
+    x: torch.Tensor
+    guidance: float
+
+    @property
+    def total(self) -> int:
+        return len(self.scheduler.timesteps)
+
+    @property
+    def halves(self) -> tuple[bool, ...]:
+        """Which conditionings each image needs: (cond,), (uncond,) or both."""
+        return conditionings(self.guidance)
+
+    @property
+    def rows(self) -> int:
+        return self.x.shape[0] * len(self.halves)
 
 
 class StepLoop:

@@ -24,7 +24,7 @@ from torch import Tensor
 from tessera.common.device import make_generator
 from tessera.common.errors import Cancelled
 from tessera.common.serving import settle
-from tessera.common.step_loop import StepLoop, conditionings
+from tessera.common.step_loop import StepJob, StepLoop
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import LatentDecoder
 from tessera.decoder.pipeline import validate_request
@@ -34,7 +34,7 @@ ProgressFn = Callable[[int, int, Tensor], bool | None]
 
 
 @dataclass(eq=False)
-class _Job:
+class _Job(StepJob):
     image_emb: Tensor  # (n, D)
     states: Tensor  # (n, T, 384)
     mask: Tensor  # (n, T)
@@ -50,19 +50,6 @@ class _Job:
     @property
     def n(self) -> int:
         return self.x.shape[0]
-
-    @property
-    def total(self) -> int:
-        return len(self.scheduler.timesteps)
-
-    @property
-    def halves(self) -> tuple[bool, ...]:
-        """Which conditionings this job needs per image: (cond,), (uncond,) or both."""
-        return conditionings(self.guidance)
-
-    @property
-    def rows(self) -> int:
-        return self.n * len(self.halves)
 
 
 class DenoiseBatcher(StepLoop):

@@ -32,7 +32,7 @@ from torch import Tensor
 from tessera.common.device import make_generator
 from tessera.common.errors import Cancelled
 from tessera.common.serving import settle
-from tessera.common.step_loop import StepLoop, conditionings
+from tessera.common.step_loop import StepJob, StepLoop
 from tessera.common.text_encoder import TextBatch
 from tessera.prior.model import DiffusionPrior, EncodedCondition, select_candidates
 from tessera.prior.scheduler import PriorDDIMScheduler
@@ -41,10 +41,10 @@ StepFn = Callable[[int, int], bool | None]  # (steps done, total) -> False cance
 
 
 @dataclass(eq=False)
-class _Job:
+class _Job(StepJob):
     text: TextBatch  # n prompts
     text_emb: Tensor  # (n, D) CLIP text embeddings
-    scale: float
+    guidance: float
     k: int  # candidates per prompt
     scheduler: PriorDDIMScheduler
     x: Tensor  # (n*k, D) current sample (standardised space)
@@ -52,19 +52,6 @@ class _Job:
     on_step: StepFn | None
     cond: EncodedCondition | None = None  # (n*k rows), set when admitted
     index: int = 0  # DDIM steps taken
-
-    @property
-    def total(self) -> int:
-        return len(self.scheduler.timesteps)
-
-    @property
-    def halves(self) -> tuple[bool, ...]:
-        """Which conditionings each row needs: (cond,), (uncond,) or both."""
-        return conditionings(self.scale)
-
-    @property
-    def rows(self) -> int:
-        return self.x.shape[0] * len(self.halves)
 
 
 class PriorBatcher(StepLoop):
@@ -107,7 +94,7 @@ class PriorBatcher(StepLoop):
         job = _Job(
             text=text,
             text_emb=text_emb.to(self.device).float(),
-            scale=scale,
+            guidance=scale,
             k=k,
             scheduler=scheduler,
             x=torch.cat(noise).to(self.device),
@@ -177,7 +164,7 @@ class PriorBatcher(StepLoop):
             for _ in job.halves:
                 parts.append(x0_all[start : start + rows])
                 start += rows
-            x0 = parts[0] if len(parts) == 1 else parts[1] + job.scale * (parts[0] - parts[1])
+            x0 = parts[0] if len(parts) == 1 else parts[1] + job.guidance * (parts[0] - parts[1])
             t = int(job.scheduler.timesteps[job.index])
             job.x = job.scheduler.step(x0, t, job.x)
             job.index += 1
