@@ -107,7 +107,8 @@ class ApiKeyAndLastResort:
         if not scope["path"].startswith(OPEN_HTTP_PATHS):
             try:
                 check_api_key(Headers(scope=scope).get("authorization"))
-            except Unauthenticated as e:
+            except Unauthenticated as e:  # refused before any route: counted under "other"
+                metrics.record_request(metrics.OTHER, e, "http", 0.0)
                 await error_response(e)(scope, receive, send)
                 return
         started = False

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
+from tessera.common import metrics
 from tessera.common.auth import check_api_key
 from tessera.common.errors import InvalidArgument, Unauthenticated
 from tessera.common.serving import grpc_edge, returns
@@ -89,6 +90,7 @@ async def test_grpc_edge_without_a_key_configured_is_open():
 
 async def test_grpc_edge_refuses_calls_without_the_key(api_key):
     good = (("authorization", f"Bearer {api_key}"),)
+    metrics.reset("local")
     async with serving() as stub:
         for metadata in ((), (("authorization", "Bearer wrong"),)):
             with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -98,6 +100,8 @@ async def test_grpc_edge_refuses_calls_without_the_key(api_key):
             assert await stream_status(stub, metadata) == grpc.StatusCode.UNAUTHENTICATED
         assert (await stub.ListModels(generation_pb2.ListModelsRequest(), metadata=good)).models
         assert await stream_status(stub, good) == grpc.StatusCode.OK
+    refused = metrics.value(metrics.REQUESTS, route="other", status="unauthenticated")
+    assert refused == 4  # two unary calls, two streams
 
 
 async def test_an_authorized_bad_request_is_still_invalid_argument(api_key):

@@ -56,6 +56,7 @@ def app_with_routes():
 def test_api_key_is_required_except_on_probes_and_docs(monkeypatch):
     monkeypatch.setenv("TESSERA_API_KEY", "s3cret-key")
     get_settings.cache_clear()
+    metrics.reset("local")
     try:
         client = TestClient(app_with_routes())
         for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "s3cret"}):
@@ -68,6 +69,8 @@ def test_api_key_is_required_except_on_probes_and_docs(monkeypatch):
         assert client.get("/v1/stream", headers=good).text == "ab"
         assert client.get("/healthz").status_code == 200
         assert client.get("/openapi.json").status_code == 200
+        refused = metrics.value(metrics.REQUESTS, route="other", status="unauthenticated")
+        assert refused == 3
     finally:
         monkeypatch.delenv("TESSERA_API_KEY")
         get_settings.cache_clear()
