@@ -133,12 +133,11 @@ def grpc_edge(method: Callable) -> Callable:
     """
 
     def _authorize(context: Any) -> None:
-        if get_settings().api_key is not None:
-            try:
-                check_api_key(grpc_authorization(context))
-            except TesseraError as e:  # refused before any route: counted under "other"
-                metrics.record_request(metrics.OTHER, e, "grpc", 0.0)
-                raise
+        try:
+            check_api_key(grpc_authorization(context))
+        except TesseraError as e:  # refused before any route: counted under "other"
+            metrics.record_request(metrics.OTHER, e, "grpc", 0.0)
+            raise
 
     def _fail(context: Any, error: BaseException) -> None:
         error = unwrap_error(error)
