@@ -35,10 +35,12 @@ class LosesOneHeartbeatCancel(JobQueue):
     socket writes can on Python 3.11 (``asyncio.wait_for`` returning a finished write)."""
 
     dropped = 0
+    parked: asyncio.Event
 
     async def heartbeat(self, consumer: str, held: list[Delivery], slots: int) -> list[bool]:
         result = await super().heartbeat(consumer, held, slots)
         if not type(self).dropped:
+            self.parked.set()
             try:
                 await asyncio.sleep(60)
             except asyncio.CancelledError:
@@ -48,10 +50,11 @@ class LosesOneHeartbeatCancel(JobQueue):
 
 async def test_shutdown_ends_even_when_the_heartbeat_drops_a_cancel(redis_url):
     queue = LosesOneHeartbeatCancel.from_url(redis_url, config())
+    queue.parked = asyncio.Event()
     try:
         worker = Worker(queue, SyntheticExecutor(step_s=0.01), concurrency=2)
         task = asyncio.create_task(worker.run())
-        await asyncio.sleep(0.3)  # the heartbeat is parked in its first call by now
+        await asyncio.wait_for(queue.parked.wait(), 10)  # the heartbeat waits in its call
         worker.stop()
         t0 = time.monotonic()
         await asyncio.wait_for(task, 10)
