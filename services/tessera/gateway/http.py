@@ -104,7 +104,11 @@ class ApiKeyAndLastResort:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if not scope["path"].startswith(OPEN_HTTP_PATHS):
+        # The path inside the app: under a Serve route prefix, scope["path"] starts with it.
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if not path.startswith(OPEN_HTTP_PATHS):
             try:
                 check_api_key(Headers(scope=scope).get("authorization"))
             except Unauthenticated as e:  # refused before any route: counted under "other"
