@@ -81,11 +81,30 @@ def deployment_options(app_config: dict, quiet: bool = False) -> dict[str, dict]
     return options
 
 
+def proxy_options(serve_config: dict, config: StackConfig) -> tuple[Any, Any]:
+    """Serve's HTTP and gRPC proxy options: host and ports from ``config`` (settings and
+    flags), the servicers and request timeouts from the Serve config file."""
+    from ray.serve.config import HTTPOptions, gRPCOptions
+
+    http_config = serve_config.get("http_options", {})
+    grpc_config = serve_config.get("grpc_options", {})
+    http = HTTPOptions(
+        host=config.host,
+        port=config.http_port,
+        request_timeout_s=http_config.get("request_timeout_s"),
+    )
+    grpc = gRPCOptions(
+        port=config.grpc_port,
+        grpc_servicer_functions=grpc_config.get("grpc_servicer_functions", []),
+        request_timeout_s=grpc_config.get("request_timeout_s"),
+    )
+    return http, grpc
+
+
 def start(config: StackConfig) -> dict[str, Any]:
     """Start Ray + Serve and deploy; returns the endpoints. Blocks until the app is ready."""
     import ray
     from ray import serve
-    from ray.serve.config import HTTPOptions, gRPCOptions
 
     from tessera.app import build_app
 
@@ -109,14 +128,8 @@ def start(config: StackConfig) -> dict[str, Any]:
     if config.metrics_port:
         init_kwargs["_metrics_export_port"] = config.metrics_port
     ray.init(**init_kwargs)
-    grpc_config = serve_config.get("grpc_options", {})
-    serve.start(
-        http_options=HTTPOptions(host=config.host, port=config.http_port),
-        grpc_options=gRPCOptions(
-            port=config.grpc_port,
-            grpc_servicer_functions=grpc_config.get("grpc_servicer_functions", []),
-        ),
-    )
+    http_options, grpc_options = proxy_options(serve_config, config)
+    serve.start(http_options=http_options, grpc_options=grpc_options)
     args = {**app_config.get("args", {}), **config.app_args}
     if args.get("jobs", True) and not args.get("redis_url"):
         from tessera.jobs.embedded import start_redis

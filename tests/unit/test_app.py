@@ -30,6 +30,22 @@ def test_serve_configs_cover_every_deployment(profile):
                 assert 0 < opts["num_cpus"] < 1 and "num_gpus" not in opts
 
 
+@pytest.mark.parametrize("profile", ["local.yaml", "gpu.yaml"])
+def test_serve_configs_are_valid_for_serve_and_bound_request_time(profile):
+    from ray.serve.schema import ServeDeploySchema
+
+    raw = runtime.read_serve_config(REPO / "deploy" / "serve" / profile)
+    schema = ServeDeploySchema.model_validate(raw)  # what `serve deploy` and KubeRay check
+    assert 0 < schema.http_options.request_timeout_s <= 600
+    assert 0 < schema.grpc_options.request_timeout_s <= 600
+    stack = runtime.StackConfig(serve_config=Path(profile), http_port=18000, grpc_port=19000)
+    http, grpc = runtime.proxy_options(raw, stack)
+    assert (http.port, grpc.port) == (18000, 19000)
+    assert http.request_timeout_s == schema.http_options.request_timeout_s
+    assert grpc.request_timeout_s == schema.grpc_options.request_timeout_s
+    assert grpc.grpc_servicer_functions == schema.grpc_options.grpc_servicer_functions
+
+
 def test_local_profile_fits_two_cores():
     config = runtime.read_serve_config(REPO / "deploy" / "serve" / "local.yaml")
     deployments = config["applications"][0]["deployments"]

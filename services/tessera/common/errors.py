@@ -41,6 +41,10 @@ class Unauthenticated(TesseraError):
     """Missing or wrong API key."""
 
 
+class DeadlineExceeded(TesseraError):
+    """The work ran past its time limit (e.g. a job attempt past ``run_timeout_s``)."""
+
+
 class Cancelled(TesseraError):
     """The caller went away or cancelled the job."""
 
@@ -67,6 +71,7 @@ STATUS_TABLE: tuple[tuple[type[TesseraError], StatusPair], ...] = (
     (AlreadyExists, StatusPair(409, grpc.StatusCode.ALREADY_EXISTS)),
     (ResourceExhausted, StatusPair(429, grpc.StatusCode.RESOURCE_EXHAUSTED)),
     (Cancelled, StatusPair(499, grpc.StatusCode.CANCELLED)),
+    (DeadlineExceeded, StatusPair(504, grpc.StatusCode.DEADLINE_EXCEEDED)),
     (ModelNotReady, StatusPair(503, grpc.StatusCode.UNAVAILABLE)),
     (Unavailable, StatusPair(503, grpc.StatusCode.UNAVAILABLE)),
 )

@@ -57,12 +57,15 @@ class QueueConfig:
     idempotency_ttl_s: int = 86400
     events_maxlen: int = 200  # per-job event stream length
     block_s: float = 2.0  # longest blocking read (must stay under the socket timeout)
+    # One attempt running longer than this fails (and is retried while attempts remain): the
+    # heartbeat keeps a stuck job's lease alive, so without a limit it would hold a slot for good.
+    run_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.max_depth < 1 or self.max_attempts < 1:
             raise ValueError("max_depth and max_attempts must be >= 1")
-        if self.visibility_timeout_s <= 0 or self.block_s <= 0:
-            raise ValueError("visibility_timeout_s and block_s must be > 0")
+        if self.visibility_timeout_s <= 0 or self.block_s <= 0 or self.run_timeout_s <= 0:
+            raise ValueError("visibility_timeout_s, block_s and run_timeout_s must be > 0")
         if self.result_ttl_s > self.record_ttl_s:
             raise ValueError("result_ttl_s must not exceed record_ttl_s")
 

@@ -41,6 +41,7 @@ from tessera.common import metrics
 from tessera.common.errors import (
     AlreadyExists,
     Cancelled,
+    DeadlineExceeded,
     InvalidArgument,
     NotFound,
     TesseraError,
@@ -280,13 +281,20 @@ class Worker:
             return verdict == 1
 
         t0 = time.monotonic()
+        deadline = asyncio.timeout(self.queue.config.run_timeout_s)
         try:
-            result = await self.executor(params, on_event)
+            async with deadline:
+                result = await self.executor(params, on_event)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - counted, then handled below
-            metrics.record_request(params.route, e, "job", time.monotonic() - t0)
-            await self._after_failure(held, e)
+            error: Exception = e
+            if deadline.expired():
+                limit = self.queue.config.run_timeout_s
+                error = DeadlineExceeded(f"the job ran longer than its {limit:g} s limit")
+                error.__cause__ = e  # the dead letter's detail shows where it was stuck
+            metrics.record_request(params.route, error, "job", time.monotonic() - t0)
+            await self._after_failure(held, error)
             return
         metrics.record_request(params.route, "ok", "job", time.monotonic() - t0)
         # Commit even if the lease was lost: first writer wins, and this result is valid.

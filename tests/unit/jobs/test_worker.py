@@ -1,15 +1,18 @@
-"""The worker's lifecycle: shutdown ends every task it started, even one that lost a cancel."""
+"""The worker's lifecycle: shutdown ends every task it started, even one that lost a cancel;
+an attempt that runs past its time limit fails instead of holding its slot."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from tessera.jobs.queue import Delivery, JobQueue
+from tessera.common import metrics
+from tessera.gateway.schemas import GenerationParams
+from tessera.jobs.queue import Delivery, JobQueue, wait_for
 from tessera.jobs.synthetic import SyntheticExecutor
 from tessera.jobs.worker import Worker, cancel_and_wait
 
-from .conftest import config
+from .conftest import config, open_queue
 
 
 async def test_cancel_and_wait_cancels_again_a_task_that_lost_the_first_cancel():
@@ -63,3 +66,25 @@ async def test_shutdown_ends_even_when_the_heartbeat_drops_a_cancel(redis_url):
         assert not worker.alive
     finally:
         await queue.close()
+
+
+async def test_an_attempt_past_run_timeout_fails_is_retried_then_dead_lettered(redis_url):
+    metrics.reset("local")
+    cfg = config(run_timeout_s=0.3, max_attempts=2)
+    async with open_queue(redis_url, cfg) as q:
+        job = await q.submit(GenerationParams(prompt="stuck", seed=1, steps=20))  # 20 x 0.1 s
+        worker = Worker(q, SyntheticExecutor(step_s=0.1), concurrency=1)
+        task = asyncio.create_task(worker.run())
+        try:
+            done = await wait_for(q, job.id, 20)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 15)
+        dead = await q.dead_letters()
+    assert done.state == "failed" and done.attempts == 2
+    assert done.error == "the job ran longer than its 0.3 s limit"
+    assert (worker.stats["retried"], worker.stats["failed"], worker.stats["succeeded"]) == (1, 1, 0)
+    assert [d["id"] for d in dead] == [job.id]
+    assert "TimeoutError" in dead[0]["detail"]  # where the attempt was when time ran out
+    timed_out = metrics.value(metrics.REQUESTS, ingress="job", status="deadline_exceeded")
+    assert timed_out == 2
