@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tessera.common.settings import get_settings
 
@@ -24,6 +24,17 @@ class AppArgs(BaseModel):
     device: str | None = None  # "cpu" / "cuda"; default: CUDA when the replica has a GPU
     redis_url: str | None = None  # job queue; default: TESSERA_REDIS_URL (serve: embedded)
     jobs: bool = True  # deploy the JobWorker
+    # QueueConfig fields, e.g. {run_timeout_s: 900, max_depth: 5000}; the gateway and the
+    # workers get the same ones (every process using the queue must agree on them).
+    job_queue: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("job_queue")
+    @classmethod
+    def _known_queue_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from tessera.jobs.records import QueueConfig
+
+        QueueConfig.from_dict(value)  # unknown keys and bad values fail here, not in a replica
+        return value
 
 
 def resolve_bundle_dir(args: AppArgs) -> Path:
@@ -77,7 +88,12 @@ def build_app(
             models["decoder"],
             models["detokenizer"],
             bundle_dir=bundle_dir,
+            queue_config=parsed.job_queue,
         )
     return configured(Gateway).bind(
-        **models, bundle_dir=bundle_dir, redis_url=redis_url, job_worker=worker
+        **models,
+        bundle_dir=bundle_dir,
+        redis_url=redis_url,
+        queue_config=parsed.job_queue,
+        job_worker=worker,
     )

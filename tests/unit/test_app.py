@@ -68,6 +68,18 @@ def test_build_app_applies_config_overrides(tmp_path):
     assert lm._deployment_config.graceful_shutdown_timeout_s == 0
 
 
+def test_job_queue_args_reach_the_gateway_and_the_workers(tmp_path):
+    args = {"bundle_dir": str(tmp_path), "redis_url": "redis://127.0.0.1:1"}
+    app = build_app({**args, "job_queue": {"run_timeout_s": 900}})
+    gateway = app._bound_deployment
+    worker = gateway.init_kwargs["job_worker"]._bound_deployment
+    assert gateway.init_kwargs["queue_config"] == {"run_timeout_s": 900}
+    assert worker.init_kwargs["queue_config"] == {"run_timeout_s": 900}
+    for bad in ({"run_timeout_s": 0}, {"run_timout_s": 900}):
+        with pytest.raises(Exception, match="run_timeout_s|run_timout_s"):
+            build_app({**args, "job_queue": bad})
+
+
 def test_build_app_rejects_unknown_args():
     with pytest.raises(Exception, match="extra"):
         build_app({"bundel": "typo"})

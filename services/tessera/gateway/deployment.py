@@ -36,7 +36,7 @@ from tessera.gateway.pipelines import BundleInfo, ModelHandles, Pipelines
 from tessera.gateway.schemas import GenerationParams, ImagesResponse, VariationParams, validate
 from tessera.jobs.api import build_jobs_router
 from tessera.jobs.grpc_handlers import JobsServicerMixin
-from tessera.jobs.queue import JobQueue
+from tessera.jobs.queue import JobQueue, QueueConfig
 from tessera.v1 import (
     common_pb2,
     decoder_pb2,
@@ -105,12 +105,15 @@ class Gateway(JobsServicerMixin):
         decoder: Any,
         bundle_dir: str | Path,
         redis_url: str | None = None,
+        queue_config: dict[str, Any] | None = None,  # QueueConfig fields, as the workers'
         job_worker: Any = None,  # bound only so Serve deploys it; the gateway never calls it
     ) -> None:
         self.handles = ModelHandles(tokenizer, detokenizer, lm, prior, decoder)
         self.info = BundleInfo.read(bundle_dir)
         self.pipelines = Pipelines(self.handles, self.info)
-        self.job_queue = JobQueue.from_url(redis_url) if redis_url else None
+        self.job_queue = (
+            JobQueue.from_url(redis_url, QueueConfig.from_dict(queue_config)) if redis_url else None
+        )
         _Current.gateway = self
 
     def check_job_params(self, params: GenerationParams) -> None:
