@@ -64,6 +64,8 @@ class StepLoop:
         self.waiting: list[Any] = []
         self.lock = threading.Condition()
         self.closed = False
+        self.calls = 0  # steps run (one model call each)
+        self.max_running = 0  # most rows in one step
         self.thread = threading.Thread(target=self._loop, name=f"{name}-step-batch", daemon=True)
         self.thread.start()
 
@@ -127,7 +129,10 @@ class StepLoop:
                 if not self.running:
                     continue
                 try:
+                    rows = self.running_rows
                     self._step()
+                    self.calls += 1
+                    self.max_running = max(self.max_running, rows)
                 except Exception as e:  # fail the running requests, keep serving new ones
                     for job in self.running:
                         if not job.future.done():

@@ -58,8 +58,6 @@ class DenoiseBatcher(StepLoop):
     def __init__(self, model: LatentDecoder, max_rows: int = 32) -> None:
         self.model = model.eval()
         self.device = next(model.parameters()).device
-        self.calls = 0  # UNet calls made
-        self.max_running = 0  # most rows in one call
         super().__init__("decoder", max_rows)
 
     def submit(
@@ -131,8 +129,6 @@ class DenoiseBatcher(StepLoop):
             drop_image=drop,
             drop_text=drop,
         )
-        self.calls += 1
-        self.max_running = max(self.max_running, out.shape[0])
         start, finished = 0, []
         for job in self.running:
             parts = []

@@ -61,8 +61,6 @@ class PriorBatcher(StepLoop):
     def __init__(self, prior: DiffusionPrior, max_rows: int = 64) -> None:
         self.prior = prior.eval()
         self.device = prior.emb_mean.device
-        self.calls = 0  # step calls made
-        self.max_running = 0  # most rows in one call
         self._batch: tuple[tuple[int, ...], EncodedCondition] | None = None
         with torch.inference_mode():
             self.null = self._null_condition()
@@ -155,8 +153,6 @@ class PriorBatcher(StepLoop):
                 xs.append(job.x)
                 ts.append(torch.full((job.x.shape[0],), t, dtype=torch.long, device=self.device))
         x0_all = self.prior.denoise(torch.cat(xs), torch.cat(ts), self._batch_condition())
-        self.calls += 1
-        self.max_running = max(self.max_running, x0_all.shape[0])
         start, finished = 0, []
         for job in self.running:
             rows = job.x.shape[0]
