@@ -128,11 +128,11 @@ class StepLoop:
                     self.running.append(job)
                 if not self.running:
                     continue
+                # Counted before the step: it settles the futures of the jobs it finishes.
+                self.calls += 1
+                self.max_running = max(self.max_running, self.running_rows)
                 try:
-                    rows = self.running_rows
                     self._step()
-                    self.calls += 1
-                    self.max_running = max(self.max_running, rows)
                 except Exception as e:  # fail the running requests, keep serving new ones
                     for job in self.running:
                         if not job.future.done():
