@@ -1,0 +1,39 @@
+"""Every bound a request can hit, stated once.
+
+The public API (``gateway/schemas.py``), each model service's own contract checks
+(``*/deployment.py``) and the protos' comments all read these numbers; the SDK keeps a copy of
+the public ones (``tessera_client/_limits.py``, it cannot import the server) and
+``tests/unit/clients/test_limits.py`` checks the two agree.
+
+Two layers, on purpose: the public API is tighter (``MAX_IMAGES_PER_REQUEST``, ``MAX_STEPS``)
+than a model service's contract (``MAX_SERVICE_STEPS``), because the gateway's routes fan one
+public request out into several service calls (candidates, chunks) and a direct gRPC call to a
+model service is still bounded by the looser contract limit.
+"""
+
+from __future__ import annotations
+
+# -- public API (HTTP + gRPC Generation) ---------------------------------------------------
+MAX_PROMPT_CHARS = 500  # every text a request carries: prompts, EmbedText texts
+MAX_IMAGES_PER_REQUEST = 4  # n
+MAX_STEPS = 250  # diffusion steps (unclip, variations)
+MAX_GUIDANCE = 20.0  # classifier-free guidance scale, [0, MAX_GUIDANCE] everywhere
+MAX_TEMPERATURE = 2.0  # (0, MAX_TEMPERATURE]
+MAX_TOP_K = 65536  # 0 = off; a model service also caps it at its vocabulary
+MAX_CANDIDATES = 8  # ar reranking: candidates sampled per returned image
+MAX_SEED = 2**63 - 1  # seeds are int64 on the wire
+MAX_OUTPUT_SIDE = 1024  # output sizes: the native size and integer upscales of it, at most
+MAX_MODEL_NAME_CHARS = 64
+MAX_ROUTE_CHARS = 32
+
+# -- images in ------------------------------------------------------------------------------
+MAX_IMAGE_BYTES = 4 * 1024 * 1024  # one uploaded PNG / JPEG
+MAX_IMAGE_SIDE = 1024
+
+# -- model-service contracts (per call) ----------------------------------------------------
+MAX_LM_IMAGES_PER_CALL = 8  # SampleTokens: n or len(seeds)
+MAX_ITEMS_PER_CALL = 16  # Tokenize / Detokenize images or grids, EmbedImage images
+MAX_TEXTS_PER_CALL = 64  # EmbedText texts
+MAX_SAMPLES_PER_CALL = 8  # SamplePrior n, SampleLatents image_embeddings
+MAX_SERVICE_STEPS = 1000  # SamplePrior / SampleLatents steps
+MAX_GRID_SIDE = 64  # token grid height / width
