@@ -10,7 +10,7 @@ export RAY_AUTH_MODE := disabled
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-fast lint format protos protos-check kuberay bench serve clean
+.PHONY: install demo test test-fast lint format protos protos-check configs configs-check kuberay kuberay-check bench serve clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ demo: install
 	$(PY) scripts/demo.py
 
 ## test: lint, stale-generated-code checks, then the whole test suite
-test: install lint protos-check kuberay-check
+test: install lint protos-check configs-check kuberay-check
 	$(PY) -m pytest -q
 
 lint: install
@@ -44,8 +44,15 @@ protos: install
 protos-check: install
 	$(PY) scripts/gen_protos.py --check
 
+## configs: regenerate deploy/serve/{local,gpu}.yaml from the service registry
+configs: install
+	$(PY) scripts/gen_serve_configs.py
+
+configs-check: install
+	$(PY) scripts/gen_serve_configs.py --check
+
 ## kuberay: regenerate deploy/kuberay/rayservice.yaml from deploy/serve/gpu.yaml
-kuberay: install
+kuberay: configs
 	$(PY) scripts/gen_kuberay.py
 
 kuberay-check: install

@@ -29,9 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "services"))
 
-from tessera.gateway.schemas import GenerationParams  # noqa: E402
 from tessera.jobs.embedded import EmbeddedRedis  # noqa: E402
 from tessera.jobs.queue import JobQueue, QueueConfig  # noqa: E402
+from tessera.routes.schemas import GenerationParams  # noqa: E402
 
 STEPS, STEP_S = 4, 0.025
 

@@ -86,8 +86,8 @@ def paired_latency(bundle_dir: Path, url: str, repeats: int, device: str = "cpu"
     request with the stack up: both see the same machine at the same moments, so the ratio
     is the cost of serving (HTTP, hops, serialisation), not of whatever else this shared
     machine was doing while one of them ran."""
-    from tessera.gateway.local import local_pipelines
-    from tessera.gateway.schemas import GenerationParams
+    from tessera.routes.local import local_pipelines
+    from tessera.routes.schemas import GenerationParams
 
     pipelines = local_pipelines(bundle_dir, device)
 

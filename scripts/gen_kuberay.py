@@ -3,10 +3,11 @@
     python scripts/gen_kuberay.py            # write the file
     python scripts/gen_kuberay.py --check    # exit 1 if the committed file is stale (CI)
 
-The RayService's ``serveConfigV2`` is deploy/serve/gpu.yaml itself (parsed and dumped again,
-so YAML anchors are expanded); the cluster around it is defined here: a CPU head that runs the
-Serve controller, proxy, gateway and job worker, and an autoscaling GPU worker group sized so
-that one worker holds one replica of every model deployment (0.85 GPU, 5 CPUs in gpu.yaml).
+The RayService's ``serveConfigV2`` is deploy/serve/gpu.yaml itself (generated from
+``tessera.registry`` by scripts/gen_serve_configs.py); the cluster around it is defined here: a
+CPU head that runs the Serve controller, proxy, gateway and job worker, and an autoscaling GPU
+worker group sized from the registry so that one worker holds one replica of every model
+service.
 Ray's and Tessera's versions come from pyproject.toml so the image tag and ``rayVersion``
 follow a release.
 """
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import re
 import sys
 from pathlib import Path
 
 import yaml
+
+from tessera import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = ROOT / "deploy" / "serve" / "gpu.yaml"
@@ -29,9 +33,9 @@ PYPROJECT = ROOT / "pyproject.toml"
 NAME = "tessera"
 IMAGE_REPO = "ghcr.io/tessera-ai/tessera"  # where CI pushes deploy/docker/Dockerfile.cuda
 METRICS_PORT = 8080
-# One GPU worker pod: one replica of each model deployment fits (0.85 GPU, 5 CPUs), with
-# room for the node's proxy and Ray's own processes.
-WORKER_CPUS = 8
+# One GPU worker pod: one replica of each registered model service fits, with room for the
+# node's proxy and Ray's own processes.
+WORKER_SPARE_CPUS = 3
 WORKER_MEMORY = "48Gi"
 WORKER_MIN, WORKER_MAX = 1, 8
 HEAD_CPUS = 4
@@ -193,9 +197,19 @@ def head_group(image: str) -> dict:
     }
 
 
+def worker_cpus() -> int:
+    """CPUs of one GPU worker: one replica of every model service, plus spare; fails if one
+    replica of each would not share a single GPU."""
+    actors = [entry.profiles["gpu"]["ray_actor_options"] for entry in registry.SERVICES]
+    gpus = sum(a.get("num_gpus", 0) for a in actors)
+    if gpus > 1:
+        raise SystemExit(f"the model services ask for {gpus:g} GPUs together; keep it <= 1")
+    return math.ceil(sum(a.get("num_cpus", 1) for a in actors)) + WORKER_SPARE_CPUS
+
+
 def gpu_worker_group(image: str) -> dict:
     """GPU workers, added and removed by Ray's autoscaler as Serve replicas need GPUs."""
-    resources = _resources(WORKER_CPUS, WORKER_MEMORY, gpus=1)
+    resources = _resources(worker_cpus(), WORKER_MEMORY, gpus=1)
     container = _container("ray-worker", image, resources, _ports())
     # Ready only while this node's Serve proxy answers, so the serve Service stops sending
     # traffic to a node that cannot handle it.

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tessera import registry
+from tessera.common.limits import MAX_CANDIDATES
 from tessera.common.settings import get_settings
 
 
@@ -27,6 +29,9 @@ class AppArgs(BaseModel):
     # QueueConfig fields, e.g. {run_timeout_s: 900, max_depth: 5000}; the gateway and the
     # workers get the same ones (every process using the queue must agree on them).
     job_queue: dict[str, Any] = Field(default_factory=dict)
+    # ar: candidates sampled per image and reranked by CLIP (the bundle must have a CLIP);
+    # default: tessera.routes.pipelines.DEFAULT_AR_CANDIDATES.
+    ar_candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES)
 
     @field_validator("job_queue")
     @classmethod
@@ -47,16 +52,12 @@ def resolve_bundle_dir(args: AppArgs) -> Path:
 def build_app(
     args: dict[str, Any] | None = None, deployment_options: dict[str, dict] | None = None
 ) -> Any:
-    """Bind every deployment: five model services, the gateway, and the job worker.
+    """Bind every deployment: each registered model service, the gateway, the job worker.
 
     Serve calls this with the config's ``args`` and applies the config's per-deployment
     overrides itself; ``tessera serve`` passes those overrides as ``deployment_options``.
     """
-    from tessera.decoder.deployment import Decoder
     from tessera.gateway.deployment import Gateway
-    from tessera.lm.deployment import LanguageModel
-    from tessera.prior.deployment import Prior
-    from tessera.tokenizer.deployment import Detokenizer, Tokenizer
 
     parsed = AppArgs.model_validate(args or {})
     bundle_dir = str(resolve_bundle_dir(parsed))
@@ -71,29 +72,21 @@ def build_app(
         return deployment.options(**opts.get(deployment.name, {}))
 
     models = {
-        "tokenizer": configured(Tokenizer).bind(bundle_dir, device),
-        "detokenizer": configured(Detokenizer).bind(bundle_dir, device),
-        "lm": configured(LanguageModel).bind(bundle_dir, device),
-        "prior": configured(Prior).bind(bundle_dir, device),
-        "decoder": configured(Decoder).bind(bundle_dir, device),
+        entry.name: configured(entry.deployment_class()).bind(bundle_dir, device)
+        for entry in registry.SERVICES
     }
+    shared = {"bundle_dir": bundle_dir, "ar_candidates": parsed.ar_candidates}
     worker = None
     if parsed.jobs and redis_url:
         from tessera.jobs.deployment import JobWorker
 
         worker = configured(JobWorker).bind(
-            redis_url,
-            models["lm"],
-            models["prior"],
-            models["decoder"],
-            models["detokenizer"],
-            bundle_dir=bundle_dir,
-            queue_config=parsed.job_queue,
+            redis_url, queue_config=parsed.job_queue, **shared, **models
         )
     return configured(Gateway).bind(
-        **models,
-        bundle_dir=bundle_dir,
         redis_url=redis_url,
         queue_config=parsed.job_queue,
         job_worker=worker,
+        **shared,
+        **models,
     )

@@ -50,7 +50,7 @@ def test_twemoji_bundle_fits_its_size_budget():
 
 @pytest.fixture(scope="module")
 def pipelines():
-    from tessera.gateway.local import local_pipelines
+    from tessera.routes.local import local_pipelines
 
     return {name: local_pipelines(MODELS / name) for name in BUNDLES}
 

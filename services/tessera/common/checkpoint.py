@@ -18,12 +18,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tessera import registry
 from tessera.common.errors import ModelNotReady
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model_index.json"
-COMPONENTS = ("tokenizer", "lm", "clip", "prior", "decoder")
+COMPONENTS = registry.components()  # every component some registered service loads
 REBUILD_HINT = "rebuild it with `tessera models init` (random weights) or `tessera train all`"
 
 

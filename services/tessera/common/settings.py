@@ -47,10 +47,6 @@ class Settings(BaseSettings):
     # spend more time waiting for each other than computing (measured ~50x slower here).
     torch_threads: int = Field(default=1, ge=1, le=256)
 
-    # ar route: sample this many candidates per image and keep the one the bundle's CLIP
-    # scores closest to the prompt (DALL·E's reranking); 1 turns it off. Requests may override.
-    ar_candidates: int = Field(default=4, ge=1, le=8)
-
     log_level: str = "INFO"
     log_json: bool = False
 

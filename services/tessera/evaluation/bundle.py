@@ -34,6 +34,7 @@ from tessera.common.images import decode_image, make_grid
 from tessera.common.settings import REPO_ROOT, get_settings
 from tessera.evaluation.frechet import frechet_distance, real_floor
 from tessera.evaluation.report import render_markdown
+from tessera.routes.pipelines import DEFAULT_AR_CANDIDATES
 
 ROUTES = ("ar", "unclip")
 # What is evaluated: label -> (route, request overrides). The last row shows what the ar
@@ -85,7 +86,7 @@ def generate(
     """One image per prompt through the served route code -> uint8 (N,S,S,3); prompt i uses
     ``seeds[i]`` (default ``seed + i``)."""
     seeds = seeds if seeds is not None else [seed + i for i in range(len(prompts))]
-    from tessera.gateway.schemas import GenerationParams
+    from tessera.routes.schemas import GenerationParams
 
     async def go() -> list[np.ndarray]:
         # concurrent requests: the LM and decoder engines batch them, as a replica would
@@ -144,7 +145,7 @@ def evaluate_routes(
     from tessera.common.images import arrays_to_tensor, tensor_to_arrays
     from tessera.data import load_dataset
     from tessera.evaluation.judge import load_judge
-    from tessera.gateway.local import local_pipelines
+    from tessera.routes.local import local_pipelines
 
     pipelines = local_pipelines(bundle)
     tokenizer = load_bundle_component(bundle, "tokenizer")
@@ -214,7 +215,7 @@ def evaluate_routes(
 
 def sample_grid(bundle: Path, dataset: str, out: Path) -> dict[str, str]:
     """Per route: a labelled PNG, one row per fixed prompt, GRID_SEEDS seeds each."""
-    from tessera.gateway.local import local_pipelines
+    from tessera.routes.local import local_pipelines
 
     pipelines = local_pipelines(bundle)
     paths = {}
@@ -334,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.time()
     report: dict = {"bundle": index.get("name", bundle.name), "dataset": dataset}
     report["bundle_dir"] = str(bundle)
-    report["ar_candidates"] = get_settings().ar_candidates
+    report["ar_candidates"] = DEFAULT_AR_CANDIDATES
     report["variants"], report["grid_seeds"] = list(VARIANTS), GRID_SEEDS
     if not args.skip_components:
         report["components"] = component_evals(bundle, dataset, out, args.data_dir)

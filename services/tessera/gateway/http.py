@@ -1,133 +1,185 @@
-"""The FastAPI app of the public HTTP API: error bodies, auth, and the response shapes.
+"""The public HTTP API of the gateway: every endpoint, built over one Gateway instance.
 
-Route handlers live on the Gateway deployment (``@serve.ingress``); this module holds what
-they share, so the deployment reads as a list of endpoints.
+``build_http_app(gateway)`` is called by Serve in the replica, after the Gateway's
+constructor (``__serve_build_asgi_app__``), so each handler closes over the gateway it serves
+and the jobs router gets the gateway's queue and checks injected, with no module globals.
+The app's shell (error bodies, API key) is :mod:`tessera.common.http`.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI resolves the handlers' annotations
+# (UploadFile, Form) at definition time.
 
+import asyncio
 import base64
 import binascii
-import logging
 import time
+from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tessera.common import metrics
-from tessera.common.auth import OPEN_HTTP_PATHS, check_api_key
-from tessera.common.errors import (
-    InvalidArgument,
-    TesseraError,
-    Unauthenticated,
-    error_code_name,
-    http_status,
-    public_message,
+from tessera.common.errors import InvalidArgument
+from tessera.common.http import create_app
+from tessera.common.limits import (
+    MAX_GRID_SIDE,
+    MAX_IMAGE_BYTES,
+    MAX_ITEMS_PER_CALL,
+    MAX_TEXTS_PER_CALL,
 )
-from tessera.common.serving import unwrap_error
-from tessera.gateway.schemas import ImageData, ImagesResponse
-from tessera.v1 import generation_pb2
+from tessera.common.serving import call
+from tessera.gateway.observed import observed
+from tessera.jobs.api import build_jobs_router
+from tessera.routes.schemas import (
+    GenerationParams,
+    ImageData,
+    ImagesResponse,
+    VariationParams,
+    validate,
+)
+from tessera.v1 import common_pb2, generation_pb2, prior_pb2, tokenizer_pb2
 
-log = logging.getLogger("tessera.gateway")
-
-OPENAI_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-}
-
-
-def error_response(error: BaseException) -> JSONResponse:
-    """The one JSON error shape (OpenAI-compatible: ``error.message``, ``error.type``)."""
-    error = unwrap_error(error)
-    status = http_status(error)
-    if status >= 500 and not isinstance(error, TesseraError):
-        log.error("unhandled error", exc_info=error)
-    body = {
-        "error": {
-            "code": error_code_name(error),
-            "message": public_message(error),
-            "type": OPENAI_ERROR_TYPES.get(
-                status, "server_error" if status >= 500 else "request_error"
-            ),
-        }
-    }
-    headers = {}
-    retry_after = getattr(error, "retry_after_s", None)
-    if retry_after:
-        headers["Retry-After"] = str(max(1, round(retry_after)))
-    return JSONResponse(body, status_code=status, headers=headers)
+READY_TIMEOUT_S = 5.0  # /readyz: how long a model service may take to answer its ping
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(
+def build_http_app(gateway: Any) -> FastAPI:
+    """The FastAPI app of ``gateway`` (a :class:`tessera.gateway.deployment.Gateway`)."""
+    app = create_app(
         title="Tessera",
         version="1",
         description="Text-to-image generation: autoregressive (`ar`) and unCLIP (`unclip`) routes.",
     )
+    handles = gateway.handles
+    app.include_router(build_jobs_router(gateway.require_job_queue, check=gateway.check_job_params))
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # rejected before any route handler ran: count it here, under route "other"
-        metrics.record_request(metrics.OTHER, 400, "http", 0.0)
-        parts = []
-        for item in exc.errors():
-            where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
-            parts.append(f"{where}: {item.get('msg', 'invalid')}")
-        return error_response(InvalidArgument("; ".join(parts) or "invalid request"))
+    # ---------------------------------------------------------------- images
+    @app.post("/v1/images/generations", response_model=ImagesResponse, tags=["images"])
+    async def generations(body: GenerationParams) -> ImagesResponse:
+        """OpenAI-compatible image generation (plus `route`, `seed`, sampling fields)."""
+        async with observed(body.route, "http"):
+            res = await gateway.pipelines.generate(body)
+            metrics.add_images(body.route, len(res.images))
+            return images_response(res, body.response_format)
 
-    @app.exception_handler(TesseraError)
-    async def _domain(_: Request, exc: TesseraError) -> JSONResponse:
-        return error_response(exc)
+    @app.post("/v1/images/variations", response_model=ImagesResponse, tags=["images"])
+    async def variations(
+        image: UploadFile = File(...),
+        n: int = Form(1),
+        size: str | None = Form(None),
+        response_format: str = Form("b64_json"),
+        model: str | None = Form(None),
+        user: str | None = Form(None),
+        seed: int | None = Form(None),
+        guidance_scale: float | None = Form(None),
+        steps: int | None = Form(None),
+    ) -> ImagesResponse:
+        """OpenAI-compatible variations: image → CLIP embedding → decoder → de-tokenizer."""
+        async with observed("variations", "http"):
+            fields = {
+                "n": n,
+                "size": size,
+                "response_format": response_format,
+                "model": model,
+                "user": user,
+                "seed": seed,
+                "guidance_scale": guidance_scale,
+                "steps": steps,
+            }
+            params = validate(VariationParams, {k: v for k, v in fields.items() if v is not None})
+            data = await image.read(MAX_IMAGE_BYTES + 1)  # one byte over: "too large" below
+            res = await gateway.pipelines.variations(data, params)
+            metrics.add_images("variations", len(res.images))
+            return images_response(res, params.response_format)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(exc)
+    # ---------------------------------------------------------------- components
+    @app.post("/v1/tokenize", tags=["components"])
+    async def tokenize(body: TokenizeBody) -> dict:
+        async with observed("tokenize", "http"):
+            req = tokenizer_pb2.TokenizeRequest(
+                images=[decode_b64(b) for b in body.images],
+                resize=body.resize,
+                return_latents=body.return_latents,
+            )
+            res = await call(handles.tokenizer.Tokenize, req)
+            out: dict = {
+                "codebook_size": res.codebook_size,
+                "grids": [
+                    {"tokens": list(g.tokens), "height": g.height, "width": g.width}
+                    for g in res.grids
+                ],
+            }
+            if body.return_latents:
+                out["latents"] = [
+                    {"values": list(z.values), "shape": list(z.shape)} for z in res.latents
+                ]
+            return out
 
-    app.add_middleware(ApiKeyAndLastResort)
+    @app.post("/v1/detokenize", tags=["components"])
+    async def detokenize(body: DetokenizeBody) -> dict:
+        async with observed("detokenize", "http"):
+            req = tokenizer_pb2.DetokenizeRequest(
+                grids=[common_pb2.TokenGrid(**g.model_dump()) for g in body.grids],
+                latents=[common_pb2.Tensor(**z.model_dump()) for z in body.latents],
+                quantize=body.quantize,
+            )
+            if not req.grids and not req.latents:
+                raise InvalidArgument("set grids or latents")
+            res = await call(handles.detokenizer.Detokenize, req)
+            return images_response(
+                generation_pb2.GenerateResponse(images=res.images), "b64_json"
+            ).model_dump(include={"data"})
+
+    @app.post("/v1/embeddings/text", tags=["components"])
+    async def embed_text(body: EmbedTextBody) -> dict:
+        async with observed("embed_text", "http"):
+            req = prior_pb2.EmbedTextRequest(texts=body.texts)
+            return embeddings_body(await call(handles.prior.EmbedText, req))
+
+    @app.post("/v1/embeddings/image", tags=["components"])
+    async def embed_image(body: EmbedImageBody) -> dict:
+        async with observed("embed_image", "http"):
+            req = prior_pb2.EmbedImageRequest(images=[decode_b64(b) for b in body.images])
+            return embeddings_body(await call(handles.prior.EmbedImage, req))
+
+    # ---------------------------------------------------------------- meta
+    @app.get("/v1/models", tags=["meta"])
+    async def models() -> dict:
+        info = gateway.info
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": info.name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "tessera",
+                    "routes": list(info.routes),
+                    "image_size": info.image_size,
+                }
+            ],
+        }
+
+    @app.get("/healthz", tags=["meta"])
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["meta"])
+    async def readyz() -> JSONResponse:
+        """Ready when every model service answers a ping within READY_TIMEOUT_S."""
+        names = [name for name, _ in handles.items()]
+        checks = await asyncio.gather(
+            *(asyncio.wait_for(h.ping.remote(), READY_TIMEOUT_S) for _, h in handles.items()),
+            return_exceptions=True,
+        )
+        status = {
+            n: ("ok" if not isinstance(c, BaseException) else "unavailable")
+            for n, c in zip(names, checks, strict=True)
+        }
+        ready = all(v == "ok" for v in status.values())
+        return JSONResponse({"ready": ready, "services": status}, status_code=200 if ready else 503)
+
     return app
-
-
-class ApiKeyAndLastResort:
-    """Pure ASGI middleware: the API key check, and a JSON error for anything raised past the
-    exception handlers. (Starlette's ``BaseHTTPMiddleware`` would do the same at ~7% of the
-    gateway's CPU, an extra task per request.)"""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        # The path inside the app: under a Serve route prefix, scope["path"] starts with it.
-        path, root = scope["path"], scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        if not path.startswith(OPEN_HTTP_PATHS):
-            try:
-                check_api_key(Headers(scope=scope).get("authorization"))
-            except Unauthenticated as e:  # refused before any route: counted under "other"
-                metrics.record_request(metrics.OTHER, e, "http", 0.0)
-                await error_response(e)(scope, receive, send)
-                return
-        started = False
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_tracked)
-        except Exception as e:
-            if started:  # too late for a JSON body: the connection is closed instead
-                raise
-            await error_response(e)(scope, receive, send)
 
 
 def images_response(res: generation_pb2.GenerateResponse, response_format: str) -> ImagesResponse:
@@ -159,18 +211,24 @@ def decode_b64(value: str, what: str = "image") -> bytes:
         raise InvalidArgument(f"{what} is not valid base64") from e
 
 
+def embeddings_body(res: prior_pb2.EmbedResponse) -> dict:
+    return {"embeddings": [list(e.values) for e in res.embeddings], "dim": res.embeddings[0].dim}
+
+
 # ---- request/response bodies of the component endpoints ----------------------------------
 class TokenizeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    images: list[str] = Field(min_length=1, max_length=16, description="base64 PNGs")
+    images: list[str] = Field(
+        min_length=1, max_length=MAX_ITEMS_PER_CALL, description="base64 PNGs"
+    )
     resize: bool = True
     return_latents: bool = False
 
 
 class GridBody(BaseModel):
-    tokens: list[int] = Field(max_length=4096)
-    height: int = Field(ge=1, le=64)
-    width: int = Field(ge=1, le=64)
+    tokens: list[int] = Field(max_length=MAX_GRID_SIDE * MAX_GRID_SIDE)
+    height: int = Field(ge=1, le=MAX_GRID_SIDE)
+    width: int = Field(ge=1, le=MAX_GRID_SIDE)
 
 
 class LatentBody(BaseModel):
@@ -180,16 +238,18 @@ class LatentBody(BaseModel):
 
 class DetokenizeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    grids: list[GridBody] = Field(default_factory=list, max_length=16)
-    latents: list[LatentBody] = Field(default_factory=list, max_length=16)
+    grids: list[GridBody] = Field(default_factory=list, max_length=MAX_ITEMS_PER_CALL)
+    latents: list[LatentBody] = Field(default_factory=list, max_length=MAX_ITEMS_PER_CALL)
     quantize: bool = True
 
 
 class EmbedTextBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texts: list[str] = Field(min_length=1, max_length=64)
+    texts: list[str] = Field(min_length=1, max_length=MAX_TEXTS_PER_CALL)
 
 
 class EmbedImageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    images: list[str] = Field(min_length=1, max_length=16, description="base64 PNGs")
+    images: list[str] = Field(
+        min_length=1, max_length=MAX_ITEMS_PER_CALL, description="base64 PNGs"
+    )

@@ -10,9 +10,11 @@
   from the job's first event).
 - ``GET /v1/jobs/{id}/images/{index}``: one result image as ``image/png``.
 
-The router is self-contained: it validates bodies itself and renders every error as
-``{"error": {"code", "message"}}`` (429 with ``Retry-After``), so it behaves the same
-whatever exception handlers the app installs.
+The router is self-contained: it validates bodies itself and renders every error with the
+project's one error body (``tessera.common.http.error_response``: 429 with ``Retry-After``),
+so it behaves the same whatever exception handlers the app installs. Its queue and the
+pre-enqueue check are injected (``build_jobs_router(get_queue, check)``); the gateway passes
+its own.
 """
 
 # No `from __future__ import annotations` here: Ray Serve rebuilds the FastAPI routes in the
@@ -21,7 +23,6 @@ whatever exception handlers the app installs.
 import base64
 import json
 import logging
-import math
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
@@ -29,16 +30,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
-from tessera.common.errors import (
-    InvalidArgument,
-    NotFound,
-    TesseraError,
-    error_code_name,
-    http_status,
-    public_message,
-)
-from tessera.gateway.schemas import GenerationParams, ImageData, ImagesResponse, validate
+from tessera.common.errors import InvalidArgument, NotFound, error_code_name, public_message
+from tessera.common.http import error_response
 from tessera.jobs.queue import JobQueue, JobRecord, JobUpdate, store_errors
+from tessera.routes.schemas import GenerationParams, ImageData, ImagesResponse, validate
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
@@ -125,19 +120,6 @@ def job_view(job: JobRecord, *, include_result: bool = True) -> JobView:
         result=result,
         request=job.request,
     )
-
-
-def error_response(error: BaseException) -> JSONResponse:
-    """The project's JSON error body for any exception (500 and a generic message for bugs)."""
-    status = http_status(error)
-    if not isinstance(error, TesseraError):
-        log.exception("jobs API error", exc_info=error)
-    headers = {}
-    retry_after = getattr(error, "retry_after_s", None)
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    body = {"error": {"code": error_code_name(error), "message": public_message(error)}}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _read_submit_body(request: Request) -> JobSubmitRequest:

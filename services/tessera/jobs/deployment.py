@@ -1,17 +1,11 @@
 """``JobWorker``: the Ray Serve deployment running the job worker loop in each replica.
 
-Wiring (in ``tessera.app.build_app``)::
+Wiring (in ``tessera.app.build_app``): ``JobWorker.bind(redis_url, bundle_dir=...,
+**model_handles)``, one handle per registered model service, by registry name.
 
-    from tessera.jobs.deployment import JobWorker
-    worker = configured(JobWorker).bind(
-        redis_url, models["lm"], models["prior"], models["decoder"], models["detokenizer"],
-        bundle_dir=bundle_dir,
-    )
-
-Each replica then builds (importing there, not here)
-``Pipelines(ModelHandles(tokenizer=None, detokenizer, lm, prior, decoder),
-BundleInfo.read(bundle_dir))`` from ``tessera.gateway.pipelines`` and runs its ``generate``
-on queued jobs. Any other executor: ``JobWorker.bind(redis_url,
+Each replica then builds the routes over those handles (``tessera.routes.pipelines``,
+imported there, not here) and runs ``Pipelines.generate`` on queued jobs, exactly as the
+gateway does for a synchronous call. Any other executor: ``JobWorker.bind(redis_url,
 executor="pkg.mod:attr", executor_kwargs={...})`` (see ``tessera.jobs.worker.build_executor``;
 the tests use ``tessera.jobs.synthetic:SyntheticExecutor``). Nothing calls the deployment: it
 pulls work from Redis; it must still be part of the application graph (bind it and pass it
@@ -33,6 +27,7 @@ from tessera.common import metrics
 from tessera.jobs.autoscaling import BACKLOG_METRIC, SLOTS_METRIC, autoscaling_config
 from tessera.jobs.queue import JobQueue, QueueConfig
 from tessera.jobs.worker import Worker, build_executor
+from tessera.routes.handles import ModelHandles
 
 log = logging.getLogger(__name__)
 
@@ -51,29 +46,21 @@ class JobWorker:
     def __init__(
         self,
         redis_url: str,
-        lm: Any = None,
-        prior: Any = None,
-        decoder: Any = None,
-        detokenizer: Any = None,
         *,
         bundle_dir: str | None = None,
-        tokenizer: Any = None,
         executor: str | None = None,
         executor_kwargs: dict[str, Any] | None = None,
         queue_config: dict[str, Any] | None = None,
         concurrency: int = 2,
+        ar_candidates: int | None = None,  # the Serve config's args.ar_candidates
+        **handles: Any,  # one per registered model service, by registry name
     ) -> None:
-        if executor is None and (bundle_dir is None or None in (lm, prior, decoder, detokenizer)):
+        if executor is None and (bundle_dir is None or not handles):
             raise ValueError(
                 "JobWorker needs the model handles and bundle_dir, or an executor spec"
             )
-        self._handles = {
-            "tokenizer": tokenizer,
-            "detokenizer": detokenizer,
-            "lm": lm,
-            "prior": prior,
-            "decoder": decoder,
-        }
+        self._handles = ModelHandles(**handles)  # unknown service names fail here
+        self._ar_candidates = ar_candidates
         self._bundle_dir = bundle_dir
         self._executor_spec = executor
         self._executor_kwargs = dict(executor_kwargs or {})
@@ -94,9 +81,13 @@ class JobWorker:
 
     async def _run(self) -> None:
         if self._executor_spec is None:
-            from tessera.gateway.pipelines import BundleInfo, ModelHandles, Pipelines
+            from tessera.routes.pipelines import BundleInfo, Pipelines
 
-            pipelines = Pipelines(ModelHandles(**self._handles), BundleInfo.read(self._bundle_dir))
+            pipelines = Pipelines(
+                self._handles,
+                BundleInfo.read(self._bundle_dir),
+                self._ar_candidates,
+            )
             executor = pipelines.generate
         else:
             executor = await build_executor(self._executor_spec, **self._executor_kwargs)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from tessera.common.errors import InvalidArgument, Unavailable
-from tessera.gateway.schemas import GenerationParams
 from tessera.jobs.queue import JobQueue, store_errors
+from tessera.routes.schemas import GenerationParams
 from tessera.v1 import generation_pb2
 
 
@@ -22,11 +22,11 @@ class JobsServicerMixin:
 
     job_queue: JobQueue | None = None
 
-    def _jobs(self) -> JobQueue:
-        queue = getattr(self, "job_queue", None)
-        if queue is None:
-            raise Unavailable("async jobs are not configured on this server")
-        return queue
+    def require_job_queue(self) -> JobQueue:
+        """The job queue, or Unavailable when this server runs without Redis."""
+        if self.job_queue is None:
+            raise Unavailable("async jobs are not configured on this server (no Redis URL)")
+        return self.job_queue
 
     async def SubmitJob(self, request: generation_pb2.SubmitJobRequest) -> generation_pb2.Job:  # noqa: N802
         if not request.HasField("request"):
@@ -36,7 +36,7 @@ class JobsServicerMixin:
         if check is not None:  # the gateway's model/route/size checks, before enqueueing
             check(params)
         with store_errors():
-            job = await self._jobs().submit(
+            job = await self.require_job_queue().submit(
                 params,
                 priority=request.priority or "normal",
                 idempotency_key=request.idempotency_key or None,
@@ -45,12 +45,12 @@ class JobsServicerMixin:
 
     async def GetJob(self, request: generation_pb2.GetJobRequest) -> generation_pb2.Job:  # noqa: N802
         with store_errors():
-            job = await self._jobs().get(request.id)
+            job = await self.require_job_queue().get(request.id)
         return job.to_proto()
 
     async def CancelJob(self, request: generation_pb2.CancelJobRequest) -> generation_pb2.Job:  # noqa: N802
         with store_errors():
-            job = await self._jobs().cancel(request.id)
+            job = await self.require_job_queue().cancel(request.id)
         return job.to_proto()
 
     async def WatchJob(  # noqa: N802
@@ -58,7 +58,7 @@ class JobsServicerMixin:
     ) -> AsyncIterator[generation_pb2.JobEvent]:
         """A snapshot, then one event per progress step/state change; the last one carries
         the finished job (with its result when it succeeded)."""
-        queue = self._jobs()
+        queue = self.require_job_queue()
         with store_errors():
             async for update in queue.watch(request.id):
                 yield update.to_proto()

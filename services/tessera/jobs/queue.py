@@ -44,7 +44,6 @@ from tessera.common.errors import (
     NotFound,
     ResourceExhausted,
 )
-from tessera.gateway.schemas import GenerationParams
 from tessera.jobs.consumer import QueueConsumer
 from tessera.jobs.records import (  # noqa: F401 - re-exported: callers import them from here
     JOB_ID,
@@ -62,6 +61,7 @@ from tessera.jobs.records import (  # noqa: F401 - re-exported: callers import t
     _s,
     store_errors,
 )
+from tessera.routes.schemas import GenerationParams
 from tessera.v1 import common_pb2, generation_pb2
 
 

@@ -16,7 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tessera.common.errors import (
     Unavailable,
 )
-from tessera.gateway.schemas import GenerationParams
+from tessera.routes.schemas import GenerationParams
 from tessera.v1 import common_pb2, generation_pb2
 
 Priority = Literal["normal", "high"]

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from tessera.common.errors import Cancelled, InvalidArgument
-from tessera.gateway.schemas import GenerationParams
+from tessera.routes.schemas import GenerationParams
 from tessera.v1 import common_pb2, generation_pb2
 
 OnEvent = Callable[[generation_pb2.GenerateEvent], Awaitable[bool]]

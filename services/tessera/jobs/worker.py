@@ -2,7 +2,7 @@
 
 An executor is any ``async def execute(params: GenerationParams, on_event) ->
 GenerateResponse`` (``on_event(GenerateEvent) -> bool``; False asks it to stop, and it
-raises ``tessera.common.errors.Cancelled``): ``tessera.gateway.pipelines.Pipelines.generate``
+raises ``tessera.common.errors.Cancelled``): ``tessera.routes.pipelines.Pipelines.generate``
 in production, ``tessera.jobs.synthetic.SyntheticExecutor`` in tests. It must not block the
 event loop for long (the heartbeat that keeps its job from being reclaimed runs on it).
 
@@ -47,8 +47,8 @@ from tessera.common.errors import (
     TesseraError,
     public_message,
 )
-from tessera.gateway.schemas import GenerationParams
 from tessera.jobs.queue import REDIS_DOWN, Delivery, JobQueue, QueueConfig
+from tessera.routes.schemas import GenerationParams
 from tessera.v1 import generation_pb2
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ async def build_executor(spec: str, *args: Any, **kwargs: Any) -> Executor:
 
     ``attr`` may be the executor itself (an ``async def``), or a factory/class called with
     ``*args, **kwargs`` whose result (awaited if awaitable) is the executor or has a
-    ``generate`` method (e.g. ``tessera.gateway.pipelines:Pipelines`` with the handles).
+    ``generate`` method (e.g. ``tessera.routes.pipelines:Pipelines`` with the handles).
     """
     module_name, _, attr = spec.partition(":")
     if not attr:

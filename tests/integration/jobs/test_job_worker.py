@@ -16,10 +16,10 @@ import time
 
 import pytest
 
-from tessera.gateway.schemas import GenerationParams
 from tessera.jobs.autoscaling import autoscaling_config
 from tessera.jobs.embedded import EmbeddedRedis
 from tessera.jobs.queue import JobQueue, QueueConfig
+from tessera.routes.schemas import GenerationParams
 
 pytestmark = pytest.mark.integration
 APP = "jobs-worker-test"

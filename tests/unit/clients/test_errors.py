@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from tessera.common import errors as server_errors
-from tessera.gateway.http import error_response
+from tessera.common.http import error_response
 from tessera_client import (
     AsyncClient,
     AuthError,
@@ -47,7 +47,7 @@ def test_http_error_bodies_map_to_typed_exceptions(server_error, expected):
     assert err.message == server_errors.public_message(server_error)
     assert err.code == server_errors.error_code_name(server_error)
     if isinstance(server_error, server_errors.ResourceExhausted):
-        assert err.retry_after == 2.0  # Retry-After is whole seconds
+        assert err.retry_after == 3.0  # whole seconds, rounded up (2.4 s -> 3)
 
 
 @pytest.mark.parametrize(("server_error", "expected"), CASES, ids=lambda c: type(c).__name__)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from PIL import Image
 
 from tessera.gateway.http import images_response
-from tessera.gateway.schemas import GenerationParams
 from tessera.jobs.api import _progress_event, _sse, job_view
 from tessera.jobs.queue import JobRecord, JobUpdate
+from tessera.routes.schemas import GenerationParams
 from tessera.v1 import common_pb2, generation_pb2
 from tessera_client import GeneratedImages, TokenGrid
 from tessera_client import _wire as wire

@@ -12,9 +12,9 @@ from collections import Counter
 
 import pytest
 
-from tessera.gateway.schemas import GenerationParams
 from tessera.jobs.queue import REDIS_DOWN, JobQueue
 from tessera.jobs.synthetic import expected_png
+from tessera.routes.schemas import GenerationParams
 
 from .conftest import config, open_queue, redis_server, spawn_worker
 

@@ -11,7 +11,6 @@ from ray.serve._private.common import DeploymentID
 from ray.serve.autoscaling_policy import _apply_autoscaling_config
 from ray.serve.config import AutoscalingConfig, AutoscalingContext
 
-from tessera.gateway.schemas import GenerationParams
 from tessera.jobs.autoscaling import (
     BACKLOG_METRIC,
     SLOTS_METRIC,
@@ -21,6 +20,7 @@ from tessera.jobs.autoscaling import (
 )
 from tessera.jobs.deployment import JobWorker
 from tessera.jobs.queue import wait_for
+from tessera.routes.schemas import GenerationParams
 
 from .conftest import config, open_queue
 
@@ -76,7 +76,9 @@ def test_constructor_needs_handles_or_an_executor():
     with pytest.raises(ValueError):
         ReplicaClass("redis://localhost:1")
     with pytest.raises(ValueError):
-        ReplicaClass("redis://localhost:1", "lm", "prior", "decoder", "detok")  # no bundle_dir
+        ReplicaClass(  # no bundle_dir
+            "redis://localhost:1", lm="lm", prior="prior", decoder="decoder", detokenizer="detok"
+        )
 
 
 def context(backlog: float, slots: float, replicas: int, **config_overrides):

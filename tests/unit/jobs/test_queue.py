@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tessera.common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
-from tessera.gateway.schemas import GenerationParams
 from tessera.jobs.queue import JobQueue, wait_for
 from tessera.jobs.synthetic import SyntheticExecutor, expected_png
 from tessera.jobs.worker import Worker
+from tessera.routes.schemas import GenerationParams
 
 from .conftest import config, open_queue
 

@@ -7,10 +7,10 @@ import asyncio
 import time
 
 from tessera.common import metrics
-from tessera.gateway.schemas import GenerationParams
 from tessera.jobs.queue import Delivery, JobQueue, wait_for
 from tessera.jobs.synthetic import SyntheticExecutor
 from tessera.jobs.worker import Worker, cancel_and_wait
+from tessera.routes.schemas import GenerationParams
 
 from .conftest import config, open_queue
 

@@ -27,28 +27,27 @@ from PIL import Image
 
 from tessera.common.checkpoint import read_bundle_index, read_config
 from tessera.common.errors import Cancelled, InvalidArgument, NotFound
+from tessera.common.limits import MAX_ITEMS_PER_CALL, MAX_LM_IMAGES_PER_CALL
 from tessera.common.serving import call
-from tessera.common.settings import get_settings
-from tessera.gateway.schemas import GenerationParams, VariationParams
+from tessera.routes.handles import ModelHandles
+from tessera.routes.schemas import GenerationParams, VariationParams
 from tessera.v1 import common_pb2, decoder_pb2, generation_pb2, lm_pb2, prior_pb2, tokenizer_pb2
 
-# Images or grids per EmbedImage / Detokenize call (the contracts' limit); longer lists are
-# sent in chunks of this many, concurrently.
-MAX_ITEMS_PER_CALL = 16
-LM_IMAGES_PER_CALL = 8  # the LanguageModel's limit per call (tessera.lm.deployment.MAX_IMAGES)
+# ar: candidates sampled per returned image when the bundle has a CLIP to rerank them (the
+# Serve config's `args.ar_candidates` overrides it).
+DEFAULT_AR_CANDIDATES = 4
+
+# The LM's sampling options that a generation request passes through as they are: the
+# optional fields the two contracts share (the seed is set per call).
+LM_SAMPLING_FIELDS = tuple(
+    f.name
+    for f in lm_pb2.SampleTokensRequest.DESCRIPTOR.fields
+    if f.has_presence
+    and f.name != "seed"
+    and f.name in generation_pb2.GenerateRequest.DESCRIPTOR.fields_by_name
+)
 
 EventCallback = Callable[[generation_pb2.GenerateEvent], Awaitable[bool]]
-
-
-@dataclass
-class ModelHandles:
-    """One handle per model service (Ray DeploymentHandle or an in-process stand-in)."""
-
-    tokenizer: Any
-    detokenizer: Any
-    lm: Any
-    prior: Any
-    decoder: Any
 
 
 @dataclass(frozen=True)
@@ -81,9 +80,9 @@ class Pipelines:
     def __init__(
         self, handles: ModelHandles, info: BundleInfo, ar_candidates: int | None = None
     ) -> None:
-        self.h = handles
+        self.handles = handles
         self.info = info
-        default = get_settings().ar_candidates if ar_candidates is None else ar_candidates
+        default = DEFAULT_AR_CANDIDATES if ar_candidates is None else ar_candidates
         self.ar_candidates = default if info.has_clip else 1
 
     # -- request checks shared by every entry point -------------------------------------
@@ -129,41 +128,43 @@ class Pipelines:
             elapsed_ms=(time.perf_counter() - start) * 1000,
         )
 
-    def candidates_for(self, p: GenerationParams) -> int:
+    def candidates_for(self, params: GenerationParams) -> int:
         """How many ar candidates to sample per returned image."""
-        if p.candidates is None:
+        if params.candidates is None:
             return self.ar_candidates
-        if p.candidates > 1 and not self.info.has_clip:
+        if params.candidates > 1 and not self.info.has_clip:
             raise InvalidArgument(
                 f"candidates > 1 needs a CLIP component to rerank; {self.info.name!r} has none"
             )
-        return p.candidates
+        return params.candidates
 
-    async def _ar(self, p: GenerationParams, on_event: EventCallback | None) -> tuple[list, int]:
-        k = self.candidates_for(p)
+    async def _ar(
+        self, params: GenerationParams, on_event: EventCallback | None
+    ) -> tuple[list, int]:
+        k = self.candidates_for(params)
         if k == 1:
-            grids, seed = await self._sample_grids(self._lm_request(p, p.seed), on_event)
+            grids, seed = await self._sample_grids(self._lm_request(params, params.seed), on_event)
             return await self._decode(grids=grids), seed
-        base = p.seed if p.seed is not None else random.randrange(2**31)
+        base = params.seed if params.seed is not None else random.randrange(2**31)
         # Candidate-major seeds, as many per LM call as it takes: the candidates of one
         # request cost one call (not k), and share its prefill and every decode step.
-        seeds = [candidate_seed(base, j) + i for j in range(k) for i in range(p.n)]
+        seeds = [candidate_seed(base, j) + i for j in range(k) for i in range(params.n)]
         # The Prior encodes the prompt once, for reranking (its CLIP embedding) and for the
         # LM (its MiniLM states), instead of the LM encoding it again.
         text = await call(
-            self.h.prior.EmbedText,
-            prior_pb2.EmbedTextRequest(texts=[p.prompt], return_states=True),
+            self.handles.prior.EmbedText,
+            prior_pb2.EmbedTextRequest(texts=[params.prompt], return_states=True),
         )
         states = text.text_states[0] if text.text_states else None  # else the LM encodes
         samplers = [  # previews (if streaming) show candidate 0, the first n of the first call
             asyncio.ensure_future(
                 self._sample_grids(
-                    self._lm_request(p, None, chunk, states),
+                    self._lm_request(params, None, chunk, states),
                     on_event if c == 0 else None,
-                    shown=p.n,
+                    shown=params.n,
                 )
             )
-            for c, chunk in enumerate(_chunks(seeds, LM_IMAGES_PER_CALL))
+            for c, chunk in enumerate(_chunks(seeds, MAX_LM_IMAGES_PER_CALL))
         ]
         try:
             sampled = await asyncio.gather(*samplers)
@@ -173,28 +174,28 @@ class Pipelines:
         finally:  # a cancelled or failed request stops every candidate (no-ops once done)
             for task in samplers:
                 task.cancel()
-        return [images[j * p.n + i] for i, j in enumerate(best)], base
+        return [images[j * params.n + i] for i, j in enumerate(best)], base
 
     def _lm_request(
         self,
-        p: GenerationParams,
+        params: GenerationParams,
         seed: int | None,
         seeds: list[int] | None = None,
         states: common_pb2.Tensor | None = None,
     ) -> lm_pb2.SampleTokensRequest:
-        """The LM call for ``p``: n images from ``seed`` on, or one image per ``seeds``; with
+        """The LM call for ``params``: n images from ``seed`` on, or one image per ``seeds``; with
         the prompt's MiniLM ``states`` when they are at hand."""
         if seeds:
-            req = lm_pb2.SampleTokensRequest(prompt=p.prompt, seeds=seeds)
+            req = lm_pb2.SampleTokensRequest(prompt=params.prompt, seeds=seeds)
         else:
-            req = lm_pb2.SampleTokensRequest(prompt=p.prompt, n=p.n)
+            req = lm_pb2.SampleTokensRequest(prompt=params.prompt, n=params.n)
         if states is not None:
             req.text_states.CopyFrom(states)
         if seed is not None:
             req.seed = seed
-        for name in ("temperature", "top_k", "top_p", "guidance_scale"):
-            if getattr(p, name) is not None:
-                setattr(req, name, getattr(p, name))
+        for name in LM_SAMPLING_FIELDS:
+            if getattr(params, name) is not None:
+                setattr(req, name, getattr(params, name))
         return req
 
     async def _sample_grids(
@@ -206,10 +207,10 @@ class Pipelines:
         """The LM's grids for one request; with ``on_event``, streamed with previews of the
         first ``shown`` grids (all by default)."""
         if on_event is None:
-            res = await call(self.h.lm.SampleTokens, req)
+            res = await call(self.handles.lm.SampleTokens, req)
             return list(res.grids), res.seed
         grids, seed = [], 0
-        stream = self.h.lm.options(stream=True).SampleTokensStream.remote(req)
+        stream = self.handles.lm.options(stream=True).SampleTokensStream.remote(req)
         async for ev in stream:
             grids, seed = list(ev.grids), ev.seed
             if ev.done:
@@ -229,7 +230,7 @@ class Pipelines:
         chunks = await asyncio.gather(
             *(
                 call(
-                    self.h.prior.EmbedImage,
+                    self.handles.prior.EmbedImage,
                     prior_pb2.EmbedImageRequest(images=[im.png for im in chunk]),
                 )
                 for chunk in _chunks(images)
@@ -245,21 +246,21 @@ class Pipelines:
         return [max(range(k), key=lambda j, i=i: scores[j * n + i]) for i in range(n)]
 
     async def _unclip(
-        self, p: GenerationParams, on_event: EventCallback | None
+        self, params: GenerationParams, on_event: EventCallback | None
     ) -> tuple[list, int]:
-        preq = prior_pb2.SamplePriorRequest(prompt=p.prompt, n=p.n, return_states=True)
-        if p.seed is not None:
-            preq.seed = p.seed
-        prior = await call(self.h.prior.SamplePrior, preq)
+        preq = prior_pb2.SamplePriorRequest(prompt=params.prompt, n=params.n, return_states=True)
+        if params.seed is not None:
+            preq.seed = params.seed
+        prior = await call(self.handles.prior.SamplePrior, preq)
         if on_event is not None:
             progress = common_pb2.Progress(step=1, total_steps=1, stage="prior")
             if not await on_event(generation_pb2.GenerateEvent(progress=progress)):
                 raise Cancelled("generation cancelled")
         return await self._decode_embeddings(
             list(prior.embeddings),
-            p.prompt,
+            params.prompt,
             prior.seed,
-            p,
+            params,
             on_event,
             prior.text_states if prior.HasField("text_states") else None,
         )
@@ -272,7 +273,7 @@ class Pipelines:
         self.check_route("unclip")
         scale = self.scale_for(params.size)
         start = time.perf_counter()
-        emb = await call(self.h.prior.EmbedImage, prior_pb2.EmbedImageRequest(images=[image]))
+        emb = await call(self.handles.prior.EmbedImage, prior_pb2.EmbedImageRequest(images=[image]))
         seed = params.seed if params.seed is not None else int(time.time_ns() % 2**31)
         images, seed = await self._decode_embeddings(
             [emb.embeddings[0]] * params.n, "", seed, params, on_event
@@ -290,7 +291,7 @@ class Pipelines:
         embeddings: list,
         prompt: str,
         seed: int,
-        p: GenerationParams | VariationParams,
+        params: GenerationParams | VariationParams,
         on_event: EventCallback | None,
         states: common_pb2.Tensor | None = None,
     ) -> tuple[list, int]:
@@ -301,16 +302,16 @@ class Pipelines:
         )
         if states is not None:
             dreq.text_states.CopyFrom(states)
-        if p.guidance_scale is not None:
-            dreq.guidance_scale = p.guidance_scale
-        if p.steps is not None:
-            dreq.steps = p.steps
+        if params.guidance_scale is not None:
+            dreq.guidance_scale = params.guidance_scale
+        if params.steps is not None:
+            dreq.steps = params.steps
         if on_event is None:
-            res = await call(self.h.decoder.SampleLatents, dreq)
+            res = await call(self.handles.decoder.SampleLatents, dreq)
             latents = list(res.latents)
         else:
             latents = []
-            stream = self.h.decoder.options(stream=True).SampleLatentsStream.remote(dreq)
+            stream = self.handles.decoder.options(stream=True).SampleLatentsStream.remote(dreq)
             async for ev in stream:
                 latents = list(ev.latents)
                 if ev.done:
@@ -330,7 +331,7 @@ class Pipelines:
         replies = await asyncio.gather(
             *(
                 call(
-                    self.h.detokenizer.Detokenize,
+                    self.handles.detokenizer.Detokenize,
                     tokenizer_pb2.DetokenizeRequest(**{key: chunk}, quantize=True),
                 )
                 for chunk in _chunks(items)

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tessera.gateway.pipelines import BundleInfo, ModelHandles, Pipelines
+from tessera import registry
+from tessera.routes.handles import ModelHandles
+from tessera.routes.pipelines import BundleInfo, Pipelines
 
 
 class _LocalMethod:
@@ -35,24 +37,17 @@ class LocalHandle:
 
 
 def local_handles(bundle_dir: str | Path, device: str | None = None) -> ModelHandles:
-    """Instantiate every model deployment's class in this process."""
-    from tessera.decoder.deployment import Decoder
-    from tessera.lm.deployment import LanguageModel
-    from tessera.prior.deployment import Prior
-    from tessera.tokenizer.deployment import Detokenizer, Tokenizer
-
-    def make(deployment: Any) -> LocalHandle:
-        return LocalHandle(deployment.func_or_class(str(bundle_dir), device))
-
+    """Instantiate every registered model service's class in this process."""
     return ModelHandles(
-        tokenizer=make(Tokenizer),
-        detokenizer=make(Detokenizer),
-        lm=make(LanguageModel),
-        prior=make(Prior),
-        decoder=make(Decoder),
+        **{
+            entry.name: LocalHandle(entry.deployment_class().func_or_class(str(bundle_dir), device))
+            for entry in registry.SERVICES
+        }
     )
 
 
-def local_pipelines(bundle_dir: str | Path, device: str | None = None) -> Pipelines:
+def local_pipelines(
+    bundle_dir: str | Path, device: str | None = None, ar_candidates: int | None = None
+) -> Pipelines:
     """The routes over in-process models (no Ray)."""
-    return Pipelines(local_handles(bundle_dir, device), BundleInfo.read(bundle_dir))
+    return Pipelines(local_handles(bundle_dir, device), BundleInfo.read(bundle_dir), ar_candidates)

@@ -1,7 +1,8 @@
-"""Pydantic models of the public HTTP API, and their conversion to the protobuf contracts.
+"""Pydantic models of the public requests, and their conversion to the protobuf contracts.
 
-Every field a request can set is bounded here; the gRPC path converts its messages into these
-models too, so both ingresses validate with the same rules.
+Every field a request can set is bounded here, with the numbers of ``tessera.common.limits``;
+the gRPC path and the job queue convert their messages into these models too, so every entry
+point validates with the same rules, once.
 """
 
 from __future__ import annotations
@@ -12,29 +13,28 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tessera.common.errors import InvalidArgument
+from tessera.common.limits import (
+    MAX_CANDIDATES,
+    MAX_GUIDANCE,
+    MAX_IMAGES_PER_REQUEST,
+    MAX_MODEL_NAME_CHARS,
+    MAX_OUTPUT_SIDE,
+    MAX_PROMPT_CHARS,
+    MAX_ROUTE_CHARS,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+)
 from tessera.v1 import generation_pb2
 
 ROUTES = ("ar", "unclip")
-MAX_PROMPT_CHARS = 500
-MAX_IMAGES_PER_REQUEST = 4
-MAX_STEPS = 250
-MAX_GUIDANCE = 20.0
-MAX_TOP_K = 65536
-MAX_CANDIDATES = 8  # ar reranking: candidates sampled per returned image
 SIZE_PATTERN = re.compile(r"^(\d{1,4})x(\d{1,4})$")
-# Output sizes: the native size and integer upscales of it (nearest-neighbour), at most this.
-MAX_OUTPUT_SIDE = 1024
 
-
-# Optional request fields shared by the HTTP model and the proto (HasField semantics).
-GENERATION_OPTIONALS = (
-    "seed",
-    "guidance_scale",
-    "steps",
-    "temperature",
-    "top_k",
-    "top_p",
-    "candidates",
+# The request's optional fields (proto3 `optional`: HasField semantics), read off the
+# contract, so a new sampling option is declared in generation.proto and below, nowhere else.
+GENERATION_OPTIONALS = tuple(
+    f.name for f in generation_pb2.GenerateRequest.DESCRIPTOR.fields if f.has_presence
 )
 
 
@@ -47,17 +47,19 @@ class GenerationParams(BaseModel):
     n: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_REQUEST)
     size: str | None = Field(default=None, description="WxH: native size or an integer upscale")
     response_format: Literal["b64_json", "url"] = "b64_json"
-    model: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(default=None, max_length=MAX_MODEL_NAME_CHARS)
     # OpenAI fields accepted for compatibility and ignored.
     quality: str | None = Field(default=None, max_length=32)
     style: str | None = Field(default=None, max_length=32)
     user: str | None = Field(default=None, max_length=256)
     # Tessera extensions.
-    route: str = Field(default="ar", min_length=1, max_length=32, description="ar or unclip")
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    route: str = Field(
+        default="ar", min_length=1, max_length=MAX_ROUTE_CHARS, description="ar or unclip"
+    )
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     guidance_scale: float | None = Field(default=None, ge=0.0, le=MAX_GUIDANCE)
     steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
-    temperature: float | None = Field(default=None, gt=0.0, le=2.0)
+    temperature: float | None = Field(default=None, gt=0.0, le=MAX_TEMPERATURE)
     top_k: int | None = Field(default=None, ge=0, le=MAX_TOP_K)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     candidates: int | None = Field(
@@ -156,9 +158,9 @@ class VariationParams(BaseModel):
     n: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_REQUEST)
     size: str | None = None
     response_format: Literal["b64_json", "url"] = "b64_json"
-    model: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(default=None, max_length=MAX_MODEL_NAME_CHARS)
     user: str | None = Field(default=None, max_length=256)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     guidance_scale: float | None = Field(default=None, ge=0.0, le=MAX_GUIDANCE)
     steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
 

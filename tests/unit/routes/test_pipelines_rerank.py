@@ -9,9 +9,9 @@ import pytest
 
 from tessera.bundle.init import build_random_bundle
 from tessera.common.errors import Cancelled, InvalidArgument
-from tessera.gateway.local import local_pipelines
-from tessera.gateway.pipelines import Pipelines, candidate_seed
-from tessera.gateway.schemas import GenerationParams
+from tessera.routes.local import local_pipelines
+from tessera.routes.pipelines import Pipelines, candidate_seed
+from tessera.routes.schemas import GenerationParams
 from tessera.v1 import prior_pb2
 
 
@@ -35,11 +35,15 @@ async def test_each_image_is_its_best_scored_candidate(pipelines):
         (await pipelines.generate(ar(prompt, candidate_seed(seed, j), n, 1))).images
         for j in range(k)
     ]
-    text = await pipelines.h.prior.EmbedText.remote(prior_pb2.EmbedTextRequest(texts=[prompt]))
+    text = await pipelines.handles.prior.EmbedText.remote(
+        prior_pb2.EmbedTextRequest(texts=[prompt])
+    )
     t = text.embeddings[0].values
     for i in range(n):
         pngs = [candidates[j][i].png for j in range(k)]
-        emb = await pipelines.h.prior.EmbedImage.remote(prior_pb2.EmbedImageRequest(images=pngs))
+        emb = await pipelines.handles.prior.EmbedImage.remote(
+            prior_pb2.EmbedImageRequest(images=pngs)
+        )
         scores = [sum(a * b for a, b in zip(e.values, t, strict=True)) for e in emb.embeddings]
         best = max(range(k), key=scores.__getitem__)
         assert reranked.images[i].png == pngs[best]
@@ -49,7 +53,7 @@ async def test_one_candidate_is_plain_sampling_and_the_default_comes_from_settin
     one = await pipelines.generate(ar("sun", 3, 1, 1))
     again = await pipelines.generate(ar("sun", 3, 1, 1))
     assert one.images[0].png == again.images[0].png
-    plain = Pipelines(pipelines.h, pipelines.info, ar_candidates=1)
+    plain = Pipelines(pipelines.handles, pipelines.info, ar_candidates=1)
     default = await plain.generate(GenerationParams(prompt="sun", route="ar", seed=3))
     assert default.images[0].png == one.images[0].png
 
@@ -68,7 +72,7 @@ async def test_more_than_sixteen_candidates_are_decoded_and_scored_in_chunks(pip
 
 async def test_reranking_without_a_clip_is_refused(pipelines):
     info = dataclasses.replace(pipelines.info, has_clip=False)
-    no_clip = Pipelines(pipelines.h, info)
+    no_clip = Pipelines(pipelines.handles, info)
     assert no_clip.ar_candidates == 1  # the default quietly falls back to plain sampling
     with pytest.raises(InvalidArgument, match="CLIP"):
         await no_clip.generate(ar("sun", 0, 1, 2))
@@ -94,8 +98,8 @@ class NeverDoneLM:
 
 
 async def test_a_cancelled_stream_stops_every_candidate(pipelines):
-    lm = NeverDoneLM(pipelines.h.lm)
-    handles = dataclasses.replace(pipelines.h, lm=lm)
+    lm = NeverDoneLM(pipelines.handles.lm)
+    handles = pipelines.handles.replace(lm=lm)
     route = Pipelines(handles, pipelines.info)
 
     async def stop_at_first_preview(event) -> bool:
@@ -123,8 +127,8 @@ class CountingLM:
 
 
 async def test_the_candidates_of_a_request_share_lm_calls_of_up_to_eight_images(pipelines):
-    lm = CountingLM(pipelines.h.lm)
-    route = Pipelines(dataclasses.replace(pipelines.h, lm=lm), pipelines.info)
+    lm = CountingLM(pipelines.handles.lm)
+    route = Pipelines(pipelines.handles.replace(lm=lm), pipelines.info)
     await route.generate(ar("sun", 2, 1, 4))
     await route.generate(ar("sun", 2, 3, 4))
     assert lm.calls == [4, 8, 4]

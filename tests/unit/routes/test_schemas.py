@@ -1,7 +1,7 @@
 import pytest
 
 from tessera.common.errors import InvalidArgument
-from tessera.gateway.schemas import GenerationParams, VariationParams, validate
+from tessera.routes.schemas import GenerationParams, VariationParams, validate
 from tessera.v1 import generation_pb2
 
 

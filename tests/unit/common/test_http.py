@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from tessera.common import metrics
 from tessera.common.settings import get_settings
-from tessera.gateway.http import create_app
+from tessera.common.http import create_app
 
 
 class Body(BaseModel):

@@ -1,0 +1,266 @@
+"""The one list of Tessera's model services.
+
+Everything that needs to know which model services exist reads it: the application graph
+(``app.build_app``), the route code's handles (``routes.handles.ModelHandles``), the
+in-process stand-ins (``routes.local``), the gateway's ``/readyz`` and its gRPC forwarding of
+every contract (``gateway.forwarding``), the job worker, the bundle's component list
+(``common.checkpoint.COMPONENTS``), the Serve configs (``scripts/gen_serve_configs.py``) and
+the KubeRay manifest (``scripts/gen_kuberay.py``).
+
+Adding a model service: write its package (model, deployment class), its ``.proto`` in
+``protos/tessera/v1/`` (then ``make protos``), and one ``ModelService`` entry below; then
+``make configs kuberay`` regenerates the deploy files from it.
+
+This module imports nothing heavy (no Ray, no torch): scripts and the SDK's tests read it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+PROFILES = ("local", "gpu")  # deploy/serve/<profile>.yaml
+
+# Serve autoscaling shared by the model services. Targets are half of max_ongoing_requests
+# (a full batch): every model replica batches its concurrent requests, and on a few cores a
+# second replica adds no compute, only a second copy of the weights and smaller batches.
+_LOCAL_SCALING = {
+    "min_replicas": 1,
+    "max_replicas": 2,
+    "target_ongoing_requests": 16,
+    "upscale_delay_s": 10,
+    "downscale_delay_s": 60,
+}
+_GPU_SCALING = {**_LOCAL_SCALING, "max_replicas": 8, "target_ongoing_requests": 8}
+
+
+@dataclass(frozen=True)
+class ModelService:
+    """One model service: a Ray Serve deployment with its own gRPC contract."""
+
+    name: str  # the handle's name in route code and in build_app's wiring: "lm"
+    deployment: str  # "module:Class" of the @serve.deployment class
+    proto: str  # its contract file in protos/tessera/v1/, without ".proto": "lm"
+    components: tuple[str, ...]  # the bundle components it loads
+    # Serve deployment options per profile (deploy/serve/<profile>.yaml); `note` becomes a
+    # comment there.
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    note: str = ""
+    # The Python package of its generated contract code (a service kept outside Tessera's
+    # tree names its own).
+    proto_package: str = "tessera.v1"
+
+    @property
+    def service(self) -> str:
+        """The deployment's name, which is also its gRPC service's name: "LanguageModel"."""
+        return self.deployment.rpartition(":")[2]
+
+    @property
+    def contract(self) -> str:
+        """The full gRPC service name: "tessera.v1.LanguageModel"."""
+        return self.service_descriptor().full_name
+
+    @property
+    def servicer_function(self) -> str:
+        """What Serve's gRPC proxy adds to its server (``grpc_servicer_functions``)."""
+        return f"{self.proto_package}.{self.proto}_pb2_grpc.add_{self.service}Servicer_to_server"
+
+    def deployment_class(self) -> Any:
+        """The @serve.deployment class (imported on demand: it pulls in Ray and torch)."""
+        module, _, name = self.deployment.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def service_descriptor(self) -> Any:
+        """The contract's protobuf ServiceDescriptor (its methods and message types)."""
+        module = importlib.import_module(f"{self.proto_package}.{self.proto}_pb2")
+        return module.DESCRIPTOR.services_by_name[self.service]
+
+
+SERVICES: tuple[ModelService, ...] = (
+    ModelService(
+        name="tokenizer",
+        deployment="tessera.tokenizer.deployment:Tokenizer",
+        proto="tokenizer",
+        components=("tokenizer",),
+        note="VQ encoder: PNG -> token grid. Budget: pixels per batch.",
+        profiles={
+            "local": {
+                "ray_actor_options": {"num_cpus": 0.2},
+                "max_ongoing_requests": 32,
+                "autoscaling_config": _LOCAL_SCALING,
+                "user_config": {"max_batch_cost": 65536, "batch_wait_timeout_s": 0.0},
+            },
+            "gpu": {
+                "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.1},
+                "max_ongoing_requests": 32,
+                "autoscaling_config": _GPU_SCALING,
+                "user_config": {"max_batch_cost": 262144, "batch_wait_timeout_s": 0.0},
+            },
+        },
+    ),
+    ModelService(
+        name="detokenizer",
+        deployment="tessera.tokenizer.deployment:Detokenizer",
+        proto="tokenizer",
+        components=("tokenizer",),
+        note="VQ decoder: token grid or latents -> PNG. Budget: latent cells per batch.",
+        profiles={
+            "local": {
+                "ray_actor_options": {"num_cpus": 0.2},
+                "max_ongoing_requests": 32,
+                "autoscaling_config": _LOCAL_SCALING,
+                "user_config": {"max_batch_cost": 1024, "batch_wait_timeout_s": 0.0},
+            },
+            "gpu": {
+                "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.1},
+                "max_ongoing_requests": 32,
+                "autoscaling_config": _GPU_SCALING,
+                "user_config": {"max_batch_cost": 4096, "batch_wait_timeout_s": 0.0},
+            },
+        },
+    ),
+    ModelService(
+        name="lm",
+        deployment="tessera.lm.deployment:LanguageModel",
+        proto="lm",
+        components=("lm",),
+        note="GPT over image tokens, continuous batching. Budget: KV-cache rows (a guided "
+        "image takes 2); requests join at the next token.",
+        profiles={
+            "local": {
+                "ray_actor_options": {"num_cpus": 0.3},
+                "max_ongoing_requests": 64,
+                "autoscaling_config": _LOCAL_SCALING,
+                "user_config": {"max_rows": 128},
+            },
+            "gpu": {
+                "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.25},
+                "max_ongoing_requests": 64,
+                "autoscaling_config": _GPU_SCALING,
+                "user_config": {"max_rows": 128},
+            },
+        },
+    ),
+    ModelService(
+        name="prior",
+        deployment="tessera.prior.deployment:Prior",
+        proto="prior",
+        components=("clip", "prior"),
+        note="CLIP embeddings and the diffusion prior. Budgets: prior rows per step "
+        "(requests join at the next step); texts and images per embedding batch.",
+        profiles={
+            "local": {
+                "ray_actor_options": {"num_cpus": 0.3},
+                "max_ongoing_requests": 32,
+                "autoscaling_config": _LOCAL_SCALING,
+                "user_config": {
+                    "max_rows": 64,
+                    "max_texts_per_batch": 64,
+                    "max_images_per_batch": 64,
+                    "batch_wait_timeout_s": 0.0,
+                },
+            },
+            "gpu": {
+                "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.15},
+                "max_ongoing_requests": 32,
+                "autoscaling_config": _GPU_SCALING,
+                "user_config": {
+                    "max_rows": 256,
+                    "max_texts_per_batch": 64,
+                    "max_images_per_batch": 64,
+                    "batch_wait_timeout_s": 0.0,
+                },
+            },
+        },
+    ),
+    ModelService(
+        name="decoder",
+        deployment="tessera.decoder.deployment:Decoder",
+        proto="decoder",
+        components=("decoder",),
+        note="Latent diffusion decoder, step-level batching. Budget: UNet rows per step; "
+        "requests join at the next step.",
+        profiles={
+            "local": {
+                "ray_actor_options": {"num_cpus": 0.3},
+                "max_ongoing_requests": 32,
+                "autoscaling_config": _LOCAL_SCALING,
+                "user_config": {"max_rows": 32},
+            },
+            "gpu": {
+                "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.25},
+                "max_ongoing_requests": 32,
+                "autoscaling_config": _GPU_SCALING,
+                "user_config": {"max_rows": 128},
+            },
+        },
+    ),
+)
+
+# The platform's own deployments, beside the model services: (Serve name, options per
+# profile, note). The gateway is the ingress; the job worker pulls from Redis.
+PLATFORM_DEPLOYMENTS: tuple[tuple[str, dict[str, dict[str, Any]], str], ...] = (
+    (
+        "Gateway",
+        {
+            "local": {
+                "ray_actor_options": {"num_cpus": 0.1},
+                "autoscaling_config": {**_LOCAL_SCALING, "target_ongoing_requests": 32},
+            },
+            "gpu": {
+                "ray_actor_options": {"num_cpus": 0.5},
+                "autoscaling_config": {**_LOCAL_SCALING, "target_ongoing_requests": 8},
+            },
+        },
+        "Public HTTP + gRPC ingress: validation, routes, forwarding of every contract.",
+    ),
+    (
+        "JobWorker",
+        {
+            profile: {
+                "ray_actor_options": {"num_cpus": cpus},
+                "user_config": {"concurrency": 2},
+                "autoscaling_config": {
+                    "min_replicas": 1,
+                    "max_replicas": 4,
+                    "metrics_interval_s": 2,
+                    "look_back_period_s": 6,
+                    "upscale_delay_s": 4,
+                    "downscale_delay_s": 60,
+                    "policy": {"policy_function": "tessera.jobs.autoscaling:queue_depth_policy"},
+                },
+            }
+            for profile, cpus in (("local", 0.1), ("gpu", 0.5))
+        },
+        "Runs queued jobs from Redis; scales on queue depth.",
+    ),
+)
+
+
+def service(name: str) -> ModelService:
+    """The entry named ``name`` ("lm"), or KeyError naming the known ones."""
+    for entry in SERVICES:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"unknown model service {name!r}; known: {', '.join(names())}")
+
+
+def names() -> tuple[str, ...]:
+    """Handle names of every model service, in registry order."""
+    return tuple(entry.name for entry in SERVICES)
+
+
+def components() -> tuple[str, ...]:
+    """Every bundle component some service loads, in registry order, each once."""
+    return tuple(dict.fromkeys(c for entry in SERVICES for c in entry.components))
+
+
+def servicer_functions() -> list[str]:
+    """Serve's ``grpc_servicer_functions``: the public Generation service, every model
+    contract (the gateway forwards them), and the standard health service."""
+    return [
+        "tessera.v1.generation_pb2_grpc.add_GenerationServicer_to_server",
+        *(entry.servicer_function for entry in SERVICES),
+        "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+    ]
