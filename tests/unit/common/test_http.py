@@ -7,8 +7,8 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from tessera.common import metrics
-from tessera.common.settings import get_settings
 from tessera.common.http import create_app
+from tessera.common.settings import get_settings
 
 
 class Body(BaseModel):
