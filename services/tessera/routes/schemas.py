@@ -66,7 +66,7 @@ class GenerationParams(BaseModel):
         default=None,
         ge=1,
         le=MAX_CANDIDATES,
-        description="ar: candidates per image, reranked by CLIP; default TESSERA_AR_CANDIDATES",
+        description="ar: candidates per image, reranked by CLIP; default: server's ar_candidates",
     )
 
     @field_validator("size")
