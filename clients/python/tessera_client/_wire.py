@@ -33,19 +33,18 @@ from tessera_client.v1 import common_pb2, generation_pb2, prior_pb2, tokenizer_p
 
 T = TypeVar("T")
 ImageInput = bytes | str | Path | Image.Image
-GENERATION_FIELDS = (
-    "route",
-    "n",
-    "size",
-    "seed",
-    "guidance_scale",
-    "steps",
-    "temperature",
-    "top_k",
-    "top_p",
-    "candidates",
-    "model",
-)
+
+
+def _option_names(message: Any, *required: str) -> tuple[str, ...]:
+    """A request message's optional fields, in proto order: every field but the ones a call
+    takes as its own arguments. Read from the shipped descriptor, so a field added to the
+    proto needs no edit here."""
+    return tuple(f.name for f in message.DESCRIPTOR.fields if f.name not in required)
+
+
+# The options ``generate`` / ``submit`` (and ``variations``) accept, besides the prompt (image).
+GENERATION_FIELDS = _option_names(generation_pb2.GenerateRequest, "prompt")
+VARIATION_FIELDS = _option_names(generation_pb2.VariationsRequest, "image")
 
 
 @dataclass(frozen=True)
@@ -99,12 +98,21 @@ def to_image_bytes(image: ImageInput) -> bytes:
     raise TypeError(f"expected PNG bytes, a PIL image or a path, got {type(image).__name__}")
 
 
+def _set_fields(kind: str, names: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(params) - set(names)
+    if unknown:
+        raise TypeError(f"unknown {kind} parameters: {sorted(unknown)}")
+    return {k: v for k, v in params.items() if v is not None}
+
+
 def generation_fields(prompt: str, **params: Any) -> dict[str, Any]:
     """The request fields actually set (None means: the server's default)."""
-    unknown = set(params) - set(GENERATION_FIELDS)
-    if unknown:
-        raise TypeError(f"unknown generation parameters: {sorted(unknown)}")
-    return {"prompt": prompt, **{k: v for k, v in params.items() if v is not None}}
+    return {"prompt": prompt, **_set_fields("generation", GENERATION_FIELDS, params)}
+
+
+def variation_fields(**params: Any) -> dict[str, Any]:
+    """The variation options actually set (the image travels apart)."""
+    return _set_fields("variation", VARIATION_FIELDS, params)
 
 
 def _job_path(job_id: str, suffix: str = "") -> str:

@@ -63,13 +63,6 @@ class VariationOptions(TypedDict, total=False):
     model: str
 
 
-def _variation_fields(params: VariationOptions) -> dict:
-    unknown = set(params) - set(VariationOptions.__annotations__)
-    if unknown:
-        raise TypeError(f"unknown variation parameters: {sorted(unknown)}")
-    return {k: v for k, v in params.items() if v is not None}
-
-
 def _final_result(event: ProgressEvent, fetched: Job | None = None) -> ProgressEvent:
     """The last event of a job run as a generation: its images, or JobFailed."""
     job = fetched or event.job
@@ -154,7 +147,7 @@ class Client(_Settings):
         self, image: ImageInput, *, timeout: float | None = None, **params: Unpack[VariationOptions]
     ) -> GeneratedImages:
         """Variations of an image (PNG bytes, a PIL image or a file path)."""
-        call = _wire.variations(image, _variation_fields(params))
+        call = _wire.variations(image, _wire.variation_fields(**params))
         return self._transport.unary(call, self._t(timeout))
 
     def submit(
@@ -284,7 +277,7 @@ class AsyncClient(_Settings):
     async def variations(
         self, image: ImageInput, *, timeout: float | None = None, **params: Unpack[VariationOptions]
     ) -> GeneratedImages:
-        call = _wire.variations(image, _variation_fields(params))
+        call = _wire.variations(image, _wire.variation_fields(**params))
         return await self._transport.unary(call, self._t(timeout))
 
     async def submit(

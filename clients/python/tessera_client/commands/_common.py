@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tessera_client import _wire
 from tessera_client.client import DEFAULT_TIMEOUT, Client
 from tessera_client.errors import (
     Cancelled,
@@ -91,22 +92,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", default=None, help="bundle name (default: the served one)")
 
 
-GENERATION_ARGS = (
-    "route",
-    "n",
-    "size",
-    "seed",
-    "guidance_scale",
-    "steps",
-    "temperature",
-    "top_k",
-    "top_p",
-    "candidates",
-    "model",
-)
-
-
-def options(args: argparse.Namespace, names: tuple[str, ...] = GENERATION_ARGS) -> dict:
+def options(args: argparse.Namespace, names: tuple[str, ...] = _wire.GENERATION_FIELDS) -> dict:
     """The generation options the user set (unset ones stay the server's defaults)."""
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tessera_client import _wire
 from tessera_client.commands import _common
-
-VARIATION_ARGS = ("n", "size", "seed", "guidance_scale", "steps", "model")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     with _common.make_client(args) as client:
-        result = client.variations(args.image, **_common.options(args, VARIATION_ARGS))
+        result = client.variations(args.image, **_common.options(args, _wire.VARIATION_FIELDS))
     _common.write_images(result, args.output)
     print(f"seed {result.seed}, model {result.model}", file=sys.stderr)
     return _common.EXIT_OK
