@@ -39,18 +39,19 @@ Transport = Literal["http", "grpc"]
 
 
 class GenerationOptions(TypedDict, total=False):
-    """Optional generation fields; unset ones take the server's defaults."""
+    """Optional generation fields; unset ones take the server's defaults. The bounds are the
+    server's public limits (copied in :mod:`tessera_client._limits`)."""
 
     route: str  # "ar" (default) or "unclip"
-    n: int  # images, 1..4
+    n: int  # images, 1..MAX_IMAGES_PER_REQUEST
     size: str  # "WxH": the native size or an integer upscale
     seed: int  # image i uses seed + i; unset: random (returned in the result)
-    guidance_scale: float  # [0, 20]
-    steps: int  # unclip denoising steps, 1..250
-    temperature: float  # ar, (0, 2]
-    top_k: int  # ar, 0 = off
+    guidance_scale: float  # [0, MAX_GUIDANCE]
+    steps: int  # unclip denoising steps, 1..MAX_STEPS
+    temperature: float  # ar, (0, MAX_TEMPERATURE]
+    top_k: int  # ar, 0..MAX_TOP_K, 0 = off
     top_p: float  # ar, (0, 1]
-    candidates: int  # ar, 1..8: sampled per image; the one CLIP scores best is returned
+    candidates: int  # ar, 1..MAX_CANDIDATES: sampled per image; CLIP's best is returned
     model: str  # bundle name; unset: the served default
 
 

@@ -12,6 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from tessera_client import _wire
+from tessera_client._limits import (
+    MAX_CANDIDATES,
+    MAX_GUIDANCE,
+    MAX_IMAGES_PER_REQUEST,
+    MAX_PROMPT_CHARS,
+    MAX_STEPS,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+)
 from tessera_client.client import DEFAULT_TIMEOUT, Client
 from tessera_client.errors import (
     Cancelled,
@@ -75,21 +84,40 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_prompt_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help=f"text prompt, 1..{MAX_PROMPT_CHARS} characters")
+
+
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per ``GenerateRequest`` field (a test checks none is missing)."""
     group = parser.add_argument_group("generation")
     group.add_argument("--route", choices=["ar", "unclip"], default=None, help="default: ar")
-    group.add_argument("-n", "--n", type=int, default=None, help="images, 1..4")
-    group.add_argument("--size", default=None, metavar="WxH", help="native or an integer upscale")
-    group.add_argument("--seed", type=int, default=None, help="image i uses seed + i")
-    group.add_argument("--guidance-scale", type=float, default=None, help="[0, 20]")
-    group.add_argument("--steps", type=int, default=None, help="unclip denoising steps")
-    group.add_argument("--temperature", type=float, default=None, help="ar, (0, 2]")
-    group.add_argument("--top-k", type=int, default=None, help="ar, 0 = off")
+    add_image_arguments(group, "images")
+    group.add_argument(
+        "--temperature", type=float, default=None, help=f"ar, (0, {MAX_TEMPERATURE:g}]"
+    )
+    group.add_argument("--top-k", type=int, default=None, help=f"ar, 0..{MAX_TOP_K}, 0 = off")
     group.add_argument("--top-p", type=float, default=None, help="ar, (0, 1]")
     group.add_argument(
-        "--candidates", type=int, default=None, help="ar, 1..8: sampled per image, CLIP keeps one"
+        "--candidates",
+        type=int,
+        default=None,
+        help=f"ar, 1..{MAX_CANDIDATES}: sampled per image, CLIP keeps one",
     )
-    group.add_argument("--model", default=None, help="bundle name (default: the served one)")
+
+
+def add_image_arguments(parser: argparse._ActionsContainer, what: str) -> None:
+    """The options generations and variations share (to a parser or an argument group)."""
+    parser.add_argument(
+        "-n", "--n", type=int, default=None, help=f"{what}, 1..{MAX_IMAGES_PER_REQUEST}"
+    )
+    parser.add_argument("--size", default=None, metavar="WxH", help="native or an integer upscale")
+    parser.add_argument("--seed", type=int, default=None, help="image i uses seed + i")
+    parser.add_argument("--guidance-scale", type=float, default=None, help=f"[0, {MAX_GUIDANCE:g}]")
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"unclip denoising steps, 1..{MAX_STEPS}"
+    )
+    parser.add_argument("--model", default=None, help="bundle name (default: the served one)")
 
 
 def options(args: argparse.Namespace, names: tuple[str, ...] = _wire.GENERATION_FIELDS) -> dict:

@@ -12,12 +12,7 @@ from tessera_client.commands import _common
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="source image file (PNG)")
     parser.add_argument("-o", "--output", default="out.png", help="default: %(default)s")
-    parser.add_argument("-n", "--n", type=int, default=None, help="variations, 1..4")
-    parser.add_argument("--size", default=None, metavar="WxH")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--guidance-scale", type=float, default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--model", default=None)
+    _common.add_image_arguments(parser, "variations")
     _common.add_connection_arguments(parser)
 
 
