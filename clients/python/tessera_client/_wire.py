@@ -296,22 +296,22 @@ def submit(fields: dict[str, Any], priority: str, idempotency_key: str) -> Call[
     )
 
 
-def get_job(job_id: str) -> Call[Job]:
+def _job_call(http_method: str, rpc: str, request: Any, job_id: str) -> Call[Job]:
+    """A call on one job by id, answered with the job."""
     return Call(
-        HTTPRequest("GET", _job_path(job_id)),
-        GRPCRequest("Generation", "GetJob", generation_pb2.GetJobRequest(id=job_id)),
+        HTTPRequest(http_method, _job_path(job_id)),
+        GRPCRequest("Generation", rpc, request(id=job_id)),
         job_from_json,
         job_from_proto,
     )
+
+
+def get_job(job_id: str) -> Call[Job]:
+    return _job_call("GET", "GetJob", generation_pb2.GetJobRequest, job_id)
 
 
 def cancel_job(job_id: str) -> Call[Job]:
-    return Call(
-        HTTPRequest("DELETE", _job_path(job_id)),
-        GRPCRequest("Generation", "CancelJob", generation_pb2.CancelJobRequest(id=job_id)),
-        job_from_json,
-        job_from_proto,
-    )
+    return _job_call("DELETE", "CancelJob", generation_pb2.CancelJobRequest, job_id)
 
 
 def watch_job(job_id: str) -> StreamCall:
