@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tessera_client import _wire
+from tessera_client import _wire, errors
 from tessera_client._limits import (
     MAX_CANDIDATES,
     MAX_GUIDANCE,
@@ -22,17 +22,6 @@ from tessera_client._limits import (
     MAX_TOP_K,
 )
 from tessera_client.client import DEFAULT_TIMEOUT, Client
-from tessera_client.errors import (
-    Cancelled,
-    ConflictError,
-    DeadlineExceeded,
-    InvalidRequest,
-    JobFailed,
-    NotFoundError,
-    RateLimited,
-    TesseraAPIError,
-    Unavailable,
-)
 from tessera_client.types import Images, Job, ProgressEvent
 
 # Exit codes scripts can rely on.
@@ -45,13 +34,14 @@ EXIT_JOB_FAILED = 5  # the job failed or was cancelled
 
 
 def exit_code(error: BaseException) -> int:
-    if isinstance(error, InvalidRequest | ConflictError | FileNotFoundError | IsADirectoryError):
+    usage = (errors.InvalidRequest, errors.ConflictError, FileNotFoundError, IsADirectoryError)
+    if isinstance(error, usage):
         return EXIT_USAGE
-    if isinstance(error, NotFoundError):
+    if isinstance(error, errors.NotFoundError):
         return EXIT_NOT_FOUND
-    if isinstance(error, RateLimited | Unavailable | DeadlineExceeded):
+    if isinstance(error, errors.RateLimited | errors.Unavailable | errors.DeadlineExceeded):
         return EXIT_UNAVAILABLE
-    if isinstance(error, JobFailed | Cancelled):
+    if isinstance(error, errors.JobFailed | errors.Cancelled):
         return EXIT_JOB_FAILED
     return EXIT_ERROR
 
@@ -82,6 +72,11 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         default=3,
         help="retries on 429/503/unavailable (default: %(default)s)",
     )
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id")
+    parser.add_argument("--json", action="store_true", help="print the job as JSON")
 
 
 def add_prompt_argument(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +135,7 @@ def guarded(body: Callable[[argparse.Namespace], int], args: argparse.Namespace)
     """Run a command body; API and file errors become one stderr line and an exit code."""
     try:
         return body(args)
-    except TesseraAPIError as e:
+    except errors.TesseraAPIError as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return exit_code(e)
     except (FileNotFoundError, IsADirectoryError) as e:
@@ -186,6 +181,16 @@ def job_json(job: Job) -> dict:
             "model": job.result.model,
         }
     return data
+
+
+def show_job(job: Job, *, as_json: bool, output: str | None = None) -> None:
+    """Print a job (a line, or JSON); write a finished job's images to ``output``."""
+    if as_json:
+        print_json(job_json(job))
+    else:
+        print(describe_job(job))
+    if output and job.result is not None:
+        write_images(job.result, output)
 
 
 def job_exit_code(job: Job) -> int:
