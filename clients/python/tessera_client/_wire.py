@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,13 @@ def _set_fields(kind: str, names: tuple[str, ...], params: dict[str, Any]) -> di
     if unknown:
         raise TypeError(f"unknown {kind} parameters: {sorted(unknown)}")
     return {k: v for k, v in params.items() if v is not None}
+
+
+def as_image_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:
+    """A single image (bytes, path, PIL image) is accepted where a list is expected."""
+    if isinstance(images, bytes | str) or not isinstance(images, Sequence):
+        return [images]  # type: ignore[list-item]
+    return list(images)
 
 
 def generation_fields(prompt: str, **params: Any) -> dict[str, Any]:
@@ -277,7 +285,10 @@ def variations(image: ImageInput, fields: dict[str, Any]) -> Call[GeneratedImage
     )
 
 
-def submit(fields: dict[str, Any], priority: str, idempotency_key: str) -> Call[Job]:
+def submit(fields: dict[str, Any], priority: str, idempotency_key: str | None) -> Call[Job]:
+    """Without an idempotency key a fresh one is made per call, so the call's own retries can
+    never create a second job."""
+    idempotency_key = idempotency_key or uuid.uuid4().hex
     msg = generation_pb2.SubmitJobRequest(
         request=generation_pb2.GenerateRequest(**fields),
         idempotency_key=idempotency_key,
@@ -324,9 +335,9 @@ def watch_job(job_id: str) -> StreamCall:
 
 
 def tokenize(
-    images: Sequence[ImageInput], resize: bool, return_latents: bool
+    images: Sequence[ImageInput] | ImageInput, resize: bool, return_latents: bool
 ) -> Call[Tokenization]:
-    data = [to_image_bytes(i) for i in images]
+    data = [to_image_bytes(i) for i in as_image_list(images)]
 
     def parse_http(body: dict) -> Tokenization:
         return Tokenization(
@@ -389,7 +400,9 @@ def detokenize(
     )
 
 
-def embed(texts: Sequence[str] | None, images: Sequence[ImageInput] | None) -> Call[Embeddings]:
+def embed(
+    texts: Sequence[str] | None, images: Sequence[ImageInput] | ImageInput | None
+) -> Call[Embeddings]:
     if (texts is None) == (images is None):
         raise TypeError("embed() takes texts=... or images=..., not both")
     if texts is not None:
@@ -401,7 +414,7 @@ def embed(texts: Sequence[str] | None, images: Sequence[ImageInput] | None) -> C
             _embeddings_from_json,
             _embeddings_from_proto,
         )
-    data = [to_image_bytes(i) for i in images]
+    data = [to_image_bytes(i) for i in as_image_list(images)]
     return Call(
         HTTPRequest("POST", "/v1/embeddings/image", json={"images": [_b64(d) for d in data]}),
         GRPCRequest("Prior", "EmbedImage", prior_pb2.EmbedImageRequest(images=data)),

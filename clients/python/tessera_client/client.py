@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Literal, TypedDict, Unpack
 
@@ -162,8 +161,7 @@ class Client(_Settings):
     ) -> Job:
         """Queue an async generation job. Without ``idempotency_key`` a fresh one is made per
         call, so this call's own retries can never create a second job."""
-        key = idempotency_key or uuid.uuid4().hex
-        call = _wire.submit(_wire.generation_fields(prompt, **params), priority, key)
+        call = _wire.submit(_wire.generation_fields(prompt, **params), priority, idempotency_key)
         return self._transport.unary(call, self._t(timeout))
 
     def job(self, job_id: str, *, timeout: float | None = None) -> Job:
@@ -223,7 +221,7 @@ class Client(_Settings):
         timeout: float | None = None,
     ) -> Tokenization:
         """Images → token grids (and the quantized latents with ``return_latents``)."""
-        call = _wire.tokenize(_as_list(images), resize, return_latents)
+        call = _wire.tokenize(images, resize, return_latents)
         return self._transport.unary(call, self._t(timeout))
 
     def detokenize(
@@ -246,7 +244,7 @@ class Client(_Settings):
         timeout: float | None = None,
     ) -> Embeddings:
         """CLIP embeddings of texts or of images (one of the two)."""
-        call = _wire.embed(texts, None if images is None else _as_list(images))
+        call = _wire.embed(texts, images)
         return self._transport.unary(call, self._t(timeout))
 
     def models(self, *, timeout: float | None = None) -> list[ModelInfo]:
@@ -290,8 +288,7 @@ class AsyncClient(_Settings):
         timeout: float | None = None,
         **params: Unpack[GenerationOptions],
     ) -> Job:
-        key = idempotency_key or uuid.uuid4().hex
-        call = _wire.submit(_wire.generation_fields(prompt, **params), priority, key)
+        call = _wire.submit(_wire.generation_fields(prompt, **params), priority, idempotency_key)
         return await self._transport.unary(call, self._t(timeout))
 
     async def job(self, job_id: str, *, timeout: float | None = None) -> Job:
@@ -329,10 +326,13 @@ class AsyncClient(_Settings):
                 yield event
         finally:
             if not finished:
-                try:
-                    await self.cancel(job.id, timeout=5)
-                except Exception:  # noqa: BLE001 - best effort
-                    pass
+                await self._cancel_quietly(job.id)
+
+    async def _cancel_quietly(self, job_id: str) -> None:
+        try:
+            await self.cancel(job_id, timeout=5)
+        except Exception:  # noqa: BLE001 - best effort; the caller's error matters more
+            pass
 
     async def tokenize(
         self,
@@ -342,7 +342,7 @@ class AsyncClient(_Settings):
         return_latents: bool = False,
         timeout: float | None = None,
     ) -> Tokenization:
-        call = _wire.tokenize(_as_list(images), resize, return_latents)
+        call = _wire.tokenize(images, resize, return_latents)
         return await self._transport.unary(call, self._t(timeout))
 
     async def detokenize(
@@ -363,15 +363,8 @@ class AsyncClient(_Settings):
         images: Sequence[ImageInput] | None = None,
         timeout: float | None = None,
     ) -> Embeddings:
-        call = _wire.embed(texts, None if images is None else _as_list(images))
+        call = _wire.embed(texts, images)
         return await self._transport.unary(call, self._t(timeout))
 
     async def models(self, *, timeout: float | None = None) -> list[ModelInfo]:
         return await self._transport.unary(_wire.list_models(), self._t(timeout))
-
-
-def _as_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:
-    """A single image (bytes, path, PIL image) is accepted where a list is expected."""
-    if isinstance(images, bytes | str) or not isinstance(images, Sequence):
-        return [images]  # type: ignore[list-item]
-    return list(images)
