@@ -78,6 +78,51 @@ def matmul_peak(repeats: int = 5, n: int = 1024, device: str = "cpu") -> dict:
     return {"n": n, "gflops": 2 * n**3 / best / 1e9, "threads": torch.get_num_threads()}
 
 
+def random_text(batch: int, text_dim: int, gen: torch.Generator, device: str) -> object:
+    """A prompt's text-encoder output (a ``TextBatch``), drawn on the CPU from ``gen``."""
+    from tessera.common.text_encoder import TextBatch
+
+    return TextBatch(
+        states=torch.randn(batch, PROMPT_TOKENS, text_dim, generator=gen),
+        mask=torch.ones(batch, PROMPT_TOKENS, dtype=torch.bool),
+        pooled=torch.zeros(batch, text_dim),
+    ).to(device)
+
+
+def param_counts(ours: torch.nn.Module, peer: str, theirs: torch.nn.Module) -> dict:
+    return {
+        "tessera": sum(p.numel() for p in ours.parameters()),
+        peer: sum(p.numel() for p in theirs.parameters()),
+    }
+
+
+def compare(
+    ours: Callable[[], object],
+    theirs: Callable[[], object],
+    *,
+    peer: str,
+    unit: str,
+    work: int,
+    repeats: int,
+    summarize: Callable[[list[float]], dict],
+    peer_flops: bool = False,
+) -> dict:
+    """One row: both throughputs (``work`` items a run, ``{side}_{unit}``), Tessera's achieved
+    GFLOP/s (the peer's too with ``peer_flops``), FLOPs a run and the speedup."""
+    t_ours, t_theirs = timed_pair(ours, theirs, repeats)
+    flops = count_flops(ours)
+    row = {
+        f"tessera_{unit}": summarize([work / t for t in t_ours]),
+        f"{peer}_{unit}": summarize([work / t for t in t_theirs]),
+        "tessera_gflops_achieved": flops / min(t_ours) / 1e9,
+    }
+    if peer_flops:
+        row[f"{peer}_gflops_achieved"] = count_flops(theirs) / min(t_theirs) / 1e9
+    row["flops_per_run"] = flops
+    row["speedup"] = row[f"tessera_{unit}"]["median"] / row[f"{peer}_{unit}"]["median"]
+    return row
+
+
 # ---------------------------------------------------------------------------- LM
 def lm_vs_transformers(
     lm: torch.nn.Module,
@@ -89,7 +134,6 @@ def lm_vs_transformers(
     """``lm`` already on ``device``; the GPT-2 and all inputs go there too."""
     from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
 
-    from tessera.common.text_encoder import TextBatch
     from tessera.lm.sampling import SamplingParams, sample_tokens
 
     cfg = lm.config
@@ -109,19 +153,12 @@ def lm_vs_transformers(
     gpt2.to(device)
     gen = torch.Generator().manual_seed(0)  # inputs drawn on the CPU: the same everywhere
     prompt = torch.randint(0, cfg.vocab_size, (batch, PROMPT_TOKENS), generator=gen).to(device)
-    text = TextBatch(
-        states=torch.randn(batch, PROMPT_TOKENS, cfg.text_dim, generator=gen),
-        mask=torch.ones(batch, PROMPT_TOKENS, dtype=torch.bool),
-        pooled=torch.zeros(batch, cfg.text_dim),
-    ).to(device)
+    text = random_text(batch, cfg.text_dim, gen, device)
     out: dict = {
         "batch": batch,
         "prompt_tokens": PROMPT_TOKENS,
         "new_tokens": new_tokens,
-        "params": {
-            "tessera": sum(p.numel() for p in lm.parameters()),
-            "transformers": sum(p.numel() for p in gpt2.parameters()),
-        },
+        "params": param_counts(lm, "transformers", gpt2),
     }
     for label, scale in (("no_guidance", 1.0), ("guidance", 3.0)):
         params = [SamplingParams(seed=i, guidance_scale=scale) for i in range(batch)]
@@ -146,19 +183,15 @@ def lm_vs_transformers(
                     prompt, attention_mask=torch.ones_like(prompt), generation_config=gen_cfg
                 )
 
-        tokens = batch * new_tokens
-        t_ours, t_theirs = timed_pair(ours, theirs, repeats)
-        flops = count_flops(ours)
-        row = {
-            "tessera_tokens_per_s": summarize([tokens / t for t in t_ours]),
-            "transformers_tokens_per_s": summarize([tokens / t for t in t_theirs]),
-            "tessera_gflops_achieved": flops / min(t_ours) / 1e9,
-            "flops_per_run": flops,
-        }
-        row["speedup"] = (
-            row["tessera_tokens_per_s"]["median"] / (row["transformers_tokens_per_s"]["median"])
+        out[label] = compare(
+            ours,
+            theirs,
+            peer="transformers",
+            unit="tokens_per_s",
+            work=batch * new_tokens,
+            repeats=repeats,
+            summarize=summarize,
         )
-        out[label] = row
     return out
 
 
@@ -174,7 +207,6 @@ def decoder_vs_diffusers(
     """``decoder`` already on ``device``; the diffusers UNet and all inputs go there too."""
     from diffusers import DDIMScheduler, UNet2DModel
 
-    from tessera.common.text_encoder import TextBatch
     from tessera.decoder.pipeline import sample_latents
 
     cfg = decoder.config
@@ -201,19 +233,12 @@ def decoder_vs_diffusers(
     gen = torch.Generator().manual_seed(0)
     emb = torch.nn.functional.normalize(torch.randn(batch, cfg.clip_dim, generator=gen), dim=-1)
     emb = emb.to(device)
-    text = TextBatch(
-        states=torch.randn(batch, PROMPT_TOKENS, cfg.text_dim, generator=gen),
-        mask=torch.ones(batch, PROMPT_TOKENS, dtype=torch.bool),
-        pooled=torch.zeros(batch, cfg.text_dim),
-    ).to(device)
+    text = random_text(batch, cfg.text_dim, gen, device)
     shape = (batch, cfg.latent_channels, cfg.grid_size, cfg.grid_size)
     out: dict = {
         "batch": batch,
         "steps": steps,
-        "params": {
-            "tessera": sum(p.numel() for p in decoder.parameters()),
-            "diffusers": sum(p.numel() for p in unet.parameters()),
-        },
+        "params": param_counts(decoder, "diffusers", unet),
     }
     for label, scale in (("no_guidance", 1.0), ("guidance", 3.0)):
 
@@ -235,17 +260,14 @@ def decoder_vs_diffusers(
                     x = scheduler.step(eps, t, x).prev_sample
                 return x
 
-        t_ours, t_theirs = timed_pair(ours, theirs, repeats)
-        flops = count_flops(ours)
-        row = {
-            "tessera_images_per_s": summarize([batch / t for t in t_ours]),
-            "diffusers_images_per_s": summarize([batch / t for t in t_theirs]),
-            "tessera_gflops_achieved": flops / min(t_ours) / 1e9,
-            "diffusers_gflops_achieved": count_flops(theirs) / min(t_theirs) / 1e9,
-            "flops_per_run": flops,
-        }
-        row["speedup"] = (
-            row["tessera_images_per_s"]["median"] / (row["diffusers_images_per_s"]["median"])
+        out[label] = compare(
+            ours,
+            theirs,
+            peer="diffusers",
+            unit="images_per_s",
+            work=batch,
+            repeats=repeats,
+            summarize=summarize,
+            peer_flops=True,
         )
-        out[label] = row
     return out

@@ -113,23 +113,33 @@ def peer_lines(p: dict) -> list[str]:
             f"{r['tessera_gflops_achieved']:.1f} ({100 * r['tessera_gflops_achieved'] / peak:.0f}%)"
         )
 
-    for label in ("no_guidance", "guidance"):
-        r = lm[label]
-        lines.append(
-            f"| LM tokens/s, batch {lm['batch']}, {lm['new_tokens']} tokens (vs transformers "
-            f"GPT-2 `generate`) | {label} | {spread(r['tessera_tokens_per_s'], '{:.0f}')} | "
-            f"{spread(r['transformers_tokens_per_s'], '{:.0f}')} | {r['speedup']:.2f} | "
-            f"{achieved(r)} |"
-        )
-    for label in ("no_guidance", "guidance"):
-        r = dec[label]
-        lines.append(
-            f"| decoder images/s, batch {dec['batch']}, DDIM {dec['steps']} (vs diffusers "
-            f"UNet2DModel) | {label} | {spread(r['tessera_images_per_s'], '{:.2f}')} | "
-            f"{spread(r['diffusers_images_per_s'], '{:.2f}')} | {r['speedup']:.2f} | "
-            f"{achieved(r)}; "
-            f"diffusers {r['diffusers_gflops_achieved']:.1f} |"
-        )
+    samplers = (  # (results, what is measured, throughput key, peer, number format)
+        (
+            lm,
+            f"LM tokens/s, batch {lm['batch']}, {lm['new_tokens']} tokens "
+            "(vs transformers GPT-2 `generate`)",
+            "tokens_per_s",
+            "transformers",
+            "{:.0f}",
+        ),
+        (
+            dec,
+            f"decoder images/s, batch {dec['batch']}, DDIM {dec['steps']} "
+            "(vs diffusers UNet2DModel)",
+            "images_per_s",
+            "diffusers",
+            "{:.2f}",
+        ),
+    )
+    for results, title, unit, peer, fmt in samplers:
+        for label in ("no_guidance", "guidance"):
+            r = results[label]
+            peer_gflops = r.get(f"{peer}_gflops_achieved")
+            also = "" if peer_gflops is None else f"; {peer} {peer_gflops:.1f}"
+            lines.append(
+                f"| {title} | {label} | {spread(r[f'tessera_{unit}'], fmt)} | "
+                f"{spread(r[f'{peer}_{unit}'], fmt)} | {r['speedup']:.2f} | {achieved(r)}{also} |"
+            )
     lines += [
         "",
         f"Parameters: LM {lm['params']['tessera']:,} vs GPT-2 {lm['params']['transformers']:,}; "

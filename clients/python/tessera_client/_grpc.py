@@ -55,6 +55,38 @@ class _Base:
         return getattr(self._stubs[req.service], req.method)
 
 
+class _EventStream:
+    """One server stream's state across reopenings, the same for both transports: its
+    deadline, and whether a failure may be retried (only before the first event)."""
+
+    def __init__(self, call: StreamCall, timeout: float | None, transport: _Base) -> None:
+        self.call = call
+        self.deadline = deadline_after(timeout)
+        self.transport = transport
+        self.method = transport._method(call.grpc)
+        self.retry = 0
+        self.received = False
+
+    def open(self) -> Any:
+        self.received = False
+        left = remaining(self.deadline)
+        return self.method(self.call.grpc.message, timeout=left, metadata=self.transport.metadata)
+
+    def event(self, msg: Any) -> ProgressEvent:
+        self.received = True
+        return self.call.parse_grpc(msg)
+
+    def failed(self, e: grpc.RpcError) -> float:
+        """The wait before reopening, or the error raised when it may not be retried."""
+        error: TesseraAPIError = from_grpc(e)
+        policy, rng = self.transport.policy, self.transport.rng
+        wait = None if self.received else policy.next_wait(error, self.retry, self.deadline, rng)
+        if wait is None:
+            raise error from None
+        self.retry += 1
+        return wait
+
+
 class GRPCTransport(_Base):
     def _channel(self) -> grpc.Channel:
         if self.credentials is not None:
@@ -83,28 +115,21 @@ class GRPCTransport(_Base):
 
     def stream(self, call: StreamCall, timeout: float | None) -> Iterator[ProgressEvent]:
         """Events until the last one; a failure before the first event is retried."""
-        req, deadline, retry = call.grpc, deadline_after(timeout), 0
-        method = self._method(req)
+        stream = _EventStream(call, timeout, self)
         while True:
-            responses = method(req.message, timeout=remaining(deadline), metadata=self.metadata)
-            received = False
+            responses = stream.open()
             try:
                 for msg in responses:
-                    received = True
-                    event = call.parse_grpc(msg)
+                    event = stream.event(msg)
                     yield event
                     if event.done:
                         return
                 return
             except grpc.RpcError as e:
-                error: TesseraAPIError = from_grpc(e)
-                wait = None if received else self.policy.next_wait(error, retry, deadline, self.rng)
-                if wait is None:
-                    raise error from None
+                wait = stream.failed(e)
             finally:
                 responses.cancel()
             time.sleep(wait)
-            retry += 1
 
 
 class AsyncGRPCTransport(_Base):
@@ -135,25 +160,18 @@ class AsyncGRPCTransport(_Base):
         return await run_async(attempt, self.policy, deadline_after(timeout), self.rng)
 
     async def stream(self, call: StreamCall, timeout: float | None) -> AsyncIterator[ProgressEvent]:
-        req, deadline, retry = call.grpc, deadline_after(timeout), 0
-        method = self._method(req)
+        stream = _EventStream(call, timeout, self)
         while True:
-            responses = method(req.message, timeout=remaining(deadline), metadata=self.metadata)
-            received = False
+            responses = stream.open()
             try:
                 async for msg in responses:
-                    received = True
-                    event = call.parse_grpc(msg)
+                    event = stream.event(msg)
                     yield event
                     if event.done:
                         return
                 return
             except grpc.RpcError as e:
-                error: TesseraAPIError = from_grpc(e)
-                wait = None if received else self.policy.next_wait(error, retry, deadline, self.rng)
-                if wait is None:
-                    raise error from None
+                wait = stream.failed(e)
             finally:
                 responses.cancel()
             await asyncio.sleep(wait)
-            retry += 1

@@ -72,6 +72,47 @@ def _raise_for_status(response: httpx.Response) -> None:
         raise from_http(response.status_code, response.content, response.headers)
 
 
+class _EventStream:
+    """One SSE stream's state across reconnects, the same for both transports: the deadline,
+    the last event id to resume from, and how many times the connection dropped."""
+
+    def __init__(self, call: StreamCall, timeout: float | None, transport: _Base) -> None:
+        self.call = call
+        self.deadline = deadline_after(timeout)
+        self.transport = transport
+        self.last_id: str | None = None
+        self.drops = 0
+        self.decoder = SSEDecoder()
+
+    def connected(self) -> None:
+        self.decoder = SSEDecoder()  # a new connection starts a new event
+
+    def feed(self, line: str) -> ProgressEvent | None:
+        """The event a line completes, if any."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise DeadlineExceeded("stream deadline exceeded", code="deadline_exceeded")
+        item = self.decoder.feed(line)
+        if item is None:
+            return None
+        name, data, event_id = item
+        self.last_id = event_id or self.last_id
+        return self.call.parse_sse(name, parse_sse_data(data))
+
+    def failed(self, error: httpx.TransportError) -> None:
+        """A read timed out (raised) or the connection dropped mid-stream (resumed)."""
+        if isinstance(error, httpx.TimeoutException):
+            raise _transport_error(error, self.transport.base_url, self.call.http) from error
+
+    def ended(self) -> None:
+        """The connection ended before the last event: resume from the last event id, unless
+        it kept dropping."""
+        self.drops += 1
+        if self.drops > self.transport.policy.max_retries:
+            raise Unavailable(
+                "the event stream kept dropping before the job ended", code="unavailable"
+            )
+
+
 class _Base:
     client_class: type = httpx.Client
 
@@ -98,20 +139,19 @@ class _Base:
                 kwargs[name] = getattr(req, name)
         return kwargs
 
-    def _stream_timeout(self, deadline: float | None) -> httpx.Timeout:
+    def _stream_request(
+        self, req: HTTPRequest, last_id: str | None, deadline: float | None
+    ) -> httpx.Request:
         left = remaining(deadline)
         read = self.read_timeout if left is None else min(left, self.read_timeout or left)
-        return httpx.Timeout(read, connect=min(10.0, read) if read else 10.0)
-
-    def _stream_headers(self, req: HTTPRequest, last_id: str | None) -> dict[str, str]:
         headers = {**req.headers, "Accept": "text/event-stream"}
         if last_id:
             headers["Last-Event-ID"] = last_id
-        return headers
-
-    def _gave_up(self) -> Unavailable:
-        return Unavailable(
-            "the event stream kept dropping before the job ended", code="unavailable"
+        return self.client.build_request(
+            req.method,
+            req.path,
+            headers=headers,
+            timeout=httpx.Timeout(read, connect=min(10.0, read) if read else 10.0),
         )
 
 
@@ -136,16 +176,11 @@ class HTTPTransport(_Base):
 
         return run_sync(attempt, self.policy, deadline_after(timeout), self.rng)
 
-    def _open(
-        self, req: HTTPRequest, last_id: str | None, deadline: float | None
-    ) -> httpx.Response:
+    def _open(self, stream: _EventStream) -> httpx.Response:
+        req = stream.call.http
+
         def attempt(_: float | None) -> httpx.Response:
-            request = self.client.build_request(
-                req.method,
-                req.path,
-                headers=self._stream_headers(req, last_id),
-                timeout=self._stream_timeout(deadline),
-            )
+            request = self._stream_request(req, stream.last_id, stream.deadline)
             try:
                 response = self.client.send(request, stream=True)
             except httpx.HTTPError as e:
@@ -156,35 +191,25 @@ class HTTPTransport(_Base):
                 _raise_for_status(response)
             return response
 
-        return run_sync(attempt, self.policy, deadline, self.rng)
+        return run_sync(attempt, self.policy, stream.deadline, self.rng)
 
     def stream(self, call: StreamCall, timeout: float | None) -> Iterator[ProgressEvent]:
-        deadline, last_id, drops = deadline_after(timeout), None, 0
+        stream = _EventStream(call, timeout, self)
         while True:
-            response = self._open(call.http, last_id, deadline)
+            response = self._open(stream)
+            stream.connected()
             try:
-                decoder = SSEDecoder()
                 for line in response.iter_lines():
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise DeadlineExceeded("stream deadline exceeded", code="deadline_exceeded")
-                    item = decoder.feed(line)
-                    if item is None:
-                        continue
-                    name, data, event_id = item
-                    last_id = event_id or last_id
-                    event = call.parse_sse(name, parse_sse_data(data))
-                    yield event
-                    if event.done:
-                        return
-            except httpx.TimeoutException as e:
-                raise _transport_error(e, self.base_url, call.http) from e
-            except httpx.TransportError:
-                pass  # dropped mid-stream: resume below from the last event id
+                    event = stream.feed(line)
+                    if event is not None:
+                        yield event
+                        if event.done:
+                            return
+            except httpx.TransportError as e:
+                stream.failed(e)
             finally:
                 response.close()
-            drops += 1
-            if drops > self.policy.max_retries:
-                raise self._gave_up()
+            stream.ended()
 
 
 class AsyncHTTPTransport(_Base):
@@ -208,16 +233,11 @@ class AsyncHTTPTransport(_Base):
 
         return await run_async(attempt, self.policy, deadline_after(timeout), self.rng)
 
-    async def _open(
-        self, req: HTTPRequest, last_id: str | None, deadline: float | None
-    ) -> httpx.Response:
+    async def _open(self, stream: _EventStream) -> httpx.Response:
+        req = stream.call.http
+
         async def attempt(_: float | None) -> httpx.Response:
-            request = self.client.build_request(
-                req.method,
-                req.path,
-                headers=self._stream_headers(req, last_id),
-                timeout=self._stream_timeout(deadline),
-            )
+            request = self._stream_request(req, stream.last_id, stream.deadline)
             try:
                 response = await self.client.send(request, stream=True)
             except httpx.HTTPError as e:
@@ -228,32 +248,22 @@ class AsyncHTTPTransport(_Base):
                 _raise_for_status(response)
             return response
 
-        return await run_async(attempt, self.policy, deadline, self.rng)
+        return await run_async(attempt, self.policy, stream.deadline, self.rng)
 
     async def stream(self, call: StreamCall, timeout: float | None) -> AsyncIterator[ProgressEvent]:
-        deadline, last_id, drops = deadline_after(timeout), None, 0
+        stream = _EventStream(call, timeout, self)
         while True:
-            response = await self._open(call.http, last_id, deadline)
+            response = await self._open(stream)
+            stream.connected()
             try:
-                decoder = SSEDecoder()
                 async for line in response.aiter_lines():
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise DeadlineExceeded("stream deadline exceeded", code="deadline_exceeded")
-                    item = decoder.feed(line)
-                    if item is None:
-                        continue
-                    name, data, event_id = item
-                    last_id = event_id or last_id
-                    event = call.parse_sse(name, parse_sse_data(data))
-                    yield event
-                    if event.done:
-                        return
-            except httpx.TimeoutException as e:
-                raise _transport_error(e, self.base_url, call.http) from e
-            except httpx.TransportError:
-                pass
+                    event = stream.feed(line)
+                    if event is not None:
+                        yield event
+                        if event.done:
+                            return
+            except httpx.TransportError as e:
+                stream.failed(e)
             finally:
                 await response.aclose()
-            drops += 1
-            if drops > self.policy.max_retries:
-                raise self._gave_up()
+            stream.ended()

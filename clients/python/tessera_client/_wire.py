@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,19 +34,18 @@ from tessera_client.v1 import common_pb2, generation_pb2, prior_pb2, tokenizer_p
 
 T = TypeVar("T")
 ImageInput = bytes | str | Path | Image.Image
-GENERATION_FIELDS = (
-    "route",
-    "n",
-    "size",
-    "seed",
-    "guidance_scale",
-    "steps",
-    "temperature",
-    "top_k",
-    "top_p",
-    "candidates",
-    "model",
-)
+
+
+def _option_names(message: Any, *required: str) -> tuple[str, ...]:
+    """A request message's optional fields, in proto order: every field but the ones a call
+    takes as its own arguments. Read from the shipped descriptor, so a field added to the
+    proto needs no edit here."""
+    return tuple(f.name for f in message.DESCRIPTOR.fields if f.name not in required)
+
+
+# The options ``generate`` / ``submit`` (and ``variations``) accept, besides the prompt (image).
+GENERATION_FIELDS = _option_names(generation_pb2.GenerateRequest, "prompt")
+VARIATION_FIELDS = _option_names(generation_pb2.VariationsRequest, "image")
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,28 @@ def to_image_bytes(image: ImageInput) -> bytes:
     raise TypeError(f"expected PNG bytes, a PIL image or a path, got {type(image).__name__}")
 
 
+def _set_fields(kind: str, names: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(params) - set(names)
+    if unknown:
+        raise TypeError(f"unknown {kind} parameters: {sorted(unknown)}")
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def as_image_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:
+    """A single image (bytes, path, PIL image) is accepted where a list is expected."""
+    if isinstance(images, bytes | str) or not isinstance(images, Sequence):
+        return [images]  # type: ignore[list-item]
+    return list(images)
+
+
 def generation_fields(prompt: str, **params: Any) -> dict[str, Any]:
     """The request fields actually set (None means: the server's default)."""
-    unknown = set(params) - set(GENERATION_FIELDS)
-    if unknown:
-        raise TypeError(f"unknown generation parameters: {sorted(unknown)}")
-    return {"prompt": prompt, **{k: v for k, v in params.items() if v is not None}}
+    return {"prompt": prompt, **_set_fields("generation", GENERATION_FIELDS, params)}
+
+
+def variation_fields(**params: Any) -> dict[str, Any]:
+    """The variation options actually set (the image travels apart)."""
+    return _set_fields("variation", VARIATION_FIELDS, params)
 
 
 def _job_path(job_id: str, suffix: str = "") -> str:
@@ -269,7 +285,10 @@ def variations(image: ImageInput, fields: dict[str, Any]) -> Call[GeneratedImage
     )
 
 
-def submit(fields: dict[str, Any], priority: str, idempotency_key: str) -> Call[Job]:
+def submit(fields: dict[str, Any], priority: str, idempotency_key: str | None) -> Call[Job]:
+    """Without an idempotency key a fresh one is made per call, so the call's own retries can
+    never create a second job."""
+    idempotency_key = idempotency_key or uuid.uuid4().hex
     msg = generation_pb2.SubmitJobRequest(
         request=generation_pb2.GenerateRequest(**fields),
         idempotency_key=idempotency_key,
@@ -288,22 +307,22 @@ def submit(fields: dict[str, Any], priority: str, idempotency_key: str) -> Call[
     )
 
 
-def get_job(job_id: str) -> Call[Job]:
+def _job_call(http_method: str, rpc: str, request: Any, job_id: str) -> Call[Job]:
+    """A call on one job by id, answered with the job."""
     return Call(
-        HTTPRequest("GET", _job_path(job_id)),
-        GRPCRequest("Generation", "GetJob", generation_pb2.GetJobRequest(id=job_id)),
+        HTTPRequest(http_method, _job_path(job_id)),
+        GRPCRequest("Generation", rpc, request(id=job_id)),
         job_from_json,
         job_from_proto,
     )
+
+
+def get_job(job_id: str) -> Call[Job]:
+    return _job_call("GET", "GetJob", generation_pb2.GetJobRequest, job_id)
 
 
 def cancel_job(job_id: str) -> Call[Job]:
-    return Call(
-        HTTPRequest("DELETE", _job_path(job_id)),
-        GRPCRequest("Generation", "CancelJob", generation_pb2.CancelJobRequest(id=job_id)),
-        job_from_json,
-        job_from_proto,
-    )
+    return _job_call("DELETE", "CancelJob", generation_pb2.CancelJobRequest, job_id)
 
 
 def watch_job(job_id: str) -> StreamCall:
@@ -316,9 +335,9 @@ def watch_job(job_id: str) -> StreamCall:
 
 
 def tokenize(
-    images: Sequence[ImageInput], resize: bool, return_latents: bool
+    images: Sequence[ImageInput] | ImageInput, resize: bool, return_latents: bool
 ) -> Call[Tokenization]:
-    data = [to_image_bytes(i) for i in images]
+    data = [to_image_bytes(i) for i in as_image_list(images)]
 
     def parse_http(body: dict) -> Tokenization:
         return Tokenization(
@@ -381,7 +400,9 @@ def detokenize(
     )
 
 
-def embed(texts: Sequence[str] | None, images: Sequence[ImageInput] | None) -> Call[Embeddings]:
+def embed(
+    texts: Sequence[str] | None, images: Sequence[ImageInput] | ImageInput | None
+) -> Call[Embeddings]:
     if (texts is None) == (images is None):
         raise TypeError("embed() takes texts=... or images=..., not both")
     if texts is not None:
@@ -393,7 +414,7 @@ def embed(texts: Sequence[str] | None, images: Sequence[ImageInput] | None) -> C
             _embeddings_from_json,
             _embeddings_from_proto,
         )
-    data = [to_image_bytes(i) for i in images]
+    data = [to_image_bytes(i) for i in as_image_list(images)]
     return Call(
         HTTPRequest("POST", "/v1/embeddings/image", json={"images": [_b64(d) for d in data]}),
         GRPCRequest("Prior", "EmbedImage", prior_pb2.EmbedImageRequest(images=data)),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Literal, TypedDict, Unpack
 
@@ -39,18 +38,19 @@ Transport = Literal["http", "grpc"]
 
 
 class GenerationOptions(TypedDict, total=False):
-    """Optional generation fields; unset ones take the server's defaults."""
+    """Optional generation fields; unset ones take the server's defaults. The bounds are the
+    server's public limits (copied in :mod:`tessera_client._limits`)."""
 
     route: str  # "ar" (default) or "unclip"
-    n: int  # images, 1..4
+    n: int  # images, 1..MAX_IMAGES_PER_REQUEST
     size: str  # "WxH": the native size or an integer upscale
     seed: int  # image i uses seed + i; unset: random (returned in the result)
-    guidance_scale: float  # [0, 20]
-    steps: int  # unclip denoising steps, 1..250
-    temperature: float  # ar, (0, 2]
-    top_k: int  # ar, 0 = off
+    guidance_scale: float  # [0, MAX_GUIDANCE]
+    steps: int  # unclip denoising steps, 1..MAX_STEPS
+    temperature: float  # ar, (0, MAX_TEMPERATURE]
+    top_k: int  # ar, 0..MAX_TOP_K, 0 = off
     top_p: float  # ar, (0, 1]
-    candidates: int  # ar, 1..8: sampled per image; the one CLIP scores best is returned
+    candidates: int  # ar, 1..MAX_CANDIDATES: sampled per image; CLIP's best is returned
     model: str  # bundle name; unset: the served default
 
 
@@ -61,13 +61,6 @@ class VariationOptions(TypedDict, total=False):
     guidance_scale: float
     steps: int
     model: str
-
-
-def _variation_fields(params: VariationOptions) -> dict:
-    unknown = set(params) - set(VariationOptions.__annotations__)
-    if unknown:
-        raise TypeError(f"unknown variation parameters: {sorted(unknown)}")
-    return {k: v for k, v in params.items() if v is not None}
 
 
 def _final_result(event: ProgressEvent, fetched: Job | None = None) -> ProgressEvent:
@@ -154,7 +147,7 @@ class Client(_Settings):
         self, image: ImageInput, *, timeout: float | None = None, **params: Unpack[VariationOptions]
     ) -> GeneratedImages:
         """Variations of an image (PNG bytes, a PIL image or a file path)."""
-        call = _wire.variations(image, _variation_fields(params))
+        call = _wire.variations(image, _wire.variation_fields(**params))
         return self._transport.unary(call, self._t(timeout))
 
     def submit(
@@ -168,8 +161,7 @@ class Client(_Settings):
     ) -> Job:
         """Queue an async generation job. Without ``idempotency_key`` a fresh one is made per
         call, so this call's own retries can never create a second job."""
-        key = idempotency_key or uuid.uuid4().hex
-        call = _wire.submit(_wire.generation_fields(prompt, **params), priority, key)
+        call = _wire.submit(_wire.generation_fields(prompt, **params), priority, idempotency_key)
         return self._transport.unary(call, self._t(timeout))
 
     def job(self, job_id: str, *, timeout: float | None = None) -> Job:
@@ -229,7 +221,7 @@ class Client(_Settings):
         timeout: float | None = None,
     ) -> Tokenization:
         """Images → token grids (and the quantized latents with ``return_latents``)."""
-        call = _wire.tokenize(_as_list(images), resize, return_latents)
+        call = _wire.tokenize(images, resize, return_latents)
         return self._transport.unary(call, self._t(timeout))
 
     def detokenize(
@@ -252,7 +244,7 @@ class Client(_Settings):
         timeout: float | None = None,
     ) -> Embeddings:
         """CLIP embeddings of texts or of images (one of the two)."""
-        call = _wire.embed(texts, None if images is None else _as_list(images))
+        call = _wire.embed(texts, images)
         return self._transport.unary(call, self._t(timeout))
 
     def models(self, *, timeout: float | None = None) -> list[ModelInfo]:
@@ -284,7 +276,7 @@ class AsyncClient(_Settings):
     async def variations(
         self, image: ImageInput, *, timeout: float | None = None, **params: Unpack[VariationOptions]
     ) -> GeneratedImages:
-        call = _wire.variations(image, _variation_fields(params))
+        call = _wire.variations(image, _wire.variation_fields(**params))
         return await self._transport.unary(call, self._t(timeout))
 
     async def submit(
@@ -296,8 +288,7 @@ class AsyncClient(_Settings):
         timeout: float | None = None,
         **params: Unpack[GenerationOptions],
     ) -> Job:
-        key = idempotency_key or uuid.uuid4().hex
-        call = _wire.submit(_wire.generation_fields(prompt, **params), priority, key)
+        call = _wire.submit(_wire.generation_fields(prompt, **params), priority, idempotency_key)
         return await self._transport.unary(call, self._t(timeout))
 
     async def job(self, job_id: str, *, timeout: float | None = None) -> Job:
@@ -335,10 +326,13 @@ class AsyncClient(_Settings):
                 yield event
         finally:
             if not finished:
-                try:
-                    await self.cancel(job.id, timeout=5)
-                except Exception:  # noqa: BLE001 - best effort
-                    pass
+                await self._cancel_quietly(job.id)
+
+    async def _cancel_quietly(self, job_id: str) -> None:
+        try:
+            await self.cancel(job_id, timeout=5)
+        except Exception:  # noqa: BLE001 - best effort; the caller's error matters more
+            pass
 
     async def tokenize(
         self,
@@ -348,7 +342,7 @@ class AsyncClient(_Settings):
         return_latents: bool = False,
         timeout: float | None = None,
     ) -> Tokenization:
-        call = _wire.tokenize(_as_list(images), resize, return_latents)
+        call = _wire.tokenize(images, resize, return_latents)
         return await self._transport.unary(call, self._t(timeout))
 
     async def detokenize(
@@ -369,15 +363,8 @@ class AsyncClient(_Settings):
         images: Sequence[ImageInput] | None = None,
         timeout: float | None = None,
     ) -> Embeddings:
-        call = _wire.embed(texts, None if images is None else _as_list(images))
+        call = _wire.embed(texts, images)
         return await self._transport.unary(call, self._t(timeout))
 
     async def models(self, *, timeout: float | None = None) -> list[ModelInfo]:
         return await self._transport.unary(_wire.list_models(), self._t(timeout))
-
-
-def _as_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:
-    """A single image (bytes, path, PIL image) is accepted where a list is expected."""
-    if isinstance(images, bytes | str) or not isinstance(images, Sequence):
-        return [images]  # type: ignore[list-item]
-    return list(images)

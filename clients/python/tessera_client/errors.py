@@ -13,6 +13,20 @@ from typing import Any
 
 import grpc
 
+__all__ = [  # re-exported by the package
+    "AuthError",
+    "Cancelled",
+    "ConflictError",
+    "DeadlineExceeded",
+    "InvalidRequest",
+    "JobFailed",
+    "NotFoundError",
+    "RateLimited",
+    "ServerError",
+    "TesseraAPIError",
+    "Unavailable",
+]
+
 
 class TesseraAPIError(Exception):
     """Base class of every error this SDK raises for a failed call.

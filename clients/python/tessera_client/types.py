@@ -9,6 +9,19 @@ from typing import Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+__all__ = [  # re-exported by the package
+    "Embeddings",
+    "GeneratedImages",
+    "Images",
+    "Job",
+    "Latent",
+    "ModelInfo",
+    "Progress",
+    "ProgressEvent",
+    "TokenGrid",
+    "Tokenization",
+]
+
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 

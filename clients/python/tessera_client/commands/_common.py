@@ -11,18 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tessera_client.client import DEFAULT_TIMEOUT, Client
-from tessera_client.errors import (
-    Cancelled,
-    ConflictError,
-    DeadlineExceeded,
-    InvalidRequest,
-    JobFailed,
-    NotFoundError,
-    RateLimited,
-    TesseraAPIError,
-    Unavailable,
+from tessera_client import _wire, errors
+from tessera_client._limits import (
+    MAX_CANDIDATES,
+    MAX_GUIDANCE,
+    MAX_IMAGES_PER_REQUEST,
+    MAX_PROMPT_CHARS,
+    MAX_STEPS,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
 )
+from tessera_client.client import DEFAULT_TIMEOUT, Client
 from tessera_client.types import Images, Job, ProgressEvent
 
 # Exit codes scripts can rely on.
@@ -35,13 +34,14 @@ EXIT_JOB_FAILED = 5  # the job failed or was cancelled
 
 
 def exit_code(error: BaseException) -> int:
-    if isinstance(error, InvalidRequest | ConflictError | FileNotFoundError | IsADirectoryError):
+    usage = (errors.InvalidRequest, errors.ConflictError, FileNotFoundError, IsADirectoryError)
+    if isinstance(error, usage):
         return EXIT_USAGE
-    if isinstance(error, NotFoundError):
+    if isinstance(error, errors.NotFoundError):
         return EXIT_NOT_FOUND
-    if isinstance(error, RateLimited | Unavailable | DeadlineExceeded):
+    if isinstance(error, errors.RateLimited | errors.Unavailable | errors.DeadlineExceeded):
         return EXIT_UNAVAILABLE
-    if isinstance(error, JobFailed | Cancelled):
+    if isinstance(error, errors.JobFailed | errors.Cancelled):
         return EXIT_JOB_FAILED
     return EXIT_ERROR
 
@@ -74,39 +74,48 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id")
+    parser.add_argument("--json", action="store_true", help="print the job as JSON")
+
+
+def add_prompt_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help=f"text prompt, 1..{MAX_PROMPT_CHARS} characters")
+
+
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per ``GenerateRequest`` field (a test checks none is missing)."""
     group = parser.add_argument_group("generation")
     group.add_argument("--route", choices=["ar", "unclip"], default=None, help="default: ar")
-    group.add_argument("-n", "--n", type=int, default=None, help="images, 1..4")
-    group.add_argument("--size", default=None, metavar="WxH", help="native or an integer upscale")
-    group.add_argument("--seed", type=int, default=None, help="image i uses seed + i")
-    group.add_argument("--guidance-scale", type=float, default=None, help="[0, 20]")
-    group.add_argument("--steps", type=int, default=None, help="unclip denoising steps")
-    group.add_argument("--temperature", type=float, default=None, help="ar, (0, 2]")
-    group.add_argument("--top-k", type=int, default=None, help="ar, 0 = off")
+    add_image_arguments(group, "images")
+    group.add_argument(
+        "--temperature", type=float, default=None, help=f"ar, (0, {MAX_TEMPERATURE:g}]"
+    )
+    group.add_argument("--top-k", type=int, default=None, help=f"ar, 0..{MAX_TOP_K}, 0 = off")
     group.add_argument("--top-p", type=float, default=None, help="ar, (0, 1]")
     group.add_argument(
-        "--candidates", type=int, default=None, help="ar, 1..8: sampled per image, CLIP keeps one"
+        "--candidates",
+        type=int,
+        default=None,
+        help=f"ar, 1..{MAX_CANDIDATES}: sampled per image, CLIP keeps one",
     )
-    group.add_argument("--model", default=None, help="bundle name (default: the served one)")
 
 
-GENERATION_ARGS = (
-    "route",
-    "n",
-    "size",
-    "seed",
-    "guidance_scale",
-    "steps",
-    "temperature",
-    "top_k",
-    "top_p",
-    "candidates",
-    "model",
-)
+def add_image_arguments(parser: argparse._ActionsContainer, what: str) -> None:
+    """The options generations and variations share (to a parser or an argument group)."""
+    parser.add_argument(
+        "-n", "--n", type=int, default=None, help=f"{what}, 1..{MAX_IMAGES_PER_REQUEST}"
+    )
+    parser.add_argument("--size", default=None, metavar="WxH", help="native or an integer upscale")
+    parser.add_argument("--seed", type=int, default=None, help="image i uses seed + i")
+    parser.add_argument("--guidance-scale", type=float, default=None, help=f"[0, {MAX_GUIDANCE:g}]")
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"unclip denoising steps, 1..{MAX_STEPS}"
+    )
+    parser.add_argument("--model", default=None, help="bundle name (default: the served one)")
 
 
-def options(args: argparse.Namespace, names: tuple[str, ...] = GENERATION_ARGS) -> dict:
+def options(args: argparse.Namespace, names: tuple[str, ...] = _wire.GENERATION_FIELDS) -> dict:
     """The generation options the user set (unset ones stay the server's defaults)."""
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
@@ -126,7 +135,7 @@ def guarded(body: Callable[[argparse.Namespace], int], args: argparse.Namespace)
     """Run a command body; API and file errors become one stderr line and an exit code."""
     try:
         return body(args)
-    except TesseraAPIError as e:
+    except errors.TesseraAPIError as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return exit_code(e)
     except (FileNotFoundError, IsADirectoryError) as e:
@@ -172,6 +181,16 @@ def job_json(job: Job) -> dict:
             "model": job.result.model,
         }
     return data
+
+
+def show_job(job: Job, *, as_json: bool, output: str | None = None) -> None:
+    """Print a job (a line, or JSON); write a finished job's images to ``output``."""
+    if as_json:
+        print_json(job_json(job))
+    else:
+        print(describe_job(job))
+    if output and job.result is not None:
+        write_images(job.result, output)
 
 
 def job_exit_code(job: Job) -> int:

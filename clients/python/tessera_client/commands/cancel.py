@@ -8,18 +8,14 @@ from tessera_client.commands import _common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job_id")
-    parser.add_argument("--json", action="store_true", help="print the job as JSON")
+    _common.add_job_arguments(parser)
     _common.add_connection_arguments(parser)
 
 
 def _run(args: argparse.Namespace) -> int:
     with _common.make_client(args) as client:
         job = client.cancel(args.job_id)
-    if args.json:
-        _common.print_json(_common.job_json(job))
-    else:
-        print(_common.describe_job(job))
+    _common.show_job(job, as_json=args.json)
     return _common.EXIT_OK
 
 

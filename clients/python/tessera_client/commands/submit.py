@@ -9,7 +9,7 @@ from tessera_client.commands import _common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="text prompt, 1..500 characters")
+    _common.add_prompt_argument(parser)
     parser.add_argument("--priority", choices=["normal", "high"], default="normal")
     parser.add_argument(
         "--idempotency-key", default=None, help="same key, same job: safe to re-run the command"

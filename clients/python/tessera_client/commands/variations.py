@@ -5,26 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tessera_client import _wire
 from tessera_client.commands import _common
-
-VARIATION_ARGS = ("n", "size", "seed", "guidance_scale", "steps", "model")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="source image file (PNG)")
     parser.add_argument("-o", "--output", default="out.png", help="default: %(default)s")
-    parser.add_argument("-n", "--n", type=int, default=None, help="variations, 1..4")
-    parser.add_argument("--size", default=None, metavar="WxH")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--guidance-scale", type=float, default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--model", default=None)
+    _common.add_image_arguments(parser, "variations")
     _common.add_connection_arguments(parser)
 
 
 def _run(args: argparse.Namespace) -> int:
     with _common.make_client(args) as client:
-        result = client.variations(args.image, **_common.options(args, VARIATION_ARGS))
+        result = client.variations(args.image, **_common.options(args, _wire.VARIATION_FIELDS))
     _common.write_images(result, args.output)
     print(f"seed {result.seed}, model {result.model}", file=sys.stderr)
     return _common.EXIT_OK

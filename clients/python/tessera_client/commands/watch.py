@@ -50,12 +50,7 @@ def follow(
     finally:
         bar.close()
     job = job or client.job(job_id)
-    if as_json:
-        _common.print_json(_common.job_json(job))
-    else:
-        print(_common.describe_job(job))
-    if output and job.result is not None:
-        _common.write_images(job.result, output)
+    _common.show_job(job, as_json=as_json, output=output)
     return _common.job_exit_code(job)
 
 
