@@ -38,7 +38,7 @@ from tessera.common.text_encoder import TextEncoder
 from tessera.decoder.model import LatentDecoder
 from tessera.decoder.pipeline import sample_latents
 from tessera.decoder.train import encode_images, load_any
-from tessera.prior.train_clip import to_float
+from tessera.training.images import to_float
 
 GUIDANCE_SWEEP = (0.0, 1.0, 3.0, 6.0)
 

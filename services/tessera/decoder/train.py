@@ -43,20 +43,11 @@ from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import DecoderConfig, LatentDecoder
 from tessera.decoder.pipeline import EMA, sample_latents
 from tessera.decoder.schedulers import DDPMScheduler
-
-# Caching, optimiser state and plotting are shared with the CLIP and prior trainers.
-from tessera.prior.train_clip import (
-    caption_table,
-    encode_captions,
-    has_checkpoint,
-    load_train_state,
-    lr_at,
-    make_optimizer,
-    plot_curves,
-    sample_captions,
-    save_train_state,
-    to_float,
-)
+from tessera.training.captions import caption_table, encode_captions, sample_captions
+from tessera.training.images import to_float
+from tessera.training.optim import lr_at, make_optimizer
+from tessera.training.plots import plot_curves
+from tessera.training.state import has_checkpoint, load_train_state, save_train_state
 
 ONLINE_FILE = "online.safetensors"  # the raw (non-EMA) weights, for --resume
 LOG_EVERY = 10  # steps averaged into one loss-curve point

@@ -42,22 +42,16 @@ from tessera.common.images import make_grid, tensor_to_arrays
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, LMConfig, trim_text
 from tessera.lm.sampling import SamplingParams, sample_tokens
-
-# Caption caching, optimiser state and plotting are shared with the CLIP/prior/decoder trainers.
-from tessera.prior.train_clip import (
+from tessera.training.captions import (
     caption_table,
     encode_captions,
-    has_checkpoint,
-    load_train_state,
-    lr_at,
-    make_optimizer,
-    planned_steps,
-    plot_curves,
     sample_captions,
-    save_train_state,
     text_cache_dir,
-    to_float,
 )
+from tessera.training.images import to_float
+from tessera.training.optim import lr_at, make_optimizer, planned_steps
+from tessera.training.plots import plot_curves
+from tessera.training.state import has_checkpoint, load_train_state, save_train_state
 
 PRESETS: dict[str, dict] = {
     "base": dict(n_layer=8, n_head=8, n_embd=256),  # ~6.5M params: GPU, or a long CPU run

@@ -23,7 +23,7 @@ from tessera.common.errors import InvalidArgument
 from tessera.common.text_encoder import TextBatch
 from tessera.prior.eval_clip import recall_at
 from tessera.prior.train import precompute
-from tessera.prior.train_clip import text_cache_dir
+from tessera.training.captions import text_cache_dir
 
 
 def image_recall(query: torch.Tensor, image_emb: torch.Tensor, caption_ids: torch.Tensor) -> dict:

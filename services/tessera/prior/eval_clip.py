@@ -23,7 +23,8 @@ import torch
 from tessera.common.checkpoint import load_component
 from tessera.common.device import pick_device
 from tessera.prior.clip import CLIPModel
-from tessera.prior.train_clip import caption_table, encode_captions, text_cache_dir, to_float
+from tessera.training.captions import caption_table, encode_captions, text_cache_dir
+from tessera.training.images import to_float
 
 
 @torch.no_grad()

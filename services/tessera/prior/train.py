@@ -22,19 +22,15 @@ from tessera.common.device import pick_device
 from tessera.common.errors import InvalidArgument
 from tessera.common.text_encoder import TextBatch
 from tessera.prior.model import DiffusionPrior, PriorConfig
-from tessera.prior.train_clip import (
+from tessera.training.captions import (
     caption_table,
     encode_captions,
-    has_checkpoint,
-    load_train_state,
-    lr_at,
-    make_optimizer,
-    planned_steps,
-    plot_curves,
     sample_captions,
-    save_train_state,
     text_cache_dir,
 )
+from tessera.training.optim import lr_at, make_optimizer, planned_steps
+from tessera.training.plots import plot_curves
+from tessera.training.state import has_checkpoint, load_train_state, save_train_state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
