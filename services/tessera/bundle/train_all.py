@@ -32,7 +32,7 @@ from tessera.tokenizer.train import STATE_DIR as TOKENIZER_STATE_DIR
 ORDER = ("tokenizer", "clip", "lm", "prior", "decoder")
 MODULES = {
     "tokenizer": "tessera.tokenizer.train",
-    "clip": "tessera.prior.train_clip",
+    "clip": "tessera.clip.train",
     "lm": "tessera.lm.train",
     "prior": "tessera.prior.train",
     "decoder": "tessera.decoder.train",

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tessera.clip.eval import recall_at
 from tessera.common.checkpoint import load_component
 from tessera.common.device import pick_device
 from tessera.common.errors import InvalidArgument
 from tessera.common.text_encoder import TextBatch
-from tessera.prior.eval_clip import recall_at
 from tessera.prior.train import precompute
 from tessera.training.captions import text_cache_dir
 

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def precompute(clip: torch.nn.Module, data: object, cache: Path, device: torch.device) -> dict:
     """CLIP image embeddings (N,D); caption states/mask/pooled and CLIP text embeddings (M,..);
     per-image caption ids."""
-    from tessera.prior.eval_clip import embed_images
+    from tessera.clip.eval import embed_images
 
     texts, per_image = caption_table(data.captions)
     enc = encode_captions(texts, cache, states=True)

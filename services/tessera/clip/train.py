@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tessera.clip.model import CLIPConfig, CLIPModel
 from tessera.common.checkpoint import load_component, read_config, save_component
 from tessera.common.device import pick_device
-from tessera.prior.clip import CLIPConfig, CLIPModel
 from tessera.training.captions import (
     caption_table,
     encode_captions,
@@ -60,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tessera.clip.eval import embed_images, retrieval_metrics
     from tessera.data import load_dataset
-    from tessera.prior.eval_clip import embed_images, retrieval_metrics
 
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)

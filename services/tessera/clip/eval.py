@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tessera.clip.model import CLIPModel
 from tessera.common.checkpoint import load_component
 from tessera.common.device import pick_device
-from tessera.prior.clip import CLIPModel
 from tessera.training.captions import caption_table, encode_captions, text_cache_dir
 from tessera.training.images import to_float
 
