@@ -1,7 +1,7 @@
 """``tessera train clip``: contrastive training of the CLIP projection and image tower.
 
-The frozen MiniLM runs once over every caption of the training split (cached under
-``OUT/cache``); each step then draws a batch of images, one random caption per image, a small
+The frozen MiniLM runs once over every caption of the training split (cached beside the
+data sets); each step then draws a batch of images, one random caption per image, a small
 random translation, and minimises the symmetric InfoNCE loss. ``OUT`` is itself a component
 directory (``config.json`` + ``model.safetensors``) with ``train_state.json`` /
 ``optimizer.safetensors`` beside it for ``--resume`` and ``loss.png`` for people.
@@ -10,64 +10,63 @@ directory (``config.json`` + ``model.safetensors``) with ``train_state.json`` /
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from tessera.clip.eval import embed_images, retrieval_metrics
 from tessera.clip.model import CLIPConfig, CLIPModel
-from tessera.common.checkpoint import load_component, read_config, save_component
-from tessera.common.device import pick_device
+from tessera.common.checkpoint import read_config, save_component
 from tessera.training.captions import (
     caption_table,
     encode_captions,
     sample_captions,
     text_cache_dir,
 )
+from tessera.training.cli import (
+    add_cadence_arguments,
+    add_optimizer_arguments,
+    add_run_arguments,
+    add_runtime_arguments,
+    refuses_overwrite,
+    start_command,
+)
 from tessera.training.images import random_translate, to_float
-from tessera.training.optim import lr_at, make_optimizer, planned_steps
+from tessera.training.loop import Clock, due
+from tessera.training.optim import optimizer_step, set_lr
 from tessera.training.plots import plot_curves
-from tessera.training.state import has_checkpoint, load_train_state, save_train_state
-
-# ---------------------------------------------------------------------------- command
+from tessera.training.state import save_train_state, start_training
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=["twemoji", "shapes"], required=True)
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint directory")
-    parser.add_argument("--steps", type=int, default=3000, help="total optimiser steps")
-    parser.add_argument("--resume", action="store_true", help="continue from --out")
+    add_run_arguments(parser, steps=3000)
     parser.add_argument("--preset", choices=["default", "small", "tiny"], default="default")
     parser.add_argument("--embed-dim", type=int, default=None, help="override D")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup", type=int, default=100)
+    add_optimizer_arguments(parser, batch_size=128, lr=1e-3, weight_decay=0.05, warmup=100)
     parser.add_argument("--shift", type=int, default=3, help="max random translation, px")
-    parser.add_argument("--ckpt-every", type=int, default=250)
-    parser.add_argument("--eval-every", type=int, default=250)
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long"
-    )
+    add_cadence_arguments(parser, every=250)
+    add_runtime_arguments(parser, threads=1)
+
+
+def build_config(args: argparse.Namespace) -> CLIPConfig:
+    config = {
+        "default": CLIPConfig(),
+        "small": CLIPConfig(channels=[32, 64, 128]),  # ~4x cheaper: short CPU runs
+        "tiny": CLIPConfig.tiny(),
+    }[args.preset]
+    if args.embed_dim:
+        config.embed_dim = args.embed_dim
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
-    from tessera.clip.eval import embed_images, retrieval_metrics
     from tessera.data import load_dataset
 
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = start_command(args)
     out = Path(args.out)
-    if has_checkpoint(out) and not args.resume:
-        print(f"{out} already holds a checkpoint: pass --resume or choose another --out")
+    if refuses_overwrite(out, args.resume):
         return 2
 
     train = load_dataset(args.dataset, "train", data_dir=args.data_dir)
@@ -84,23 +83,15 @@ def run(args: argparse.Namespace) -> int:
     images = torch.from_numpy(np.ascontiguousarray(train.images))  # (N,64,64,3) uint8
     ho_images = torch.from_numpy(np.ascontiguousarray(heldout.images))
 
-    if args.resume and has_checkpoint(out):
-        model = load_component(out, device=device).train()
-        config = model.config
-    else:
-        config = {
-            "default": CLIPConfig(),
-            "small": CLIPConfig(channels=[32, 64, 128]),  # ~4x cheaper: short CPU runs
-            "tiny": CLIPConfig.tiny(),
-        }[args.preset]
-        if args.embed_dim:
-            config.embed_dim = args.embed_dim
-        model = CLIPModel(config).to(device)
-    optimizer = make_optimizer(model, args.lr, args.weight_decay)
-    step, history = 0, []
-    if args.resume and has_checkpoint(out):
-        step, history = load_train_state(out, optimizer)
-        print(f"resuming {out} at step {step}")
+    model, optimizer, step, history = start_training(
+        out,
+        args.resume,
+        lambda: CLIPModel(build_config(args)),
+        device,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+    )
+    config = model.config
     n_params = sum(p.numel() for p in model.parameters())
     print(f"CLIP {n_params / 1e6:.2f}M params, {len(images)} train images, {len(texts)} captions")
 
@@ -116,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
     order = rng.permutation(len(images))
     cursor = 0
     bar = tqdm(total=args.steps, initial=step, desc="train clip", unit="step")
-    t0, start = time.time(), step
+    clock = Clock(step, args.steps, args.max_minutes)
     while step < args.steps:
-        if args.max_minutes and time.time() - t0 > 60 * args.max_minutes:
+        if clock.out_of_time():
             bar.write(f"time limit reached at step {step}")
             checkpoint()
             break
@@ -130,23 +121,17 @@ def run(args: argparse.Namespace) -> int:
         x = random_translate(to_float(images[idx]), args.shift, gen).to(device)
         cap = torch.from_numpy(cap).to(device)
         groups = concept[torch.from_numpy(idx)].to(device)
-        plan = planned_steps(step - start, args.steps - start, time.time() - t0, args.max_minutes)
-        plan += start
-        for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, plan, args.lr, min(args.warmup, plan // 10))
+        set_lr(optimizer, clock.lr(step, args.lr, args.warmup))
         model.train()
         loss = model(x, pooled[cap], groups=groups)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(model, optimizer, loss)
         model.clamp_logit_scale()
         step += 1
         scale = model.logit_scale.exp().item()
         history.append({"step": step, "loss": loss.item(), "logit_scale_exp": scale})
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{scale:.1f}")
-        if step % args.eval_every == 0 or step == args.steps:
+        if due(step, args.eval_every, args.steps):
             model.eval()
             with torch.no_grad():
                 img = embed_images(model, ho_images, device)
@@ -156,11 +141,11 @@ def run(args: argparse.Namespace) -> int:
                 f"step {step}: held-out R@1 {m['image_to_text']['r@1']:.3f} "
                 f"R@5 {m['image_to_text']['r@5']:.3f} ({len(ho_texts)} captions)"
             )
-        if step % args.ckpt_every == 0 or step == args.steps:
+        if due(step, args.ckpt_every, args.steps):
             checkpoint()
     bar.close()
     if not (out / "config.json").is_file():
         checkpoint()
     kind = read_config(out)["_class_name"]
-    print(f"done: {step} steps in {time.time() - t0:.0f}s -> {out} ({kind})")
+    print(f"done: {step} steps in {clock.elapsed():.0f}s -> {out} ({kind})")
     return 0
