@@ -34,7 +34,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "bundle": "tessera.evaluation.bundle",
     },
     "models": {
-        "init": "tessera.bundle.init",
+        "init": "tessera.bundle.random_init",
     },
 }
 # single commands -> module

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from tessera.bundle.init import build_random_bundle
+from tessera.bundle.random_init import build_random_bundle
 from tessera.common.errors import Cancelled, InvalidArgument
 from tessera.gateway.local import local_pipelines
 from tessera.gateway.pipelines import Pipelines, candidate_seed
