@@ -25,6 +25,7 @@ from tessera.common.checkpoint import load_component
 from tessera.training.captions import caption_table, encode_captions, text_cache_dir
 from tessera.training.cli import add_dataset_arguments, add_runtime_arguments, start_command
 from tessera.training.images import to_float
+from tessera.training.plots import pyplot
 
 
 @torch.no_grad()
@@ -95,10 +96,7 @@ def plot_retrieval(
     hits: np.ndarray,
 ) -> None:
     """One row per query: the caption, its true image, then the top-k retrieved images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows, k = top.shape
     fig, axes = plt.subplots(rows, k + 1, figsize=(1.3 * (k + 1) + 2.5, 1.35 * rows), squeeze=False)

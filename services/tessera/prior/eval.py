@@ -24,6 +24,7 @@ from tessera.common.text_encoder import TextBatch
 from tessera.prior.train import precompute
 from tessera.training.captions import text_cache_dir
 from tessera.training.cli import add_dataset_arguments, add_runtime_arguments, start_command
+from tessera.training.plots import pyplot
 
 
 def image_recall(query: torch.Tensor, image_emb: torch.Tensor, caption_ids: torch.Tensor) -> dict:
@@ -35,10 +36,7 @@ def image_recall(query: torch.Tensor, image_emb: torch.Tensor, caption_ids: torc
 
 
 def plot_cosines(path: Path, report: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = report["guidance"]
     labels = ["text emb"] + [f"prior g={r['guidance_scale']:g}" for r in rows]

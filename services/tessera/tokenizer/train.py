@@ -43,6 +43,7 @@ from tessera.tokenizer.losses import (
 from tessera.tokenizer.model import VQConfig, VQModel
 from tessera.training.cli import add_run_arguments
 from tessera.training.optim import cosine_decay, optimizer_step
+from tessera.training.plots import pyplot
 from tessera.training.state import optimizer_from_files, optimizer_to_files
 
 STATE_DIR = "train_state"
@@ -258,10 +259,7 @@ class Trainer:
 
 
 def plot_history(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [
         ("reconstruction", ["l1", "mse", "grad"]),

@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+
+
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the file-only Agg backend (imported when first drawn: the
+    commands that draw nothing do not pay for matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_curves(
@@ -10,10 +22,7 @@ def plot_curves(
 ) -> None:
     """One panel per entry of ``panels``: a history key, or a tuple of keys drawn together
     (e.g. a metric beside its baseline). ``history`` is a list of {"step": .., key: ..}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     groups = [(p,) if isinstance(p, str) else tuple(p) for p in panels]
     groups = [g for g in groups if any(k in h for h in history for k in g)]
