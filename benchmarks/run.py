@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         parser.error("--profile gpu needs a CUDA device, and torch sees none")
 
-    from tessera.bundle.init import build_random_bundle
+    from tessera.bundle.random_init import build_random_bundle
     from tessera.common.settings import get_settings
 
     settings = get_settings()

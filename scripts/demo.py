@@ -48,7 +48,7 @@ def main() -> int:
     settings = get_settings()
     bundle_dir = settings.bundle_dir
     if not (bundle_dir / "model_index.json").is_file():
-        from tessera.bundle.init import build_random_bundle
+        from tessera.bundle.random_init import build_random_bundle
 
         bundle_dir = settings.data_dir / "bundles" / "random"
         print(f"no trained bundle at {settings.bundle_dir}; using random weights at {bundle_dir}")

@@ -19,7 +19,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "train": {
         "tokenizer": "tessera.tokenizer.train",
         "lm": "tessera.lm.train",
-        "clip": "tessera.prior.train_clip",
+        "clip": "tessera.clip.train",
         "prior": "tessera.prior.train",
         "decoder": "tessera.decoder.train",
         "all": "tessera.bundle.train_all",
@@ -28,13 +28,13 @@ COMMANDS: dict[str, dict[str, str]] = {
     "eval": {
         "tokenizer": "tessera.tokenizer.eval",
         "lm": "tessera.lm.eval",
-        "clip": "tessera.prior.eval_clip",
+        "clip": "tessera.clip.eval",
         "prior": "tessera.prior.eval",
         "decoder": "tessera.decoder.eval",
         "bundle": "tessera.evaluation.bundle",
     },
     "models": {
-        "init": "tessera.bundle.init",
+        "init": "tessera.bundle.random_init",
     },
 }
 # single commands -> module

@@ -23,7 +23,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tessera.bundle.init import build_random_bundle
+    from tessera.bundle.random_init import build_random_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     build_random_bundle(out, "tiny", tiny=True, seed=0)

@@ -5,7 +5,9 @@ the prior and the decoder need CLIP). Each step is the component's own training 
 run in-process with the recipe's arguments, writing straight into ``OUT/<component>``;
 ``--resume`` continues each from its checkpoint, so an interrupted run picks up where it
 stopped and finished components are skipped. The bundle index records how everything was
-trained (data version, split, commit, seed, steps, wall time).
+trained (data version, split, commit, seed, steps, wall time); ``training.json`` and the index
+record paths inside the repository relative to its root, so they read the same on every
+machine.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from tessera.tokenizer.train import STATE_DIR as TOKENIZER_STATE_DIR
 ORDER = ("tokenizer", "clip", "lm", "prior", "decoder")
 MODULES = {
     "tokenizer": "tessera.tokenizer.train",
-    "clip": "tessera.prior.train_clip",
+    "clip": "tessera.clip.train",
     "lm": "tessera.lm.train",
     "prior": "tessera.prior.train",
     "decoder": "tessera.decoder.train",
@@ -72,6 +74,22 @@ def component_args(
     if resume and (out / component / CONFIG_NAME).is_file():
         args.append("--resume")
     return args + RECIPES[dataset][component]
+
+
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside it, else absolute."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def recorded_args(argv: list[str], out: Path) -> list[str]:
+    """``argv`` as ``training.json`` records it: the paths inside the bundle ``out`` (its
+    component directories) relative to the repository root."""
+    root = str(out)
+    return [repo_relative(Path(a)) if a == root or a.startswith(f"{root}/") else a for a in argv]
 
 
 def git_commit() -> str:
@@ -123,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         if status:
             print(f"{component} training failed with status {status}")
             return status
-        log[component] = {"args": argv, "wall_s": round(time.time() - start, 1)}
+        log[component] = {"args": recorded_args(argv, out), "wall_s": round(time.time() - start, 1)}
         log_path.write_text(json.dumps(log, indent=2) + "\n")
     finalize_bundle(out, args.dataset, args.seed, log, args.half, args.keep_train_state)
     return 0

@@ -32,13 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tessera.common.device import pick_device
 from tessera.common.images import encode_png, make_grid, tensor_to_arrays
 from tessera.common.text_encoder import TextEncoder
 from tessera.decoder.model import LatentDecoder
 from tessera.decoder.pipeline import sample_latents
-from tessera.decoder.train import encode_images, load_any
-from tessera.prior.train_clip import to_float
+from tessera.decoder.train import encode_images
+from tessera.training.cli import add_dataset_arguments, add_runtime_arguments, start_command
+from tessera.training.components import load_any
+from tessera.training.images import to_float
 
 GUIDANCE_SWEEP = (0.0, 1.0, 3.0, 6.0)
 
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", type=Path, required=True, help="trained decoder directory")
     parser.add_argument("--tokenizer", type=Path, required=True)
     parser.add_argument("--clip", type=Path, required=True)
-    parser.add_argument("--dataset", choices=["twemoji", "shapes"], required=True)
+    add_dataset_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="where JSON and PNGs go")
     parser.add_argument("--n", type=int, default=16, help="images per split")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
@@ -55,9 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, default=None, help="default: the model's")
     parser.add_argument("--margin", type=float, default=0.03)
     parser.add_argument("--splits", nargs="+", default=["train", "heldout"])
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=2)
+    add_runtime_arguments(parser, threads=2, training=False)
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -167,8 +166,7 @@ def evaluate_split(
 def run(args: argparse.Namespace) -> int:
     from tessera.data import load_dataset
 
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = start_command(args)
     model = load_any(args.decoder, "decoder", device).eval()
     vq = load_any(args.tokenizer, "tokenizer", device).eval()
     clip = load_any(args.clip, "clip", device).eval()

@@ -29,50 +29,31 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from tessera.common.checkpoint import (
-    CONFIG_NAME,
-    INDEX_NAME,
-    load_bundle_component,
-    load_component,
-    save_component,
-)
-from tessera.common.device import pick_device
-from tessera.common.errors import InvalidArgument, NotFound
+from tessera.common.checkpoint import CONFIG_NAME, load_component, save_component
+from tessera.common.errors import InvalidArgument
 from tessera.common.images import encode_png, make_grid, tensor_to_arrays
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import DecoderConfig, LatentDecoder
 from tessera.decoder.pipeline import EMA, sample_latents
 from tessera.decoder.schedulers import DDPMScheduler
-
-# Caching, optimiser state and plotting are shared with the CLIP and prior trainers.
-from tessera.prior.train_clip import (
-    caption_table,
-    encode_captions,
-    has_checkpoint,
-    load_train_state,
-    lr_at,
-    make_optimizer,
-    plot_curves,
-    sample_captions,
-    save_train_state,
-    to_float,
+from tessera.training.captions import caption_table, encode_captions, sample_captions
+from tessera.training.cli import (
+    add_cadence_arguments,
+    add_optimizer_arguments,
+    add_run_arguments,
+    add_runtime_arguments,
+    refuses_overwrite,
+    start_command,
 )
+from tessera.training.components import load_any
+from tessera.training.images import to_float
+from tessera.training.loop import Clock, due
+from tessera.training.optim import lr_at, make_optimizer, optimizer_step, set_lr
+from tessera.training.plots import plot_curves
+from tessera.training.state import has_checkpoint, load_train_state, save_train_state
 
 ONLINE_FILE = "online.safetensors"  # the raw (non-EMA) weights, for --resume
 LOG_EVERY = 10  # steps averaged into one loss-curve point
-
-
-def load_any(directory: Path, component: str, device: torch.device | str = "cpu") -> nn.Module:
-    """A component from its own directory, or from a bundle (``model_index.json``) or a folder
-    holding ``<component>/``."""
-    directory = Path(directory)
-    if (directory / CONFIG_NAME).is_file():
-        return load_component(directory, device=device)
-    if (directory / INDEX_NAME).is_file():
-        return load_bundle_component(directory, component, device=device)
-    if (directory / component / CONFIG_NAME).is_file():
-        return load_component(directory / component, device=device)
-    raise NotFound(f"no {component} checkpoint in {directory} (train it with `tessera train`)")
 
 
 def module_digest(module: nn.Module) -> str:
@@ -194,39 +175,25 @@ def sample_grid(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=["twemoji", "shapes"], required=True)
-    parser.add_argument("--tokenizer", type=Path, required=True, help="trained VQ directory")
-    parser.add_argument("--clip", type=Path, required=True, help="trained CLIP directory")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint directory")
-    parser.add_argument("--steps", type=int, default=20000, help="total optimiser steps")
-    parser.add_argument("--resume", action="store_true", help="continue from --out")
+    inputs = {"--tokenizer": "trained VQ directory", "--clip": "trained CLIP directory"}
+    add_run_arguments(parser, steps=20000, inputs=inputs)
     parser.add_argument("--preset", choices=["default", "tiny"], default="default")
     parser.add_argument("--prediction-type", choices=["v_prediction", "epsilon"], default=None)
     parser.add_argument("--widths", type=int, nargs="+", default=None, help="UNet widths")
     parser.add_argument("--num-res-blocks", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--warmup", type=int, default=200)
+    add_optimizer_arguments(parser, batch_size=64, lr=3e-4, weight_decay=0.01, warmup=200)
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--max-captions", type=int, default=0, help="per image; 0: all")
-    parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (and save) after")
-    parser.add_argument("--ckpt-every", type=int, default=500)
-    parser.add_argument("--sample-every", type=int, default=500)
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    add_cadence_arguments(parser, every=500, monitor="--sample-every")
+    add_runtime_arguments(parser, threads=2)
 
 
 def run(args: argparse.Namespace) -> int:
     from tessera.data import load_dataset
 
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = start_command(args)
     out = Path(args.out)
-    if has_checkpoint(out) and not args.resume:
-        print(f"{out} already holds a checkpoint: pass --resume or choose another --out")
+    if refuses_overwrite(out, args.resume):
         return 2
     vq = load_any(args.tokenizer, "tokenizer", device).eval().requires_grad_(False)
     clip = load_any(args.clip, "clip", device).eval().requires_grad_(False)
@@ -295,11 +262,11 @@ def train_decoder(
         )
 
     bar = tqdm(total=args.steps, initial=step, desc="train decoder", unit="step")
-    t0, start_step, window = time.time(), step, []
+    clock = Clock(step, args.steps, getattr(args, "max_minutes", None))
+    start_step, window = step, []
     stopped_early = False
-    deadline = t0 + 60 * args.max_minutes if getattr(args, "max_minutes", 0) else float("inf")
     while step < args.steps:
-        if time.time() > deadline:
+        if clock.out_of_time():
             bar.write(f"time limit reached at step {step}")
             stopped_early = True
             break
@@ -314,18 +281,14 @@ def train_decoder(
         t = torch.randint(0, config.num_train_timesteps, (len(idx),), generator=gen, device=device)
         r = torch.rand(2, len(idx), generator=gen, device=device)
         drop_image, drop_text = r[0] < config.image_drop_prob, r[1] < config.text_drop_prob
-        lr = lr_at(step, args.steps, args.lr, args.warmup)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
+        lr = lr_at(step, args.steps, args.lr, args.warmup)  # planned to --steps, not the clock
+        set_lr(optimizer, lr)
         model.train()
         pred = model(
             sched.add_noise(x0, noise, t), t, emb_all[idx_t], states, mask, drop_image, drop_text
         )
         loss = F.mse_loss(pred, sched.training_target(x0, noise, t))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(model, optimizer, loss)
         ema.update(model)
         step += 1
         window.append(loss.item())
@@ -334,19 +297,19 @@ def train_decoder(
             window = []
         bar.update(1)
         bar.set_postfix(loss=f"{window[-1] if window else history[-1]['loss']:.4f}")
-        if step % args.sample_every == 0 or step == args.steps:
+        if due(step, args.sample_every, args.steps):
             grid = sample_grid(ema.model, vq, data, grid_rows, device, seed=args.seed)
             png = encode_png(grid, scale=2)
             (out / "samples" / f"step_{step:06d}.png").write_bytes(png)
             (out / "samples.png").write_bytes(png)
-        if step % args.ckpt_every == 0 or step == args.steps:
+        if due(step, args.ckpt_every, args.steps):
             checkpoint()
     bar.close()
     if stopped_early or not (out / CONFIG_NAME).is_file():
         grid = sample_grid(ema.model, vq, data, grid_rows, device, seed=args.seed)
         (out / "samples.png").write_bytes(encode_png(grid, scale=2))
         checkpoint()
-    elapsed = time.time() - t0
+    elapsed = clock.elapsed()
     done = step - start_step
     last = [h["loss"] for h in history[-10:]]
     summary = {

@@ -256,7 +256,7 @@ def component_evals(bundle: Path, dataset: str, out: Path, data_dir: Path | None
             ["--checkpoint", str(bundle / "lm"), "--tokenizer", str(bundle / "tokenizer")]
             + ["--threads", "1"],
         ),
-        "clip": ("tessera.prior.eval_clip", ["--clip", str(bundle / "clip")]),
+        "clip": ("tessera.clip.eval", ["--clip", str(bundle / "clip")]),
         "prior": (
             "tessera.prior.eval",
             ["--prior", str(bundle / "prior"), "--clip", str(bundle / "clip")],

@@ -24,7 +24,6 @@ from torch import nn
 from tqdm import tqdm
 
 from tessera.common.checkpoint import load_component
-from tessera.common.device import pick_device
 from tessera.common.images import tensor_to_arrays
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT
@@ -32,12 +31,13 @@ from tessera.lm.sampling import SamplingParams, resolve_temperature, sample_toke
 from tessera.lm.train import (
     LMData,
     bits_per_token,
-    component_dir,
     fixed_rows,
     load_tokenizer,
     prepare_split,
     sample_grid,
 )
+from tessera.training.cli import add_dataset_arguments, add_runtime_arguments, start_command
+from tessera.training.components import component_dir
 
 ATTRIBUTES = ("color", "shape", "position", "size")
 
@@ -140,7 +140,7 @@ def _score(pairs: list) -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="LM checkpoint (or bundle)")
     parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer checkpoint")
-    parser.add_argument("--dataset", choices=["twemoji", "shapes"], required=True)
+    add_dataset_arguments(parser)
     parser.add_argument("--out", type=Path, default=None, help="default: <checkpoint>/eval")
     parser.add_argument("--samples-per-prompt", type=int, default=1, help="shapes accuracy")
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: model's")
@@ -149,16 +149,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--bpt-limit", type=int, default=4096, help="images scored for bits")
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=2)
+    add_runtime_arguments(parser, threads=2, training=False)
 
 
 def run(args: argparse.Namespace) -> int:
     from tessera.data import load_dataset
 
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = start_command(args)
     lm_dir = component_dir(args.checkpoint, "lm")
     model = load_component(lm_dir, device=device)
     tokenizer, digest = load_tokenizer(args.tokenizer, device)
@@ -243,9 +240,8 @@ def bench_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    device = start_command(args)
     torch.manual_seed(0)
-    device = pick_device(args.device)
     config = LMConfig(grid_size=args.grid_size, vocab_size=args.vocab_size, **PRESETS[args.preset])
     model = ImageGPT(config).to(device).eval()
     states = torch.randn(args.batch, config.text_len, config.text_dim, device=device)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,35 +28,36 @@ from tqdm import tqdm
 
 from tessera.common.checkpoint import (
     CONFIG_NAME,
-    INDEX_NAME,
     WEIGHTS_NAME,
     file_sha256,
     load_component,
     save_component,
-    verify_component,
 )
-from tessera.common.device import pick_device
-from tessera.common.errors import InvalidArgument, NotFound
+from tessera.common.errors import InvalidArgument
 from tessera.common.images import make_grid, tensor_to_arrays
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, LMConfig, trim_text
 from tessera.lm.sampling import SamplingParams, sample_tokens
-
-# Caption caching, optimiser state and plotting are shared with the CLIP/prior/decoder trainers.
-from tessera.prior.train_clip import (
+from tessera.training.captions import (
     caption_table,
     encode_captions,
-    has_checkpoint,
-    load_train_state,
-    lr_at,
-    make_optimizer,
-    planned_steps,
-    plot_curves,
     sample_captions,
-    save_train_state,
     text_cache_dir,
-    to_float,
 )
+from tessera.training.cli import (
+    add_cadence_arguments,
+    add_optimizer_arguments,
+    add_run_arguments,
+    add_runtime_arguments,
+    refuses_overwrite,
+    start_command,
+)
+from tessera.training.components import component_dir
+from tessera.training.images import to_float
+from tessera.training.loop import Clock, due
+from tessera.training.optim import optimizer_step, set_lr
+from tessera.training.plots import plot_curves
+from tessera.training.state import save_train_state, start_training
 
 PRESETS: dict[str, dict] = {
     "base": dict(n_layer=8, n_head=8, n_embd=256),  # ~6.5M params: GPU, or a long CPU run
@@ -69,18 +69,6 @@ SAMPLE_SEEDS = 4
 
 
 # ------------------------------------------------------------------------- tokenizer + codes
-
-
-def component_dir(directory: Path, component: str) -> Path:
-    """A component's own directory, given it, a bundle (checksums verified) or a parent."""
-    directory = Path(directory)
-    if (directory / CONFIG_NAME).is_file():
-        return directory
-    if (directory / INDEX_NAME).is_file():
-        return verify_component(directory, component)
-    if (directory / component / CONFIG_NAME).is_file():
-        return directory / component
-    raise NotFound(f"no {component} checkpoint in {directory} (train it with `tessera train`)")
 
 
 def load_tokenizer(directory: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, str]:
@@ -255,11 +243,8 @@ def corrupt(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=["twemoji", "shapes"], required=True)
-    parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer checkpoint")
-    parser.add_argument("--out", type=Path, required=True, help="LM checkpoint directory")
-    parser.add_argument("--steps", type=int, default=5000, help="total optimiser steps")
-    parser.add_argument("--resume", action="store_true", help="continue from --out")
+    inputs = {"--tokenizer": "tokenizer checkpoint"}
+    add_run_arguments(parser, steps=5000, inputs=inputs, out_help="LM checkpoint directory")
     parser.add_argument("--preset", choices=list(PRESETS), default="small")
     parser.add_argument("--n-layer", type=int, default=None)
     parser.add_argument("--n-head", type=int, default=None)
@@ -278,19 +263,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="replace up to this fraction of input codes with random ones (targets unchanged)",
     )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--ckpt-every", type=int, default=500)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long"
-    )
+    add_optimizer_arguments(parser, batch_size=64, lr=1e-3, weight_decay=0.1, warmup=200)
+    add_cadence_arguments(parser, every=500)
+    add_runtime_arguments(parser, threads=2)
 
 
 def build_config(args: argparse.Namespace, tokenizer: nn.Module) -> LMConfig:
@@ -313,12 +288,10 @@ def build_config(args: argparse.Namespace, tokenizer: nn.Module) -> LMConfig:
 def run(args: argparse.Namespace) -> int:
     from tessera.data import load_dataset
 
-    torch.set_num_threads(args.threads)
+    device = start_command(args)
     torch.manual_seed(args.seed)
-    device = pick_device(args.device)
     out = Path(args.out)
-    if has_checkpoint(out) and not args.resume:
-        print(f"{out} already holds a checkpoint: pass --resume or choose another --out")
+    if refuses_overwrite(out, args.resume):
         return 2
 
     tokenizer, tok_digest = load_tokenizer(args.tokenizer, device)
@@ -329,22 +302,20 @@ def run(args: argparse.Namespace) -> int:
         heldout, tokenizer, tok_digest, args.data_dir, canonical_only=True, device=device
     )
 
-    if args.resume and has_checkpoint(out):
-        model = load_component(out, device=device).train()
-        config = model.config
-    else:
-        config = build_config(args, tokenizer)
-        model = ImageGPT(config).to(device)
+    model, optimizer, step, history = start_training(
+        out,
+        args.resume,
+        lambda: ImageGPT(build_config(args, tokenizer)),
+        device,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+    )
+    config = model.config
     if (config.vocab_size, config.grid_size) != (tokenizer.codebook_size, tokenizer.grid_size):
         raise InvalidArgument(
             f"LM (vocab {config.vocab_size}, grid {config.grid_size}) does not match the "
             f"tokenizer (codebook {tokenizer.codebook_size}, grid {tokenizer.grid_size})"
         )
-    optimizer = make_optimizer(model, args.lr, args.weight_decay)
-    step, history = 0, []
-    if args.resume and has_checkpoint(out):
-        step, history = load_train_state(out, optimizer)
-        print(f"resuming {out} at step {step}")
     print(
         f"ImageGPT {model.num_params() / 1e6:.2f}M params, {len(data.codes)} train images, "
         f"{len(data.texts)} captions, {config.n_tokens} tokens/image, vocab {config.vocab_size}"
@@ -382,9 +353,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     order, cursor = rng.permutation(len(data.codes)), 0
     bar = tqdm(total=args.steps, initial=step, desc="train lm", unit="step")
-    t0, start = time.time(), step
+    clock = Clock(step, args.steps, args.max_minutes)
     while step < args.steps:
-        if args.max_minutes and time.time() - t0 > 60 * args.max_minutes:
+        if clock.out_of_time():
             bar.write(f"time limit reached at step {step}")
             break
         if cursor + args.batch_size > len(order):
@@ -394,31 +365,24 @@ def run(args: argparse.Namespace) -> int:
         codes = data.codes[idx].to(device)
         text = data.text(torch.from_numpy(sample_captions(data.per_image, idx, rng)), device)
         # A time-boxed run plans its LR decay to end when the clock does, not at --steps.
-        plan = start + planned_steps(
-            step - start, args.steps - start, time.time() - t0, args.max_minutes
-        )
-        for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, plan, args.lr, min(args.warmup, plan // 10))
+        set_lr(optimizer, clock.lr(step, args.lr, args.warmup))
         model.train()
         with autocast:
             inputs = corrupt(codes[:, :-1], args.token_noise, config.vocab_size, rng, device)
             _, loss = model(inputs, text.states, text.mask, targets=codes)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(model, optimizer, loss)
         step += 1
         history.append({"step": step, "loss": loss.item()})
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", bpt=f"{loss.item() / math.log(2):.2f}")
-        if step % args.eval_every == 0 or step == args.steps:
+        if due(step, args.eval_every, args.steps):
             evaluate()
-        if step % args.ckpt_every == 0 or step == args.steps:
+        if due(step, args.ckpt_every, args.steps):
             checkpoint()
     bar.close()
     if history and "heldout_bpt" not in history[-1]:
         evaluate()
     if saved[0] != step or not (out / CONFIG_NAME).is_file():
         checkpoint()
-    print(f"done: {step} steps in {time.time() - t0:.0f}s -> {out}")
+    print(f"done: {step} steps in {clock.elapsed():.0f}s -> {out}")
     return 0

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tessera.clip.eval import recall_at
 from tessera.common.checkpoint import load_component
-from tessera.common.device import pick_device
 from tessera.common.errors import InvalidArgument
 from tessera.common.text_encoder import TextBatch
-from tessera.prior.eval_clip import recall_at
 from tessera.prior.train import precompute
-from tessera.prior.train_clip import text_cache_dir
+from tessera.training.captions import text_cache_dir
+from tessera.training.cli import add_dataset_arguments, add_runtime_arguments, start_command
+from tessera.training.plots import pyplot
 
 
 def image_recall(query: torch.Tensor, image_emb: torch.Tensor, caption_ids: torch.Tensor) -> dict:
@@ -35,10 +36,7 @@ def image_recall(query: torch.Tensor, image_emb: torch.Tensor, caption_ids: torc
 
 
 def plot_cosines(path: Path, report: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = report["guidance"]
     labels = ["text emb"] + [f"prior g={r['guidance_scale']:g}" for r in rows]
@@ -59,25 +57,19 @@ def plot_cosines(path: Path, report: dict) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prior", type=Path, required=True, help="prior checkpoint directory")
     parser.add_argument("--clip", type=Path, default=None, help="default: the prior's CLIP")
-    parser.add_argument("--dataset", choices=["twemoji", "shapes"], required=True)
-    parser.add_argument("--split", choices=["heldout", "train", "all"], default="heldout")
+    add_dataset_arguments(parser, split=True)
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps; default: config")
     parser.add_argument("--n-candidates", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="default: PRIOR/eval")
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)"
-    )
+    add_runtime_arguments(parser, threads=1, training=False)
 
 
 @torch.no_grad()
 def run(args: argparse.Namespace) -> int:
     from tessera.data import load_dataset
 
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = start_command(args)
     prior = load_component(args.prior, device=device)
     clip_dir = args.clip
     if clip_dir is None:

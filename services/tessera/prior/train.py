@@ -10,62 +10,48 @@ dropout. ``OUT`` is a component directory like the CLIP's, with ``loss.png`` bes
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from tessera.clip.eval import embed_images
 from tessera.common.checkpoint import load_component, save_component
-from tessera.common.device import pick_device
 from tessera.common.errors import InvalidArgument
 from tessera.common.text_encoder import TextBatch
 from tessera.prior.model import DiffusionPrior, PriorConfig
-from tessera.prior.train_clip import (
+from tessera.training.captions import (
     caption_table,
     encode_captions,
-    has_checkpoint,
-    load_train_state,
-    lr_at,
-    make_optimizer,
-    planned_steps,
-    plot_curves,
     sample_captions,
-    save_train_state,
     text_cache_dir,
 )
+from tessera.training.cli import (
+    add_cadence_arguments,
+    add_optimizer_arguments,
+    add_run_arguments,
+    add_runtime_arguments,
+    refuses_overwrite,
+    start_command,
+)
+from tessera.training.loop import Clock, due
+from tessera.training.optim import optimizer_step, set_lr
+from tessera.training.plots import plot_curves
+from tessera.training.state import save_train_state, start_training
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=["twemoji", "shapes"], required=True)
-    parser.add_argument("--clip", type=Path, required=True, help="trained CLIP directory")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint directory")
-    parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--resume", action="store_true")
+    add_run_arguments(parser, steps=5000, inputs={"--clip": "trained CLIP directory"})
     parser.add_argument("--preset", choices=["default", "small", "tiny"], default="default")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--ckpt-every", type=int, default=500)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long"
-    )
+    add_optimizer_arguments(parser, batch_size=128, lr=3e-4, weight_decay=0.01, warmup=200)
+    add_cadence_arguments(parser, every=500)
+    add_runtime_arguments(parser, threads=1)
 
 
 def precompute(clip: torch.nn.Module, data: object, cache: Path, device: torch.device) -> dict:
     """CLIP image embeddings (N,D); caption states/mask/pooled and CLIP text embeddings (M,..);
     per-image caption ids."""
-    from tessera.prior.eval_clip import embed_images
-
     texts, per_image = caption_table(data.captions)
     enc = encode_captions(texts, cache, states=True)
     with torch.no_grad():
@@ -101,14 +87,26 @@ def heldout_cosine(
     }
 
 
+def build_prior(preset: str, image_emb: torch.Tensor, device: torch.device) -> DiffusionPrior:
+    """A fresh prior of ``preset`` size for CLIP embeddings like ``image_emb`` (N,D), with
+    its embedding statistics measured on them."""
+    d = image_emb.shape[1]
+    config = {
+        "default": PriorConfig(embed_dim=d),
+        "small": PriorConfig(embed_dim=d, n_layer=4, n_head=4, n_embd=192),  # short CPU runs
+        "tiny": PriorConfig.tiny(embed_dim=d),
+    }[preset]
+    prior = DiffusionPrior(config).to(device)
+    prior.set_embedding_stats(image_emb.to(device))
+    return prior
+
+
 def run(args: argparse.Namespace) -> int:
     from tessera.data import load_dataset
 
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = start_command(args)
     out = Path(args.out)
-    if has_checkpoint(out) and not args.resume:
-        print(f"{out} already holds a checkpoint: pass --resume or choose another --out")
+    if refuses_overwrite(out, args.resume):
         return 2
     clip = load_component(args.clip, device=device)
     cache = text_cache_dir(args.data_dir)
@@ -119,25 +117,17 @@ def run(args: argparse.Namespace) -> int:
         clip, load_dataset(args.dataset, "heldout", data_dir=args.data_dir), cache, device
     )
 
-    if args.resume and has_checkpoint(out):
-        prior = load_component(out, device=device).train()
-        config = prior.config
-        if config.embed_dim != clip.embed_dim:
-            raise InvalidArgument(f"prior D={config.embed_dim} but CLIP D={clip.embed_dim}")
-    else:
-        d = clip.embed_dim
-        config = {
-            "default": PriorConfig(embed_dim=d),
-            "small": PriorConfig(embed_dim=d, n_layer=4, n_head=4, n_embd=192),  # short CPU runs
-            "tiny": PriorConfig.tiny(embed_dim=d),
-        }[args.preset]
-        prior = DiffusionPrior(config).to(device)
-        prior.set_embedding_stats(train["image_emb"].to(device))
-    optimizer = make_optimizer(prior, args.lr, args.weight_decay)
-    step, history = 0, []
-    if args.resume and has_checkpoint(out):
-        step, history = load_train_state(out, optimizer)
-        print(f"resuming {out} at step {step}")
+    prior, optimizer, step, history = start_training(
+        out,
+        args.resume,
+        lambda: build_prior(args.preset, train["image_emb"], device),
+        device,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+    )
+    config = prior.config
+    if config.embed_dim != clip.embed_dim:
+        raise InvalidArgument(f"prior D={config.embed_dim} but CLIP D={clip.embed_dim}")
     n_params = sum(p.numel() for p in prior.parameters())
     n_img, n_txt = len(train["image_emb"]), len(train["texts"])
     print(
@@ -163,18 +153,15 @@ def run(args: argparse.Namespace) -> int:
         )
 
     bar = tqdm(total=args.steps, initial=step, desc="train prior", unit="step")
-    t0, start = time.time(), step
+    clock = Clock(step, args.steps, args.max_minutes)
     while step < args.steps:
-        if args.max_minutes and time.time() - t0 > 60 * args.max_minutes:
+        if clock.out_of_time():
             bar.write(f"time limit reached at step {step}")
             checkpoint()
             break
         idx = rng.integers(0, n_img, args.batch_size)
         cap = torch.from_numpy(sample_captions(train["per_image"], idx, rng)).to(device)
-        plan = planned_steps(step - start, args.steps - start, time.time() - t0, args.max_minutes)
-        plan += start
-        for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, plan, args.lr, min(args.warmup, plan // 10))
+        set_lr(optimizer, clock.lr(step, args.lr, args.warmup))
         prior.train()
         t = int(mask[cap].sum(1).max())  # trim padding shared by the whole batch
         loss = prior.loss(
@@ -184,15 +171,12 @@ def run(args: argparse.Namespace) -> int:
             text_emb[cap],
             generator=gen,
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(prior, optimizer, loss)
         step += 1
         history.append({"step": step, "loss": loss.item()})
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % args.eval_every == 0 or step == args.steps:
+        if due(step, args.eval_every, args.steps):
             prior.eval()
             m = heldout_cosine(prior, heldout, device, steps=config.sample_steps)
             history[-1].update(m)
@@ -200,10 +184,10 @@ def run(args: argparse.Namespace) -> int:
                 f"step {step}: held-out cosine prior {m['prior_cosine']:.3f} "
                 f"vs text baseline {m['text_baseline_cosine']:.3f}"
             )
-        if step % args.ckpt_every == 0 or step == args.steps:
+        if due(step, args.ckpt_every, args.steps):
             checkpoint()
     bar.close()
     if not (out / "config.json").is_file():
         checkpoint()
-    print(f"done: {step} steps in {time.time() - t0:.0f}s -> {out}")
+    print(f"done: {step} steps in {clock.elapsed():.0f}s -> {out}")
     return 0

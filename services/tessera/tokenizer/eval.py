@@ -20,6 +20,7 @@ from tessera.common.checkpoint import load_component
 from tessera.common.images import arrays_to_tensor, make_grid, tensor_to_arrays
 from tessera.data import load_dataset
 from tessera.tokenizer.losses import code_statistics, gmsd, psnr, sharpness, ssim
+from tessera.training.cli import add_dataset_arguments
 
 
 @torch.no_grad()
@@ -90,8 +91,7 @@ def comparison_grid(rows: list[np.ndarray], columns: int = 16, scale: int = 2) -
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="tokenizer directory")
-    parser.add_argument("--dataset", choices=["twemoji", "shapes"], default="twemoji")
-    parser.add_argument("--split", choices=["heldout", "train", "all"], default="heldout")
+    add_dataset_arguments(parser, split=True, default="twemoji")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--compare", type=Path, default=None, help="a second tokenizer to show")
     parser.add_argument("--out", type=Path, default=None, help="default: CHECKPOINT/eval")

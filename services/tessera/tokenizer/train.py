@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,10 @@ from tessera.tokenizer.losses import (
     reconstruction_loss,
 )
 from tessera.tokenizer.model import VQConfig, VQModel
+from tessera.training.cli import add_run_arguments
+from tessera.training.optim import cosine_decay, optimizer_step
+from tessera.training.plots import pyplot
+from tessera.training.state import optimizer_from_files, optimizer_to_files
 
 STATE_DIR = "train_state"
 PRESETS = {
@@ -81,35 +84,6 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-# --- optimizer state <-> safetensors (no pickle) --------------------------------------------
-
-
-def optimizer_to_files(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, dict]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"{prefix}.{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def optimizer_from_files(
-    opt: torch.optim.Optimizer, prefix: str, tensors: dict, meta: dict
-) -> None:
-    state: dict[int, dict] = {}
-    for name, v in tensors.items():
-        p, pid, k = name.split(".", 2)
-        if p == prefix:
-            state.setdefault(int(pid), {})[k] = v
-    for name, v in meta["scalars"].items():
-        pid, k = name.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
 # --- the trainer ---------------------------------------------------------------------------
 
 
@@ -144,8 +118,7 @@ class Trainer:
     def lr_scale(self) -> float:
         if self.step < self.cfg.warmup:
             return (self.step + 1) / self.cfg.warmup
-        cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
-        return self.cfg.min_lr_frac + (1 - self.cfg.min_lr_frac) * cosine
+        return cosine_decay(self.progress(), self.cfg.min_lr_frac)
 
     def gan_due(self) -> bool:
         if not self.cfg.use_gan:
@@ -189,10 +162,7 @@ class Trainer:
             loss = loss + weight * g_loss
             self.disc.requires_grad_(True)
             logs |= {"g_loss": float(g_loss.detach()), "d_weight": float(weight)}
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
+        optimizer_step(self.model, self.opt, loss)
         if self.gan_active:
             d_loss = hinge_d_loss(self.disc(x), self.disc(out.reconstruction.detach()))
             self.opt_d.zero_grad(set_to_none=True)
@@ -234,8 +204,8 @@ class Trainer:
         self.model.load_state_dict(load_component(self.out).state_dict())
         self.disc.load_state_dict(load_component(state_dir / "discriminator").state_dict())
         tensors = load_file(str(state_dir / "optimizers.safetensors"))
-        optimizer_from_files(self.opt, "model", tensors, state["optimizers"]["model"])
-        optimizer_from_files(self.opt_d, "disc", tensors, state["optimizers"]["disc"])
+        optimizer_from_files(self.opt, tensors, state["optimizers"]["model"], "model")
+        optimizer_from_files(self.opt_d, tensors, state["optimizers"]["disc"], "disc")
         self.step, self.elapsed = int(state["step"]), float(state["elapsed_s"])
         self.gan_active = bool(state["gan_active"])
         history = self.out / "history.json"
@@ -289,10 +259,7 @@ class Trainer:
 
 
 def plot_history(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [
         ("reconstruction", ["l1", "mse", "grad"]),
@@ -323,10 +290,13 @@ def plot_history(history: list[dict], path: Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=["twemoji", "shapes"], default="twemoji")
-    parser.add_argument("--out", type=Path, required=True, help="tokenizer directory to write")
-    parser.add_argument("--steps", type=int, default=None, help="default 6000")
-    parser.add_argument("--resume", action="store_true", help="continue OUT's training")
+    add_run_arguments(
+        parser,
+        steps=None,
+        steps_help="default 6000",
+        out_help="tokenizer directory to write",
+        dataset="twemoji",
+    )
     parser.add_argument("--gan-start", type=int, default=None, help="step the GAN starts")
     parser.add_argument("--no-gan", action="store_true", help="VQ-VAE only (baseline)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tessera.bundle.init import build_random_bundle
+from tessera.bundle.random_init import build_random_bundle
 from tessera.common.errors import InvalidArgument
 from tessera.common.protos import embedding_to_proto, text_states_to_proto
 from tessera.decoder.deployment import Decoder

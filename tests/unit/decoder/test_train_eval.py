@@ -13,13 +13,13 @@ import torch
 from conftest import fake_text
 from torch import nn
 
+from tessera.clip.model import CLIPConfig, CLIPModel
 from tessera.common.checkpoint import load_component
 from tessera.data.dataset import ImageTextDataset
 from tessera.data.shapes import ShapeAttrs, captions_for, render
 from tessera.decoder import eval as decoder_eval
 from tessera.decoder import train as decoder_train
 from tessera.decoder.model import LatentDecoder
-from tessera.prior.clip import CLIPConfig, CLIPModel
 
 
 class StandInVQ(nn.Module):

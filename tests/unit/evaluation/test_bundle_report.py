@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from tessera.bundle.init import build_random_bundle
+from tessera.bundle.random_init import build_random_bundle
 from tessera.data import shapes
 from tessera.evaluation import bundle as report
 

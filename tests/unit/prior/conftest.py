@@ -1,4 +1,4 @@
-"""CLIP and prior tests run single-threaded: tiny models, a shared 2-core machine."""
+"""Prior tests run single-threaded: tiny models, a shared 2-core machine."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers for the CLIP and prior tests: synthetic MiniLM outputs and embeddings."""
+"""Helpers for the prior tests: synthetic MiniLM outputs and embeddings."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tessera.cli import main
+from tessera.clip.model import CLIPModel
 from tessera.common.checkpoint import load_component
 from tessera.data.dataset import ImageTextDataset, save_dataset
-from tessera.prior.clip import CLIPModel
 from tessera.prior.model import DiffusionPrior
 
 COLORS = {"red": (230, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 230)}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tessera.bundle.init import build_random_bundle
+from tessera.bundle.random_init import build_random_bundle
 from tessera.common.protos import text_states_from_proto
 from tessera.prior.deployment import Prior
 from tessera.v1 import prior_pb2

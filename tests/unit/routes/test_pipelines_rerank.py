@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from tessera.bundle.init import build_random_bundle
+from tessera.bundle.random_init import build_random_bundle
 from tessera.common.errors import Cancelled, InvalidArgument
 from tessera.routes.local import local_pipelines
 from tessera.routes.pipelines import Pipelines, candidate_seed

@@ -18,9 +18,9 @@ from tessera.common.checkpoint import save_component, write_bundle_index
 
 def build_random_bundle(out: Path, name: str, *, tiny: bool = True, seed: int = 0) -> dict:
     """Write a complete random-init bundle to ``out``; returns its index."""
+    from tessera.clip.model import CLIPConfig, CLIPModel
     from tessera.decoder.model import DecoderConfig, LatentDecoder
     from tessera.lm.model import ImageGPT, LMConfig
-    from tessera.prior.clip import CLIPConfig, CLIPModel
     from tessera.prior.model import DiffusionPrior, PriorConfig
     from tessera.tokenizer.model import VQConfig, VQModel
 

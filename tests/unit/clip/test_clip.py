@@ -7,21 +7,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from prior_helpers import unit
 
+from tessera.clip.eval import retrieval_metrics, zero_shot
+from tessera.clip.model import CLIPConfig, CLIPModel, clip_loss
 from tessera.common.checkpoint import load_component, save_component
 from tessera.common.errors import InvalidArgument
-from tessera.prior.clip import CLIPConfig, CLIPModel, clip_loss
-from tessera.prior.eval_clip import retrieval_metrics, zero_shot
-from tessera.prior.train_clip import (
-    caption_table,
-    load_train_state,
-    lr_at,
-    make_optimizer,
-    planned_steps,
-    random_translate,
-    save_train_state,
-)
+from tessera.training.optim import make_optimizer
+
+
+def unit(n: int, dim: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, dim, generator=gen), dim=-1)
 
 
 def test_infonce_is_symmetric_and_prefers_matched_pairs():
@@ -113,22 +109,6 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.logit_scale.item() == pytest.approx(3.3)
 
 
-def test_train_state_round_trip(tmp_path):
-    model = CLIPModel(CLIPConfig.tiny())
-    opt = make_optimizer(model, 1e-3, 0.1)
-    model(torch.zeros(2, 3, 64, 64), F.normalize(torch.randn(2, 384), dim=-1)).backward()
-    opt.step()
-    save_train_state(tmp_path, opt, 7, [{"step": 7, "loss": 1.5}])
-    fresh = make_optimizer(model, 5.0, 0.0)
-    step, history = load_train_state(tmp_path, fresh)
-    assert step == 7 and history == [{"step": 7, "loss": 1.5}]
-    a, b = opt.state_dict(), fresh.state_dict()
-    assert b["param_groups"][0]["lr"] == 1e-3 and b["param_groups"][0]["weight_decay"] == 0.1
-    for pid, state in a["state"].items():
-        for key, value in state.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["state"][pid][key]))
-
-
 def test_retrieval_counts_shared_captions_and_zero_shot():
     # 3 images, 2 captions: images 0 and 1 share caption 0.
     txt = torch.eye(2, 4)
@@ -139,19 +119,3 @@ def test_retrieval_counts_shared_captions_and_zero_shot():
     assert wrong["image_to_text"]["r@1"] == 0.0 and wrong["image_to_text"]["r@2"] == 1.0
     z = zero_shot(img, txt, torch.tensor([0, 0, 0]))
     assert z["top1"] == pytest.approx(2 / 3) and z["chance_uniform"] == 0.5
-
-
-def test_caption_table_random_translate_and_schedule():
-    texts, ids = caption_table([["a", "b"], ["b"], ["c", "a"]])
-    assert texts == ["a", "b", "c"] and ids == [[0, 1], [1], [2, 0]]
-    x = torch.rand(4, 3, 16, 16) * 2 - 1
-    gen = torch.Generator().manual_seed(0)
-    assert torch.equal(random_translate(x, 0, gen), x)
-    moved = random_translate(x, 3, gen)
-    assert moved.shape == x.shape and moved.max() <= 1.0
-    assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
-    assert lr_at(10, 100, 1.0, 10) == pytest.approx(1.0)
-    assert lr_at(100, 100, 1.0, 10) == pytest.approx(0.1)
-    # A time limit shortens the plan: 10 steps in 1 of 5 minutes -> ~50 steps.
-    assert planned_steps(10, 1000, 60.0, 5.0) == 50
-    assert planned_steps(10, 20, 60.0, 5.0) == 20 and planned_steps(10, 1000, 60.0, None) == 1000

@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tessera.clip.model import CLIPModel
 from tessera.common.checkpoint import load_component
-from tessera.common.device import pick_device
-from tessera.prior.clip import CLIPModel
-from tessera.prior.train_clip import caption_table, encode_captions, text_cache_dir, to_float
+from tessera.training.captions import caption_table, encode_captions, text_cache_dir
+from tessera.training.cli import add_dataset_arguments, add_runtime_arguments, start_command
+from tessera.training.images import to_float
+from tessera.training.plots import pyplot
 
 
 @torch.no_grad()
@@ -94,10 +96,7 @@ def plot_retrieval(
     hits: np.ndarray,
 ) -> None:
     """One row per query: the caption, its true image, then the top-k retrieved images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows, k = top.shape
     fig, axes = plt.subplots(rows, k + 1, figsize=(1.3 * (k + 1) + 2.5, 1.35 * rows), squeeze=False)
@@ -124,26 +123,20 @@ def plot_retrieval(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", type=Path, required=True, help="CLIP checkpoint directory")
-    parser.add_argument("--dataset", choices=["twemoji", "shapes"], required=True)
-    parser.add_argument("--split", choices=["heldout", "train", "all"], default="heldout")
+    add_dataset_arguments(parser, split=True)
     parser.add_argument("--out", type=Path, default=None, help="default: CLIP/eval")
     parser.add_argument(
         "--labels", nargs="+", default=None, help="label kinds for zero-shot; default: all worded"
     )
     parser.add_argument("--template", default="{}", help="zero-shot prompt, {} = label name")
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)"
-    )
+    add_runtime_arguments(parser, threads=1, training=False)
 
 
 @torch.no_grad()
 def run(args: argparse.Namespace) -> int:
     from tessera.data import load_dataset
 
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = start_command(args)
     out = Path(args.out or Path(args.clip) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     cache = text_cache_dir(args.data_dir)

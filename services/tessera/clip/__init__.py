@@ -1,0 +1,1 @@
+"""Tessera CLIP package: the model, `tessera train clip`, `tessera eval clip`."""

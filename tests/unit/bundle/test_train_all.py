@@ -1,0 +1,37 @@
+"""`tessera train all`'s record: the same arguments it runs, with paths inside the repository
+relative to its root (training.json must not name the machine that trained the bundle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tessera.bundle.train_all import component_args, recorded_args, repo_relative
+from tessera.common.settings import REPO_ROOT
+
+
+def test_paths_in_the_repository_are_recorded_relative_to_its_root(tmp_path):
+    out = REPO_ROOT / "models" / "shapes"
+    argv = component_args("decoder", out, "shapes", seed=0, resume=False)
+    recorded = recorded_args(argv, out)
+    assert recorded[recorded.index("--out") + 1] == "models/shapes/decoder"
+    assert recorded[recorded.index("--tokenizer") + 1] == "models/shapes/tokenizer"
+    assert recorded[recorded.index("--clip") + 1] == "models/shapes/clip"
+    # everything else is as run
+    paths = {argv.index(f) + 1 for f in ("--out", "--tokenizer", "--clip")}
+    assert [a for i, a in enumerate(argv) if i not in paths] == [
+        a for i, a in enumerate(recorded) if i not in paths
+    ]
+
+
+def test_paths_outside_the_repository_stay_absolute(tmp_path):
+    assert repo_relative(tmp_path / "b") == str((tmp_path / "b").resolve())
+    assert repo_relative(REPO_ROOT / "models") == "models"
+    assert recorded_args(["--out", str(tmp_path / "b" / "lm")], tmp_path / "b") == [
+        "--out",
+        str(Path(tmp_path / "b" / "lm").resolve()),
+    ]
+
+
+def test_committed_training_records_name_no_machine():
+    for record in (REPO_ROOT / "models").glob("*/training.json"):
+        assert '"/' not in record.read_text(), record
