@@ -18,7 +18,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from tessera import registry
-from tessera.bundle.init import build_random_bundle
+from tessera.bundle.random_init import build_random_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 
