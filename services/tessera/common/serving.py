@@ -26,8 +26,6 @@ from tessera.common.settings import get_settings
 
 log = logging.getLogger("tessera")
 
-MAX_SEED = 2**63 - 1
-
 
 def resolve_seed(seed: int | None) -> int:
     """The request's seed, or a fresh random one (returned to the caller for replay)."""
@@ -187,47 +185,6 @@ def returns(response_type: type) -> Callable[[Callable], Callable]:
         return method
 
     return mark
-
-
-_DONE = object()
-
-
-async def stream_from_thread(work: Callable[[Callable[[Any], bool]], Any]) -> Any:
-    """Run blocking ``work(emit)`` in a thread and yield what it emits, then its result.
-
-    ``emit(item)`` returns False once the consumer has gone away (the client disconnected
-    and this generator was closed), so the work can stop at its next step instead of
-    burning the replica on an answer nobody reads.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    consumer_alive = True
-
-    def emit(item: Any) -> bool:
-        if consumer_alive:
-            loop.call_soon_threadsafe(queue.put_nowait, (False, item))
-        return consumer_alive
-
-    def run() -> None:
-        try:
-            result = work(emit)
-            loop.call_soon_threadsafe(queue.put_nowait, (True, result))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            loop.call_soon_threadsafe(queue.put_nowait, (True, e))
-
-    task = loop.run_in_executor(None, run)
-    try:
-        while True:
-            final, item = await queue.get()
-            if final:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                return
-            yield item
-    finally:
-        consumer_alive = False
-        await asyncio.shield(task) if task.done() else None
 
 
 def _inside_replica() -> bool:
