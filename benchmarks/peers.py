@@ -175,7 +175,7 @@ def decoder_vs_diffusers(
     from diffusers import DDIMScheduler, UNet2DModel
 
     from tessera.common.text_encoder import TextBatch
-    from tessera.decoder.pipeline import sample_latents
+    from tessera.decoder.sampling import sample_latents
 
     cfg = decoder.config
     levels = len(cfg.widths)

@@ -27,7 +27,7 @@ from tessera.common.serving import settle
 from tessera.common.step_loop import StepJob, StepLoop
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import LatentDecoder
-from tessera.decoder.pipeline import validate_request
+from tessera.decoder.sampling import validate_request
 from tessera.decoder.schedulers import NoiseSchedule, make_scheduler
 
 ProgressFn = Callable[[int, int, Tensor], bool | None]

@@ -36,7 +36,7 @@ from tessera.common.device import pick_device
 from tessera.common.images import encode_png, make_grid, tensor_to_arrays
 from tessera.common.text_encoder import TextEncoder
 from tessera.decoder.model import LatentDecoder
-from tessera.decoder.pipeline import sample_latents
+from tessera.decoder.sampling import sample_latents
 from tessera.decoder.train import encode_images, load_any
 from tessera.prior.train_clip import to_float
 

@@ -41,7 +41,7 @@ from tessera.common.errors import InvalidArgument, NotFound
 from tessera.common.images import encode_png, make_grid, tensor_to_arrays
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import DecoderConfig, LatentDecoder
-from tessera.decoder.pipeline import EMA, sample_latents
+from tessera.decoder.sampling import EMA, sample_latents
 from tessera.decoder.schedulers import DDPMScheduler
 
 # Caching, optimiser state and plotting are shared with the CLIP and prior trainers.
