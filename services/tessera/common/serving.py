@@ -9,7 +9,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,15 @@ async def call(handle_method: Any, *args: Any) -> Any:
         if inner is not e and isinstance(inner, TesseraError):
             raise inner from None
         raise
+
+
+def item_slices(sizes: Iterable[int]) -> list[slice]:
+    """Each item's rows in a batch that concatenates items of these sizes, in order."""
+    slices, start = [], 0
+    for size in sizes:
+        slices.append(slice(start, start + size))
+        start += size
+    return slices
 
 
 def split_results(results: list[Any]) -> Any:

@@ -18,7 +18,7 @@ from tessera.common.protos import (
     embedding_to_proto,
     text_states_to_proto,
 )
-from tessera.common.serving import batched, resolve_seed, split_results
+from tessera.common.serving import batched, item_slices, resolve_seed, split_results
 from tessera.common.text_encoder import TextBatch
 from tessera.prior.engine import PriorBatcher
 from tessera.v1 import prior_pb2
@@ -87,19 +87,17 @@ class Prior(EngineService):
 
     def _embed_text_many(self, items: list[tuple[list[str], bool]]) -> list:
         emb, text = self._embed_texts([t for texts, _ in items for t in texts])
-        out, start = [], 0
-        for texts, return_states in items:
-            rows = range(start, start + len(texts))
-            start += len(texts)
-            out.append(
-                prior_pb2.EmbedResponse(
-                    embeddings=[embedding_to_proto(emb[i]) for i in rows],
-                    text_states=[text_states_to_proto(text, i) for i in rows]
-                    if return_states
-                    else [],
-                )
+        return [
+            prior_pb2.EmbedResponse(
+                embeddings=[embedding_to_proto(e) for e in emb[rows]],
+                text_states=[text_states_to_proto(text, i) for i in range(rows.start, rows.stop)]
+                if return_states
+                else [],
             )
-        return out
+            for (_, return_states), rows in zip(
+                items, item_slices(len(texts) for texts, _ in items), strict=True
+            )
+        ]
 
     async def EmbedImage(self, request: prior_pb2.EmbedImageRequest) -> prior_pb2.EmbedResponse:
         check_count("images", len(request.images), 1, MAX_IMAGES)
@@ -114,12 +112,10 @@ class Prior(EngineService):
     def _embed_image_many(self, items: list[tuple[list]]) -> list:
         arrays = [a for (item_arrays,) in items for a in item_arrays]
         emb = self.clip.embed_image(arrays_to_tensor(arrays).to(self.device)).cpu()
-        out, start = [], 0
-        for (item_arrays,) in items:
-            rows = emb[start : start + len(item_arrays)]
-            start += len(item_arrays)
-            out.append(prior_pb2.EmbedResponse(embeddings=[embedding_to_proto(e) for e in rows]))
-        return out
+        return [
+            prior_pb2.EmbedResponse(embeddings=[embedding_to_proto(e) for e in emb[rows]])
+            for rows in item_slices(len(item_arrays) for (item_arrays,) in items)
+        ]
 
     async def SamplePrior(
         self, request: prior_pb2.SamplePriorRequest
