@@ -10,7 +10,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -251,14 +250,3 @@ def batched(
         return wrapper
 
     return decorate
-
-
-def settle(future: Future, result: object = None, error: BaseException | None = None) -> None:
-    """Resolve a sampler's request future unless its caller cancelled it meanwhile
-    (``set_result`` on a cancelled future would raise inside the sampling thread)."""
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
