@@ -207,7 +207,7 @@ def decoder_vs_diffusers(
     """``decoder`` already on ``device``; the diffusers UNet and all inputs go there too."""
     from diffusers import DDIMScheduler, UNet2DModel
 
-    from tessera.decoder.pipeline import sample_latents
+    from tessera.decoder.sampling import sample_latents
 
     cfg = decoder.config
     levels = len(cfg.widths)

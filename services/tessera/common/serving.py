@@ -9,8 +9,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ from tessera.common.errors import TesseraError, grpc_status, public_message
 from tessera.common.settings import get_settings
 
 log = logging.getLogger("tessera")
-
-MAX_SEED = 2**63 - 1
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -67,6 +64,15 @@ async def call(handle_method: Any, *args: Any) -> Any:
         if inner is not e and isinstance(inner, TesseraError):
             raise inner from None
         raise
+
+
+def item_slices(sizes: Iterable[int]) -> list[slice]:
+    """Each item's rows in a batch that concatenates items of these sizes, in order."""
+    slices, start = [], 0
+    for size in sizes:
+        slices.append(slice(start, start + size))
+        start += size
+    return slices
 
 
 def split_results(results: list[Any]) -> Any:
@@ -189,47 +195,6 @@ def returns(response_type: type) -> Callable[[Callable], Callable]:
     return mark
 
 
-_DONE = object()
-
-
-async def stream_from_thread(work: Callable[[Callable[[Any], bool]], Any]) -> Any:
-    """Run blocking ``work(emit)`` in a thread and yield what it emits, then its result.
-
-    ``emit(item)`` returns False once the consumer has gone away (the client disconnected
-    and this generator was closed), so the work can stop at its next step instead of
-    burning the replica on an answer nobody reads.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    consumer_alive = True
-
-    def emit(item: Any) -> bool:
-        if consumer_alive:
-            loop.call_soon_threadsafe(queue.put_nowait, (False, item))
-        return consumer_alive
-
-    def run() -> None:
-        try:
-            result = work(emit)
-            loop.call_soon_threadsafe(queue.put_nowait, (True, result))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            loop.call_soon_threadsafe(queue.put_nowait, (True, e))
-
-    task = loop.run_in_executor(None, run)
-    try:
-        while True:
-            final, item = await queue.get()
-            if final:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                return
-            yield item
-    finally:
-        consumer_alive = False
-        await asyncio.shield(task) if task.done() else None
-
-
 def _inside_replica() -> bool:
     from ray import serve
     from ray.serve.exceptions import RayServeException
@@ -285,14 +250,3 @@ def batched(
         return wrapper
 
     return decorate
-
-
-def settle(future: Future, result: object = None, error: BaseException | None = None) -> None:
-    """Resolve a sampler's request future unless its caller cancelled it meanwhile
-    (``set_result`` on a cancelled future would raise inside the sampling thread)."""
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from pathlib import Path
 
 import torch
 from ray import serve
 
 from tessera.common import metrics
+from tessera.common.engine_service import EngineService
 from tessera.common.errors import InvalidArgument
 from tessera.common.protos import (
     check_count,
@@ -18,8 +20,7 @@ from tessera.common.protos import (
     tensor_to_proto,
     text_states_from_proto,
 )
-from tessera.common.serving import BatchKnobs, load_model, resolve_seed
-from tessera.common.text_encoder import shared_text_encoder
+from tessera.common.serving import resolve_seed
 from tessera.decoder.engine import DenoiseBatcher
 from tessera.v1 import common_pb2, decoder_pb2
 
@@ -31,32 +32,14 @@ DEFAULT_MAX_ROWS = 32  # UNet rows per call: 16 guided images denoising at once
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=32)
-class Decoder(BatchKnobs):
+class Decoder(EngineService):
     """Requests share one step-level batcher (``tessera.decoder.engine``): each UNet call
-    covers every running request, whatever step each has reached."""
+    covers every running request, whatever step each has reached. ``max_rows``: UNet rows per
+    call (a guided image takes two)."""
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
-        self.model, self.device = load_model(bundle_dir, "decoder", device)
-        self.text_encoder = shared_text_encoder(str(self.device))
-        self.engine = DenoiseBatcher(self.model, max_rows=DEFAULT_MAX_ROWS)
-        self.model_loaded = True
-
-    def reconfigure(self, user_config: dict) -> None:
-        """``max_rows``: UNet rows per call (a guided image takes two)."""
-        rows = user_config.get("max_rows", user_config.get("max_batch_size"))
-        if rows is not None:
-            self.engine.set_max_rows(max(int(rows), 2 * MAX_SAMPLES))
-        self.user_config = dict(user_config)
-
-    def check_health(self) -> None:
-        super().check_health()
-        if not self.engine.thread.is_alive():
-            raise RuntimeError("the decoder sampler thread has stopped")
-
-    def __del__(self) -> None:
-        engine = getattr(self, "engine", None)
-        if engine is not None:
-            engine.close()
+        self.model = self.load(bundle_dir, "decoder", device)
+        self.start_engine(DenoiseBatcher, self.model, DEFAULT_MAX_ROWS, 2 * MAX_SAMPLES)
 
     def _parse(self, request: decoder_pb2.SampleLatentsRequest) -> dict:
         check_count("image_embeddings", len(request.image_embeddings), 1, MAX_SAMPLES)
@@ -132,36 +115,23 @@ class Decoder(BatchKnobs):
         job = self._parse(request)
         steps = job["steps"] or self.model.config.default_steps
         every = request.stream_every or max(1, steps // 5)  # ~5 previews by default
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        listening = True
         totals = {"steps": 0}
 
-        def on_progress(step: int, total: int, x0: torch.Tensor) -> bool:
+        def preview(step: int, total: int, x0: torch.Tensor) -> tuple | None:
             totals["steps"] = total
-            if listening and step < total:
-                loop.call_soon_threadsafe(events.put_nowait, (step, total, x0.cpu()))
-            return listening
+            return (step, total, x0.cpu()) if step < total else None
 
-        task = asyncio.ensure_future(self._sample(job, on_progress, every))
-        task.add_done_callback(lambda _: events.put_nowait(None))
-        try:
-            while (item := await events.get()) is not None:
-                step, total, x0 = item
+        sampling = self.stream(lambda on_progress: self._sample(job, on_progress, every), preview)
+        async with aclosing(sampling) as events:
+            async for final, item in events:
+                if final:
+                    total = totals["steps"] or steps
+                    step, latents = total, item
+                else:
+                    step, total, latents = item
                 yield decoder_pb2.SampleLatentsEvent(
                     progress=common_pb2.Progress(step=step, total_steps=total, stage="decoder"),
-                    latents=[tensor_to_proto(z) for z in x0],
+                    latents=[tensor_to_proto(z) for z in latents],
+                    done=final,
                     seed=job["seed"],
                 )
-            final = await task
-        finally:
-            listening = False
-            if not task.done():
-                task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        total = totals["steps"] or job["steps"] or self.model.config.default_steps
-        yield decoder_pb2.SampleLatentsEvent(
-            progress=common_pb2.Progress(step=total, total_steps=total, stage="decoder"),
-            latents=[tensor_to_proto(z) for z in final],
-            done=True,
-            seed=job["seed"],
-        )

@@ -22,12 +22,10 @@ import torch
 from torch import Tensor
 
 from tessera.common.device import make_generator
-from tessera.common.errors import Cancelled
-from tessera.common.serving import settle
 from tessera.common.step_loop import StepJob, StepLoop
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import LatentDecoder
-from tessera.decoder.pipeline import validate_request
+from tessera.decoder.sampling import validate_request
 from tessera.decoder.schedulers import NoiseSchedule, make_scheduler
 
 ProgressFn = Callable[[int, int, Tensor], bool | None]
@@ -131,39 +129,22 @@ class DenoiseBatcher(StepLoop):
         )
         start, finished = 0, []
         for job in self.running:
-            parts = []
-            for _ in job.halves:
-                parts.append(out[start : start + job.n])
-                start += job.n
-            if len(parts) == 2:
-                cond, uncond = parts
-                model_out = uncond + job.guidance * (cond - uncond)
-            else:
-                model_out = parts[0]
+            model_out, start = job.guided(out, start)
             t = job.scheduler.timesteps[job.index]
             result = job.scheduler.step(model_out, t, job.x, generator=job.generators)
             job.x = result.prev_sample
             job.index += 1
             if self._report(job, result.pred_original_sample):
                 finished.append(job)
-        gone = {id(job) for job in finished}
-        self.running = [job for job in self.running if id(job) not in gone]
+        self.running = [job for job in self.running if job not in finished]
 
     def _report(self, job: _Job, x0: Tensor) -> bool:
-        """Progress, cancellation and completion for one job; True when it leaves."""
-        if job.future.done():  # cancelled by its caller (Future.cancel())
-            return True
-        done, total = job.index, job.total
-        if job.on_progress is not None and (done % job.every == 0 or done == total):
-            try:
-                keep = job.on_progress(done, total, self.model.denormalize_latents(x0))
-            except Exception as e:  # a broken callback fails its own request only
-                settle(job.future, error=e)
-                return True
-            if keep is not None and not keep:
-                settle(job.future, error=Cancelled(f"sampling cancelled at step {done}/{total}"))
-                return True
-        if done == total:
-            settle(job.future, self.model.denormalize_latents(job.x))
-            return True
-        return False
+        """Preview (every ``every`` steps and at the last), cancellation and completion for
+        one job; True when it leaves."""
+        done, total, denormalize = job.index, job.total, self.model.denormalize_latents
+        due = job.on_progress is not None and (done % job.every == 0 or done == total)
+        return self._leaves(
+            job,
+            progress=(lambda: job.on_progress(done, total, denormalize(x0))) if due else None,
+            result=(lambda: denormalize(job.x)) if done == total else None,
+        )

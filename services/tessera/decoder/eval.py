@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from tessera.common.images import encode_png, make_grid, tensor_to_arrays
 from tessera.common.text_encoder import TextEncoder
 from tessera.decoder.model import LatentDecoder
-from tessera.decoder.pipeline import sample_latents
+from tessera.decoder.sampling import sample_latents
 from tessera.decoder.train import encode_images
 from tessera.training.cli import add_dataset_arguments, add_runtime_arguments, start_command
 from tessera.training.components import load_any

@@ -34,7 +34,7 @@ from tessera.common.errors import InvalidArgument
 from tessera.common.images import encode_png, make_grid, tensor_to_arrays
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import DecoderConfig, LatentDecoder
-from tessera.decoder.pipeline import EMA, sample_latents
+from tessera.decoder.sampling import EMA, sample_latents
 from tessera.decoder.schedulers import DDPMScheduler
 from tessera.training.captions import caption_table, encode_captions, sample_captions
 from tessera.training.cli import (

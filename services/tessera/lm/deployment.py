@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from pathlib import Path
 
 import torch
 from ray import serve
 
 from tessera.common import metrics
+from tessera.common.engine_service import EngineService
 from tessera.common.errors import InvalidArgument
 from tessera.common.protos import (
     check_count,
@@ -17,8 +19,8 @@ from tessera.common.protos import (
     grid_to_proto,
     text_states_from_proto,
 )
-from tessera.common.serving import BatchKnobs, load_model, resolve_seed
-from tessera.common.text_encoder import TextBatch, shared_text_encoder
+from tessera.common.serving import resolve_seed
+from tessera.common.text_encoder import TextBatch
 from tessera.lm.engine import ContinuousSampler
 from tessera.lm.sampling import SamplingParams
 from tessera.v1 import common_pb2, lm_pb2
@@ -29,34 +31,15 @@ DEFAULT_MAX_ROWS = 128  # KV-cache rows: 64 guided images (16 requests x 4 candi
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=32)
-class LanguageModel(BatchKnobs):
+class LanguageModel(EngineService):
     """Requests join one continuously batched sampler (``tessera.lm.engine``): a new request
-    starts at the next token step instead of waiting for the running batch to finish."""
+    starts at the next token step instead of waiting for the running batch to finish.
+    ``max_rows``: KV-cache rows shared by running sequences (a guided image takes two)."""
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
-        self.model, self.device = load_model(bundle_dir, "lm", device)
-        self.text_encoder = shared_text_encoder(str(self.device))
+        self.model = self.load(bundle_dir, "lm", device)
         self.grid_size = self.model.config.grid_size
-        self.engine = ContinuousSampler(self.model, max_rows=DEFAULT_MAX_ROWS)
-        self.model_loaded = True
-
-    def reconfigure(self, user_config: dict) -> None:
-        """``max_rows``: KV-cache rows shared by running sequences (a guided image takes
-        two). There is no batch wait: requests join at the next token step."""
-        rows = user_config.get("max_rows", user_config.get("max_batch_size"))
-        if rows is not None:
-            self.engine.set_max_rows(max(int(rows), 2 * MAX_IMAGES))
-        self.user_config = dict(user_config)
-
-    def check_health(self) -> None:
-        super().check_health()
-        if not self.engine.thread.is_alive():
-            raise RuntimeError("the LM sampler thread has stopped")
-
-    def __del__(self) -> None:
-        engine = getattr(self, "engine", None)
-        if engine is not None:
-            engine.close()
+        self.start_engine(ContinuousSampler, self.model, DEFAULT_MAX_ROWS, 2 * MAX_IMAGES)
 
     def _params(self, request: lm_pb2.SampleTokensRequest) -> tuple[list[SamplingParams], int]:
         """Validate a request and expand it to one SamplingParams per image."""
@@ -130,33 +113,16 @@ class LanguageModel(BatchKnobs):
         text = self._states(request, len(params))
         total = self.grid_size * self.grid_size
         every = request.stream_every or max(1, total // 8)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        listening = True
-
-        def on_progress(done: int, grids: torch.Tensor) -> bool:
-            if listening and done < total:
-                loop.call_soon_threadsafe(events.put_nowait, (done, grids))
-            return listening
-
-        task = asyncio.ensure_future(self._sample(request, params, text, on_progress, every))
-        task.add_done_callback(lambda _: events.put_nowait(None))
-        try:
-            while (item := await events.get()) is not None:
-                done, grids = item
+        sampling = self.stream(
+            lambda on_progress: self._sample(request, params, text, on_progress, every),
+            lambda done, grids: (done, grids) if done < total else None,
+        )
+        async with aclosing(sampling) as events:
+            async for final, item in events:
+                done, grids = (total, item) if final else item
                 yield lm_pb2.SampleTokensEvent(
                     progress=common_pb2.Progress(step=done, total_steps=total, stage="lm"),
                     grids=[grid_to_proto(g) for g in grids],
+                    done=final,
                     seed=seed,
                 )
-            final = await task
-        finally:
-            listening = False  # a closed stream cancels at the sampler's next report
-            if not task.done():
-                task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        yield lm_pb2.SampleTokensEvent(
-            progress=common_pb2.Progress(step=total, total_steps=total, stage="lm"),
-            grids=[grid_to_proto(g) for g in final],
-            done=True,
-            seed=seed,
-        )

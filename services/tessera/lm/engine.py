@@ -1,7 +1,8 @@
 """Continuous (iteration-level) batching for the LM: the vLLM idea at Tessera's scale.
 
-One thread owns a fixed pool of KV-cache rows and runs the model one token at a time for every
-running sequence together. A request that arrives while others are sampling is prefilled and
+One thread (the loop of ``tessera.common.step_loop``, shared with the decoder and prior) owns a
+fixed pool of KV-cache rows and runs the model one token at a time for every running sequence
+together. A request that arrives while others are sampling is prefilled and
 joins the running batch at the next step; a sequence that has all its tokens leaves at once,
 freeing its rows for the next request. Requests never wait for a whole batch to finish.
 
@@ -20,15 +21,15 @@ exactly as ``sample_tokens`` does: its tokens do not depend on who else is in th
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
-from tessera.common.errors import Cancelled, InvalidArgument, Unavailable
-from tessera.common.serving import settle
+from tessera.common.errors import Cancelled, InvalidArgument
+from tessera.common.step_loop import StepLoop
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, trim_text
 from tessera.lm.sampling import (
@@ -58,52 +59,41 @@ class _Request:
     every: int
     count: int = 0  # tokens sampled so far, per sequence
     reported: int = 0  # tokens done at the last progress call
-    rows: list[int] = field(default_factory=list)  # its cache rows, see ContinuousSampler
+    cache_rows: list[int] = field(default_factory=list)  # see ContinuousSampler
     guided: list[bool] = field(init=False)
+    rows: int = field(init=False)  # cache rows it takes: two per guided sequence
 
     def __post_init__(self) -> None:
         self.guided = [s != 1.0 for s in self.scale.tolist()]
+        self.rows = sum(2 if g else 1 for g in self.guided)
 
-    @property
-    def rows_needed(self) -> int:
-        return sum(2 if g else 1 for g in self.guided)
+    def stopped(self) -> Cancelled:
+        total = self.uniforms.shape[1]
+        return Cancelled(f"sampling cancelled after {self.count} of {total} tokens")
 
 
-class ContinuousSampler:
-    """``submit()`` from any thread; results come back on a ``concurrent.futures.Future``."""
+class ContinuousSampler(StepLoop):
+    """``submit()`` from any thread; results come back on a ``concurrent.futures.Future``.
+
+    A ``StepLoop`` whose budget is the KV-cache rows: an iteration's step prefills the
+    requests admitted before it (drawing their first token) and runs one decode step for the
+    requests already running, then retires those that are done. ``steps`` counts the decode
+    steps (``calls``, the loop's iterations, also counts prefill-only ones)."""
+
+    resize_when_idle = True  # the cache is reallocated for a new max_rows
+    rows_name = "cache rows"
 
     def __init__(self, model: ImageGPT, max_rows: int = 32, *, static: bool = False) -> None:
         """``static=True`` turns iteration-level admission off: waiting requests join only
         when the running batch has drained (classic request-level batching). It exists as the
         baseline ``make bench`` measures continuous batching against."""
         self.model = model.eval()
-        self.static = static
         self.config = model.config
         self.device = model.lm_head.weight.device
-        self.max_rows = max_rows
         self.cache = model.new_cache(max_rows)
         self.offsets = torch.zeros(max_rows, dtype=torch.long, device=self.device)
         self.steps = 0  # decode steps run (for tests and metrics)
-        self.max_running = 0  # most rows ever run together
-        self.running: list[_Request] = []  # admission order = row order = sequence order
-        self._reset_tables()
-        self.waiting: list[_Request] = []
-        self.lock = threading.Condition()
-        self.closed = False
-        self.pending_resize: int | None = None
-        self.thread = threading.Thread(target=self._loop, name="lm-continuous-batch", daemon=True)
-        self.thread.start()
-
-    # ---------------------------------------------------------------- public
-    @property
-    def running_rows(self) -> int:
-        return self.n_rows
-
-    def set_max_rows(self, max_rows: int) -> None:
-        """Resize the row pool (takes effect when the pool is idle)."""
-        with self.lock:
-            self.pending_resize = max_rows
-            self.lock.notify()
+        super().__init__("LM", max_rows, static=static)
 
     def submit(
         self,
@@ -140,69 +130,27 @@ class ContinuousSampler:
             on_progress=on_progress,
             every=progress_every,
         )
-        if request.rows_needed > self.max_rows:
-            raise InvalidArgument(
-                f"request needs {request.rows_needed} cache rows; this replica has {self.max_rows}"
-            )
-        with self.lock:
-            if self.closed:
-                raise Unavailable("the LM sampler is shut down")
-            self.waiting.append(request)
-            self.lock.notify()
-        return request.future
+        return self._enqueue(request)
 
-    def close(self) -> None:
-        with self.lock:
-            self.closed = True
-            self.lock.notify()
-        self.thread.join(timeout=10)
+    # ---------------------------------------------------------------- the loop's hooks
+    def _resize(self, max_rows: int) -> None:
+        self.cache = self.model.new_cache(max_rows)
+        self.offsets = torch.zeros(max_rows, dtype=torch.long, device=self.device)
 
-    # ---------------------------------------------------------------- the loop
-    def _loop(self) -> None:
-        while True:
-            with self.lock:
-                while not self.closed and not self.waiting and not self.running:
-                    self.lock.wait()
-                if self.closed:
-                    break
-                resize = self.pending_resize
-                if resize and not self.running:
-                    self.max_rows, self.pending_resize = resize, None
-                    self.cache = self.model.new_cache(resize)
-                    self.offsets = torch.zeros(resize, dtype=torch.long, device=self.device)
-                admitted = self._take_admissible()
-            try:
-                with torch.inference_mode():
-                    before = len(self.running), self.n_rows, self.n_seqs
-                    if admitted:  # newcomers draw their first token here, the next with all
-                        self._prefill(admitted)
-                    if before[0]:
-                        self._decode(*before)
-                    self._retire()
-            except Exception as e:  # fail the running requests, keep serving new ones
-                for request in self.running + [r for r in admitted if r not in self.running]:
-                    if not request.future.done():
-                        settle(request.future, error=e)
-                self.running = []
-                self._reset_tables()
-        for request in self.waiting + self.running:
-            if not request.future.done():
-                settle(request.future, error=Unavailable("the LM sampler shut down"))
-
-    def _take_admissible(self) -> list[_Request]:
-        """Waiting requests that fit in the free rows, first come first served."""
-        self.waiting = [r for r in self.waiting if not r.future.cancelled()]
-        if self.static and self.running:
-            return []
-        free, taken = self.max_rows - self.n_rows, []
-        while self.waiting and self.waiting[0].rows_needed <= free:
-            request = self.waiting.pop(0)
-            free -= request.rows_needed
-            taken.append(request)
-        return taken
+    def _step(self) -> None:
+        """Newcomers (admitted since the last step, at the end of ``running``) draw their
+        first token in a prefill; the requests running before them draw their next one in
+        one decode call."""
+        before = len(self.first_seq), self.n_rows, self.n_seqs
+        if len(self.running) > before[0]:
+            self._prefill(self.running[before[0] :])
+        if before[0]:
+            self._decode(*before)
+        self._retire()
 
     # ---------------------------------------------------------------- per-sequence tables
-    def _reset_tables(self) -> None:
+    def _reset(self) -> None:
+        """Empty tables: at the start, and after a failed step dropped every request."""
         L, dev = self.config.n_tokens, self.device
         self.tokens = torch.empty(0, L, dtype=torch.long, device=dev)  # (S, L), -1 = not yet
         self.uniforms = torch.empty(0, L, device=dev)  # (S, L)
@@ -216,12 +164,12 @@ class ContinuousSampler:
     def _layout(self) -> None:
         """Row <-> sequence indices of the running requests. Sequences are numbered in
         request order; each has its conditional row, then its null-condition twin if guided."""
-        R = sum(len(r.rows) for r in self.running)
+        R = sum(len(r.cache_rows) for r in self.running)
         row_seq, drop = [0] * R, [False] * R
         cond_row, uncond_row, first_seq = [], [], []
         for request in self.running:
             first_seq.append(len(cond_row))
-            rows = iter(request.rows)
+            rows = iter(request.cache_rows)
             for guided in request.guided:
                 seq, cond = len(cond_row), next(rows)
                 uncond = next(rows) if guided else cond  # unguided: guide() is not called
@@ -243,13 +191,12 @@ class ContinuousSampler:
         states, masks = [], []
         row = start
         for request in requests:  # newcomers take the rows after the running ones
-            request.rows = list(range(row, row + request.rows_needed))
-            row += request.rows_needed
+            request.cache_rows = list(range(row, row + request.rows))
+            row += request.rows
             for i, guided in enumerate(request.guided):
                 for _ in range(2 if guided else 1):
                     states.append(request.text.states[i])
                     masks.append(request.text.mask[i])
-        self.running.extend(requests)
         fresh_tokens = [torch.full_like(r.uniforms, -1, dtype=torch.long) for r in requests]
         self.tokens = torch.cat([self.tokens, *fresh_tokens])
         self.counts = torch.cat([self.counts, *(torch.zeros_like(t[:, 0]) for t in fresh_tokens)])
@@ -258,7 +205,6 @@ class ContinuousSampler:
                 self, name, torch.cat([getattr(self, name), *(getattr(r, name) for r in requests)])
             )
         self._layout()
-        self.max_running = max(self.max_running, self.n_rows)
 
         states_t, mask_t = trim_text(
             torch.stack(states).to(self.device), torch.stack(masks).to(self.device)
@@ -322,27 +268,14 @@ class ContinuousSampler:
         L = self.config.n_tokens
         gone: set[int] = set()
         for k, request in enumerate(self.running):
-            if request.future.done():  # cancelled by its caller (Future.cancel())
-                gone.add(k)
-                continue
             done = request.count
-            if request.on_progress is not None and (
+            due = request.on_progress is not None and (
                 done - request.reported >= request.every or done == L
-            ):
+            )
+            if due:
                 request.reported = done
-                try:
-                    keep = request.on_progress(done, self._grids(k))
-                except Exception as e:  # a broken callback fails its own request only
-                    settle(request.future, error=e)
-                    gone.add(k)
-                    continue
-                if keep is not None and not keep:
-                    stopped = Cancelled(f"sampling cancelled after {done} of {L} tokens")
-                    settle(request.future, error=stopped)
-                    gone.add(k)
-                    continue
-            if done == L:
-                settle(request.future, self._grids(k))
+            progress = partial(request.on_progress, done, self._grids(k)) if due else None
+            if self._leaves(request, progress, partial(self._grids, k) if done == L else None):
                 gone.add(k)
         if gone:
             self._compact(gone)
@@ -352,9 +285,9 @@ class ContinuousSampler:
         holes below, so the running rows stay packed at the front; sequences keep their
         request order."""
         kept = [r for k, r in enumerate(self.running) if k not in gone]
-        n = sum(len(r.rows) for r in kept)
-        holes = sorted(row for k in gone for row in self.running[k].rows if row < n)
-        movers = sorted(row for r in kept for row in r.rows if row >= n)
+        n = sum(len(r.cache_rows) for r in kept)
+        holes = sorted(row for k in gone for row in self.running[k].cache_rows if row < n)
+        movers = sorted(row for r in kept for row in r.cache_rows if row >= n)
         if holes:
             dst = torch.tensor(holes, dtype=torch.long, device=self.device)
             src = torch.tensor(movers, dtype=torch.long, device=self.device)
@@ -365,7 +298,7 @@ class ContinuousSampler:
             self.offsets[dst] = self.offsets[src]
             moved = dict(zip(movers, holes, strict=True))
             for request in kept:
-                request.rows = [moved.get(row, row) for row in request.rows]
+                request.cache_rows = [moved.get(row, row) for row in request.cache_rows]
         keep_seqs = [
             self.first_seq[k] + i
             for k, request in enumerate(self.running)

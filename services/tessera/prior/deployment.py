@@ -9,6 +9,7 @@ import torch
 from ray import serve
 
 from tessera.common import metrics
+from tessera.common.engine_service import EngineService
 from tessera.common.errors import InvalidArgument
 from tessera.common.images import arrays_to_tensor, decode_image
 from tessera.common.protos import (
@@ -17,8 +18,8 @@ from tessera.common.protos import (
     embedding_to_proto,
     text_states_to_proto,
 )
-from tessera.common.serving import BatchKnobs, batched, load_model, resolve_seed, split_results
-from tessera.common.text_encoder import TextBatch, shared_text_encoder
+from tessera.common.serving import batched, item_slices, resolve_seed, split_results
+from tessera.common.text_encoder import TextBatch
 from tessera.prior.engine import PriorBatcher
 from tessera.v1 import prior_pb2
 
@@ -41,11 +42,14 @@ def count_cost(item: tuple) -> int:
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=32)
-class Prior(BatchKnobs):
+class Prior(EngineService):
     """SamplePrior requests share one step-level batcher (``tessera.prior.engine``): each
-    step call covers every running request, whatever step each has reached. EmbedText and
-    EmbedImage batch concurrent requests with ``@serve.batch`` (MiniLM and the CLIP towers
-    at batch 1 are bound by reading their weights)."""
+    step call covers every running request, whatever step each has reached. ``max_rows``:
+    prior rows per step call (k candidates per image, two rows each when guided).
+
+    EmbedText and EmbedImage batch concurrent requests with ``@serve.batch`` (MiniLM and the
+    CLIP towers at batch 1 are bound by reading their weights): budgets and wait as in
+    ``BatchKnobs``."""
 
     _batched_methods = {
         "_text_batch": "max_texts_per_batch",
@@ -53,35 +57,13 @@ class Prior(BatchKnobs):
     }
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
-        self.clip, self.device = load_model(bundle_dir, "clip", device)
-        self.prior, _ = load_model(bundle_dir, "prior", device)
-        self.text_encoder = shared_text_encoder(str(self.device))
+        self.clip = self.load(bundle_dir, "clip", device)
+        self.prior = self.load(bundle_dir, "prior", device)
         self.image_size = self.clip.config.image_size
         self.init_batching(_text_batch=MAX_TEXTS, _image_batch=MAX_IMAGES)
         # The most rows one request can take: every sample guided (2 rows per candidate).
-        self.max_request_rows = MAX_SAMPLES * self.prior.config.n_candidates * 2
-        self.engine = PriorBatcher(
-            self.prior, max_rows=max(DEFAULT_MAX_ROWS, self.max_request_rows)
-        )
-        self.model_loaded = True
-
-    def reconfigure(self, user_config: dict) -> None:
-        """``max_rows``: prior rows per step call (k candidates per image, two rows each when
-        guided); the embedding batches' budgets and wait as in ``BatchKnobs``."""
-        super().reconfigure(user_config)
-        rows = user_config.get("max_rows")
-        if rows is not None:
-            self.engine.set_max_rows(max(int(rows), self.max_request_rows))
-
-    def check_health(self) -> None:
-        super().check_health()
-        if not self.engine.thread.is_alive():
-            raise RuntimeError("the prior sampler thread has stopped")
-
-    def __del__(self) -> None:
-        engine = getattr(self, "engine", None)
-        if engine is not None:
-            engine.close()
+        max_request_rows = MAX_SAMPLES * self.prior.config.n_candidates * 2
+        self.start_engine(PriorBatcher, self.prior, DEFAULT_MAX_ROWS, max_request_rows)
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """(B, D) CLIP text embeddings (in-process callers use this too)."""
@@ -105,19 +87,17 @@ class Prior(BatchKnobs):
 
     def _embed_text_many(self, items: list[tuple[list[str], bool]]) -> list:
         emb, text = self._embed_texts([t for texts, _ in items for t in texts])
-        out, start = [], 0
-        for texts, return_states in items:
-            rows = range(start, start + len(texts))
-            start += len(texts)
-            out.append(
-                prior_pb2.EmbedResponse(
-                    embeddings=[embedding_to_proto(emb[i]) for i in rows],
-                    text_states=[text_states_to_proto(text, i) for i in rows]
-                    if return_states
-                    else [],
-                )
+        return [
+            prior_pb2.EmbedResponse(
+                embeddings=[embedding_to_proto(e) for e in emb[rows]],
+                text_states=[text_states_to_proto(text, i) for i in range(rows.start, rows.stop)]
+                if return_states
+                else [],
             )
-        return out
+            for (_, return_states), rows in zip(
+                items, item_slices(len(texts) for texts, _ in items), strict=True
+            )
+        ]
 
     async def EmbedImage(self, request: prior_pb2.EmbedImageRequest) -> prior_pb2.EmbedResponse:
         check_count("images", len(request.images), 1, MAX_IMAGES)
@@ -132,12 +112,10 @@ class Prior(BatchKnobs):
     def _embed_image_many(self, items: list[tuple[list]]) -> list:
         arrays = [a for (item_arrays,) in items for a in item_arrays]
         emb = self.clip.embed_image(arrays_to_tensor(arrays).to(self.device)).cpu()
-        out, start = [], 0
-        for (item_arrays,) in items:
-            rows = emb[start : start + len(item_arrays)]
-            start += len(item_arrays)
-            out.append(prior_pb2.EmbedResponse(embeddings=[embedding_to_proto(e) for e in rows]))
-        return out
+        return [
+            prior_pb2.EmbedResponse(embeddings=[embedding_to_proto(e) for e in emb[rows]])
+            for rows in item_slices(len(item_arrays) for (item_arrays,) in items)
+        ]
 
     async def SamplePrior(
         self, request: prior_pb2.SamplePriorRequest

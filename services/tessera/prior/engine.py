@@ -30,8 +30,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tessera.common.device import make_generator
-from tessera.common.errors import Cancelled
-from tessera.common.serving import settle
 from tessera.common.step_loop import StepJob, StepLoop
 from tessera.common.text_encoder import TextBatch
 from tessera.prior.model import DiffusionPrior, EncodedCondition, select_candidates
@@ -61,7 +59,6 @@ class PriorBatcher(StepLoop):
     def __init__(self, prior: DiffusionPrior, max_rows: int = 64) -> None:
         self.prior = prior.eval()
         self.device = prior.emb_mean.device
-        self._batch: tuple[tuple[int, ...], EncodedCondition] | None = None
         with torch.inference_mode():
             self.null = self._null_condition()
         super().__init__("prior", max_rows)
@@ -118,7 +115,7 @@ class PriorBatcher(StepLoop):
         job.cond = self.prior.encode_condition(states, mask, job.text_emb).repeat_interleave(job.k)
 
     def _reset(self) -> None:
-        self._batch = None
+        self._batch: tuple[tuple[int, ...], EncodedCondition] | None = None
 
     def _batch_condition(self) -> EncodedCondition:
         """The running rows' conditions, padded to the longest and stacked in row order;
@@ -155,43 +152,31 @@ class PriorBatcher(StepLoop):
         x0_all = self.prior.denoise(torch.cat(xs), torch.cat(ts), self._batch_condition())
         start, finished = 0, []
         for job in self.running:
-            rows = job.x.shape[0]
-            parts = []
-            for _ in job.halves:
-                parts.append(x0_all[start : start + rows])
-                start += rows
-            x0 = parts[0] if len(parts) == 1 else parts[1] + job.guidance * (parts[0] - parts[1])
+            x0, start = job.guided(x0_all, start)
             t = int(job.scheduler.timesteps[job.index])
             job.x = job.scheduler.step(x0, t, job.x)
             job.index += 1
             if self._report(job):
                 finished.append(job)
-        if finished:
-            gone = {id(job) for job in finished}
-            self.running = [job for job in self.running if id(job) not in gone]
+        self.running = [job for job in self.running if job not in finished]
 
     def _report(self, job: _Job) -> bool:
-        """Progress, cancellation and completion for one job; True when it leaves."""
-        if job.future.done():  # cancelled by its caller (Future.cancel())
-            return True
+        """Progress (every step), cancellation and completion for one job; True when it
+        leaves."""
         done, total = job.index, job.total
-        if job.on_step is not None:
-            try:
-                keep = job.on_step(done, total)
-            except Exception as e:  # a broken callback fails its own request only
-                settle(job.future, error=e)
-                return True
-            if keep is not None and not keep:
-                settle(job.future, error=Cancelled(f"sampling cancelled at step {done}/{total}"))
-                return True
-        if done == total:
-            # After the last step (prev = -1) x is the final x0 prediction itself.
-            n, d = job.text_emb.shape
-            p = self.prior
-            candidates = F.normalize(p.denormalize(job.x), dim=-1).view(n, job.k, d)
-            settle(job.future, select_candidates(candidates, F.normalize(job.text_emb, dim=-1)))
-            return True
-        return False
+        on_step = job.on_step
+        return self._leaves(
+            job,
+            progress=(lambda: on_step(done, total)) if on_step is not None else None,
+            result=(lambda: self._result(job)) if done == total else None,
+        )
+
+    def _result(self, job: _Job) -> Tensor:
+        """Each prompt's best candidate. After the last step (prev = -1) x is the final x0
+        prediction itself."""
+        n, d = job.text_emb.shape
+        candidates = F.normalize(self.prior.denormalize(job.x), dim=-1).view(n, job.k, d)
+        return select_candidates(candidates, F.normalize(job.text_emb, dim=-1))
 
 
 def _pad_keys(kv: Tensor, width: int) -> Tensor:

@@ -22,7 +22,7 @@ from tessera.common.protos import (
     tensor_from_proto,
     tensor_to_proto,
 )
-from tessera.common.serving import BatchKnobs, batched, load_model, split_results
+from tessera.common.serving import BatchKnobs, batched, item_slices, load_model, split_results
 from tessera.v1 import common_pb2, tokenizer_pb2
 
 MAX_ITEMS = 16
@@ -39,16 +39,28 @@ def detokenize_cost(item: tuple[str, torch.Tensor]) -> int:
     return batch.shape[0] * batch.shape[-2] * batch.shape[-1]
 
 
+class _VQService(BatchKnobs):
+    """What both halves share: the bundle's VQ model, and one batched method (the only key
+    of ``_batched_methods``) whose budget fits MAX_ITEMS items of ``_item_cost()``."""
+
+    def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
+        self.model, self.device = load_model(bundle_dir, "tokenizer", device)
+        (method,) = self._batched_methods
+        self.init_batching(**{method: MAX_ITEMS * self._item_cost()})
+        self.model_loaded = True
+
+    def _item_cost(self) -> int:
+        raise NotImplementedError
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=32)
-class Tokenizer(BatchKnobs):
+class Tokenizer(_VQService):
     """PNG images → token grids (and optionally quantized latents)."""
 
     _batched_methods = {"_tokenize_batch": "max_batch_cost"}
 
-    def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
-        self.model, self.device = load_model(bundle_dir, "tokenizer", device)
-        self.init_batching(_tokenize_batch=MAX_ITEMS * self.model.image_size**2)
-        self.model_loaded = True
+    def _item_cost(self) -> int:
+        return self.model.image_size**2  # pixels
 
     async def Tokenize(
         self, request: tokenizer_pb2.TokenizeRequest
@@ -69,30 +81,26 @@ class Tokenizer(BatchKnobs):
         x = arrays_to_tensor(arrays).to(self.device)  # (N, 3, S, S)
         latents = self.model.encode_latents(x)  # (N, C, h, w)
         codes = self.model.encode(x)  # (N, h, w)
-        out, start = [], 0
-        for item_arrays, want_latents in items:
-            sl = slice(start, start + len(item_arrays))
-            start += len(item_arrays)
-            out.append(
-                tokenizer_pb2.TokenizeResponse(
-                    grids=[grid_to_proto(g) for g in codes[sl]],
-                    latents=[tensor_to_proto(z) for z in latents[sl]] if want_latents else [],
-                    codebook_size=self.model.codebook_size,
-                )
+        return [
+            tokenizer_pb2.TokenizeResponse(
+                grids=[grid_to_proto(g) for g in codes[rows]],
+                latents=[tensor_to_proto(z) for z in latents[rows]] if want_latents else [],
+                codebook_size=self.model.codebook_size,
             )
-        return out
+            for (_, want_latents), rows in zip(
+                items, item_slices(len(arrays) for arrays, _ in items), strict=True
+            )
+        ]
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=32)
-class Detokenizer(BatchKnobs):
+class Detokenizer(_VQService):
     """Token grids or continuous latents → PNG images."""
 
     _batched_methods = {"_decode_batch": "max_batch_cost"}
 
-    def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
-        self.model, self.device = load_model(bundle_dir, "tokenizer", device)
-        self.init_batching(_decode_batch=MAX_ITEMS * self.model.grid_size**2)
-        self.model_loaded = True
+    def _item_cost(self) -> int:
+        return self.model.grid_size**2  # latent cells
 
     def _parse(self, request: tokenizer_pb2.DetokenizeRequest) -> tuple[str, torch.Tensor]:
         m = self.model
@@ -131,11 +139,9 @@ class Detokenizer(BatchKnobs):
                 pixels = self.model.decode_indices(batch)
             else:
                 pixels = self.model.decode_latents(batch, quantize=kind == "latents_q")
-            arrays, start = tensor_to_arrays(pixels), 0
-            for i in idx:
-                n = len(items[i][1])
-                images[i] = arrays[start : start + n]
-                start += n
+            arrays = tensor_to_arrays(pixels)
+            for i, rows in zip(idx, item_slices(len(items[i][1]) for i in idx), strict=True):
+                images[i] = arrays[rows]
         size = self.model.image_size
         return [
             tokenizer_pb2.DetokenizeResponse(

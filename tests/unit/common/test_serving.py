@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tessera.common.serving import BatchKnobs, batched
+from tessera.common.serving import BatchKnobs, batched, item_slices
 
 
 class TwoQueues(BatchKnobs):
@@ -45,3 +45,8 @@ def test_the_wait_is_eager_by_default_and_set_for_every_method():
     assert d._samples._get_batch_wait_timeout_s() == 0.02
     assert d._texts._get_batch_wait_timeout_s() == 0.02
     assert d.user_config == {"batch_wait_timeout_s": 0.02}
+
+
+def test_item_slices_cut_a_batch_back_into_its_items():
+    assert item_slices([2, 0, 3]) == [slice(0, 2), slice(2, 2), slice(2, 5)]
+    assert item_slices(iter([])) == []

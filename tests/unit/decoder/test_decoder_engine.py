@@ -8,7 +8,7 @@ import torch
 from tessera.common.errors import Cancelled, InvalidArgument
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.engine import DenoiseBatcher
-from tessera.decoder.pipeline import sample_latents
+from tessera.decoder.sampling import sample_latents
 from tests.unit.decoder.conftest import fake_image_emb, fake_text, random_decoder
 
 TIMEOUT = 60

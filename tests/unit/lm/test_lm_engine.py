@@ -207,3 +207,36 @@ def test_rows_freed_in_the_middle_are_refilled_from_the_end(model, engine):
     assert torch.equal(later["c"].result(TIMEOUT), sample_tokens(model, rows(text, 3, 2), c_params))
     assert torch.equal(later["d"].result(TIMEOUT), sample_tokens(model, rows(text, 5), d_params))
     assert engine.max_running == 8
+
+
+def test_a_failed_step_fails_the_running_batch_and_the_next_request_is_served(
+    model, engine, monkeypatch
+):
+    text = fake_text(2, seed=13)
+    params = [SamplingParams(seed=3)]
+    decode = model.decode_rows
+    calls = {"n": 0}
+
+    def decode_or_fail(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("decode broke")
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(model, "decode_rows", decode_or_fail)
+    with pytest.raises(RuntimeError, match="decode broke"):
+        engine.submit(rows(text, 0), params).result(TIMEOUT)
+    assert engine.running_rows == 0
+    assert torch.equal(
+        engine.submit(rows(text, 1), params).result(TIMEOUT),
+        sample_tokens(model, rows(text, 1), params),
+    )
+
+
+def test_a_new_row_pool_is_allocated_when_the_sampler_is_idle(model, engine):
+    engine.set_max_rows(4)
+    text = fake_text(1, seed=14)
+    params = [SamplingParams(seed=5, guidance_scale=2.0)]
+    got = engine.submit(text, params).result(TIMEOUT)  # admitted after the resize
+    assert engine.max_rows == 4 and engine.cache.k[0].shape[0] == 4
+    assert torch.equal(got, sample_tokens(model, text, params))

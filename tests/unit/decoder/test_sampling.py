@@ -11,7 +11,7 @@ from conftest import fake_image_emb, fake_text, random_decoder
 from tessera.common.errors import Cancelled, InvalidArgument
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import DecoderConfig, LatentDecoder
-from tessera.decoder.pipeline import EMA, guided_output, sample_latents
+from tessera.decoder.sampling import EMA, guided_output, sample_latents
 from tessera.decoder.schedulers import DDPMScheduler
 
 

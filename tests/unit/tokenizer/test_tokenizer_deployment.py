@@ -1,0 +1,77 @@
+"""The Tokenizer and Detokenizer deployment classes in-process: budgets that fit one maximal
+request, and batches whose every request gets what it would get alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tessera.bundle.init import build_random_bundle
+from tessera.common.images import encode_png
+from tessera.common.protos import grid_to_proto
+from tessera.tokenizer.deployment import MAX_ITEMS, Detokenizer, Tokenizer
+from tessera.v1 import tokenizer_pb2
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bundle")
+    build_random_bundle(path, "tiny", tiny=True, seed=0)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def halves(bundle):
+    return Tokenizer.func_or_class(bundle, "cpu"), Detokenizer.func_or_class(bundle, "cpu")
+
+
+def images(n: int, size: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_each_budget_fits_one_maximal_request(halves):
+    tok, detok = halves
+    assert tok._tokenize_batch._get_max_batch_size() >= MAX_ITEMS * tok.model.image_size**2
+    assert detok._decode_batch._get_max_batch_size() >= MAX_ITEMS * detok.model.grid_size**2
+    assert tok.model_loaded and detok.model_loaded
+
+
+def test_a_batch_of_tokenize_requests_answers_each_as_alone(halves):
+    tok, _ = halves
+    size = tok.model.image_size
+    items = [(images(1, size, 0), False), (images(3, size, 1), True)]
+    together = tok._tokenize_many(items)
+    for item, got in zip(items, together, strict=True):
+        alone = tok._tokenize_many([item])[0]
+        assert len(got.grids) == len(item[0]) and len(got.latents) == (3 if item[1] else 0)
+        assert list(got.grids) == list(alone.grids)
+
+
+def test_a_batch_of_mixed_detokenize_requests_answers_each_as_alone(halves):
+    tok, detok = halves
+    size = tok.model.image_size
+    tokens = tok._tokenize_many([(images(3, size, 2), True)])[0]
+    grids = tokenizer_pb2.DetokenizeRequest(grids=list(tokens.grids)[:2])
+    latents = tokenizer_pb2.DetokenizeRequest(latents=list(tokens.latents)[2:])
+    more_grids = tokenizer_pb2.DetokenizeRequest(grids=[grid_to_proto(tokens_grid(tok))])
+    items = [detok._parse(r) for r in (grids, latents, more_grids)]
+    together = detok._decode_many(items)
+    assert [len(r.images) for r in together] == [2, 1, 1]
+    for item, got in zip(items, together, strict=True):
+        assert list(got.images) == list(detok._decode_many([item])[0].images)
+
+
+def tokens_grid(tok: Tokenizer) -> torch.Tensor:
+    g = tok.model.grid_size
+    return torch.arange(g * g).view(g, g) % tok.model.codebook_size
+
+
+async def test_tokenize_then_detokenize_through_the_public_methods(halves):
+    tok, detok = halves
+    size = tok.model.image_size
+    pngs = [encode_png(a) for a in images(2, size, 3)]
+    tokens = await tok.Tokenize(tokenizer_pb2.TokenizeRequest(images=pngs))
+    back = await detok.Detokenize(tokenizer_pb2.DetokenizeRequest(grids=list(tokens.grids)))
+    assert len(back.images) == 2 and back.images[0].width == size
