@@ -9,9 +9,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from tessera.common.errors import InvalidArgument
+from tessera.common.limits import MAX_IMAGE_BYTES, MAX_IMAGE_SIDE
 
-MAX_IMAGE_BYTES = 4 * 1024 * 1024
-MAX_IMAGE_SIDE = 1024
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE * 4  # decompression-bomb guard
 
 

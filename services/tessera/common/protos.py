@@ -95,6 +95,13 @@ def embedding_from_proto(msg: common_pb2.Embedding, dim: int) -> torch.Tensor:
     return torch.from_numpy(values.copy())
 
 
+def check_prompt(name: str, text: str, max_chars: int, *, optional: bool = False) -> None:
+    """A text condition: at most ``max_chars`` characters, and not blank unless optional."""
+    if len(text) > max_chars or (not optional and not text.strip()):
+        low = 0 if optional else 1
+        raise InvalidArgument(f"{name} must be {low}..{max_chars} characters")
+
+
 def check_count(name: str, count: int, low: int, high: int) -> None:
     if not low <= count <= high:
         raise InvalidArgument(f"{name} must be between {low} and {high}; got {count}")

@@ -13,9 +13,10 @@ from ray import serve
 from tessera.common import metrics
 from tessera.common.engine_service import EngineService
 from tessera.common.errors import InvalidArgument
+from tessera.common.limits import MAX_PROMPT_CHARS, MAX_SAMPLES_PER_CALL, MAX_SERVICE_STEPS
 from tessera.common.protos import (
     check_count,
-    check_range,
+    check_prompt,
     embedding_from_proto,
     tensor_to_proto,
     text_states_from_proto,
@@ -24,9 +25,6 @@ from tessera.common.serving import resolve_seed
 from tessera.decoder.engine import DenoiseBatcher
 from tessera.v1 import common_pb2, decoder_pb2
 
-MAX_SAMPLES = 8
-MAX_PROMPT_CHARS = 500
-MAX_STEPS = 1000
 SCHEDULERS = ("ddim", "ddpm")
 DEFAULT_MAX_ROWS = 32  # UNet rows per call: 16 guided images denoising at once
 
@@ -39,23 +37,21 @@ class Decoder(EngineService):
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
         self.model = self.load(bundle_dir, "decoder", device)
-        self.start_engine(DenoiseBatcher, self.model, DEFAULT_MAX_ROWS, 2 * MAX_SAMPLES)
+        self.start_engine(DenoiseBatcher, self.model, DEFAULT_MAX_ROWS, 2 * MAX_SAMPLES_PER_CALL)
 
     def _parse(self, request: decoder_pb2.SampleLatentsRequest) -> dict:
-        check_count("image_embeddings", len(request.image_embeddings), 1, MAX_SAMPLES)
-        if len(request.prompt) > MAX_PROMPT_CHARS:
-            raise InvalidArgument(f"prompt must be at most {MAX_PROMPT_CHARS} characters")
+        check_count("image_embeddings", len(request.image_embeddings), 1, MAX_SAMPLES_PER_CALL)
+        check_prompt("prompt", request.prompt, MAX_PROMPT_CHARS, optional=True)
         dim = self.model.config.clip_dim
         emb = torch.stack([embedding_from_proto(e, dim) for e in request.image_embeddings])
         scheduler = request.scheduler or "ddim"
         if scheduler not in SCHEDULERS:
             raise InvalidArgument(f"scheduler must be one of {', '.join(SCHEDULERS)}")
-        guidance = steps = None
-        if request.HasField("guidance_scale"):
-            check_range("guidance_scale", request.guidance_scale, 0.0, 20.0)
-            guidance = request.guidance_scale
+        # guidance_scale's bounds are the sampler's own (validate_request, on submit)
+        guidance = request.guidance_scale if request.HasField("guidance_scale") else None
+        steps = None
         if request.HasField("steps"):
-            check_count("steps", request.steps, 1, MAX_STEPS)
+            check_count("steps", request.steps, 1, MAX_SERVICE_STEPS)
             steps = request.steps
         if request.stream_every < 0:
             raise InvalidArgument("stream_every must be >= 0")

@@ -19,11 +19,11 @@ from torch import Tensor, nn
 
 from tessera.common.device import make_generator
 from tessera.common.errors import Cancelled, InvalidArgument
+from tessera.common.limits import MAX_GUIDANCE
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.model import LatentDecoder
 from tessera.decoder.schedulers import SCHEDULERS, NoiseSchedule, make_scheduler
 
-MAX_GUIDANCE = 20.0  # the gRPC contract's bound
 ProgressFn = Callable[[int, int, Tensor], bool]
 
 
@@ -96,7 +96,7 @@ def validate_request(
     if isinstance(g, bool) or not isinstance(g, numbers.Real) or not math.isfinite(g):
         raise InvalidArgument(f"guidance_scale must be a finite number, got {g!r}")
     if not 0.0 <= g <= MAX_GUIDANCE:
-        raise InvalidArgument(f"guidance_scale must be in [0, {MAX_GUIDANCE}], got {g}")
+        raise InvalidArgument(f"guidance_scale must be in [0, {MAX_GUIDANCE:g}], got {g}")
     if (
         isinstance(progress_every, bool)
         or not isinstance(progress_every, int)

@@ -13,8 +13,10 @@ from ray import serve
 from tessera.common import metrics
 from tessera.common.engine_service import EngineService
 from tessera.common.errors import InvalidArgument
+from tessera.common.limits import MAX_LM_IMAGES_PER_CALL, MAX_PROMPT_CHARS, MAX_TEMPERATURE
 from tessera.common.protos import (
     check_count,
+    check_prompt,
     check_range,
     grid_to_proto,
     text_states_from_proto,
@@ -22,11 +24,15 @@ from tessera.common.protos import (
 from tessera.common.serving import resolve_seed
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.engine import ContinuousSampler
-from tessera.lm.sampling import SamplingParams
+from tessera.lm.sampling import SamplingParams, validate_params
 from tessera.v1 import common_pb2, lm_pb2
 
-MAX_IMAGES = 8
-MAX_PROMPT_CHARS = 500
+# Optional SampleTokensRequest fields that are SamplingParams fields, read off the contract.
+SAMPLING_FIELDS = tuple(
+    f.name
+    for f in lm_pb2.SampleTokensRequest.DESCRIPTOR.fields
+    if f.has_presence and f.name != "seed" and f.name in SamplingParams.__dataclass_fields__
+)
 DEFAULT_MAX_ROWS = 128  # KV-cache rows: 64 guided images (16 requests x 4 candidates)
 
 
@@ -39,33 +45,30 @@ class LanguageModel(EngineService):
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
         self.model = self.load(bundle_dir, "lm", device)
         self.grid_size = self.model.config.grid_size
-        self.start_engine(ContinuousSampler, self.model, DEFAULT_MAX_ROWS, 2 * MAX_IMAGES)
+        self.start_engine(
+            ContinuousSampler, self.model, DEFAULT_MAX_ROWS, 2 * MAX_LM_IMAGES_PER_CALL
+        )
 
     def _params(self, request: lm_pb2.SampleTokensRequest) -> tuple[list[SamplingParams], int]:
         """Validate a request and expand it to one SamplingParams per image."""
-        if not request.prompt.strip() or len(request.prompt) > MAX_PROMPT_CHARS:
-            raise InvalidArgument(f"prompt must be 1..{MAX_PROMPT_CHARS} characters")
+        check_prompt("prompt", request.prompt, MAX_PROMPT_CHARS)
         if request.seeds:
-            check_count("seeds", len(request.seeds), 1, MAX_IMAGES)
+            check_count("seeds", len(request.seeds), 1, MAX_LM_IMAGES_PER_CALL)
             if request.HasField("seed") or request.n not in (0, len(request.seeds)):
                 raise InvalidArgument(
                     "with seeds, leave seed unset and n unset or equal to the number of seeds"
                 )
         n = request.n or len(request.seeds) or 1
-        check_count("n", n, 1, MAX_IMAGES)
-        fields: dict = {}
-        if request.HasField("temperature"):
-            check_range("temperature", request.temperature, 0.0, 2.0, open_low=True)
-            fields["temperature"] = request.temperature
-        if request.HasField("top_k"):
-            check_range("top_k", request.top_k, 0, self.model.config.vocab_size)
-            fields["top_k"] = request.top_k
-        if request.HasField("top_p"):
-            check_range("top_p", request.top_p, 0.0, 1.0, open_low=True)
-            fields["top_p"] = request.top_p
-        if request.HasField("guidance_scale"):
-            check_range("guidance_scale", request.guidance_scale, 0.0, 20.0)
-            fields["guidance_scale"] = request.guidance_scale
+        check_count("n", n, 1, MAX_LM_IMAGES_PER_CALL)
+        # The sampling options the request sets: the sampler's own checks (validate_params,
+        # run again by the engine), then the contract's cap on temperature (the sampler takes
+        # any positive one).
+        fields = {
+            name: getattr(request, name) for name in SAMPLING_FIELDS if request.HasField(name)
+        }
+        validate_params(SamplingParams(**fields), self.model.config.vocab_size)
+        if "temperature" in fields:
+            check_range("temperature", fields["temperature"], 0.0, MAX_TEMPERATURE, open_low=True)
         if request.stream_every < 0:
             raise InvalidArgument("stream_every must be >= 0")
         if request.seeds:

@@ -23,10 +23,9 @@ import torch
 
 from tessera.common.device import make_generator
 from tessera.common.errors import Cancelled, InvalidArgument
+from tessera.common.limits import MAX_GUIDANCE
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, trim_text
-
-MAX_GUIDANCE = 20.0
 
 
 @dataclass

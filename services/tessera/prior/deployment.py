@@ -10,11 +10,17 @@ from ray import serve
 
 from tessera.common import metrics
 from tessera.common.engine_service import EngineService
-from tessera.common.errors import InvalidArgument
 from tessera.common.images import arrays_to_tensor, decode_image
+from tessera.common.limits import (
+    MAX_ITEMS_PER_CALL,
+    MAX_PROMPT_CHARS,
+    MAX_SAMPLES_PER_CALL,
+    MAX_SERVICE_STEPS,
+    MAX_TEXTS_PER_CALL,
+)
 from tessera.common.protos import (
     check_count,
-    check_range,
+    check_prompt,
     embedding_to_proto,
     text_states_to_proto,
 )
@@ -23,17 +29,7 @@ from tessera.common.text_encoder import TextBatch
 from tessera.prior.engine import PriorBatcher
 from tessera.v1 import prior_pb2
 
-MAX_TEXTS = 64
-MAX_IMAGES = 16
-MAX_SAMPLES = 8
-MAX_PROMPT_CHARS = 500
-MAX_STEPS = 1000
 DEFAULT_MAX_ROWS = 64  # prior rows per step call: 16 guided prompts with 2 candidates
-
-
-def check_prompt(text: str) -> None:
-    if not text.strip() or len(text) > MAX_PROMPT_CHARS:
-        raise InvalidArgument(f"each text must be 1..{MAX_PROMPT_CHARS} characters")
 
 
 def count_cost(item: tuple) -> int:
@@ -60,9 +56,9 @@ class Prior(EngineService):
         self.clip = self.load(bundle_dir, "clip", device)
         self.prior = self.load(bundle_dir, "prior", device)
         self.image_size = self.clip.config.image_size
-        self.init_batching(_text_batch=MAX_TEXTS, _image_batch=MAX_IMAGES)
+        self.init_batching(_text_batch=MAX_TEXTS_PER_CALL, _image_batch=MAX_ITEMS_PER_CALL)
         # The most rows one request can take: every sample guided (2 rows per candidate).
-        max_request_rows = MAX_SAMPLES * self.prior.config.n_candidates * 2
+        max_request_rows = MAX_SAMPLES_PER_CALL * self.prior.config.n_candidates * 2
         self.start_engine(PriorBatcher, self.prior, DEFAULT_MAX_ROWS, max_request_rows)
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
@@ -76,12 +72,12 @@ class Prior(EngineService):
             return self.clip.embed_text(text.pooled.to(self.device)), text
 
     async def EmbedText(self, request: prior_pb2.EmbedTextRequest) -> prior_pb2.EmbedResponse:
-        check_count("texts", len(request.texts), 1, MAX_TEXTS)
+        check_count("texts", len(request.texts), 1, MAX_TEXTS_PER_CALL)
         for t in request.texts:
-            check_prompt(t)
+            check_prompt("each text", t, MAX_PROMPT_CHARS)
         return split_results(await self._text_batch((list(request.texts), request.return_states)))
 
-    @batched(max_batch_size=MAX_TEXTS, cost=count_cost)
+    @batched(max_batch_size=MAX_TEXTS_PER_CALL, cost=count_cost)
     async def _text_batch(self, items: list[tuple[list[str], bool]]) -> list:
         return await asyncio.to_thread(self._embed_text_many, items)
 
@@ -100,11 +96,11 @@ class Prior(EngineService):
         ]
 
     async def EmbedImage(self, request: prior_pb2.EmbedImageRequest) -> prior_pb2.EmbedResponse:
-        check_count("images", len(request.images), 1, MAX_IMAGES)
+        check_count("images", len(request.images), 1, MAX_ITEMS_PER_CALL)
         arrays = [decode_image(b, self.image_size, resize=True) for b in request.images]
         return split_results(await self._image_batch((arrays,)))
 
-    @batched(max_batch_size=4 * MAX_IMAGES, cost=count_cost)
+    @batched(max_batch_size=4 * MAX_ITEMS_PER_CALL, cost=count_cost)
     async def _image_batch(self, items: list[tuple[list]]) -> list:
         return await asyncio.to_thread(self._embed_image_many, items)
 
@@ -120,16 +116,14 @@ class Prior(EngineService):
     async def SamplePrior(
         self, request: prior_pb2.SamplePriorRequest
     ) -> prior_pb2.SamplePriorResponse:
-        check_prompt(request.prompt)
+        check_prompt("prompt", request.prompt, MAX_PROMPT_CHARS)
         n = request.n or 1
-        check_count("n", n, 1, MAX_SAMPLES)
-        guidance = None
-        if request.HasField("guidance_scale"):
-            check_range("guidance_scale", request.guidance_scale, 0.0, 20.0)
-            guidance = request.guidance_scale
+        check_count("n", n, 1, MAX_SAMPLES_PER_CALL)
+        # guidance_scale's bounds are the prior's own (check_sample_args, on submit)
+        guidance = request.guidance_scale if request.HasField("guidance_scale") else None
         steps = None
         if request.HasField("steps"):
-            check_count("steps", request.steps, 1, MAX_STEPS)
+            check_count("steps", request.steps, 1, MAX_SERVICE_STEPS)
             steps = request.steps
         seed = resolve_seed(request.seed if request.HasField("seed") else None)
         text_emb, text = await asyncio.to_thread(self._embed_texts, [request.prompt] * n)

@@ -24,6 +24,7 @@ from torch import nn
 
 from tessera.common.device import make_generator
 from tessera.common.errors import InvalidArgument
+from tessera.common.limits import MAX_GUIDANCE
 from tessera.common.text_encoder import DEFAULT_MAX_TOKENS, TEXT_DIM, TextBatch
 from tessera.prior.scheduler import PriorDDIMScheduler, cosine_alphas_cumprod
 
@@ -332,8 +333,8 @@ class DiffusionPrior(nn.Module):
         k = cfg.n_candidates if n_candidates is None else int(n_candidates)
         if len(seeds) != b:
             raise InvalidArgument(f"need one seed per row: {b} rows, {len(seeds)} seeds")
-        if not math.isfinite(scale) or scale < 0:
-            raise InvalidArgument(f"guidance_scale must be >= 0; got {scale}")
+        if not math.isfinite(scale) or not 0 <= scale <= MAX_GUIDANCE:
+            raise InvalidArgument(f"guidance_scale must be in [0, {MAX_GUIDANCE:g}]; got {scale}")
         if k < 1:
             raise InvalidArgument(f"n_candidates must be >= 1; got {k}")
         if text.states.shape[0] != b or text_emb.shape[1] != cfg.embed_dim:

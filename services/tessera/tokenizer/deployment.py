@@ -1,6 +1,6 @@
 """Tokenizer and Detokenizer deployments: the two halves of the bundle's VQ model.
 
-Each request may carry up to MAX_ITEMS images or grids; ``@serve.batch`` merges concurrent
+Each request may carry up to MAX_ITEMS_PER_CALL images or grids; ``@serve.batch`` merges concurrent
 requests into one forward pass. A bad item fails only its own request.
 """
 
@@ -15,6 +15,7 @@ from ray import serve
 from tessera.common import metrics
 from tessera.common.errors import InvalidArgument
 from tessera.common.images import arrays_to_tensor, decode_image, encode_png, tensor_to_arrays
+from tessera.common.limits import MAX_ITEMS_PER_CALL
 from tessera.common.protos import (
     check_count,
     grid_from_proto,
@@ -24,8 +25,6 @@ from tessera.common.protos import (
 )
 from tessera.common.serving import BatchKnobs, batched, item_slices, load_model, split_results
 from tessera.v1 import common_pb2, tokenizer_pb2
-
-MAX_ITEMS = 16
 
 
 def tokenize_cost(item: tuple[list, bool]) -> int:
@@ -41,12 +40,12 @@ def detokenize_cost(item: tuple[str, torch.Tensor]) -> int:
 
 class _VQService(BatchKnobs):
     """What both halves share: the bundle's VQ model, and one batched method (the only key
-    of ``_batched_methods``) whose budget fits MAX_ITEMS items of ``_item_cost()``."""
+    of ``_batched_methods``) whose budget fits MAX_ITEMS_PER_CALL items of ``_item_cost()``."""
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
         self.model, self.device = load_model(bundle_dir, "tokenizer", device)
         (method,) = self._batched_methods
-        self.init_batching(**{method: MAX_ITEMS * self._item_cost()})
+        self.init_batching(**{method: MAX_ITEMS_PER_CALL * self._item_cost()})
         self.model_loaded = True
 
     def _item_cost(self) -> int:
@@ -65,7 +64,7 @@ class Tokenizer(_VQService):
     async def Tokenize(
         self, request: tokenizer_pb2.TokenizeRequest
     ) -> tokenizer_pb2.TokenizeResponse:
-        check_count("images", len(request.images), 1, MAX_ITEMS)
+        check_count("images", len(request.images), 1, MAX_ITEMS_PER_CALL)
         size = self.model.image_size
         arrays = [decode_image(data, size, resize=request.resize) for data in request.images]
         return split_results(await self._tokenize_batch((arrays, request.return_latents)))
@@ -107,10 +106,10 @@ class Detokenizer(_VQService):
         if request.grids and request.latents:
             raise InvalidArgument("set either grids or latents, not both")
         if request.grids:
-            check_count("grids", len(request.grids), 1, MAX_ITEMS)
+            check_count("grids", len(request.grids), 1, MAX_ITEMS_PER_CALL)
             grids = [grid_from_proto(g, m.grid_size, m.codebook_size) for g in request.grids]
             return "grids", torch.stack(grids)
-        check_count("latents", len(request.latents), 1, MAX_ITEMS)
+        check_count("latents", len(request.latents), 1, MAX_ITEMS_PER_CALL)
         shape = (m.latent_channels, m.grid_size, m.grid_size)
         latents = [tensor_from_proto(z, shape) for z in request.latents]
         return ("latents_q" if request.quantize else "latents"), torch.stack(latents)

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from tessera.bundle.init import build_random_bundle
+from tessera.bundle.random_init import build_random_bundle
 from tessera.common.images import encode_png
+from tessera.common.limits import MAX_ITEMS_PER_CALL as MAX_ITEMS
 from tessera.common.protos import grid_to_proto
-from tessera.tokenizer.deployment import MAX_ITEMS, Detokenizer, Tokenizer
+from tessera.tokenizer.deployment import Detokenizer, Tokenizer
 from tessera.v1 import tokenizer_pb2
 
 
