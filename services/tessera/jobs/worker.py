@@ -95,7 +95,8 @@ class _Held:
 
 
 class Worker:
-    """A queue consumer with ``concurrency`` slots; ``await run()`` until ``stop()``."""
+    """A queue consumer with ``concurrency`` slots; ``await run()`` until ``stop()``. It
+    drives ``queue.consumer`` (the worker primitives) and reads ``queue.config``."""
 
     def __init__(
         self,
@@ -108,6 +109,7 @@ class Worker:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.queue = queue
+        self.consumer = queue.consumer
         self.executor = executor
         self.concurrency = concurrency
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -164,12 +166,12 @@ class Worker:
         for held in list(self.held.values()):
             try:
                 if held.lease:
-                    await self.queue.release(held.delivery.job_id, held.lease)
+                    await self.consumer.release(held.delivery.job_id, held.lease)
             except Exception:  # noqa: BLE001 - best effort; reclaim covers it
                 log.warning("could not release job %s", held.delivery.job_id)
         self.held.clear()
         try:
-            await self.queue.deregister(self.name)
+            await self.consumer.deregister(self.name)
         except Exception:  # noqa: BLE001
             pass
 
@@ -181,7 +183,7 @@ class Worker:
         while True:
             try:
                 held = list(self.held.values())
-                still_ours = await self.queue.heartbeat(
+                still_ours = await self.consumer.heartbeat(
                     self.name, [h.delivery for h in held], self.concurrency
                 )
                 for h, ours in zip(held, still_ours, strict=True):
@@ -223,13 +225,13 @@ class Worker:
             return self.backlog.popleft()
         now = time.monotonic()
         if now >= self._next_reclaim:
-            found = await self.queue.reclaim(self.name, self._cursors)
+            found = await self.consumer.reclaim(self.name, self._cursors)
             if found:
                 return self._hold(found)
             self._next_reclaim = now + max(0.1, self._vt / 4)
-        got = await self.queue.read(self.name, block=False)
+        got = await self.consumer.read(self.name, block=False)
         if not got:
-            got = await self.queue.read(self.name, block=True)
+            got = await self.consumer.read(self.name, block=True)
         return self._hold(got) if got else None
 
     def _hold(self, deliveries: list[Delivery]) -> Delivery | None:
@@ -248,7 +250,7 @@ class Worker:
         held = self.held.setdefault(d.key, _Held(d))
         held.lease = uuid.uuid4().hex
         try:
-            started = await self.queue.start(d, self.name, held.lease)
+            started = await self.consumer.start(d, self.name, held.lease)
             if not started.run:
                 log.debug("job %s skipped: %s", d.job_id, started.reason)
                 return
@@ -271,7 +273,7 @@ class Worker:
             if held.lost or held.cancel:
                 return False
             try:
-                verdict = await self.queue.progress(d.job_id, held.lease, event)
+                verdict = await self.consumer.progress(d.job_id, held.lease, event)
             except REDIS_DOWN:
                 return True  # progress is best effort; the commit retries until Redis is back
             if verdict == 0:
@@ -299,7 +301,7 @@ class Worker:
         metrics.record_request(params.route, "ok", "job", time.monotonic() - t0)
         # Commit even if the lease was lost: first writer wins, and this result is valid.
         outcome = await _retry(
-            lambda: self.queue.commit(d, result, service_s=time.monotonic() - t0),
+            lambda: self.consumer.commit(d, result, service_s=time.monotonic() - t0),
             give_up_s=max(30.0, 3 * self._vt),
         )
         if outcome == "committed":
@@ -314,7 +316,7 @@ class Worker:
         if held.lost:
             self.stats["lost"] += 1
         elif isinstance(error, Cancelled) and held.cancel:
-            await _retry(lambda: self.queue.mark_cancelled(held.delivery.job_id))
+            await _retry(lambda: self.consumer.mark_cancelled(held.delivery.job_id))
             self.stats["cancelled"] += 1
             _record(held, "cancelled")
         else:
@@ -330,7 +332,7 @@ class Worker:
             log.error("job %s failed: %r", held.delivery.job_id, error)
         detail = "".join(traceback.format_exception(error))[-4000:]
         outcome = await _retry(
-            lambda: self.queue.fail(
+            lambda: self.consumer.fail(
                 held.delivery, held.lease, message, retryable=retryable, detail=detail
             )
         )

@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from tessera.common import metrics
+from tessera.jobs.consumer import QueueConsumer
 from tessera.jobs.queue import Delivery, JobQueue, wait_for
 from tessera.jobs.synthetic import SyntheticExecutor
 from tessera.jobs.worker import Worker, cancel_and_wait
@@ -33,9 +34,10 @@ async def test_cancel_and_wait_cancels_again_a_task_that_lost_the_first_cancel()
     assert time.monotonic() - t0 < 2
 
 
-class LosesOneHeartbeatCancel(JobQueue):
-    """A real queue whose heartbeat drops the first cancellation it gets, the way redis-py's
-    socket writes can on Python 3.11 (``asyncio.wait_for`` returning a finished write)."""
+class LosesOneHeartbeatCancel(QueueConsumer):
+    """A real queue consumer whose heartbeat drops the first cancellation it gets, the way
+    redis-py's socket writes can on Python 3.11 (``asyncio.wait_for`` returning a finished
+    write)."""
 
     dropped = 0
     parked: asyncio.Event
@@ -52,12 +54,13 @@ class LosesOneHeartbeatCancel(JobQueue):
 
 
 async def test_shutdown_ends_even_when_the_heartbeat_drops_a_cancel(redis_url):
-    queue = LosesOneHeartbeatCancel.from_url(redis_url, config())
-    queue.parked = asyncio.Event()
+    queue = JobQueue.from_url(redis_url, config())
+    consumer = queue.consumer = LosesOneHeartbeatCancel(queue.store)
+    consumer.parked = asyncio.Event()
     try:
         worker = Worker(queue, SyntheticExecutor(step_s=0.01), concurrency=2)
         task = asyncio.create_task(worker.run())
-        await asyncio.wait_for(queue.parked.wait(), 10)  # the heartbeat waits in its call
+        await asyncio.wait_for(consumer.parked.wait(), 10)  # the heartbeat waits in its call
         worker.stop()
         t0 = time.monotonic()
         await asyncio.wait_for(task, 10)
