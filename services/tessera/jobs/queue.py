@@ -2,7 +2,8 @@
 watch, depth), here; ``JobQueue.consumer`` is a ``QueueConsumer`` (``consumer.py``) with the
 primitives workers use (read, reclaim, start, progress, commit, fail, heartbeat); both hold
 one ``QueueStore`` (``store.py``: the Redis client, keys and Lua scripts). Its value types
-(config, job record, updates, depth) live in ``records.py``.
+(config, job record, updates, depth) live in ``records.py``; what to do when Redis is down,
+in ``redis_retry.py``.
 
 Why Redis Streams with consumer groups (and not Ray Serve's ``@task_consumer`` over Celery):
 a consumer group gives at-least-once delivery with explicit XACK, a pending-entries list per
@@ -50,7 +51,6 @@ from tessera.jobs.records import (  # noqa: F401 - re-exported: callers import t
     JOB_ID,
     MAX_IDEMPOTENCY_KEY,
     PRIORITIES,
-    REDIS_DOWN,
     TERMINAL,
     Delivery,
     JobRecord,
@@ -60,7 +60,6 @@ from tessera.jobs.records import (  # noqa: F401 - re-exported: callers import t
     QueueDepth,
     StartResult,
     _s,
-    store_errors,
 )
 from tessera.jobs.store import QueueStore
 from tessera.routes.schemas import GenerationParams

@@ -11,6 +11,7 @@ a message (a reclaimed stale one, else high priority, else normal), ``start``s i
 checks cancel/attempts and takes a lease), runs the executor publishing progress, then
 ``commit``s the result or ``fail``s the attempt. A heartbeat task renews the visibility of
 every message this worker holds, so the visibility timeout only fires when the worker died.
+While Redis is down the slots back off and commits retry (``redis_retry.py``).
 
 Run standalone: ``python -m tessera.jobs.worker --redis-url URL --executor module:attr``.
 """
@@ -24,7 +25,6 @@ import inspect
 import json
 import logging
 import os
-import random
 import signal
 import socket
 import time
@@ -47,7 +47,9 @@ from tessera.common.errors import (
     TesseraError,
     public_message,
 )
-from tessera.jobs.queue import REDIS_DOWN, Delivery, JobQueue, QueueConfig
+from tessera.jobs import redis_retry
+from tessera.jobs.queue import Delivery, JobQueue, QueueConfig
+from tessera.jobs.redis_retry import REDIS_DOWN, Backoff, retrying
 from tessera.routes.schemas import GenerationParams
 from tessera.v1 import generation_pb2
 
@@ -200,24 +202,22 @@ class Worker:
             await asyncio.sleep(period)
 
     async def _slot(self, index: int) -> None:
-        backoff = 0.1
+        backoff = Backoff(redis_retry.SLOT_FIRST_S, redis_retry.SLOT_DOWN_CAP_S, jitter=True)
         while not self._stopping.is_set() and index < self.concurrency:
             try:
                 delivery = await self._next()
                 if delivery is not None:
                     await self._process(delivery)
-                backoff = 0.1
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except REDIS_DOWN as e:
-                if backoff == 0.1:  # once per outage, not per retry
+                if backoff.fresh:  # once per outage, not per retry
                     log.warning("slot %d: redis unavailable (%s); retrying", index, e)
-                await asyncio.sleep(backoff * (1 + random.random()))
-                backoff = min(backoff * 2, 1.0)
+                await backoff.wait()
             except Exception:
                 log.exception("slot %d: unexpected error", index)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await backoff.wait(cap=redis_retry.SLOT_ERROR_CAP_S, jitter=False)
 
     async def _next(self) -> Delivery | None:
         """Next message: local backlog, a stale one (now and then), high, normal, or wait."""
@@ -300,7 +300,7 @@ class Worker:
             return
         metrics.record_request(params.route, "ok", "job", time.monotonic() - t0)
         # Commit even if the lease was lost: first writer wins, and this result is valid.
-        outcome = await _retry(
+        outcome = await retrying(
             lambda: self.consumer.commit(d, result, service_s=time.monotonic() - t0),
             give_up_s=max(30.0, 3 * self._vt),
         )
@@ -316,7 +316,7 @@ class Worker:
         if held.lost:
             self.stats["lost"] += 1
         elif isinstance(error, Cancelled) and held.cancel:
-            await _retry(lambda: self.consumer.mark_cancelled(held.delivery.job_id))
+            await retrying(lambda: self.consumer.mark_cancelled(held.delivery.job_id))
             self.stats["cancelled"] += 1
             _record(held, "cancelled")
         else:
@@ -331,7 +331,7 @@ class Worker:
             message = f"internal error ({type(error).__name__})"
             log.error("job %s failed: %r", held.delivery.job_id, error)
         detail = "".join(traceback.format_exception(error))[-4000:]
-        outcome = await _retry(
+        outcome = await retrying(
             lambda: self.consumer.fail(
                 held.delivery, held.lease, message, retryable=retryable, detail=detail
             )
@@ -358,21 +358,6 @@ def _record(held: _Held, outcome: str) -> None:
     """Job outcome and time in queue, by priority (the stream a job came from)."""
     priority = "high" if held.delivery.stream.endswith("high") else "normal"
     metrics.record_job(outcome, held.queue_s, priority=priority)
-
-
-async def _retry(call: Callable[[], Awaitable[Any]], *, give_up_s: float = 30.0) -> Any:
-    """Run a Redis call, retrying while Redis is unreachable (e.g. restarting); after
-    ``give_up_s`` the error propagates and the message is reclaimed later."""
-    deadline = time.monotonic() + give_up_s
-    delay = 0.05
-    while True:
-        try:
-            return await call()
-        except REDIS_DOWN:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
 
 # -- command line (python -m tessera.jobs.worker, or `tessera jobs worker` if routed) ----------

@@ -12,7 +12,8 @@ from collections import Counter
 
 import pytest
 
-from tessera.jobs.queue import REDIS_DOWN, JobQueue
+from tessera.jobs.queue import JobQueue
+from tessera.jobs.redis_retry import REDIS_DOWN
 from tessera.jobs.synthetic import expected_png
 from tessera.routes.schemas import GenerationParams
 
