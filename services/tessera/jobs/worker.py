@@ -1,10 +1,9 @@
 """The worker loop: take jobs from the queue, run them through an executor, commit results.
 
-An executor is any ``async def execute(params: GenerationParams, on_event) ->
-GenerateResponse`` (``on_event(GenerateEvent) -> bool``; False asks it to stop, and it
-raises ``tessera.common.errors.Cancelled``): ``tessera.routes.pipelines.Pipelines.generate``
-in production, ``tessera.jobs.synthetic.SyntheticExecutor`` in tests. It must not block the
-event loop for long (the heartbeat that keeps its job from being reclaimed runs on it).
+An executor (``executors.py``) is the route code in production,
+``tessera.routes.pipelines.Pipelines.generate``; ``tessera.jobs.synthetic.SyntheticExecutor``
+in tests. It must not block the event loop for long (the heartbeat that keeps its job from
+being reclaimed runs on it).
 
 One worker = one Redis consumer with ``concurrency`` slots (asyncio tasks). Each slot takes
 a message (a reclaimed stale one, else high priority, else normal), ``start``s it (atomically
@@ -13,15 +12,15 @@ checks cancel/attempts and takes a lease), runs the executor publishing progress
 every message this worker holds, so the visibility timeout only fires when the worker died.
 While Redis is down the slots back off and commits retry (``redis_retry.py``).
 
-Run standalone: ``python -m tessera.jobs.worker --redis-url URL --executor module:attr``.
+Run standalone: ``python -m tessera.jobs.worker --redis-url URL [--bundle-dir DIR]`` runs the
+real routes over the bundle's models loaded in the process; ``--executor module:attr``
+(e.g. ``tessera.jobs.synthetic:SyntheticExecutor``) runs another executor.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import inspect
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +47,7 @@ from tessera.common.errors import (
     public_message,
 )
 from tessera.jobs import redis_retry
+from tessera.jobs.executors import LOCAL_ROUTES, SYNTHETIC, Executor, build_executor
 from tessera.jobs.queue import Delivery, JobQueue, QueueConfig
 from tessera.jobs.redis_retry import REDIS_DOWN, Backoff, retrying
 from tessera.routes.schemas import GenerationParams
@@ -55,36 +55,8 @@ from tessera.v1 import generation_pb2
 
 log = logging.getLogger(__name__)
 
-Executor = Callable[
-    [GenerationParams, Callable[[generation_pb2.GenerateEvent], Awaitable[bool]]],
-    Awaitable[generation_pb2.GenerateResponse],
-]
 # Errors that no retry can fix: the job fails at once.
 PERMANENT_ERRORS = (InvalidArgument, NotFound, AlreadyExists)
-
-
-async def build_executor(spec: str, *args: Any, **kwargs: Any) -> Executor:
-    """Resolve ``"module:attr"`` to an executor.
-
-    ``attr`` may be the executor itself (an ``async def``), or a factory/class called with
-    ``*args, **kwargs`` whose result (awaited if awaitable) is the executor or has a
-    ``generate`` method (e.g. ``tessera.routes.pipelines:Pipelines`` with the handles).
-    """
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise ValueError(f"executor spec {spec!r} must look like 'package.module:attr'")
-    obj: Any = getattr(importlib.import_module(module_name), attr)
-    if inspect.iscoroutinefunction(obj):
-        if args or kwargs:
-            raise ValueError(f"{spec} is an executor function; it takes no constructor args")
-        return obj
-    obj = obj(*args, **kwargs)
-    if inspect.isawaitable(obj):
-        obj = await obj
-    executor = getattr(obj, "generate", obj)
-    if not callable(executor):
-        raise TypeError(f"{spec} built {type(obj).__name__}, which is not an executor")
-    return executor
 
 
 @dataclass
@@ -367,13 +339,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default=None, help="default: TESSERA_REDIS_URL/embedded")
     parser.add_argument(
         "--executor",
-        default="tessera.jobs.synthetic:SyntheticExecutor",
-        help="module:attr of the executor or its factory",
+        default=LOCAL_ROUTES,
+        help="module:attr of the executor or its factory (default: the real routes over the "
+        f"models of --bundle-dir, loaded in this process; {SYNTHETIC} makes fake images)",
     )
     parser.add_argument("--executor-kwargs", default="{}", help="JSON kwargs for the factory")
+    parser.add_argument(
+        "--bundle-dir", default=None, help="default executor: the bundle (default: configured)"
+    )
+    parser.add_argument("--device", default=None, help="default executor: cpu/cuda (default: auto)")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--queue-config", default="{}", help="JSON QueueConfig fields")
     parser.add_argument("--name", default=None, help="consumer name (default: host-pid-rand)")
+
+
+def executor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``--executor-kwargs``, plus the bundle and device when the executor is the default."""
+    kwargs: dict[str, Any] = json.loads(args.executor_kwargs)
+    if args.executor == LOCAL_ROUTES:
+        from tessera.common.settings import get_settings
+
+        kwargs.setdefault("bundle_dir", args.bundle_dir or str(get_settings().bundle_dir))
+        kwargs.setdefault("device", args.device)
+    elif args.bundle_dir or args.device:
+        raise SystemExit(
+            f"--bundle-dir and --device are arguments of {LOCAL_ROUTES}; pass those of "
+            f"{args.executor} in --executor-kwargs"
+        )
+    return kwargs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -382,13 +375,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    executor = await build_executor(args.executor, **executor_kwargs(args))
     url = args.redis_url
     if url is None:
         from tessera.jobs.embedded import ensure_redis
 
         url = ensure_redis(stop_at_exit=False)
     queue = JobQueue.from_url(url, QueueConfig.from_dict(json.loads(args.queue_config)))
-    executor = await build_executor(args.executor, **json.loads(args.executor_kwargs))
     worker = Worker(queue, executor, concurrency=args.concurrency, name=args.name)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,16 +1,21 @@
 """The worker's lifecycle: shutdown ends every task it started, even one that lost a cancel;
-an attempt that runs past its time limit fails instead of holding its slot."""
+an attempt that runs past its time limit fails instead of holding its slot; the command line
+runs the real routes unless told otherwise."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 
+import pytest
+
 from tessera.common import metrics
+from tessera.common.settings import get_settings
 from tessera.jobs.consumer import QueueConsumer
 from tessera.jobs.queue import Delivery, JobQueue, wait_for
 from tessera.jobs.synthetic import SyntheticExecutor
-from tessera.jobs.worker import Worker, cancel_and_wait
+from tessera.jobs.worker import Worker, add_arguments, cancel_and_wait, executor_kwargs
 from tessera.routes.schemas import GenerationParams
 
 from .conftest import config, open_queue
@@ -91,3 +96,19 @@ async def test_an_attempt_past_run_timeout_fails_is_retried_then_dead_lettered(r
     assert "TimeoutError" in dead[0]["detail"]  # where the attempt was when time ran out
     timed_out = metrics.value(metrics.REQUESTS, ingress="job", status="deadline_exceeded")
     assert timed_out == 2
+
+
+def test_the_cli_runs_the_real_routes_unless_told_otherwise():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    assert args.executor == "tessera.routes.local:local_pipelines"
+    default_bundle = str(get_settings().bundle_dir)
+    assert executor_kwargs(args) == {"bundle_dir": default_bundle, "device": None}
+    args = parser.parse_args(["--bundle-dir", "/b", "--device", "cpu"])
+    assert executor_kwargs(args) == {"bundle_dir": "/b", "device": "cpu"}
+    synthetic = ["--executor", "tessera.jobs.synthetic:SyntheticExecutor"]
+    args = parser.parse_args([*synthetic, "--executor-kwargs", '{"steps": 2}'])
+    assert executor_kwargs(args) == {"steps": 2}
+    with pytest.raises(SystemExit, match="--bundle-dir"):
+        executor_kwargs(parser.parse_args([*synthetic, "--bundle-dir", "/b"]))
