@@ -32,7 +32,8 @@ from pydantic import BaseModel
 
 from tessera.common.errors import InvalidArgument, NotFound, error_code_name, public_message
 from tessera.common.http import error_response
-from tessera.jobs.queue import JobQueue, JobRecord, JobUpdate, store_errors
+from tessera.jobs.queue import JobQueue, JobRecord, JobUpdate
+from tessera.jobs.redis_retry import store_errors
 from tessera.routes.schemas import GenerationParams, ImageData, ImagesResponse, validate
 
 log = logging.getLogger(__name__)

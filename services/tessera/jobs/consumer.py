@@ -2,7 +2,7 @@
 
 Every state change is one Lua script (``lua.py``), so a worker that dies between two calls
 leaves the job in a state another worker can reclaim. ``tessera.jobs.worker`` is the loop
-that drives these; ``JobQueue`` (``queue.py``) inherits them.
+that drives these; it reaches them as ``JobQueue.consumer`` (``queue.py``).
 """
 
 from __future__ import annotations
@@ -13,39 +13,44 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from tessera.jobs import lua
-from tessera.jobs.records import Delivery, StartResult, _s
+from tessera.jobs.records import Delivery, QueueConfig, StartResult, _s
 from tessera.jobs.store import QueueStore
 from tessera.v1 import generation_pb2
 
 
-class QueueConsumer(QueueStore):
-    """The primitives a worker calls, in the order a job meets them."""
+class QueueConsumer:
+    """The primitives a worker calls, in the order a job meets them, over a shared store."""
+
+    def __init__(self, store: QueueStore) -> None:
+        self.store = store
+
+    @property
+    def config(self) -> QueueConfig:
+        return self.store.config
 
     async def read(self, consumer: str, *, block: bool) -> list[Delivery]:
         """New messages for ``consumer``: high priority first; with ``block``, wait up to
         ``block_s`` on both streams (then at most one message per stream is returned)."""
-        await self._ensure_setup()
+        await self.store.ensure_setup()
+        streams = list(self.store.streams.values())
         if not block:
-            for stream in self.streams.values():
+            for stream in streams:
                 got = await self._xreadgroup(consumer, [stream], block_ms=None)
                 if got:
                     return got
             return []
-        return await self._xreadgroup(
-            consumer, list(self.streams.values()), block_ms=int(self.config.block_s * 1000)
-        )
+        return await self._xreadgroup(consumer, streams, block_ms=int(self.config.block_s * 1000))
 
     async def _xreadgroup(
         self, consumer: str, streams: list[str], *, block_ms: int | None
     ) -> list[Delivery]:
         try:
-            reply = await self.redis.xreadgroup(
+            reply = await self.store.redis.xreadgroup(
                 self.config.group, consumer, {s: ">" for s in streams}, count=1, block=block_ms
             )
         except ResponseError as e:
             if "NOGROUP" in str(e):  # Redis lost its data (no persistence): recreate
-                self._ready = False
-                await self.setup()
+                await self.store.lost_data()
                 return []
             raise
         out = []
@@ -58,7 +63,7 @@ class QueueConsumer(QueueStore):
                 if job is not None:
                     out.append(Delivery(_s(stream), _s(msg_id), _s(job)))
         # Deliver high priority first when one blocking read returned both.
-        order = {s: i for i, s in enumerate(self.streams.values())}
+        order = {s: i for i, s in enumerate(self.store.streams.values())}
         return sorted(out, key=lambda d: order.get(d.stream, 99))
 
     async def reclaim(
@@ -66,19 +71,13 @@ class QueueConsumer(QueueStore):
     ) -> list[Delivery]:
         """Take over messages idle longer than the visibility timeout (their worker died).
         ``cursors`` (per stream) is advanced in place across calls."""
-        await self._ensure_setup()
+        await self.store.ensure_setup()
         min_idle_ms = int(self.config.visibility_timeout_s * 1000)
-        for stream in self.streams.values():
+        for stream in self.store.streams.values():
             for _ in range(50):  # XAUTOCLAIM scans a bounded slice of the PEL per call
-                reply = await self._scripts["reclaim"](
-                    keys=[stream],
-                    args=[
-                        self.config.group,
-                        consumer,
-                        min_idle_ms,
-                        cursors.get(stream, "0-0"),
-                        count,
-                    ],
+                cursor = cursors.get(stream, "0-0")
+                reply = await self.store.scripts["reclaim"](
+                    keys=[stream], args=[self.config.group, consumer, min_idle_ms, cursor, count]
                 )
                 cursors[stream] = _s(reply[0])
                 found = [
@@ -91,10 +90,16 @@ class QueueConsumer(QueueStore):
                     break
         return []
 
+    def _attempt_keys(self, d: Delivery) -> list[str]:
+        """KEYS of the scripts that may end an attempt in the dead-letter list."""
+        return [*self.store.job_keys(d.job_id), self.store.dead_key, d.stream]
+
     async def start(self, d: Delivery, consumer: str, lease: str) -> StartResult:
+        """Take the job under ``lease`` unless it was cancelled, finished or ran out of
+        attempts (then it is dead-lettered: reason 'dead')."""
         c = self.config
-        reply = await self._scripts["start"](
-            keys=[self.job_key(d.job_id), self.events_key(d.job_id), self.dead_key, d.stream],
+        reply = await self.store.scripts["start"](
+            keys=self._attempt_keys(d),
             args=[
                 d.msg_id,
                 c.group,
@@ -116,8 +121,8 @@ class QueueConsumer(QueueStore):
         """Publish a progress event; 1 keep going, 2 cancel requested, 0 lease lost."""
         ev = generation_pb2.GenerateEvent(progress=event.progress, previews=event.previews)
         return int(
-            await self._scripts["progress"](
-                keys=[self.job_key(job_id), self.events_key(job_id)],
+            await self.store.scripts["progress"](
+                keys=self.store.job_keys(job_id),
                 args=[
                     lease,
                     event.progress.step,
@@ -134,15 +139,9 @@ class QueueConsumer(QueueStore):
         self, d: Delivery, result: generation_pb2.GenerateResponse, *, service_s: float
     ) -> str:
         """Store the result (first writer wins); 'committed', 'already', 'cancelled', 'gone'."""
-        c = self.config
-        reply = await self._scripts["commit"](
-            keys=[
-                self.job_key(d.job_id),
-                self.events_key(d.job_id),
-                self.result_key(d.job_id),
-                self.stats_key,
-                d.stream,
-            ],
+        c, s = self.config, self.store
+        reply = await s.scripts["commit"](
+            keys=[*s.job_keys(d.job_id), s.result_key(d.job_id), s.stats_key, d.stream],
             args=[
                 d.msg_id,
                 c.group,
@@ -162,8 +161,8 @@ class QueueConsumer(QueueStore):
         """An attempt failed: re-queue ('retry') or dead-letter ('dead'); 'stale' if the job
         is no longer ours."""
         c = self.config
-        reply = await self._scripts["fail"](
-            keys=[self.job_key(d.job_id), self.events_key(d.job_id), self.dead_key, d.stream],
+        reply = await self.store.scripts["fail"](
+            keys=self._attempt_keys(d),
             args=[
                 d.msg_id,
                 c.group,
@@ -182,8 +181,8 @@ class QueueConsumer(QueueStore):
 
     async def mark_cancelled(self, job_id: str) -> str:
         c = self.config
-        reply = await self._scripts["cancelled"](
-            keys=[self.job_key(job_id), self.events_key(job_id)],
+        reply = await self.store.scripts["cancelled"](
+            keys=self.store.job_keys(job_id),
             args=[c.group, repr(time.time()), c.record_ttl_s, c.events_maxlen],
         )
         return _s(reply[0])
@@ -191,8 +190,8 @@ class QueueConsumer(QueueStore):
     async def release(self, job_id: str, lease: str) -> bool:
         c = self.config
         return bool(
-            await self._scripts["release"](
-                keys=[self.job_key(job_id), self.events_key(job_id)],
+            await self.store.scripts["release"](
+                keys=self.store.job_keys(job_id),
                 args=[lease, c.group, c.record_ttl_s, c.events_maxlen, job_id],
             )
         )
@@ -202,19 +201,21 @@ class QueueConsumer(QueueStore):
         args: list[Any] = [self.config.group, consumer, repr(time.time()), slots]
         for d in held:
             args += [d.stream, d.msg_id]
-        reply = await self._scripts["heartbeat"](keys=[self.workers_key, self.slots_key], args=args)
+        s = self.store
+        reply = await s.scripts["heartbeat"](keys=[s.workers_key, s.slots_key], args=args)
         return [bool(int(x)) for x in reply]
 
     async def deregister(self, consumer: str) -> None:
         """Forget a stopping worker. Its consumer entry is deleted only where it holds no
         pending message (deleting a consumer drops its pending entries: they could never be
         reclaimed)."""
-        await self.redis.eval(
+        s = self.store
+        await s.redis.eval(
             lua.DEREGISTER,
             2,
-            self.workers_key,
-            self.slots_key,
+            s.workers_key,
+            s.slots_key,
             self.config.group,
             consumer,
-            *self.streams.values(),
+            *s.streams.values(),
         )

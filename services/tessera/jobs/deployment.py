@@ -6,7 +6,7 @@ Wiring (in ``tessera.app.build_app``): ``JobWorker.bind(redis_url, bundle_dir=..
 Each replica then builds the routes over those handles (``tessera.routes.pipelines``,
 imported there, not here) and runs ``Pipelines.generate`` on queued jobs, exactly as the
 gateway does for a synchronous call. Any other executor: ``JobWorker.bind(redis_url,
-executor="pkg.mod:attr", executor_kwargs={...})`` (see ``tessera.jobs.worker.build_executor``;
+executor="pkg.mod:attr", executor_kwargs={...})`` (see ``tessera.jobs.executors.build_executor``;
 the tests use ``tessera.jobs.synthetic:SyntheticExecutor``). Nothing calls the deployment: it
 pulls work from Redis; it must still be part of the application graph (bind it and pass it
 to the ingress, or deploy it as its own application). ``user_config: {concurrency: N}`` sets
@@ -25,8 +25,9 @@ from ray import serve
 
 from tessera.common import metrics
 from tessera.jobs.autoscaling import BACKLOG_METRIC, SLOTS_METRIC, autoscaling_config
+from tessera.jobs.executors import build_executor
 from tessera.jobs.queue import JobQueue, QueueConfig
-from tessera.jobs.worker import Worker, build_executor
+from tessera.jobs.worker import Worker
 from tessera.routes.handles import ModelHandles
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from tessera.common.errors import InvalidArgument, Unavailable
-from tessera.jobs.queue import JobQueue, store_errors
+from tessera.jobs.queue import JobQueue
+from tessera.jobs.redis_retry import store_errors
 from tessera.routes.schemas import GenerationParams
 from tessera.v1 import generation_pb2
 

@@ -1,7 +1,9 @@
-"""A durable job queue on Redis Streams: the client side (submit, get, cancel, watch, depth)
-here; the primitives workers use (read, reclaim, start, progress, commit, fail, heartbeat)
-in ``consumer.py``; the client, keys and scripts both share in ``store.py``. Its value types
-(config, job record, updates, depth) live in ``records.py``.
+"""A durable job queue on Redis Streams. ``JobQueue`` is the client side (submit, get, cancel,
+watch, depth), here; ``JobQueue.consumer`` is a ``QueueConsumer`` (``consumer.py``) with the
+primitives workers use (read, reclaim, start, progress, commit, fail, heartbeat); both hold
+one ``QueueStore`` (``store.py``: the Redis client, keys and Lua scripts). Its value types
+(config, job record, updates, depth) live in ``records.py``; what to do when Redis is down,
+in ``redis_retry.py``.
 
 Why Redis Streams with consumer groups (and not Ray Serve's ``@task_consumer`` over Celery):
 a consumer group gives at-least-once delivery with explicit XACK, a pending-entries list per
@@ -36,7 +38,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Self
 
 from tessera.common.errors import (
     AlreadyExists,
@@ -49,7 +51,6 @@ from tessera.jobs.records import (  # noqa: F401 - re-exported: callers import t
     JOB_ID,
     MAX_IDEMPOTENCY_KEY,
     PRIORITIES,
-    REDIS_DOWN,
     TERMINAL,
     Delivery,
     JobRecord,
@@ -59,14 +60,31 @@ from tessera.jobs.records import (  # noqa: F401 - re-exported: callers import t
     QueueDepth,
     StartResult,
     _s,
-    store_errors,
 )
+from tessera.jobs.store import QueueStore
 from tessera.routes.schemas import GenerationParams
 from tessera.v1 import common_pb2, generation_pb2
 
 
-class JobQueue(QueueConsumer):
-    """The queue: the client API below, the worker primitives of ``QueueConsumer``."""
+class JobQueue:
+    """The queue's client API over a ``QueueStore``; ``consumer`` is its worker side (the
+    primitives ``tessera.jobs.worker.Worker`` drives), over the same store."""
+
+    def __init__(self, store: QueueStore) -> None:
+        self.store = store
+        self.consumer = QueueConsumer(store)
+
+    @classmethod
+    def from_url(cls, url: str, config: QueueConfig | None = None) -> Self:
+        """A queue with its own Redis client (``QueueStore.from_url``)."""
+        return cls(QueueStore.from_url(url, config))
+
+    @property
+    def config(self) -> QueueConfig:
+        return self.store.config
+
+    async def close(self) -> None:
+        await self.store.close()
 
     async def submit(
         self,
@@ -85,18 +103,18 @@ class JobQueue(QueueConsumer):
                 )
             if not idempotency_key.isprintable():
                 raise InvalidArgument("idempotency key must be printable characters")
-        await self._ensure_setup()
+        await self.store.ensure_setup()
         request = params.model_dump_json(exclude_none=True)
         request_hash = hashlib.sha256(f"{priority}\n{request}".encode()).hexdigest()
         job_id = uuid.uuid4().hex
-        stream = self.streams[priority]
-        reply = await self._scripts["submit"](
+        stream = self.store.streams[priority]
+        reply = await self.store.scripts["submit"](
             keys=[
-                self.job_key(job_id),
+                self.store.job_key(job_id),
                 stream,
-                self.streams["high"],
-                self.streams["normal"],
-                self.idem_key(idempotency_key or ""),
+                self.store.streams["high"],
+                self.store.streams["normal"],
+                self.store.idem_key(idempotency_key or ""),
             ],
             args=[
                 job_id,
@@ -125,7 +143,7 @@ class JobQueue(QueueConsumer):
 
     async def _retry_after(self, depth: int) -> float:
         """Seconds until one job leaves a full queue at the measured rate (1..60)."""
-        service = await self.redis.hget(self.stats_key, "service_s")
+        service = await self.store.redis.hget(self.store.stats_key, "service_s")
         service_s = float(service) if service else 1.0
         slots = max(1, (await self.depth()).slots)
         excess = max(1, depth - self.config.max_depth + 1)
@@ -134,10 +152,10 @@ class JobQueue(QueueConsumer):
     async def get(self, job_id: str, *, with_result: bool = True) -> JobRecord:
         if not JOB_ID.match(job_id or ""):
             raise NotFound(f"job {job_id!r} not found")
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.job_key(job_id))
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.hgetall(self.store.job_key(job_id))
         if with_result:
-            pipe.get(self.result_key(job_id))
+            pipe.get(self.store.result_key(job_id))
         replies = await pipe.execute()
         if not replies[0]:
             raise NotFound(f"job {job_id} not found")
@@ -147,14 +165,14 @@ class JobQueue(QueueConsumer):
         return job
 
     async def result_bytes(self, job_id: str) -> bytes | None:
-        return await self.redis.get(self.result_key(job_id))
+        return await self.store.redis.get(self.store.result_key(job_id))
 
     async def cancel(self, job_id: str) -> JobRecord:
         """Cancel: a queued job never runs; a running one stops at its next progress step."""
         if not JOB_ID.match(job_id or ""):
             raise NotFound(f"job {job_id!r} not found")
-        reply = await self._scripts["cancel"](
-            keys=[self.job_key(job_id), self.events_key(job_id)],
+        reply = await self.store.scripts["cancel"](
+            keys=self.store.job_keys(job_id),
             args=[
                 self.config.group,
                 repr(time.time()),
@@ -173,7 +191,7 @@ class JobQueue(QueueConsumer):
         snapshot of the job now; with it, events after that id are replayed (SSE resume).
         The last item has ``final=True`` and carries the job with its result. With
         ``keepalive``, a quiet ``block_s`` yields an update flagged ``keepalive``."""
-        events = self.events_key(job_id)
+        events = self.store.events_key(job_id)
         if last_event_id:
             if not re.match(r"^\d{1,20}-\d{1,20}$", last_event_id):
                 raise InvalidArgument("Last-Event-ID must look like '1700000000000-0'")
@@ -181,7 +199,7 @@ class JobQueue(QueueConsumer):
             job = await self.get(job_id, with_result=False)
         else:
             # Read the newest event id *before* the job, so no later event can be missed.
-            newest = await self.redis.xrevrange(events, count=1)
+            newest = await self.store.redis.xrevrange(events, count=1)
             cursor = _s(newest[0][0]) if newest else "0-0"
             job = await self.get(job_id, with_result=False)
             if not job.terminal:
@@ -192,7 +210,7 @@ class JobQueue(QueueConsumer):
         # (Resuming a finished job replays the events after the cursor, up to its end event.)
         block_ms = int(self.config.block_s * 1000)
         while True:
-            reply = await self.redis.xread({events: cursor}, count=64, block=block_ms)
+            reply = await self.store.redis.xread({events: cursor}, count=64, block=block_ms)
             if not reply:
                 # Quiet for block_s: make sure the job did not end unseen (e.g. it expired).
                 job = await self.get(job_id)
@@ -225,18 +243,18 @@ class JobQueue(QueueConsumer):
                 yield JobUpdate(event_id=cursor, job=dataclasses.replace(job), previews=previews)
 
     async def depth(self) -> QueueDepth:
-        await self._ensure_setup()
-        pipe = self.redis.pipeline(transaction=False)
-        for stream in self.streams.values():
+        await self.store.ensure_setup()
+        pipe = self.store.redis.pipeline(transaction=False)
+        for stream in self.store.streams.values():
             pipe.xlen(stream)
             pipe.xpending(stream, self.config.group)
         alive_since = time.time() - 3 * self.config.visibility_timeout_s
-        pipe.zrangebyscore(self.workers_key, alive_since, "+inf")
-        pipe.hgetall(self.slots_key)
+        pipe.zrangebyscore(self.store.workers_key, alive_since, "+inf")
+        pipe.hgetall(self.store.slots_key)
         replies = await pipe.execute()
         by_priority: dict[str, int] = {}
         running = 0
-        for i, prio in enumerate(self.streams):
+        for i, prio in enumerate(self.store.streams):
             by_priority[prio] = int(replies[2 * i])
             pending = replies[2 * i + 1]
             running += int(pending["pending"] if isinstance(pending, dict) else pending[0])
@@ -252,7 +270,8 @@ class JobQueue(QueueConsumer):
         )
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in await self.redis.lrange(self.dead_key, 0, limit - 1)]
+        raw = await self.store.redis.lrange(self.store.dead_key, 0, limit - 1)
+        return [json.loads(x) for x in raw]
 
 
 async def wait_for(queue: JobQueue, job_id: str, timeout_s: float = 30.0) -> JobRecord:

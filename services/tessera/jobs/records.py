@@ -3,19 +3,10 @@ updates watchers receive, queue depth, and what a worker is handed. No Redis cal
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from redis.exceptions import BusyLoadingError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from tessera.common.errors import (
-    Unavailable,
-)
 from tessera.routes.schemas import GenerationParams
 from tessera.v1 import common_pb2, generation_pb2
 
@@ -24,23 +15,6 @@ PRIORITIES: tuple[str, ...] = ("high", "normal")  # read order
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_IDEMPOTENCY_KEY = 128
-# Redis unreachable or restarting: retryable, the job state is safe in Redis.
-REDIS_DOWN: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-    ConnectionError,
-    OSError,
-)
-
-
-@contextlib.contextmanager
-def store_errors() -> Iterator[None]:
-    """Turn "Redis is down" into Unavailable (503 / UNAVAILABLE) for API callers."""
-    try:
-        yield
-    except REDIS_DOWN as e:
-        raise Unavailable("the job store is unavailable; retry shortly") from e
 
 
 @dataclass(frozen=True)

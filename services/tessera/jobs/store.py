@@ -1,7 +1,8 @@
 """The Redis side every queue user shares: one client, the key layout, the Lua scripts.
 
-``JobQueue`` (``queue.py``) builds on it: the worker-side primitives come from
-``consumer.py``, the client API is its own. The layout is described in ``queue.py``.
+One ``QueueStore`` is held by the two halves of the queue: ``JobQueue`` (``queue.py``, the
+client API) and its ``QueueConsumer`` (``consumer.py``, the worker primitives). The layout is
+described in ``queue.py``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class QueueStore:
         self.workers_key = f"{p}:workers"
         self.slots_key = f"{p}:slots"
         self._ready = False
-        self._scripts = {
+        self.scripts = {
             name: client.register_script(getattr(lua, name.upper()))
             for name in (
                 "submit",
@@ -47,6 +48,7 @@ class QueueStore:
 
     @classmethod
     def from_url(cls, url: str, config: QueueConfig | None = None) -> Self:
+        """A store with its own client (blocking reads allowed for ``config.block_s``)."""
         config = config or QueueConfig()
         client = aioredis.from_url(
             url,
@@ -71,6 +73,10 @@ class QueueStore:
     def events_key(self, job_id: str) -> str:
         return f"{self.config.prefix}:events:{job_id}"
 
+    def job_keys(self, job_id: str) -> list[str]:
+        """The job's hash and event stream: the first two KEYS of most scripts."""
+        return [self.job_key(job_id), self.events_key(job_id)]
+
     def idem_key(self, key: str) -> str:
         return f"{self.config.prefix}:idem:{hashlib.sha256(key.encode()).hexdigest()}"
 
@@ -84,6 +90,12 @@ class QueueStore:
                     raise
         self._ready = True
 
-    async def _ensure_setup(self) -> None:
+    async def ensure_setup(self) -> None:
+        """``setup()`` once per store (and again after ``lost_data()``)."""
         if not self._ready:
             await self.setup()
+
+    async def lost_data(self) -> None:
+        """Redis came back empty (no persistence): recreate the consumer groups."""
+        self._ready = False
+        await self.setup()

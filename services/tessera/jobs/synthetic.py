@@ -1,5 +1,6 @@
 """A deterministic stand-in executor with the pipelines' signature, for tests, benchmarks and
-running the jobs stack without models.
+running the jobs stack without models. Its images are fake: nothing runs it unless named
+(``--executor tessera.jobs.synthetic:SyntheticExecutor``, ``JobWorker.bind(executor=...)``).
 
 It does real work: renders a PNG from (prompt, seed, index), reports ``steps`` progress events
 with preview PNGs (rows revealed so far), sleeping ``step_s`` per step (the time a model

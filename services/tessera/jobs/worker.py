@@ -1,37 +1,36 @@
 """The worker loop: take jobs from the queue, run them through an executor, commit results.
 
-An executor is any ``async def execute(params: GenerationParams, on_event) ->
-GenerateResponse`` (``on_event(GenerateEvent) -> bool``; False asks it to stop, and it
-raises ``tessera.common.errors.Cancelled``): ``tessera.routes.pipelines.Pipelines.generate``
-in production, ``tessera.jobs.synthetic.SyntheticExecutor`` in tests. It must not block the
-event loop for long (the heartbeat that keeps its job from being reclaimed runs on it).
+An executor (``executors.py``) is the route code in production,
+``tessera.routes.pipelines.Pipelines.generate``; ``tessera.jobs.synthetic.SyntheticExecutor``
+in tests. It must not block the event loop for long (the heartbeat that keeps its job from
+being reclaimed runs on it).
 
 One worker = one Redis consumer with ``concurrency`` slots (asyncio tasks). Each slot takes
 a message (a reclaimed stale one, else high priority, else normal), ``start``s it (atomically
 checks cancel/attempts and takes a lease), runs the executor publishing progress, then
 ``commit``s the result or ``fail``s the attempt. A heartbeat task renews the visibility of
 every message this worker holds, so the visibility timeout only fires when the worker died.
+While Redis is down the slots back off and commits retry (``redis_retry.py``).
 
-Run standalone: ``python -m tessera.jobs.worker --redis-url URL --executor module:attr``.
+Run standalone: ``python -m tessera.jobs.worker --redis-url URL [--bundle-dir DIR]`` runs the
+real routes over the bundle's models loaded in the process; ``--executor module:attr``
+(e.g. ``tessera.jobs.synthetic:SyntheticExecutor``) runs another executor.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import inspect
 import json
 import logging
 import os
-import random
 import signal
 import socket
 import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,42 +46,17 @@ from tessera.common.errors import (
     TesseraError,
     public_message,
 )
-from tessera.jobs.queue import REDIS_DOWN, Delivery, JobQueue, QueueConfig
+from tessera.jobs import redis_retry
+from tessera.jobs.executors import LOCAL_ROUTES, SYNTHETIC, Executor, build_executor
+from tessera.jobs.queue import Delivery, JobQueue, QueueConfig
+from tessera.jobs.redis_retry import REDIS_DOWN, Backoff, retrying
 from tessera.routes.schemas import GenerationParams
 from tessera.v1 import generation_pb2
 
 log = logging.getLogger(__name__)
 
-Executor = Callable[
-    [GenerationParams, Callable[[generation_pb2.GenerateEvent], Awaitable[bool]]],
-    Awaitable[generation_pb2.GenerateResponse],
-]
 # Errors that no retry can fix: the job fails at once.
 PERMANENT_ERRORS = (InvalidArgument, NotFound, AlreadyExists)
-
-
-async def build_executor(spec: str, *args: Any, **kwargs: Any) -> Executor:
-    """Resolve ``"module:attr"`` to an executor.
-
-    ``attr`` may be the executor itself (an ``async def``), or a factory/class called with
-    ``*args, **kwargs`` whose result (awaited if awaitable) is the executor or has a
-    ``generate`` method (e.g. ``tessera.routes.pipelines:Pipelines`` with the handles).
-    """
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise ValueError(f"executor spec {spec!r} must look like 'package.module:attr'")
-    obj: Any = getattr(importlib.import_module(module_name), attr)
-    if inspect.iscoroutinefunction(obj):
-        if args or kwargs:
-            raise ValueError(f"{spec} is an executor function; it takes no constructor args")
-        return obj
-    obj = obj(*args, **kwargs)
-    if inspect.isawaitable(obj):
-        obj = await obj
-    executor = getattr(obj, "generate", obj)
-    if not callable(executor):
-        raise TypeError(f"{spec} built {type(obj).__name__}, which is not an executor")
-    return executor
 
 
 @dataclass
@@ -95,7 +69,8 @@ class _Held:
 
 
 class Worker:
-    """A queue consumer with ``concurrency`` slots; ``await run()`` until ``stop()``."""
+    """A queue consumer with ``concurrency`` slots; ``await run()`` until ``stop()``. It
+    drives ``queue.consumer`` (the worker primitives) and reads ``queue.config``."""
 
     def __init__(
         self,
@@ -108,6 +83,7 @@ class Worker:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.queue = queue
+        self.consumer = queue.consumer
         self.executor = executor
         self.concurrency = concurrency
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -164,12 +140,12 @@ class Worker:
         for held in list(self.held.values()):
             try:
                 if held.lease:
-                    await self.queue.release(held.delivery.job_id, held.lease)
+                    await self.consumer.release(held.delivery.job_id, held.lease)
             except Exception:  # noqa: BLE001 - best effort; reclaim covers it
                 log.warning("could not release job %s", held.delivery.job_id)
         self.held.clear()
         try:
-            await self.queue.deregister(self.name)
+            await self.consumer.deregister(self.name)
         except Exception:  # noqa: BLE001
             pass
 
@@ -181,7 +157,7 @@ class Worker:
         while True:
             try:
                 held = list(self.held.values())
-                still_ours = await self.queue.heartbeat(
+                still_ours = await self.consumer.heartbeat(
                     self.name, [h.delivery for h in held], self.concurrency
                 )
                 for h, ours in zip(held, still_ours, strict=True):
@@ -198,24 +174,22 @@ class Worker:
             await asyncio.sleep(period)
 
     async def _slot(self, index: int) -> None:
-        backoff = 0.1
+        backoff = Backoff(redis_retry.SLOT_FIRST_S, redis_retry.SLOT_DOWN_CAP_S, jitter=True)
         while not self._stopping.is_set() and index < self.concurrency:
             try:
                 delivery = await self._next()
                 if delivery is not None:
                     await self._process(delivery)
-                backoff = 0.1
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except REDIS_DOWN as e:
-                if backoff == 0.1:  # once per outage, not per retry
+                if backoff.fresh:  # once per outage, not per retry
                     log.warning("slot %d: redis unavailable (%s); retrying", index, e)
-                await asyncio.sleep(backoff * (1 + random.random()))
-                backoff = min(backoff * 2, 1.0)
+                await backoff.wait()
             except Exception:
                 log.exception("slot %d: unexpected error", index)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await backoff.wait(cap=redis_retry.SLOT_ERROR_CAP_S, jitter=False)
 
     async def _next(self) -> Delivery | None:
         """Next message: local backlog, a stale one (now and then), high, normal, or wait."""
@@ -223,13 +197,13 @@ class Worker:
             return self.backlog.popleft()
         now = time.monotonic()
         if now >= self._next_reclaim:
-            found = await self.queue.reclaim(self.name, self._cursors)
+            found = await self.consumer.reclaim(self.name, self._cursors)
             if found:
                 return self._hold(found)
             self._next_reclaim = now + max(0.1, self._vt / 4)
-        got = await self.queue.read(self.name, block=False)
+        got = await self.consumer.read(self.name, block=False)
         if not got:
-            got = await self.queue.read(self.name, block=True)
+            got = await self.consumer.read(self.name, block=True)
         return self._hold(got) if got else None
 
     def _hold(self, deliveries: list[Delivery]) -> Delivery | None:
@@ -248,7 +222,7 @@ class Worker:
         held = self.held.setdefault(d.key, _Held(d))
         held.lease = uuid.uuid4().hex
         try:
-            started = await self.queue.start(d, self.name, held.lease)
+            started = await self.consumer.start(d, self.name, held.lease)
             if not started.run:
                 log.debug("job %s skipped: %s", d.job_id, started.reason)
                 return
@@ -271,7 +245,7 @@ class Worker:
             if held.lost or held.cancel:
                 return False
             try:
-                verdict = await self.queue.progress(d.job_id, held.lease, event)
+                verdict = await self.consumer.progress(d.job_id, held.lease, event)
             except REDIS_DOWN:
                 return True  # progress is best effort; the commit retries until Redis is back
             if verdict == 0:
@@ -298,8 +272,8 @@ class Worker:
             return
         metrics.record_request(params.route, "ok", "job", time.monotonic() - t0)
         # Commit even if the lease was lost: first writer wins, and this result is valid.
-        outcome = await _retry(
-            lambda: self.queue.commit(d, result, service_s=time.monotonic() - t0),
+        outcome = await retrying(
+            lambda: self.consumer.commit(d, result, service_s=time.monotonic() - t0),
             give_up_s=max(30.0, 3 * self._vt),
         )
         if outcome == "committed":
@@ -314,7 +288,7 @@ class Worker:
         if held.lost:
             self.stats["lost"] += 1
         elif isinstance(error, Cancelled) and held.cancel:
-            await _retry(lambda: self.queue.mark_cancelled(held.delivery.job_id))
+            await retrying(lambda: self.consumer.mark_cancelled(held.delivery.job_id))
             self.stats["cancelled"] += 1
             _record(held, "cancelled")
         else:
@@ -329,8 +303,8 @@ class Worker:
             message = f"internal error ({type(error).__name__})"
             log.error("job %s failed: %r", held.delivery.job_id, error)
         detail = "".join(traceback.format_exception(error))[-4000:]
-        outcome = await _retry(
-            lambda: self.queue.fail(
+        outcome = await retrying(
+            lambda: self.consumer.fail(
                 held.delivery, held.lease, message, retryable=retryable, detail=detail
             )
         )
@@ -358,21 +332,6 @@ def _record(held: _Held, outcome: str) -> None:
     metrics.record_job(outcome, held.queue_s, priority=priority)
 
 
-async def _retry(call: Callable[[], Awaitable[Any]], *, give_up_s: float = 30.0) -> Any:
-    """Run a Redis call, retrying while Redis is unreachable (e.g. restarting); after
-    ``give_up_s`` the error propagates and the message is reclaimed later."""
-    deadline = time.monotonic() + give_up_s
-    delay = 0.05
-    while True:
-        try:
-            return await call()
-        except REDIS_DOWN:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
 # -- command line (python -m tessera.jobs.worker, or `tessera jobs worker` if routed) ----------
 
 
@@ -380,13 +339,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default=None, help="default: TESSERA_REDIS_URL/embedded")
     parser.add_argument(
         "--executor",
-        default="tessera.jobs.synthetic:SyntheticExecutor",
-        help="module:attr of the executor or its factory",
+        default=LOCAL_ROUTES,
+        help="module:attr of the executor or its factory (default: the real routes over the "
+        f"models of --bundle-dir, loaded in this process; {SYNTHETIC} makes fake images)",
     )
     parser.add_argument("--executor-kwargs", default="{}", help="JSON kwargs for the factory")
+    parser.add_argument(
+        "--bundle-dir", default=None, help="default executor: the bundle (default: configured)"
+    )
+    parser.add_argument("--device", default=None, help="default executor: cpu/cuda (default: auto)")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--queue-config", default="{}", help="JSON QueueConfig fields")
     parser.add_argument("--name", default=None, help="consumer name (default: host-pid-rand)")
+
+
+def executor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``--executor-kwargs``, plus the bundle and device when the executor is the default."""
+    kwargs: dict[str, Any] = json.loads(args.executor_kwargs)
+    if args.executor == LOCAL_ROUTES:
+        from tessera.common.settings import get_settings
+
+        kwargs.setdefault("bundle_dir", args.bundle_dir or str(get_settings().bundle_dir))
+        kwargs.setdefault("device", args.device)
+    elif args.bundle_dir or args.device:
+        raise SystemExit(
+            f"--bundle-dir and --device are arguments of {LOCAL_ROUTES}; pass those of "
+            f"{args.executor} in --executor-kwargs"
+        )
+    return kwargs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -395,13 +375,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    executor = await build_executor(args.executor, **executor_kwargs(args))
     url = args.redis_url
     if url is None:
         from tessera.jobs.embedded import ensure_redis
 
         url = ensure_redis(stop_at_exit=False)
     queue = JobQueue.from_url(url, QueueConfig.from_dict(json.loads(args.queue_config)))
-    executor = await build_executor(args.executor, **json.loads(args.executor_kwargs))
     worker = Worker(queue, executor, concurrency=args.concurrency, name=args.name)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

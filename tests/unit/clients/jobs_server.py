@@ -84,6 +84,7 @@ class JobsServer:
         env = dict(os.environ, PYTHONPATH=str(REPO / "services"), TESSERA_LOG_LEVEL="WARNING")
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "tessera.jobs.worker", "--redis-url", self.redis.url,
+             "--executor", "tessera.jobs.synthetic:SyntheticExecutor",
              "--executor-kwargs", json.dumps(self.executor_kwargs), "--concurrency", "2",
              "--queue-config", json.dumps(cfg), "--name", "sdk-test-worker"],
             env=env, stdout=subprocess.DEVNULL,

@@ -12,7 +12,8 @@ from collections import Counter
 
 import pytest
 
-from tessera.jobs.queue import REDIS_DOWN, JobQueue
+from tessera.jobs.queue import JobQueue
+from tessera.jobs.redis_retry import REDIS_DOWN
 from tessera.jobs.synthetic import expected_png
 from tessera.routes.schemas import GenerationParams
 
@@ -22,16 +23,16 @@ pytestmark = pytest.mark.slow
 
 
 async def states(q: JobQueue, ids: list[str]) -> list[str]:
-    pipe = q.redis.pipeline(transaction=False)
+    pipe = q.store.redis.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hget(q.job_key(job_id), "state")
+        pipe.hget(q.store.job_key(job_id), "state")
     return [(s or b"").decode() for s in await pipe.execute()]
 
 
 async def pending_by_consumer(q: JobQueue) -> Counter:
     held: Counter = Counter()
-    for stream in q.streams.values():
-        info = await q.redis.xpending(stream, q.config.group)
+    for stream in q.store.streams.values():
+        info = await q.store.redis.xpending(stream, q.config.group)
         for c in info.get("consumers") or []:
             held[c["name"].decode()] += int(c["pending"])
     return held

@@ -178,8 +178,8 @@ async def test_dead_worker_is_reclaimed_and_stale_commit_loses(redis_url):
     async with open_queue(redis_url, cfg) as q:
         job = await q.submit(params("orphan", seed=3))
         # A worker takes the job and starts it, then dies (never acks, never heartbeats).
-        [ghost] = await q.read("ghost", block=False)
-        assert (await q.start(ghost, "ghost", "ghost-lease")).run
+        [ghost] = await q.consumer.read("ghost", block=False)
+        assert (await q.consumer.start(ghost, "ghost", "ghost-lease")).run
         assert (await q.get(job.id)).state == "running"
         async with running_worker(q):
             done = await wait_for(q, job.id, 10)
@@ -187,9 +187,9 @@ async def test_dead_worker_is_reclaimed_and_stale_commit_loses(redis_url):
         # The ghost comes back: its lease is gone and its result is refused.
         from tessera.v1 import generation_pb2
 
-        assert await q.progress(job.id, "ghost-lease", generation_pb2.GenerateEvent()) == 0
+        assert await q.consumer.progress(job.id, "ghost-lease", generation_pb2.GenerateEvent()) == 0
         other = generation_pb2.GenerateResponse(seed=999)
-        assert await q.commit(ghost, other, service_s=1.0) == "already"
+        assert await q.consumer.commit(ghost, other, service_s=1.0) == "already"
         again = await q.get(job.id)
         assert again.commits == 1 and again.result.images[0].png == expected_png("orphan", 3)
 
@@ -198,12 +198,12 @@ async def test_job_whose_workers_keep_dying_is_dead_lettered(redis_url):
     cfg = config(visibility_timeout_s=0.2, max_attempts=2)
     async with open_queue(redis_url, cfg) as q:
         job = await q.submit(params("poison"))
-        [d] = await q.read("w1", block=False)
-        assert (await q.start(d, "w1", "lease-1")).run
+        [d] = await q.consumer.read("w1", block=False)
+        assert (await q.consumer.start(d, "w1", "lease-1")).run
         for name, lease in (("w2", "lease-2"), ("w3", "lease-3")):
             await asyncio.sleep(0.3)
-            [d] = await q.reclaim(name, {})
-            started = await q.start(d, name, lease)
+            [d] = await q.consumer.reclaim(name, {})
+            started = await q.consumer.start(d, name, lease)
         assert not started.run and started.reason == "dead"
         final = await q.get(job.id)
         assert final.state == "failed" and final.attempts == 2 and "gave up" in final.error
