@@ -35,6 +35,33 @@ _LOCAL_SCALING = {
 _GPU_SCALING = {**_LOCAL_SCALING, "max_replicas": 8, "target_ongoing_requests": 8}
 
 
+def _model_profiles(
+    *,
+    local_cpus: float,
+    gpus: float,
+    max_ongoing_requests: int,
+    local: dict[str, Any],
+    gpu: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """A model service's Serve options: on a laptop a CPU fraction; on a GPU cluster one CPU
+    and a GPU fraction (so that one replica of every service shares one GPU). ``local`` and
+    ``gpu``: its ``user_config`` (batch budgets) in each profile."""
+    return {
+        "local": {
+            "ray_actor_options": {"num_cpus": local_cpus},
+            "max_ongoing_requests": max_ongoing_requests,
+            "autoscaling_config": _LOCAL_SCALING,
+            "user_config": local,
+        },
+        "gpu": {
+            "ray_actor_options": {"num_cpus": 1, "num_gpus": gpus},
+            "max_ongoing_requests": max_ongoing_requests,
+            "autoscaling_config": _GPU_SCALING,
+            "user_config": gpu,
+        },
+    }
+
+
 @dataclass(frozen=True)
 class ModelService:
     """One model service: a Ray Serve deployment with its own gRPC contract."""
@@ -84,20 +111,13 @@ SERVICES: tuple[ModelService, ...] = (
         proto="tokenizer",
         components=("tokenizer",),
         note="VQ encoder: PNG -> token grid. Budget: pixels per batch.",
-        profiles={
-            "local": {
-                "ray_actor_options": {"num_cpus": 0.2},
-                "max_ongoing_requests": 32,
-                "autoscaling_config": _LOCAL_SCALING,
-                "user_config": {"max_batch_cost": 65536, "batch_wait_timeout_s": 0.0},
-            },
-            "gpu": {
-                "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.1},
-                "max_ongoing_requests": 32,
-                "autoscaling_config": _GPU_SCALING,
-                "user_config": {"max_batch_cost": 262144, "batch_wait_timeout_s": 0.0},
-            },
-        },
+        profiles=_model_profiles(
+            local_cpus=0.2,
+            gpus=0.1,
+            max_ongoing_requests=32,
+            local={"max_batch_cost": 65536, "batch_wait_timeout_s": 0.0},
+            gpu={"max_batch_cost": 262144, "batch_wait_timeout_s": 0.0},
+        ),
     ),
     ModelService(
         name="detokenizer",
@@ -105,20 +125,13 @@ SERVICES: tuple[ModelService, ...] = (
         proto="tokenizer",
         components=("tokenizer",),
         note="VQ decoder: token grid or latents -> PNG. Budget: latent cells per batch.",
-        profiles={
-            "local": {
-                "ray_actor_options": {"num_cpus": 0.2},
-                "max_ongoing_requests": 32,
-                "autoscaling_config": _LOCAL_SCALING,
-                "user_config": {"max_batch_cost": 1024, "batch_wait_timeout_s": 0.0},
-            },
-            "gpu": {
-                "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.1},
-                "max_ongoing_requests": 32,
-                "autoscaling_config": _GPU_SCALING,
-                "user_config": {"max_batch_cost": 4096, "batch_wait_timeout_s": 0.0},
-            },
-        },
+        profiles=_model_profiles(
+            local_cpus=0.2,
+            gpus=0.1,
+            max_ongoing_requests=32,
+            local={"max_batch_cost": 1024, "batch_wait_timeout_s": 0.0},
+            gpu={"max_batch_cost": 4096, "batch_wait_timeout_s": 0.0},
+        ),
     ),
     ModelService(
         name="lm",
@@ -127,20 +140,13 @@ SERVICES: tuple[ModelService, ...] = (
         components=("lm",),
         note="GPT over image tokens, continuous batching. Budget: KV-cache rows (a guided "
         "image takes 2); requests join at the next token.",
-        profiles={
-            "local": {
-                "ray_actor_options": {"num_cpus": 0.3},
-                "max_ongoing_requests": 64,
-                "autoscaling_config": _LOCAL_SCALING,
-                "user_config": {"max_rows": 128},
-            },
-            "gpu": {
-                "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.25},
-                "max_ongoing_requests": 64,
-                "autoscaling_config": _GPU_SCALING,
-                "user_config": {"max_rows": 128},
-            },
-        },
+        profiles=_model_profiles(
+            local_cpus=0.3,
+            gpus=0.25,
+            max_ongoing_requests=64,
+            local={"max_rows": 128},
+            gpu={"max_rows": 128},
+        ),
     ),
     ModelService(
         name="prior",
@@ -149,30 +155,23 @@ SERVICES: tuple[ModelService, ...] = (
         components=("clip", "prior"),
         note="CLIP embeddings and the diffusion prior. Budgets: prior rows per step "
         "(requests join at the next step); texts and images per embedding batch.",
-        profiles={
-            "local": {
-                "ray_actor_options": {"num_cpus": 0.3},
-                "max_ongoing_requests": 32,
-                "autoscaling_config": _LOCAL_SCALING,
-                "user_config": {
-                    "max_rows": 64,
-                    "max_texts_per_batch": 64,
-                    "max_images_per_batch": 64,
-                    "batch_wait_timeout_s": 0.0,
-                },
+        profiles=_model_profiles(
+            local_cpus=0.3,
+            gpus=0.15,
+            max_ongoing_requests=32,
+            local={
+                "max_rows": 64,
+                "max_texts_per_batch": 64,
+                "max_images_per_batch": 64,
+                "batch_wait_timeout_s": 0.0,
             },
-            "gpu": {
-                "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.15},
-                "max_ongoing_requests": 32,
-                "autoscaling_config": _GPU_SCALING,
-                "user_config": {
-                    "max_rows": 256,
-                    "max_texts_per_batch": 64,
-                    "max_images_per_batch": 64,
-                    "batch_wait_timeout_s": 0.0,
-                },
+            gpu={
+                "max_rows": 256,
+                "max_texts_per_batch": 64,
+                "max_images_per_batch": 64,
+                "batch_wait_timeout_s": 0.0,
             },
-        },
+        ),
     ),
     ModelService(
         name="decoder",
@@ -181,20 +180,13 @@ SERVICES: tuple[ModelService, ...] = (
         components=("decoder",),
         note="Latent diffusion decoder, step-level batching. Budget: UNet rows per step; "
         "requests join at the next step.",
-        profiles={
-            "local": {
-                "ray_actor_options": {"num_cpus": 0.3},
-                "max_ongoing_requests": 32,
-                "autoscaling_config": _LOCAL_SCALING,
-                "user_config": {"max_rows": 32},
-            },
-            "gpu": {
-                "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.25},
-                "max_ongoing_requests": 32,
-                "autoscaling_config": _GPU_SCALING,
-                "user_config": {"max_rows": 128},
-            },
-        },
+        profiles=_model_profiles(
+            local_cpus=0.3,
+            gpus=0.25,
+            max_ongoing_requests=32,
+            local={"max_rows": 32},
+            gpu={"max_rows": 128},
+        ),
     ),
 )
 

@@ -25,13 +25,8 @@ from tessera.jobs.grpc_handlers import JobsServicerMixin
 from tessera.jobs.queue import JobQueue, QueueConfig
 from tessera.routes.handles import ModelHandles
 from tessera.routes.pipelines import BundleInfo, Pipelines
-from tessera.routes.schemas import GenerationParams, VariationParams, validate
+from tessera.routes.schemas import GenerationParams, VariationParams
 from tessera.v1 import generation_pb2
-
-# VariationsRequest's optional fields, read off the contract (HasField semantics).
-VARIATION_OPTIONALS = tuple(
-    f.name for f in generation_pb2.VariationsRequest.DESCRIPTOR.fields if f.has_presence
-)
 
 
 @forward_contracts
@@ -92,15 +87,7 @@ class GatewayService(JobsServicerMixin):
     async def Variations(
         self, request: generation_pb2.VariationsRequest, grpc_context: Any = None
     ) -> generation_pb2.GenerateResponse:
-        fields: dict = {"n": request.n or 1}
-        if request.size:
-            fields["size"] = request.size
-        if request.model:
-            fields["model"] = request.model
-        for name in VARIATION_OPTIONALS:
-            if request.HasField(name):
-                fields[name] = getattr(request, name)
-        params = validate(VariationParams, fields)
+        params = VariationParams.from_proto(request)
         async with observed("variations", "grpc"):
             return await self.pipelines.variations(request.image, params)
 
@@ -115,33 +102,11 @@ class GatewayService(JobsServicerMixin):
         return generation_pb2.ListModelsResponse(models=[info])
 
     # ------------------------------------------------------------------ gRPC: jobs
-    @grpc_edge
-    @returns(generation_pb2.Job)
-    async def SubmitJob(
-        self, request: generation_pb2.SubmitJobRequest, grpc_context: Any = None
-    ) -> generation_pb2.Job:
-        return await JobsServicerMixin.SubmitJob(self, request)
-
-    @grpc_edge
-    @returns(generation_pb2.Job)
-    async def GetJob(
-        self, request: generation_pb2.GetJobRequest, grpc_context: Any = None
-    ) -> generation_pb2.Job:
-        return await JobsServicerMixin.GetJob(self, request)
-
-    @grpc_edge
-    @returns(generation_pb2.Job)
-    async def CancelJob(
-        self, request: generation_pb2.CancelJobRequest, grpc_context: Any = None
-    ) -> generation_pb2.Job:
-        return await JobsServicerMixin.CancelJob(self, request)
-
-    @grpc_edge
-    async def WatchJob(
-        self, request: generation_pb2.GetJobRequest, grpc_context: Any = None
-    ) -> AsyncIterator[generation_pb2.JobEvent]:
-        async for event in JobsServicerMixin.WatchJob(self, request):
-            yield event
+    # The mixin's methods raise domain errors; at the public edge they become status codes.
+    SubmitJob = grpc_edge(returns(generation_pb2.Job)(JobsServicerMixin.SubmitJob))
+    GetJob = grpc_edge(returns(generation_pb2.Job)(JobsServicerMixin.GetJob))
+    CancelJob = grpc_edge(returns(generation_pb2.Job)(JobsServicerMixin.CancelJob))
+    WatchJob = grpc_edge(JobsServicerMixin.WatchJob)
 
     # ------------------------------------------------------------------ gRPC: health
     async def Check(

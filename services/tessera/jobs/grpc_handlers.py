@@ -3,13 +3,14 @@
 The gateway's servicer class inherits ``JobsServicerMixin`` and sets ``self.job_queue``
 (a ``tessera.jobs.queue.JobQueue``); if it also defines ``check_job_params(params)``, that
 runs before a job is enqueued. Methods take the request message, return (or, for
-``WatchJob``, yield) response messages, and raise ``tessera.common.errors`` exceptions, which
-the gateway maps to gRPC status codes with ``tessera.common.errors.grpc_status``.
+``WatchJob``, yield) response messages, and raise ``tessera.common.errors`` exceptions; the
+gateway wraps each with ``grpc_edge``, which maps them to gRPC status codes.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from tessera.common.errors import InvalidArgument, Unavailable
 from tessera.jobs.queue import JobQueue
@@ -29,7 +30,9 @@ class JobsServicerMixin:
             raise Unavailable("async jobs are not configured on this server (no Redis URL)")
         return self.job_queue
 
-    async def SubmitJob(self, request: generation_pb2.SubmitJobRequest) -> generation_pb2.Job:  # noqa: N802
+    async def SubmitJob(  # noqa: N802
+        self, request: generation_pb2.SubmitJobRequest, grpc_context: Any = None
+    ) -> generation_pb2.Job:
         if not request.HasField("request"):
             raise InvalidArgument("request is required")
         params = GenerationParams.from_proto(request.request)
@@ -44,18 +47,22 @@ class JobsServicerMixin:
             )
         return job.to_proto()
 
-    async def GetJob(self, request: generation_pb2.GetJobRequest) -> generation_pb2.Job:  # noqa: N802
+    async def GetJob(  # noqa: N802
+        self, request: generation_pb2.GetJobRequest, grpc_context: Any = None
+    ) -> generation_pb2.Job:
         with store_errors():
             job = await self.require_job_queue().get(request.id)
         return job.to_proto()
 
-    async def CancelJob(self, request: generation_pb2.CancelJobRequest) -> generation_pb2.Job:  # noqa: N802
+    async def CancelJob(  # noqa: N802
+        self, request: generation_pb2.CancelJobRequest, grpc_context: Any = None
+    ) -> generation_pb2.Job:
         with store_errors():
             job = await self.require_job_queue().cancel(request.id)
         return job.to_proto()
 
     async def WatchJob(  # noqa: N802
-        self, request: generation_pb2.GetJobRequest
+        self, request: generation_pb2.GetJobRequest, grpc_context: Any = None
     ) -> AsyncIterator[generation_pb2.JobEvent]:
         """A snapshot, then one event per progress step/state change; the last one carries
         the finished job (with its result when it succeeded)."""

@@ -119,7 +119,7 @@ class Prior(EngineService):
         check_prompt("prompt", request.prompt, MAX_PROMPT_CHARS)
         n = request.n or 1
         check_count("n", n, 1, MAX_SAMPLES_PER_CALL)
-        # guidance_scale's bounds are the prior's own (check_sample_args, on submit)
+        # guidance_scale's bounds are the sampler's own (prior.sampling.check_sample_args)
         guidance = request.guidance_scale if request.HasField("guidance_scale") else None
         steps = None
         if request.HasField("steps"):

@@ -32,7 +32,8 @@ from torch import Tensor
 from tessera.common.device import make_generator
 from tessera.common.step_loop import StepJob, StepLoop
 from tessera.common.text_encoder import TextBatch
-from tessera.prior.model import DiffusionPrior, EncodedCondition, select_candidates
+from tessera.prior.model import DiffusionPrior, EncodedCondition
+from tessera.prior.sampling import check_sample_args, select_candidates
 from tessera.prior.scheduler import PriorDDIMScheduler
 
 StepFn = Callable[[int, int], bool | None]  # (steps done, total) -> False cancels
@@ -77,8 +78,8 @@ class PriorBatcher(StepLoop):
         """Queue n prompts (``text`` and ``text_emb`` with n rows, one seed each).
         ``future.cancel()`` drops the request at the next step."""
         cfg = self.prior.config
-        scale, steps, k = self.prior.check_sample_args(
-            text, text_emb, seeds, guidance_scale, steps, n_candidates
+        scale, steps, k = check_sample_args(
+            cfg, text, text_emb, seeds, guidance_scale, steps, n_candidates
         )
         scheduler = PriorDDIMScheduler(self.prior.alphas_cumprod)
         scheduler.set_timesteps(steps)

@@ -24,9 +24,11 @@ from torch import nn
 
 from tessera.common.device import make_generator
 from tessera.common.errors import InvalidArgument
-from tessera.common.limits import MAX_GUIDANCE
 from tessera.common.text_encoder import DEFAULT_MAX_TOKENS, TEXT_DIM, TextBatch
+from tessera.prior.sampling import check_sample_args, select_candidates
 from tessera.prior.scheduler import PriorDDIMScheduler, cosine_alphas_cumprod
+
+__all__ = ["DiffusionPrior", "EncodedCondition", "PriorConfig", "select_candidates"]
 
 
 @dataclass
@@ -315,36 +317,6 @@ class DiffusionPrior(nn.Module):
         x0_c, x0_u = self.denoise(torch.cat([x_t, x_t]), torch.cat([tt, tt]), both).chunk(2)
         return x0_u + scale * (x0_c - x0_u)
 
-    def check_sample_args(
-        self,
-        text: TextBatch,
-        text_emb: torch.Tensor,
-        seeds: list[int],
-        guidance_scale: float | None,
-        steps: int | None,
-        n_candidates: int | None,
-    ) -> tuple[float, int, int]:
-        """Validate a sampling request; the (guidance scale, steps, candidates) it runs with,
-        config defaults filled in."""
-        cfg = self.config
-        b = text_emb.shape[0]
-        scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
-        steps = cfg.sample_steps if steps is None else int(steps)
-        k = cfg.n_candidates if n_candidates is None else int(n_candidates)
-        if len(seeds) != b:
-            raise InvalidArgument(f"need one seed per row: {b} rows, {len(seeds)} seeds")
-        if not math.isfinite(scale) or not 0 <= scale <= MAX_GUIDANCE:
-            raise InvalidArgument(f"guidance_scale must be in [0, {MAX_GUIDANCE:g}]; got {scale}")
-        if k < 1:
-            raise InvalidArgument(f"n_candidates must be >= 1; got {k}")
-        if text.states.shape[0] != b or text_emb.shape[1] != cfg.embed_dim:
-            raise InvalidArgument(f"text and text_emb must both have {b} rows, D={cfg.embed_dim}")
-        if text.states.shape[1] > cfg.max_text_tokens:
-            raise InvalidArgument(
-                f"at most {cfg.max_text_tokens} text tokens; got {text.states.shape[1]}"
-            )
-        return scale, steps, k
-
     @torch.no_grad()
     def sample(
         self,
@@ -388,8 +360,8 @@ class DiffusionPrior(nn.Module):
         """(B,K,D) L2-normalised samples: row i's K candidates all come from seeds[i]."""
         cfg = self.config
         b = text_emb.shape[0]
-        scale, steps, k = self.check_sample_args(
-            text, text_emb, seeds, guidance_scale, steps, n_candidates
+        scale, steps, k = check_sample_args(
+            cfg, text, text_emb, seeds, guidance_scale, steps, n_candidates
         )
         dev = self.emb_mean.device
         sched = PriorDDIMScheduler(self.alphas_cumprod)
@@ -415,11 +387,3 @@ class DiffusionPrior(nn.Module):
             x = sched.step(x0, t, x)
         # After the last step (prev = -1) x is the final x0 prediction itself.
         return F.normalize(self.denormalize(x), dim=-1).view(b, k, cfg.embed_dim)
-
-
-def select_candidates(candidates: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-    """(B,K,D) normalised candidates, (B,D) text embeddings -> (B,D): per row the candidate
-    with the highest cosine to the text embedding (DALL·E 2 samples two and keeps one)."""
-    score = (candidates * text_emb[:, None]).sum(-1)  # (B,K)
-    best = score.argmax(dim=1)
-    return candidates[torch.arange(candidates.shape[0], device=candidates.device), best]

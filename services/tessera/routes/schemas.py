@@ -8,7 +8,7 @@ point validates with the same rules, once.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -106,15 +106,21 @@ class GenerationParams(BaseModel):
     @classmethod
     def from_proto(cls, msg: generation_pb2.GenerateRequest) -> GenerationParams:
         """Validate a gRPC request with the HTTP rules (raises InvalidArgument)."""
-        data: dict = {"prompt": msg.prompt, "route": msg.route or "ar", "n": msg.n or 1}
-        if msg.size:
-            data["size"] = msg.size
-        if msg.model:
-            data["model"] = msg.model
-        for name in GENERATION_OPTIONALS:
-            if msg.HasField(name):
-                data[name] = getattr(msg, name)
+        data = proto_fields(msg, {"prompt": msg.prompt, "route": msg.route or "ar"})
         return validate(cls, data)
+
+
+def proto_fields(msg: Any, data: dict) -> dict:
+    """``data`` plus what a generation-like request message sets: n (0 means 1), size and
+    model when not empty, and every optional field that is present (HasField)."""
+    data = {**data, "n": msg.n or 1}
+    for name in ("size", "model"):
+        if getattr(msg, name):
+            data[name] = getattr(msg, name)
+    for field in msg.DESCRIPTOR.fields:
+        if field.has_presence and msg.HasField(field.name):
+            data[field.name] = getattr(msg, field.name)
+    return data
 
 
 def validate(model: type[BaseModel], data: dict) -> BaseModel:
@@ -165,3 +171,8 @@ class VariationParams(BaseModel):
     steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
 
     _size_format = field_validator("size")(GenerationParams._size_format.__func__)
+
+    @classmethod
+    def from_proto(cls, msg: generation_pb2.VariationsRequest) -> VariationParams:
+        """Validate a gRPC request with the HTTP rules (raises InvalidArgument)."""
+        return validate(cls, proto_fields(msg, {}))
