@@ -241,7 +241,6 @@ class ImageGPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # --- embeddings -------------------------------------------------------------------
-
     def embed_prefix(
         self, states: torch.Tensor, mask: torch.Tensor, drop_cond: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,7 +309,6 @@ class ImageGPT(nn.Module):
         return logits if logits.dtype == torch.float64 else logits.float()
 
     # --- full sequence (training, evaluation, cache-free sampling) -----------------------
-
     def forward(
         self,
         codes: torch.Tensor,
@@ -346,7 +344,6 @@ class ImageGPT(nn.Module):
         return logits, loss
 
     # --- KV-cached sampling -------------------------------------------------------------
-
     def new_cache(self, batch: int) -> KVCache:
         p = self.lm_head.weight
         return KVCache(self.config, batch, p.device, p.dtype)
