@@ -29,6 +29,7 @@ from tessera.common.checkpoint import (
 )
 from tessera.common.settings import REPO_ROOT
 from tessera.tokenizer.train import STATE_DIR as TOKENIZER_STATE_DIR
+from tessera.training.reports import repo_relative
 
 # component -> (training module, extra arguments given the bundle dir)
 ORDER = ("tokenizer", "clip", "lm", "prior", "decoder")
@@ -74,15 +75,6 @@ def component_args(
     if resume and (out / component / CONFIG_NAME).is_file():
         args.append("--resume")
     return args + RECIPES[dataset][component]
-
-
-def repo_relative(path: Path) -> str:
-    """``path`` relative to the repository root when it lies inside it, else absolute."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
 
 
 def recorded_args(argv: list[str], out: Path) -> list[str]:

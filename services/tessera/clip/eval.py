@@ -14,7 +14,6 @@ retrieved images) to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from tessera.training.captions import caption_table, encode_captions, text_cache
 from tessera.training.cli import add_dataset_arguments, add_runtime_arguments, start_command
 from tessera.training.images import to_float
 from tessera.training.plots import pyplot
+from tessera.training.reports import write_report
 
 
 @torch.no_grad()
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         truth = [data.images[first[i]] for i in q]
         plot_retrieval(out / "retrieval.png", [texts[i] for i in q], top, truth, data.images, hits)
 
-    (out / "eval_clip.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out / "eval_clip.json", report)
     r = report["retrieval"]
     print(f"{args.dataset}/{args.split}: {r['n_images']} images, {r['n_captions']} captions")
     print(f"image->text R@1 {r['image_to_text']['r@1']:.3f}  R@5 {r['image_to_text']['r@5']:.3f}")

@@ -40,6 +40,7 @@ from tessera.decoder.train import encode_images
 from tessera.training.cli import add_dataset_arguments, add_runtime_arguments, start_command
 from tessera.training.components import load_any
 from tessera.training.images import to_float
+from tessera.training.reports import write_report
 
 GUIDANCE_SWEEP = (0.0, 1.0, 3.0, 6.0)
 
@@ -193,6 +194,6 @@ def run(args: argparse.Namespace) -> int:
             (out / f"guidance_{split}.png").write_bytes(encode_png(sweep, scale=2))
             summary = {k: result[k] for k in ("ddim", "ddpm", "vq_reconstruction")}
             print(split, json.dumps(summary))
-    (out / "decoder_eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out / "decoder_eval.json", report)
     print(f"wrote {out / 'decoder_eval.json'}")
     return 0

@@ -50,6 +50,7 @@ from tessera.training.images import to_float
 from tessera.training.loop import Clock, due
 from tessera.training.optim import lr_at, make_optimizer, optimizer_step, set_lr
 from tessera.training.plots import plot_curves
+from tessera.training.reports import write_report
 from tessera.training.state import has_checkpoint, load_train_state, save_train_state
 
 ONLINE_FILE = "online.safetensors"  # the raw (non-EMA) weights, for --resume
@@ -323,5 +324,5 @@ def train_decoder(
         "latent_shape": list(x_all.shape[1:]),
         "out": str(out),
     }
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_report(out / "train_summary.json", summary)
     return summary

@@ -35,6 +35,7 @@ from tessera.common.settings import REPO_ROOT, get_settings
 from tessera.evaluation.frechet import frechet_distance, real_floor
 from tessera.evaluation.report import render_markdown
 from tessera.routes.pipelines import DEFAULT_AR_CANDIDATES
+from tessera.training.reports import write_report
 
 ROUTES = ("ar", "unclip")
 # What is evaluated: label -> (route, request overrides). The last row shows what the ar
@@ -348,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
     md = render_markdown(report)
     report["bundle_dir"] = "."  # the committed report names paths relative to the bundle
     report["grids"] = {k: str(Path(v).relative_to(bundle)) for k, v in report["grids"].items()}
-    (bundle / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(bundle / "report.json", report)
     (bundle / "REPORT.md").write_text(md)
     print(md)
     return 0

@@ -38,6 +38,7 @@ from tessera.lm.train import (
 )
 from tessera.training.cli import add_dataset_arguments, add_runtime_arguments, start_command
 from tessera.training.components import component_dir
+from tessera.training.reports import write_report
 
 ATTRIBUTES = ("color", "shape", "position", "size")
 
@@ -218,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     text = train.text(torch.tensor([train.per_image[r][0] for r in rows]), device)
     metrics["kv_cache"] = measure_cache_speedup(model, text, guidance_scale=params.guidance_scale)
     print(f"KV cache: {metrics['kv_cache']}")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_report(out / "metrics.json", metrics)
     print(f"wrote {out / 'metrics.json'}")
     return 0
 

@@ -25,6 +25,7 @@ from tessera.prior.train import precompute
 from tessera.training.captions import text_cache_dir
 from tessera.training.cli import add_dataset_arguments, add_runtime_arguments, start_command
 from tessera.training.plots import pyplot
+from tessera.training.reports import write_report
 
 
 def image_recall(query: torch.Tensor, image_emb: torch.Tensor, caption_ids: torch.Tensor) -> dict:
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     report["best_guidance_scale"] = best["guidance_scale"]
     report["prior_beats_baseline"] = best["cosine_mean"] > report["text_baseline"]["cosine_mean"]
 
-    (out / "eval_prior.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out / "eval_prior.json", report)
     plot_cosines(out / "cosine.png", report)
     b = report["text_baseline"]
     print(f"{args.dataset}/{args.split}: {len(cap)} captions")

@@ -8,7 +8,6 @@ a second tokenizer, e.g. the VQ-VAE snapshot next to the VQ-GAN).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tessera.common.images import arrays_to_tensor, make_grid, tensor_to_arrays
 from tessera.data import load_dataset
 from tessera.tokenizer.losses import code_statistics, gmsd, psnr, sharpness, ssim
 from tessera.training.cli import add_dataset_arguments
+from tessera.training.reports import write_report
 
 
 @torch.no_grad()
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:  # the compared model goes in the middle row: original / compare / model
         rows = [rows[0], rows[2], rows[1]]
     Image.fromarray(comparison_grid(rows)).save(out_dir / "reconstructions.png")
-    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out_dir / "metrics.json", report)
     for role in models:
         m = report[role]
         print(
