@@ -2,7 +2,8 @@
 
 With ``TESSERA_API_KEY`` unset (the localhost default) every call is let through. With it
 set, a public call must carry ``authorization: Bearer <key>`` (an HTTP header, or gRPC
-metadata); health, readiness and the API docs stay open so probes and people can see them.
+metadata); health, readiness, the API docs and the playground page (its HTML and static
+files, not the API it calls) stay open so probes and people can see them.
 Calls between deployments go through handles, inside the cluster, and are not checked.
 """
 
@@ -14,8 +15,17 @@ from typing import Any
 from tessera.common.errors import Unauthenticated
 from tessera.common.settings import get_settings
 
-# HTTP paths served without a key: probes (/healthz, /readyz) and the OpenAPI docs.
+# HTTP path prefixes served without a key: probes (/healthz, /readyz) and the OpenAPI docs.
 OPEN_HTTP_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json")
+# The playground (tessera.gateway.playground): its page at exactly these paths, and its static
+# files under the prefix. Exact matches on purpose: "/" as a prefix would open every path.
+OPEN_HTTP_PAGES = ("", "/", "/playground", "/playground/")
+OPEN_HTTP_STATIC = "/playground/static/"
+
+
+def is_open_http_path(path: str) -> bool:
+    """Whether the app-relative HTTP ``path`` is served without an API key."""
+    return path in OPEN_HTTP_PAGES or path.startswith((*OPEN_HTTP_PATHS, OPEN_HTTP_STATIC))
 
 
 def check_api_key(authorization: str | None) -> None:

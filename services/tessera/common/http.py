@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tessera.common import metrics
-from tessera.common.auth import OPEN_HTTP_PATHS, check_api_key
+from tessera.common.auth import check_api_key, is_open_http_path
 from tessera.common.errors import (
     InvalidArgument,
     TesseraError,
@@ -104,7 +104,7 @@ class ApiKeyAndLastResort:
         path, root = scope["path"], scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
-        if not path.startswith(OPEN_HTTP_PATHS):
+        if not is_open_http_path(path):
             try:
                 check_api_key(Headers(scope=scope).get("authorization"))
             except Unauthenticated as e:  # refused before any route: counted under "other"

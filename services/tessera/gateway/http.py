@@ -30,6 +30,7 @@ from tessera.common.limits import (
 )
 from tessera.common.serving import call
 from tessera.gateway.observed import observed
+from tessera.gateway.playground import add_playground
 from tessera.jobs.api import build_jobs_router
 from tessera.routes.schemas import (
     GenerationParams,
@@ -179,6 +180,8 @@ def build_http_app(gateway: Any) -> FastAPI:
         ready = all(v == "ok" for v in status.values())
         return JSONResponse({"ready": ready, "services": status}, status_code=200 if ready else 503)
 
+    # ---------------------------------------------------------------- the web playground
+    add_playground(app)  # `/`, `/playground` and `/playground/static/*`, open without a key
     return app
 
 
