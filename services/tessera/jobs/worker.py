@@ -1,9 +1,8 @@
 """The worker loop: take jobs from the queue, run them through an executor, commit results.
 
-An executor (``executors.py``) is the route code in production,
-``tessera.routes.pipelines.Pipelines.generate``; ``tessera.jobs.synthetic.SyntheticExecutor``
-in tests. It must not block the event loop for long (the heartbeat that keeps its job from
-being reclaimed runs on it).
+An executor (``executors.py``) is the route code in production (``Pipelines.generate``),
+``tessera.jobs.synthetic.SyntheticExecutor`` in tests. It must not block the event loop for
+long (the heartbeat that keeps its job from being reclaimed runs on it).
 
 One worker = one Redis consumer with ``concurrency`` slots (asyncio tasks). Each slot takes
 a message (a reclaimed stale one, else high priority, else normal), ``start``s it (atomically
@@ -259,6 +258,8 @@ class Worker:
         try:
             async with deadline:
                 result = await self.executor(params, on_event)
+            if deadline.expired():  # its cancel was lost (3.11's wait_for, gh-86296): late is late
+                raise TimeoutError("the run finished after its deadline")
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - counted, then handled below
