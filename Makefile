@@ -5,12 +5,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-stamp
+# Node tools (package.json, pinned in package-lock.json): buf lints the protos and checks them
+# for breaking changes against the release baseline image.
+NODE_STAMP := node_modules/.installed-stamp
+BUF := node_modules/.bin/buf
+PROTOS_BASELINE := protos/tessera-v1.binpb
 export PYTHONUNBUFFERED := 1
 export RAY_AUTH_MODE := disabled
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-fast lint format protos protos-check configs configs-check kuberay kuberay-check bench serve clean
+.PHONY: install demo test test-fast lint format protos protos-check protos-lint protos-breaking \
+	protos-release configs configs-check kuberay kuberay-check bench serve clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +26,20 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PIP) install -e ".[dev]" -e clients/python
 	touch $(STAMP)
 
-install: $(STAMP)
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js (>= 18) for buf"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+install: $(STAMP) $(NODE_STAMP)
 
 ## demo: start the stack on the committed bundle and write a sample grid from both routes
 demo: install
 	$(PY) scripts/demo.py
 
-## test: lint, stale-generated-code checks, then the whole test suite
-test: install lint protos-check configs-check kuberay-check
+## test: lint, contract checks (buf lint, buf breaking), stale-generated-code checks, then the
+## whole test suite
+test: install lint protos-lint protos-breaking protos-check configs-check kuberay-check
 	$(PY) -m pytest -q
 
 lint: install
@@ -43,6 +55,19 @@ protos: install
 
 protos-check: install
 	$(PY) scripts/gen_protos.py --check
+
+## protos-lint: buf lint (STANDARD rules, protos/buf.yaml) on the contracts
+protos-lint: $(NODE_STAMP)
+	$(BUF) lint protos
+
+## protos-breaking: buf breaking (FILE rules) against the last release's contracts
+protos-breaking: $(NODE_STAMP)
+	$(BUF) breaking protos --against $(PROTOS_BASELINE)
+
+## protos-release: make the current contracts the baseline that protos-breaking guards
+## (run when cutting a release, and commit protos/tessera-v1.binpb)
+protos-release: protos-lint
+	$(BUF) build protos -o $(PROTOS_BASELINE)
 
 ## configs: regenerate deploy/serve/{local,gpu}.yaml from the service registry
 configs: install
@@ -67,4 +92,4 @@ bench: install
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache out
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache out

@@ -8,8 +8,10 @@ every contract (``gateway.forwarding``), the job worker, the bundle's component 
 the KubeRay manifest (``scripts/gen_kuberay.py``).
 
 Adding a model service: write its package (model, deployment class), its ``.proto`` in
-``protos/tessera/v1/`` (then ``make protos``), and one ``ModelService`` entry below; then
-``make configs kuberay`` regenerates the deploy files from it.
+``protos/tessera/v1/`` (its gRPC service named after the deployment plus ``Service``, as buf's
+lint rules want: deployment ``Decoder``, service ``DecoderService``; then ``make protos``), and
+one ``ModelService`` entry below; then ``make configs kuberay`` regenerates the deploy files
+from it.
 
 This module imports nothing heavy (no Ray, no torch): scripts and the SDK's tests read it.
 """
@@ -80,18 +82,25 @@ class ModelService:
 
     @property
     def service(self) -> str:
-        """The deployment's name, which is also its gRPC service's name: "LanguageModel"."""
+        """The Serve deployment's name: "LanguageModel"."""
         return self.deployment.rpartition(":")[2]
 
     @property
+    def grpc_service(self) -> str:
+        """Its gRPC service's name in the .proto, by convention the deployment's name plus
+        "Service" (buf's SERVICE_SUFFIX rule): "LanguageModelService"."""
+        return f"{self.service}Service"
+
+    @property
     def contract(self) -> str:
-        """The full gRPC service name: "tessera.v1.LanguageModel"."""
+        """The full gRPC service name: "tessera.v1.LanguageModelService"."""
         return self.service_descriptor().full_name
 
     @property
     def servicer_function(self) -> str:
         """What Serve's gRPC proxy adds to its server (``grpc_servicer_functions``)."""
-        return f"{self.proto_package}.{self.proto}_pb2_grpc.add_{self.service}Servicer_to_server"
+        module = f"{self.proto_package}.{self.proto}_pb2_grpc"
+        return f"{module}.add_{self.grpc_service}Servicer_to_server"
 
     def deployment_class(self) -> Any:
         """The @serve.deployment class (imported on demand: it pulls in Ray and torch)."""
@@ -101,7 +110,7 @@ class ModelService:
     def service_descriptor(self) -> Any:
         """The contract's protobuf ServiceDescriptor (its methods and message types)."""
         module = importlib.import_module(f"{self.proto_package}.{self.proto}_pb2")
-        return module.DESCRIPTOR.services_by_name[self.service]
+        return module.DESCRIPTOR.services_by_name[self.grpc_service]
 
 
 SERVICES: tuple[ModelService, ...] = (
@@ -249,10 +258,10 @@ def components() -> tuple[str, ...]:
 
 
 def servicer_functions() -> list[str]:
-    """Serve's ``grpc_servicer_functions``: the public Generation service, every model
+    """Serve's ``grpc_servicer_functions``: the public GenerationService, every model
     contract (the gateway forwards them), and the standard health service."""
     return [
-        "tessera.v1.generation_pb2_grpc.add_GenerationServicer_to_server",
+        "tessera.v1.generation_pb2_grpc.add_GenerationServiceServicer_to_server",
         *(entry.servicer_function for entry in SERVICES),
         "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
     ]

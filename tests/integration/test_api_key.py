@@ -74,16 +74,20 @@ def test_grpc_needs_the_key(keyed):
     app = (("application", APP),)  # two applications now: Serve routes gRPC by this key
     good = app + (("authorization", f"Bearer {KEY}"),)
     with grpc.insecure_channel(keyed["grpc"]) as channel:
-        stub = generation_pb2_grpc.GenerationStub(channel)
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
         for metadata in (app, app + (("authorization", "Bearer wrong"),)):
             with pytest.raises(grpc.RpcError) as err:
                 stub.ListModels(generation_pb2.ListModelsRequest(), metadata=metadata)
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
             with pytest.raises(grpc.RpcError) as err:
-                request = generation_pb2.GenerateRequest(prompt="a red heart", route="ar")
+                request = generation_pb2.GenerateStreamRequest(
+                    request=generation_pb2.GenerateRequest(prompt="a red heart", route="ar")
+                )
                 list(stub.GenerateStream(request, metadata=metadata))
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert stub.ListModels(generation_pb2.ListModelsRequest(), metadata=good).models
-        request = generation_pb2.GenerateRequest(prompt="a red heart", route="ar", seed=2)
+        request = generation_pb2.GenerateStreamRequest(
+            request=generation_pb2.GenerateRequest(prompt="a red heart", route="ar", seed=2)
+        )
         events = list(stub.GenerateStream(request, metadata=good))
         assert events[-1].result.images[0].png.startswith(b"\x89PNG")

@@ -1,4 +1,4 @@
-"""gRPC against the running stack: the public Generation service, each model service's own
+"""gRPC against the running stack: the public GenerationService, each model service's own
 contract on the same port, streaming, health, reflection, and status codes for bad input."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def png(side: int, color: tuple[int, int, int]) -> bytes:
 
 @pytest.fixture(scope="module")
 def gen(channel):
-    return generation_pb2_grpc.GenerationStub(channel)
+    return generation_pb2_grpc.GenerationServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,10 @@ def test_generate_is_deterministic_by_seed_and_matches_http(gen, http, route):
 def test_generate_stream_progress_then_result(gen, route):
     events = list(
         gen.GenerateStream(
-            generation_pb2.GenerateRequest(prompt="a star", route=route, seed=1), timeout=TIMEOUT
+            generation_pb2.GenerateStreamRequest(
+                request=generation_pb2.GenerateRequest(prompt="a star", route=route, seed=1)
+            ),
+            timeout=TIMEOUT,
         )
     )
     assert len(events) >= 2
@@ -89,32 +92,35 @@ def test_variations(gen, native):
         generation_pb2.VariationsRequest(image=png(native, (10, 200, 10)), n=2, seed=3),
         timeout=TIMEOUT,
     )
-    assert len(res.images) == 2
+    assert len(res.result.images) == 2
 
 
 def test_model_services_directly(channel, native):
-    tok = tokenizer_pb2_grpc.TokenizerStub(channel).Tokenize(
+    tok = tokenizer_pb2_grpc.TokenizerServiceStub(channel).Tokenize(
         tokenizer_pb2.TokenizeRequest(images=[png(native, (255, 0, 0))], return_latents=True),
         timeout=TIMEOUT,
     )
     assert len(tok.grids) == 1 and len(tok.latents) == 1
-    det = tokenizer_pb2_grpc.DetokenizerStub(channel).Detokenize(
+    det = tokenizer_pb2_grpc.DetokenizerServiceStub(channel).Detokenize(
         tokenizer_pb2.DetokenizeRequest(grids=tok.grids), timeout=TIMEOUT
     )
     assert det.images[0].width == native
-    lm = lm_pb2_grpc.LanguageModelStub(channel)
+    lm = lm_pb2_grpc.LanguageModelServiceStub(channel)
     grids = lm.SampleTokens(
         lm_pb2.SampleTokensRequest(prompt="a cat", n=2, seed=4), timeout=TIMEOUT
     )
     assert len(grids.grids) == 2 and grids.seed == 4
     events = list(
         lm.SampleTokensStream(
-            lm_pb2.SampleTokensRequest(prompt="a cat", seed=4, stream_every=2), timeout=TIMEOUT
+            lm_pb2.SampleTokensStreamRequest(
+                request=lm_pb2.SampleTokensRequest(prompt="a cat", seed=4), stream_every=2
+            ),
+            timeout=TIMEOUT,
         )
     )
     assert events[-1].done and list(events[-1].grids[0].tokens) == list(grids.grids[0].tokens)
     assert any(-1 in e.grids[0].tokens for e in events[:-1])
-    prior = prior_pb2_grpc.PriorStub(channel)
+    prior = prior_pb2_grpc.PriorServiceStub(channel)
     text = prior.EmbedText(prior_pb2.EmbedTextRequest(texts=["a cat"]), timeout=TIMEOUT)
     image = prior.EmbedImage(
         prior_pb2.EmbedImageRequest(images=[png(native, (0, 0, 0))]), timeout=TIMEOUT
@@ -124,14 +130,17 @@ def test_model_services_directly(channel, native):
         prior_pb2.SamplePriorRequest(prompt="a cat", n=2, seed=1), timeout=TIMEOUT
     )
     assert len(sampled.embeddings) == 2
-    dec = decoder_pb2_grpc.DecoderStub(channel)
+    dec = decoder_pb2_grpc.DecoderServiceStub(channel)
     req = decoder_pb2.SampleLatentsRequest(image_embeddings=sampled.embeddings, seed=2, steps=4)
     latents = dec.SampleLatents(req, timeout=TIMEOUT)
     assert len(latents.latents) == 2
     stream = list(
         dec.SampleLatentsStream(
-            decoder_pb2.SampleLatentsRequest(
-                image_embeddings=sampled.embeddings, seed=2, steps=4, stream_every=1
+            decoder_pb2.SampleLatentsStreamRequest(
+                request=decoder_pb2.SampleLatentsRequest(
+                    image_embeddings=sampled.embeddings, seed=2, steps=4
+                ),
+                stream_every=1,
             ),
             timeout=TIMEOUT,
         )
@@ -146,7 +155,7 @@ def test_concurrent_prior_embeds_each_get_their_own_answer(channel, native):
     still get exactly the answer it gets alone."""
     from concurrent.futures import ThreadPoolExecutor
 
-    prior = prior_pb2_grpc.PriorStub(channel)
+    prior = prior_pb2_grpc.PriorServiceStub(channel)
     texts = [f"a shape number {i}" for i in range(8)]
     colors = [(30 * i, 255 - 30 * i, 7 * i) for i in range(8)]
 
@@ -179,7 +188,11 @@ def test_health_and_reflection(channel):
         )
     )
     names = {s.name for s in replies[0].list_services_response.service}
-    assert {"tessera.v1.Generation", "tessera.v1.Tokenizer", "tessera.v1.Decoder"} <= names
+    assert {
+        "tessera.v1.GenerationService",
+        "tessera.v1.TokenizerService",
+        "tessera.v1.DecoderService",
+    } <= names
 
 
 def _code(fn, *args) -> grpc.StatusCode:
@@ -203,26 +216,32 @@ def test_bad_input_maps_to_status_codes(channel, gen):
     assert (
         _code(gen.Generate, generation_pb2.GenerateRequest(prompt="a", model="nope")) == NOT_FOUND
     )
-    assert _code(gen.GenerateStream, generation_pb2.GenerateRequest(prompt="")) == INVALID
+    empty = generation_pb2.GenerateStreamRequest(request=generation_pb2.GenerateRequest(prompt=""))
+    assert _code(gen.GenerateStream, empty) == INVALID
     assert _code(gen.Variations, generation_pb2.VariationsRequest(image=b"junk")) == INVALID
-    tok = tokenizer_pb2_grpc.TokenizerStub(channel)
+    tok = tokenizer_pb2_grpc.TokenizerServiceStub(channel)
     assert _code(tok.Tokenize, tokenizer_pb2.TokenizeRequest(images=[b"junk"])) == INVALID
     assert _code(tok.Tokenize, tokenizer_pb2.TokenizeRequest()) == INVALID
-    det = tokenizer_pb2_grpc.DetokenizerStub(channel)
+    det = tokenizer_pb2_grpc.DetokenizerServiceStub(channel)
     bad_grid = common_pb2.TokenGrid(tokens=[0], height=1, width=1)
     assert _code(det.Detokenize, tokenizer_pb2.DetokenizeRequest(grids=[bad_grid])) == INVALID
-    lm = lm_pb2_grpc.LanguageModelStub(channel)
+    lm = lm_pb2_grpc.LanguageModelServiceStub(channel)
     assert (
         _code(lm.SampleTokens, lm_pb2.SampleTokensRequest(prompt="a", temperature=0.0)) == INVALID
     )
     assert (
-        _code(lm.SampleTokensStream, lm_pb2.SampleTokensRequest(prompt="a", guidance_scale=-1))
+        _code(
+            lm.SampleTokensStream,
+            lm_pb2.SampleTokensStreamRequest(
+                request=lm_pb2.SampleTokensRequest(prompt="a", guidance_scale=-1)
+            ),
+        )
         == INVALID
     )
-    prior = prior_pb2_grpc.PriorStub(channel)
+    prior = prior_pb2_grpc.PriorServiceStub(channel)
     assert _code(prior.EmbedText, prior_pb2.EmbedTextRequest()) == INVALID
     assert _code(prior.SamplePrior, prior_pb2.SamplePriorRequest(prompt="a", steps=0)) == INVALID
-    dec = decoder_pb2_grpc.DecoderStub(channel)
+    dec = decoder_pb2_grpc.DecoderServiceStub(channel)
     bad_emb = common_pb2.Embedding(values=[0.0], dim=1)
     assert (
         _code(dec.SampleLatents, decoder_pb2.SampleLatentsRequest(image_embeddings=[bad_emb]))

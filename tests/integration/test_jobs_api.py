@@ -59,14 +59,14 @@ def test_job_errors(http):
 
 
 def test_grpc_jobs(channel):
-    stub = generation_pb2_grpc.GenerationStub(channel)
+    stub = generation_pb2_grpc.GenerationServiceStub(channel)
     req = generation_pb2.SubmitJobRequest(
         request=generation_pb2.GenerateRequest(prompt="a tree", route="unclip", seed=5),
         priority="high",
     )
-    job = stub.SubmitJob(req, timeout=60)
+    job = stub.SubmitJob(req, timeout=60).job
     assert job.id and job.state in ("queued", "running", "succeeded")
-    events = list(stub.WatchJob(generation_pb2.GetJobRequest(id=job.id), timeout=120))
+    events = list(stub.WatchJob(generation_pb2.WatchJobRequest(id=job.id), timeout=120))
     assert events[-1].job.state == "succeeded"
-    done = stub.GetJob(generation_pb2.GetJobRequest(id=job.id), timeout=60)
+    done = stub.GetJob(generation_pb2.GetJobRequest(id=job.id), timeout=60).job
     assert done.result.images and done.priority == "high"

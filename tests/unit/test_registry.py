@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROTO = """
 syntax = "proto3";
 package echo.v1;
-service Echo {
+service EchoService {
   rpc Say(SayRequest) returns (SayReply);
   rpc SayStream(SayRequest) returns (stream SayReply);
 }
@@ -110,9 +110,10 @@ def tiny_bundle(tmp_path_factory):
 def test_the_registry_is_consistent():
     assert registry.names() == ("tokenizer", "detokenizer", "lm", "prior", "decoder")
     for entry in registry.SERVICES:
-        assert entry.contract == f"tessera.v1.{entry.service}"
+        assert entry.grpc_service == f"{entry.service}Service"
+        assert entry.contract == f"tessera.v1.{entry.grpc_service}"
         assert set(entry.profiles) == set(registry.PROFILES)
-        assert entry.deployment_class().name == entry.service  # Serve name = contract name
+        assert entry.deployment_class().name == entry.service  # contract: this + "Service"
     from tessera.common.checkpoint import COMPONENTS
 
     assert COMPONENTS == ("tokenizer", "lm", "clip", "prior", "decoder")
@@ -172,7 +173,7 @@ def test_one_entry_adds_a_service_to_the_deploy_files(with_echo):
         names = [d["name"] for d in config["applications"][0]["deployments"]]
         assert "Echo" in names
         servicers = config["grpc_options"]["grpc_servicer_functions"]
-        assert "echo.v1.echo_pb2_grpc.add_EchoServicer_to_server" in servicers
+        assert "echo.v1.echo_pb2_grpc.add_EchoServiceServicer_to_server" in servicers
     assert gen_kuberay.worker_cpus() == 5 + 1 + gen_kuberay.WORKER_SPARE_CPUS
 
 

@@ -23,11 +23,11 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
-STUBS = {
-    "Generation": generation_pb2_grpc.GenerationStub,
-    "Tokenizer": tokenizer_pb2_grpc.TokenizerStub,
-    "Detokenizer": tokenizer_pb2_grpc.DetokenizerStub,
-    "Prior": prior_pb2_grpc.PriorStub,
+STUBS = {  # by gRPC service name (``GRPCRequest.service``)
+    "GenerationService": generation_pb2_grpc.GenerationServiceStub,
+    "TokenizerService": tokenizer_pb2_grpc.TokenizerServiceStub,
+    "DetokenizerService": tokenizer_pb2_grpc.DetokenizerServiceStub,
+    "PriorService": prior_pb2_grpc.PriorServiceStub,
 }
 
 

@@ -60,7 +60,7 @@ class HTTPRequest:
 
 @dataclass(frozen=True)
 class GRPCRequest:
-    service: str  # "Generation", "Tokenizer", "Detokenizer" or "Prior"
+    service: str  # "GenerationService", "TokenizerService", "DetokenizerService", "PriorService"
     method: str
     message: Any
 
@@ -156,6 +156,10 @@ def images_from_proto(msg: generation_pb2.GenerateResponse) -> GeneratedImages:
     )
 
 
+def variations_from_proto(msg: generation_pb2.VariationsResponse) -> GeneratedImages:
+    return images_from_proto(msg.result)
+
+
 def job_from_json(body: dict) -> Job:
     result = body.get("result")
     return Job(
@@ -193,6 +197,15 @@ def job_from_proto(msg: generation_pb2.Job) -> Job:
     )
 
 
+def job_reply_from_proto(
+    msg: generation_pb2.SubmitJobResponse
+    | generation_pb2.GetJobResponse
+    | generation_pb2.CancelJobResponse,
+) -> Job:
+    """SubmitJob, GetJob and CancelJob answer with the job, wrapped."""
+    return job_from_proto(msg.job)
+
+
 def _progress_from_proto(msg: common_pb2.Progress) -> Progress:
     return Progress(step=msg.step, total_steps=msg.total_steps, stage=msg.stage)
 
@@ -215,7 +228,7 @@ def job_event_from_sse(event: str, data: Any) -> ProgressEvent:
     )
 
 
-def job_event_from_proto(msg: generation_pb2.JobEvent) -> ProgressEvent:
+def job_event_from_proto(msg: generation_pb2.WatchJobResponse) -> ProgressEvent:
     done = msg.job.state in TERMINAL_STATES
     return ProgressEvent(
         progress=_progress_from_proto(msg.job.progress),
@@ -227,7 +240,7 @@ def job_event_from_proto(msg: generation_pb2.JobEvent) -> ProgressEvent:
     )
 
 
-def generate_event_from_proto(msg: generation_pb2.GenerateEvent) -> ProgressEvent:
+def generate_event_from_proto(msg: generation_pb2.GenerateStreamResponse) -> ProgressEvent:
     done = msg.HasField("result")
     return ProgressEvent(
         progress=_progress_from_proto(msg.progress),
@@ -241,7 +254,9 @@ def _embeddings_from_json(body: dict) -> Embeddings:
     return Embeddings(vectors=body["embeddings"], dim=body["dim"])
 
 
-def _embeddings_from_proto(msg: prior_pb2.EmbedResponse) -> Embeddings:
+def _embeddings_from_proto(
+    msg: prior_pb2.EmbedTextResponse | prior_pb2.EmbedImageResponse,
+) -> Embeddings:
     vectors = [list(e.values) for e in msg.embeddings]
     return Embeddings(vectors=vectors, dim=msg.embeddings[0].dim if msg.embeddings else 0)
 
@@ -250,7 +265,7 @@ def _embeddings_from_proto(msg: prior_pb2.EmbedResponse) -> Embeddings:
 def generate(fields: dict[str, Any]) -> Call[GeneratedImages]:
     return Call(
         HTTPRequest("POST", "/v1/images/generations", json=fields),
-        GRPCRequest("Generation", "Generate", generation_pb2.GenerateRequest(**fields)),
+        GRPCRequest("GenerationService", "Generate", generation_pb2.GenerateRequest(**fields)),
         images_from_json,
         images_from_proto,
     )
@@ -261,7 +276,11 @@ def generate_stream(fields: dict[str, Any]) -> StreamCall:
     # plain generation); the HTTP half here is unused.
     return StreamCall(
         HTTPRequest("POST", "/v1/jobs", json=fields),
-        GRPCRequest("Generation", "GenerateStream", generation_pb2.GenerateRequest(**fields)),
+        GRPCRequest(
+            "GenerationService",
+            "GenerateStream",
+            generation_pb2.GenerateStreamRequest(request=generation_pb2.GenerateRequest(**fields)),
+        ),
         job_event_from_sse,
         generate_event_from_proto,
     )
@@ -278,10 +297,10 @@ def variations(image: ImageInput, fields: dict[str, Any]) -> Call[GeneratedImage
             data=form,
         ),
         GRPCRequest(
-            "Generation", "Variations", generation_pb2.VariationsRequest(image=png, **fields)
+            "GenerationService", "Variations", generation_pb2.VariationsRequest(image=png, **fields)
         ),
         images_from_json,
-        images_from_proto,
+        variations_from_proto,
     )
 
 
@@ -301,9 +320,9 @@ def submit(fields: dict[str, Any], priority: str, idempotency_key: str | None) -
             json={**fields, "priority": priority},
             headers={"Idempotency-Key": idempotency_key},
         ),
-        GRPCRequest("Generation", "SubmitJob", msg),
+        GRPCRequest("GenerationService", "SubmitJob", msg),
         job_from_json,
-        job_from_proto,
+        job_reply_from_proto,
     )
 
 
@@ -311,9 +330,9 @@ def _job_call(http_method: str, rpc: str, request: Any, job_id: str) -> Call[Job
     """A call on one job by id, answered with the job."""
     return Call(
         HTTPRequest(http_method, _job_path(job_id)),
-        GRPCRequest("Generation", rpc, request(id=job_id)),
+        GRPCRequest("GenerationService", rpc, request(id=job_id)),
         job_from_json,
-        job_from_proto,
+        job_reply_from_proto,
     )
 
 
@@ -328,7 +347,7 @@ def cancel_job(job_id: str) -> Call[Job]:
 def watch_job(job_id: str) -> StreamCall:
     return StreamCall(
         HTTPRequest("GET", _job_path(job_id, "/events")),
-        GRPCRequest("Generation", "WatchJob", generation_pb2.GetJobRequest(id=job_id)),
+        GRPCRequest("GenerationService", "WatchJob", generation_pb2.WatchJobRequest(id=job_id)),
         job_event_from_sse,
         job_event_from_proto,
     )
@@ -366,7 +385,7 @@ def tokenize(
             },
         ),
         GRPCRequest(
-            "Tokenizer",
+            "TokenizerService",
             "Tokenize",
             tokenizer_pb2.TokenizeRequest(
                 images=data, resize=resize, return_latents=return_latents
@@ -394,7 +413,7 @@ def detokenize(
     }
     return Call(
         HTTPRequest("POST", "/v1/detokenize", json=body),
-        GRPCRequest("Detokenizer", "Detokenize", msg),
+        GRPCRequest("DetokenizerService", "Detokenize", msg),
         lambda b: Images(png_bytes=images_from_json(b).png_bytes),
         lambda m: Images(png_bytes=[img.png for img in m.images]),
     )
@@ -410,14 +429,14 @@ def embed(
             texts = [texts]
         return Call(
             HTTPRequest("POST", "/v1/embeddings/text", json={"texts": list(texts)}),
-            GRPCRequest("Prior", "EmbedText", prior_pb2.EmbedTextRequest(texts=list(texts))),
+            GRPCRequest("PriorService", "EmbedText", prior_pb2.EmbedTextRequest(texts=list(texts))),
             _embeddings_from_json,
             _embeddings_from_proto,
         )
     data = [to_image_bytes(i) for i in as_image_list(images)]
     return Call(
         HTTPRequest("POST", "/v1/embeddings/image", json={"images": [_b64(d) for d in data]}),
-        GRPCRequest("Prior", "EmbedImage", prior_pb2.EmbedImageRequest(images=data)),
+        GRPCRequest("PriorService", "EmbedImage", prior_pb2.EmbedImageRequest(images=data)),
         _embeddings_from_json,
         _embeddings_from_proto,
     )
@@ -426,7 +445,7 @@ def embed(
 def list_models() -> Call[list[ModelInfo]]:
     return Call(
         HTTPRequest("GET", "/v1/models"),
-        GRPCRequest("Generation", "ListModels", generation_pb2.ListModelsRequest()),
+        GRPCRequest("GenerationService", "ListModels", generation_pb2.ListModelsRequest()),
         lambda b: [
             ModelInfo(id=m["id"], routes=m.get("routes", []), image_size=m.get("image_size", 0))
             for m in b.get("data", [])

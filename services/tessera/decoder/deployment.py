@@ -53,8 +53,6 @@ class Decoder(EngineService):
         if request.HasField("steps"):
             check_count("steps", request.steps, 1, MAX_SERVICE_STEPS)
             steps = request.steps
-        if request.stream_every < 0:
-            raise InvalidArgument("stream_every must be >= 0")
         seed = resolve_seed(request.seed if request.HasField("seed") else None)
         text = None
         if request.HasField("text_states"):  # encoded upstream (Prior.SamplePrior)
@@ -104,13 +102,15 @@ class Decoder(EngineService):
         return latents.cpu()
 
     async def SampleLatentsStream(
-        self, request: decoder_pb2.SampleLatentsRequest
-    ) -> AsyncIterator[decoder_pb2.SampleLatentsEvent]:
+        self, stream_request: decoder_pb2.SampleLatentsStreamRequest
+    ) -> AsyncIterator[decoder_pb2.SampleLatentsStreamResponse]:
         """x0 previews every ``stream_every`` steps, then the final latents; closing the
         stream cancels the sampling at its next preview."""
-        job = self._parse(request)
+        job = self._parse(stream_request.request)
+        if stream_request.stream_every < 0:
+            raise InvalidArgument("stream_every must be >= 0")
         steps = job["steps"] or self.model.config.default_steps
-        every = request.stream_every or max(1, steps // 5)  # ~5 previews by default
+        every = stream_request.stream_every or max(1, steps // 5)  # ~5 previews by default
         totals = {"steps": 0}
 
         def preview(step: int, total: int, x0: torch.Tensor) -> tuple | None:
@@ -125,7 +125,7 @@ class Decoder(EngineService):
                     step, latents = total, item
                 else:
                     step, total, latents = item
-                yield decoder_pb2.SampleLatentsEvent(
+                yield decoder_pb2.SampleLatentsStreamResponse(
                     progress=common_pb2.Progress(step=step, total_steps=total, stage="decoder"),
                     latents=[tensor_to_proto(z) for z in latents],
                     done=final,

@@ -1,7 +1,7 @@
 """The Gateway deployment: public HTTP (FastAPI) and gRPC ingress of the `tessera` app.
 
 It holds one handle per registered model service, composes the routes through them
-(:mod:`tessera.routes.pipelines`), serves the ``Generation`` contract and, by forwarding,
+(:mod:`tessera.routes.pipelines`), serves the ``GenerationService`` contract and, by forwarding,
 every model service's own contract on the same port (:mod:`tessera.gateway.forwarding`).
 Its HTTP app is built in the replica from this instance (:mod:`tessera.gateway.http`).
 """
@@ -61,7 +61,7 @@ class GatewayService(JobsServicerMixin):
         self.pipelines.check_route(params.route)
         self.pipelines.scale_for(params.size)
 
-    # ------------------------------------------------------------------ gRPC: Generation
+    # ------------------------------------------------------------ gRPC: GenerationService
     @grpc_edge
     @returns(generation_pb2.GenerateResponse)
     async def Generate(
@@ -75,21 +75,22 @@ class GatewayService(JobsServicerMixin):
 
     @grpc_edge
     async def GenerateStream(
-        self, request: generation_pb2.GenerateRequest, grpc_context: Any = None
-    ) -> AsyncIterator[generation_pb2.GenerateEvent]:
-        params = GenerationParams.from_proto(request)
+        self, request: generation_pb2.GenerateStreamRequest, grpc_context: Any = None
+    ) -> AsyncIterator[generation_pb2.GenerateStreamResponse]:
+        params = GenerationParams.from_proto(request.request)
         async with observed(params.route, "grpc"):
             async for event in self.pipelines.stream(params):
                 yield event
 
     @grpc_edge
-    @returns(generation_pb2.GenerateResponse)
+    @returns(generation_pb2.VariationsResponse)
     async def Variations(
         self, request: generation_pb2.VariationsRequest, grpc_context: Any = None
-    ) -> generation_pb2.GenerateResponse:
+    ) -> generation_pb2.VariationsResponse:
         params = VariationParams.from_proto(request)
         async with observed("variations", "grpc"):
-            return await self.pipelines.variations(request.image, params)
+            result = await self.pipelines.variations(request.image, params)
+            return generation_pb2.VariationsResponse(result=result)
 
     @grpc_edge
     @returns(generation_pb2.ListModelsResponse)
@@ -103,9 +104,9 @@ class GatewayService(JobsServicerMixin):
 
     # ------------------------------------------------------------------ gRPC: jobs
     # The mixin's methods raise domain errors; at the public edge they become status codes.
-    SubmitJob = grpc_edge(returns(generation_pb2.Job)(JobsServicerMixin.SubmitJob))
-    GetJob = grpc_edge(returns(generation_pb2.Job)(JobsServicerMixin.GetJob))
-    CancelJob = grpc_edge(returns(generation_pb2.Job)(JobsServicerMixin.CancelJob))
+    SubmitJob = grpc_edge(returns(generation_pb2.SubmitJobResponse)(JobsServicerMixin.SubmitJob))
+    GetJob = grpc_edge(returns(generation_pb2.GetJobResponse)(JobsServicerMixin.GetJob))
+    CancelJob = grpc_edge(returns(generation_pb2.CancelJobResponse)(JobsServicerMixin.CancelJob))
     WatchJob = grpc_edge(JobsServicerMixin.WatchJob)
 
     # ------------------------------------------------------------------ gRPC: health

@@ -214,7 +214,7 @@ def decode_b64(value: str, what: str = "image") -> bytes:
         raise InvalidArgument(f"{what} is not valid base64") from e
 
 
-def embeddings_body(res: prior_pb2.EmbedResponse) -> dict:
+def embeddings_body(res: prior_pb2.EmbedTextResponse | prior_pb2.EmbedImageResponse) -> dict:
     return {"embeddings": [list(e.values) for e in res.embeddings], "dim": res.embeddings[0].dim}
 
 

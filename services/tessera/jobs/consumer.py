@@ -117,9 +117,11 @@ class QueueConsumer:
         request_json = _s(reply[1])
         return StartResult(run=True, request_json=request_json, attempts=int(reply[2]))
 
-    async def progress(self, job_id: str, lease: str, event: generation_pb2.GenerateEvent) -> int:
+    async def progress(
+        self, job_id: str, lease: str, event: generation_pb2.GenerateStreamResponse
+    ) -> int:
         """Publish a progress event; 1 keep going, 2 cancel requested, 0 lease lost."""
-        ev = generation_pb2.GenerateEvent(progress=event.progress, previews=event.previews)
+        ev = generation_pb2.GenerateStreamResponse(progress=event.progress, previews=event.previews)
         return int(
             await self.store.scripts["progress"](
                 keys=self.store.job_keys(job_id),

@@ -1,7 +1,7 @@
 """What runs a job: the executor signature and ``build_executor(spec)``.
 
 An executor is any ``async def execute(params: GenerationParams, on_event) ->
-GenerateResponse`` (``on_event(GenerateEvent) -> bool``; False asks it to stop, and it
+GenerateResponse`` (``on_event(GenerateStreamResponse) -> bool``; False asks it to stop, and it
 raises ``tessera.common.errors.Cancelled``). In production it is the route code,
 ``tessera.routes.pipelines.Pipelines.generate``: over Serve handles in the ``JobWorker``
 deployment, over in-process models (``LOCAL_ROUTES``) in the standalone worker.
@@ -19,7 +19,7 @@ from tessera.routes.schemas import GenerationParams
 from tessera.v1 import generation_pb2
 
 Executor = Callable[
-    [GenerationParams, Callable[[generation_pb2.GenerateEvent], Awaitable[bool]]],
+    [GenerationParams, Callable[[generation_pb2.GenerateStreamResponse], Awaitable[bool]]],
     Awaitable[generation_pb2.GenerateResponse],
 ]
 # The real routes over a bundle's models loaded in this process (kwargs: bundle_dir, device,

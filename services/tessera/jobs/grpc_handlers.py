@@ -1,4 +1,4 @@
-"""The jobs half of the public gRPC ``Generation`` service, as a mixin.
+"""The jobs half of the public gRPC ``GenerationService``, as a mixin.
 
 The gateway's servicer class inherits ``JobsServicerMixin`` and sets ``self.job_queue``
 (a ``tessera.jobs.queue.JobQueue``); if it also defines ``check_job_params(params)``, that
@@ -32,7 +32,7 @@ class JobsServicerMixin:
 
     async def SubmitJob(  # noqa: N802
         self, request: generation_pb2.SubmitJobRequest, grpc_context: Any = None
-    ) -> generation_pb2.Job:
+    ) -> generation_pb2.SubmitJobResponse:
         if not request.HasField("request"):
             raise InvalidArgument("request is required")
         params = GenerationParams.from_proto(request.request)
@@ -45,25 +45,25 @@ class JobsServicerMixin:
                 priority=request.priority or "normal",
                 idempotency_key=request.idempotency_key or None,
             )
-        return job.to_proto()
+        return generation_pb2.SubmitJobResponse(job=job.to_proto())
 
     async def GetJob(  # noqa: N802
         self, request: generation_pb2.GetJobRequest, grpc_context: Any = None
-    ) -> generation_pb2.Job:
+    ) -> generation_pb2.GetJobResponse:
         with store_errors():
             job = await self.require_job_queue().get(request.id)
-        return job.to_proto()
+        return generation_pb2.GetJobResponse(job=job.to_proto())
 
     async def CancelJob(  # noqa: N802
         self, request: generation_pb2.CancelJobRequest, grpc_context: Any = None
-    ) -> generation_pb2.Job:
+    ) -> generation_pb2.CancelJobResponse:
         with store_errors():
             job = await self.require_job_queue().cancel(request.id)
-        return job.to_proto()
+        return generation_pb2.CancelJobResponse(job=job.to_proto())
 
     async def WatchJob(  # noqa: N802
-        self, request: generation_pb2.GetJobRequest, grpc_context: Any = None
-    ) -> AsyncIterator[generation_pb2.JobEvent]:
+        self, request: generation_pb2.WatchJobRequest, grpc_context: Any = None
+    ) -> AsyncIterator[generation_pb2.WatchJobResponse]:
         """A snapshot, then one event per progress step/state change; the last one carries
         the finished job (with its result when it succeeded)."""
         queue = self.require_job_queue()

@@ -238,7 +238,7 @@ class JobQueue:
                     job.total_steps = int(fields_["total"])
                     job.stage = _s(fields_["stage"])
                     if fields_.get("ev"):
-                        ev = generation_pb2.GenerateEvent.FromString(fields_["ev"])
+                        ev = generation_pb2.GenerateStreamResponse.FromString(fields_["ev"])
                         previews = list(ev.previews)
                 yield JobUpdate(event_id=cursor, job=dataclasses.replace(job), previews=previews)
 

@@ -138,8 +138,8 @@ class JobUpdate:
     final: bool = False
     keepalive: bool = False  # nothing happened for block_s (SSE sends a comment)
 
-    def to_proto(self) -> generation_pb2.JobEvent:
-        return generation_pb2.JobEvent(job=self.job.to_proto(), previews=self.previews)
+    def to_proto(self) -> generation_pb2.WatchJobResponse:
+        return generation_pb2.WatchJobResponse(job=self.job.to_proto(), previews=self.previews)
 
 
 @dataclass(frozen=True)

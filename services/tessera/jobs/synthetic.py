@@ -25,7 +25,7 @@ from tessera.common.errors import Cancelled, InvalidArgument
 from tessera.routes.schemas import GenerationParams
 from tessera.v1 import common_pb2, generation_pb2
 
-OnEvent = Callable[[generation_pb2.GenerateEvent], Awaitable[bool]]
+OnEvent = Callable[[generation_pb2.GenerateStreamResponse], Awaitable[bool]]
 
 
 def render(prompt: str, seed: int, index: int, size: int) -> np.ndarray:
@@ -91,7 +91,7 @@ class SyntheticExecutor:
             rows = self.size * step // steps
             preview = np.full_like(finals[0], 255)
             preview[:rows] = finals[0][:rows]
-            event = generation_pb2.GenerateEvent(
+            event = generation_pb2.GenerateStreamResponse(
                 progress=common_pb2.Progress(step=step, total_steps=steps, stage="decoder"),
                 previews=[common_pb2.Image(png=png(preview), width=self.size, height=self.size)],
             )

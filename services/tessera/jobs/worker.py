@@ -240,7 +240,7 @@ class Worker:
     async def _execute(self, held: _Held, params: GenerationParams) -> None:
         d = held.delivery
 
-        async def on_event(event: generation_pb2.GenerateEvent) -> bool:
+        async def on_event(event: generation_pb2.GenerateStreamResponse) -> bool:
             if held.lost or held.cancel:
                 return False
             try:

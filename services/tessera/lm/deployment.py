@@ -69,8 +69,6 @@ class LanguageModel(EngineService):
         validate_params(SamplingParams(**fields), self.model.config.vocab_size)
         if "temperature" in fields:
             check_range("temperature", fields["temperature"], 0.0, MAX_TEMPERATURE, open_low=True)
-        if request.stream_every < 0:
-            raise InvalidArgument("stream_every must be >= 0")
         if request.seeds:
             return [SamplingParams(seed=s, **fields) for s in request.seeds], request.seeds[0]
         seed = resolve_seed(request.seed if request.HasField("seed") else None)
@@ -108,14 +106,17 @@ class LanguageModel(EngineService):
         return grids
 
     async def SampleTokensStream(
-        self, request: lm_pb2.SampleTokensRequest
-    ) -> AsyncIterator[lm_pb2.SampleTokensEvent]:
+        self, stream_request: lm_pb2.SampleTokensStreamRequest
+    ) -> AsyncIterator[lm_pb2.SampleTokensStreamResponse]:
         """Partial grids every ``stream_every`` tokens (unsampled positions are -1); closing
         the stream cancels the sampling at its next report."""
+        request = stream_request.request
         params, seed = self._params(request)
+        if stream_request.stream_every < 0:
+            raise InvalidArgument("stream_every must be >= 0")
         text = self._states(request, len(params))
         total = self.grid_size * self.grid_size
-        every = request.stream_every or max(1, total // 8)
+        every = stream_request.stream_every or max(1, total // 8)
         sampling = self.stream(
             lambda on_progress: self._sample(request, params, text, on_progress, every),
             lambda done, grids: (done, grids) if done < total else None,
@@ -123,7 +124,7 @@ class LanguageModel(EngineService):
         async with aclosing(sampling) as events:
             async for final, item in events:
                 done, grids = (total, item) if final else item
-                yield lm_pb2.SampleTokensEvent(
+                yield lm_pb2.SampleTokensStreamResponse(
                     progress=common_pb2.Progress(step=done, total_steps=total, stage="lm"),
                     grids=[grid_to_proto(g) for g in grids],
                     done=final,

@@ -71,7 +71,7 @@ class Prior(EngineService):
         with torch.inference_mode():
             return self.clip.embed_text(text.pooled.to(self.device)), text
 
-    async def EmbedText(self, request: prior_pb2.EmbedTextRequest) -> prior_pb2.EmbedResponse:
+    async def EmbedText(self, request: prior_pb2.EmbedTextRequest) -> prior_pb2.EmbedTextResponse:
         check_count("texts", len(request.texts), 1, MAX_TEXTS_PER_CALL)
         for t in request.texts:
             check_prompt("each text", t, MAX_PROMPT_CHARS)
@@ -84,7 +84,7 @@ class Prior(EngineService):
     def _embed_text_many(self, items: list[tuple[list[str], bool]]) -> list:
         emb, text = self._embed_texts([t for texts, _ in items for t in texts])
         return [
-            prior_pb2.EmbedResponse(
+            prior_pb2.EmbedTextResponse(
                 embeddings=[embedding_to_proto(e) for e in emb[rows]],
                 text_states=[text_states_to_proto(text, i) for i in range(rows.start, rows.stop)]
                 if return_states
@@ -95,7 +95,9 @@ class Prior(EngineService):
             )
         ]
 
-    async def EmbedImage(self, request: prior_pb2.EmbedImageRequest) -> prior_pb2.EmbedResponse:
+    async def EmbedImage(
+        self, request: prior_pb2.EmbedImageRequest
+    ) -> prior_pb2.EmbedImageResponse:
         check_count("images", len(request.images), 1, MAX_ITEMS_PER_CALL)
         arrays = [decode_image(b, self.image_size, resize=True) for b in request.images]
         return split_results(await self._image_batch((arrays,)))
@@ -109,7 +111,7 @@ class Prior(EngineService):
         arrays = [a for (item_arrays,) in items for a in item_arrays]
         emb = self.clip.embed_image(arrays_to_tensor(arrays).to(self.device)).cpu()
         return [
-            prior_pb2.EmbedResponse(embeddings=[embedding_to_proto(e) for e in emb[rows]])
+            prior_pb2.EmbedImageResponse(embeddings=[embedding_to_proto(e) for e in emb[rows]])
             for rows in item_slices(len(item_arrays) for (item_arrays,) in items)
         ]
 

@@ -47,7 +47,8 @@ LM_SAMPLING_FIELDS = tuple(
     and f.name in generation_pb2.GenerateRequest.DESCRIPTOR.fields_by_name
 )
 
-EventCallback = Callable[[generation_pb2.GenerateEvent], Awaitable[bool]]
+StreamEvent = generation_pb2.GenerateStreamResponse  # one event of a streamed generation
+EventCallback = Callable[[StreamEvent], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -210,20 +211,19 @@ class Pipelines:
             res = await call(self.handles.lm.SampleTokens, req)
             return list(res.grids), res.seed
         grids, seed = [], 0
-        stream = self.handles.lm.options(stream=True).SampleTokensStream.remote(req)
+        sreq = lm_pb2.SampleTokensStreamRequest(request=req)
+        stream = self.handles.lm.options(stream=True).SampleTokensStream.remote(sreq)
         async for ev in stream:
             grids, seed = list(ev.grids), ev.seed
             if ev.done:
                 break
             previews = await self._decode(grids=[_fill_unsampled(g) for g in grids[:shown]])
-            if not await on_event(
-                generation_pb2.GenerateEvent(progress=ev.progress, previews=previews)
-            ):
+            if not await on_event(StreamEvent(progress=ev.progress, previews=previews)):
                 _close(stream)
                 raise Cancelled("generation cancelled")
         return grids, seed
 
-    async def _rerank(self, text: prior_pb2.EmbedResponse, images: list, k: int) -> list[int]:
+    async def _rerank(self, text: prior_pb2.EmbedTextResponse, images: list, k: int) -> list[int]:
         """For each of the n images, which of its k candidates (candidate-major ``images``)
         CLIP puts closest to the prompt's embedding ``text``. Embeddings are L2-normalised: a
         dot product is the cosine."""
@@ -254,7 +254,7 @@ class Pipelines:
         prior = await call(self.handles.prior.SamplePrior, preq)
         if on_event is not None:
             progress = common_pb2.Progress(step=1, total_steps=1, stage="prior")
-            if not await on_event(generation_pb2.GenerateEvent(progress=progress)):
+            if not await on_event(StreamEvent(progress=progress)):
                 raise Cancelled("generation cancelled")
         return await self._decode_embeddings(
             list(prior.embeddings),
@@ -311,15 +311,14 @@ class Pipelines:
             latents = list(res.latents)
         else:
             latents = []
-            stream = self.handles.decoder.options(stream=True).SampleLatentsStream.remote(dreq)
+            sreq = decoder_pb2.SampleLatentsStreamRequest(request=dreq)
+            stream = self.handles.decoder.options(stream=True).SampleLatentsStream.remote(sreq)
             async for ev in stream:
                 latents = list(ev.latents)
                 if ev.done:
                     break
                 previews = await self._decode(latents=latents)
-                if not await on_event(
-                    generation_pb2.GenerateEvent(progress=ev.progress, previews=previews)
-                ):
+                if not await on_event(StreamEvent(progress=ev.progress, previews=previews)):
                     _close(stream)
                     raise Cancelled("generation cancelled")
         return await self._decode(latents=latents), seed
@@ -339,11 +338,11 @@ class Pipelines:
         )
         return [image for res in replies for image in res.images]
 
-    async def stream(self, params: GenerationParams) -> AsyncIterator[generation_pb2.GenerateEvent]:
+    async def stream(self, params: GenerationParams) -> AsyncIterator[StreamEvent]:
         """Progress events with previews, then one event carrying the result."""
         queue: asyncio.Queue = asyncio.Queue()
 
-        async def on_event(event: generation_pb2.GenerateEvent) -> bool:
+        async def on_event(event: StreamEvent) -> bool:
             await queue.put(event)
             return True
 
@@ -352,7 +351,7 @@ class Pipelines:
         try:
             while (event := await queue.get()) is not None:
                 yield event
-            yield generation_pb2.GenerateEvent(
+            yield StreamEvent(
                 progress=common_pb2.Progress(step=1, total_steps=1, stage="done"),
                 result=task.result(),
             )

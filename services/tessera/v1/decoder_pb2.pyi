@@ -9,14 +9,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SampleLatentsRequest(_message.Message):
-    __slots__ = ("image_embeddings", "prompt", "seed", "guidance_scale", "steps", "scheduler", "stream_every", "text_states")
+    __slots__ = ("image_embeddings", "prompt", "seed", "guidance_scale", "steps", "scheduler", "text_states")
     IMAGE_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
-    STREAM_EVERY_FIELD_NUMBER: _ClassVar[int]
     TEXT_STATES_FIELD_NUMBER: _ClassVar[int]
     image_embeddings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
     prompt: str
@@ -24,9 +23,8 @@ class SampleLatentsRequest(_message.Message):
     guidance_scale: float
     steps: int
     scheduler: str
-    stream_every: int
     text_states: _common_pb2.Tensor
-    def __init__(self, image_embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., prompt: _Optional[str] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., steps: _Optional[int] = ..., scheduler: _Optional[str] = ..., stream_every: _Optional[int] = ..., text_states: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    def __init__(self, image_embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., prompt: _Optional[str] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., steps: _Optional[int] = ..., scheduler: _Optional[str] = ..., text_states: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class SampleLatentsResponse(_message.Message):
     __slots__ = ("latents", "seed")
@@ -36,7 +34,15 @@ class SampleLatentsResponse(_message.Message):
     seed: int
     def __init__(self, latents: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ..., seed: _Optional[int] = ...) -> None: ...
 
-class SampleLatentsEvent(_message.Message):
+class SampleLatentsStreamRequest(_message.Message):
+    __slots__ = ("request", "stream_every")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    STREAM_EVERY_FIELD_NUMBER: _ClassVar[int]
+    request: SampleLatentsRequest
+    stream_every: int
+    def __init__(self, request: _Optional[_Union[SampleLatentsRequest, _Mapping]] = ..., stream_every: _Optional[int] = ...) -> None: ...
+
+class SampleLatentsStreamResponse(_message.Message):
     __slots__ = ("progress", "latents", "done", "seed")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]

@@ -26,7 +26,7 @@ if _version_not_supported:
     )
 
 
-class DecoderStub:
+class DecoderServiceStub:
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -36,18 +36,18 @@ class DecoderStub:
             channel: A grpc.Channel.
         """
         self.SampleLatents = channel.unary_unary(
-                '/tessera.v1.Decoder/SampleLatents',
+                '/tessera.v1.DecoderService/SampleLatents',
                 request_serializer=tessera_dot_v1_dot_decoder__pb2.SampleLatentsRequest.SerializeToString,
                 response_deserializer=tessera_dot_v1_dot_decoder__pb2.SampleLatentsResponse.FromString,
                 _registered_method=True)
         self.SampleLatentsStream = channel.unary_stream(
-                '/tessera.v1.Decoder/SampleLatentsStream',
-                request_serializer=tessera_dot_v1_dot_decoder__pb2.SampleLatentsRequest.SerializeToString,
-                response_deserializer=tessera_dot_v1_dot_decoder__pb2.SampleLatentsEvent.FromString,
+                '/tessera.v1.DecoderService/SampleLatentsStream',
+                request_serializer=tessera_dot_v1_dot_decoder__pb2.SampleLatentsStreamRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_decoder__pb2.SampleLatentsStreamResponse.FromString,
                 _registered_method=True)
 
 
-class DecoderServicer:
+class DecoderServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def SampleLatents(self, request, context):
@@ -64,7 +64,7 @@ class DecoderServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_DecoderServicer_to_server(servicer, server):
+def add_DecoderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'SampleLatents': grpc.unary_unary_rpc_method_handler(
                     servicer.SampleLatents,
@@ -73,18 +73,18 @@ def add_DecoderServicer_to_server(servicer, server):
             ),
             'SampleLatentsStream': grpc.unary_stream_rpc_method_handler(
                     servicer.SampleLatentsStream,
-                    request_deserializer=tessera_dot_v1_dot_decoder__pb2.SampleLatentsRequest.FromString,
-                    response_serializer=tessera_dot_v1_dot_decoder__pb2.SampleLatentsEvent.SerializeToString,
+                    request_deserializer=tessera_dot_v1_dot_decoder__pb2.SampleLatentsStreamRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_decoder__pb2.SampleLatentsStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'tessera.v1.Decoder', rpc_method_handlers)
+            'tessera.v1.DecoderService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('tessera.v1.Decoder', rpc_method_handlers)
+    server.add_registered_method_handlers('tessera.v1.DecoderService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Decoder:
+class DecoderService:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -101,7 +101,7 @@ class Decoder:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.Decoder/SampleLatents',
+            '/tessera.v1.DecoderService/SampleLatents',
             tessera_dot_v1_dot_decoder__pb2.SampleLatentsRequest.SerializeToString,
             tessera_dot_v1_dot_decoder__pb2.SampleLatentsResponse.FromString,
             options,
@@ -128,9 +128,9 @@ class Decoder:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/tessera.v1.Decoder/SampleLatentsStream',
-            tessera_dot_v1_dot_decoder__pb2.SampleLatentsRequest.SerializeToString,
-            tessera_dot_v1_dot_decoder__pb2.SampleLatentsEvent.FromString,
+            '/tessera.v1.DecoderService/SampleLatentsStream',
+            tessera_dot_v1_dot_decoder__pb2.SampleLatentsStreamRequest.SerializeToString,
+            tessera_dot_v1_dot_decoder__pb2.SampleLatentsStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

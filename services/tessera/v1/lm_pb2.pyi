@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SampleTokensRequest(_message.Message):
-    __slots__ = ("prompt", "n", "seed", "temperature", "top_k", "top_p", "guidance_scale", "stream_every", "seeds", "text_states")
+    __slots__ = ("prompt", "n", "seed", "temperature", "top_k", "top_p", "guidance_scale", "seeds", "text_states")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -17,7 +17,6 @@ class SampleTokensRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
-    STREAM_EVERY_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
     TEXT_STATES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
@@ -27,10 +26,9 @@ class SampleTokensRequest(_message.Message):
     top_k: int
     top_p: float
     guidance_scale: float
-    stream_every: int
     seeds: _containers.RepeatedScalarFieldContainer[int]
     text_states: _common_pb2.Tensor
-    def __init__(self, prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., stream_every: _Optional[int] = ..., seeds: _Optional[_Iterable[int]] = ..., text_states: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    def __init__(self, prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., seeds: _Optional[_Iterable[int]] = ..., text_states: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class SampleTokensResponse(_message.Message):
     __slots__ = ("grids", "seed")
@@ -40,7 +38,15 @@ class SampleTokensResponse(_message.Message):
     seed: int
     def __init__(self, grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., seed: _Optional[int] = ...) -> None: ...
 
-class SampleTokensEvent(_message.Message):
+class SampleTokensStreamRequest(_message.Message):
+    __slots__ = ("request", "stream_every")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    STREAM_EVERY_FIELD_NUMBER: _ClassVar[int]
+    request: SampleTokensRequest
+    stream_every: int
+    def __init__(self, request: _Optional[_Union[SampleTokensRequest, _Mapping]] = ..., stream_every: _Optional[int] = ...) -> None: ...
+
+class SampleTokensStreamResponse(_message.Message):
     __slots__ = ("progress", "grids", "done", "seed")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     GRIDS_FIELD_NUMBER: _ClassVar[int]

@@ -26,7 +26,7 @@ if _version_not_supported:
     )
 
 
-class LanguageModelStub:
+class LanguageModelServiceStub:
     """Samples image token grids conditioned on text.
     """
 
@@ -37,18 +37,18 @@ class LanguageModelStub:
             channel: A grpc.Channel.
         """
         self.SampleTokens = channel.unary_unary(
-                '/tessera.v1.LanguageModel/SampleTokens',
+                '/tessera.v1.LanguageModelService/SampleTokens',
                 request_serializer=tessera_dot_v1_dot_lm__pb2.SampleTokensRequest.SerializeToString,
                 response_deserializer=tessera_dot_v1_dot_lm__pb2.SampleTokensResponse.FromString,
                 _registered_method=True)
         self.SampleTokensStream = channel.unary_stream(
-                '/tessera.v1.LanguageModel/SampleTokensStream',
-                request_serializer=tessera_dot_v1_dot_lm__pb2.SampleTokensRequest.SerializeToString,
-                response_deserializer=tessera_dot_v1_dot_lm__pb2.SampleTokensEvent.FromString,
+                '/tessera.v1.LanguageModelService/SampleTokensStream',
+                request_serializer=tessera_dot_v1_dot_lm__pb2.SampleTokensStreamRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_lm__pb2.SampleTokensStreamResponse.FromString,
                 _registered_method=True)
 
 
-class LanguageModelServicer:
+class LanguageModelServiceServicer:
     """Samples image token grids conditioned on text.
     """
 
@@ -67,7 +67,7 @@ class LanguageModelServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_LanguageModelServicer_to_server(servicer, server):
+def add_LanguageModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'SampleTokens': grpc.unary_unary_rpc_method_handler(
                     servicer.SampleTokens,
@@ -76,18 +76,18 @@ def add_LanguageModelServicer_to_server(servicer, server):
             ),
             'SampleTokensStream': grpc.unary_stream_rpc_method_handler(
                     servicer.SampleTokensStream,
-                    request_deserializer=tessera_dot_v1_dot_lm__pb2.SampleTokensRequest.FromString,
-                    response_serializer=tessera_dot_v1_dot_lm__pb2.SampleTokensEvent.SerializeToString,
+                    request_deserializer=tessera_dot_v1_dot_lm__pb2.SampleTokensStreamRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_lm__pb2.SampleTokensStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'tessera.v1.LanguageModel', rpc_method_handlers)
+            'tessera.v1.LanguageModelService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('tessera.v1.LanguageModel', rpc_method_handlers)
+    server.add_registered_method_handlers('tessera.v1.LanguageModelService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class LanguageModel:
+class LanguageModelService:
     """Samples image token grids conditioned on text.
     """
 
@@ -105,7 +105,7 @@ class LanguageModel:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.LanguageModel/SampleTokens',
+            '/tessera.v1.LanguageModelService/SampleTokens',
             tessera_dot_v1_dot_lm__pb2.SampleTokensRequest.SerializeToString,
             tessera_dot_v1_dot_lm__pb2.SampleTokensResponse.FromString,
             options,
@@ -132,9 +132,9 @@ class LanguageModel:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/tessera.v1.LanguageModel/SampleTokensStream',
-            tessera_dot_v1_dot_lm__pb2.SampleTokensRequest.SerializeToString,
-            tessera_dot_v1_dot_lm__pb2.SampleTokensEvent.FromString,
+            '/tessera.v1.LanguageModelService/SampleTokensStream',
+            tessera_dot_v1_dot_lm__pb2.SampleTokensStreamRequest.SerializeToString,
+            tessera_dot_v1_dot_lm__pb2.SampleTokensStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,7 +26,7 @@ if _version_not_supported:
     )
 
 
-class PriorStub:
+class PriorServiceStub:
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -36,23 +36,23 @@ class PriorStub:
             channel: A grpc.Channel.
         """
         self.EmbedText = channel.unary_unary(
-                '/tessera.v1.Prior/EmbedText',
+                '/tessera.v1.PriorService/EmbedText',
                 request_serializer=tessera_dot_v1_dot_prior__pb2.EmbedTextRequest.SerializeToString,
-                response_deserializer=tessera_dot_v1_dot_prior__pb2.EmbedResponse.FromString,
+                response_deserializer=tessera_dot_v1_dot_prior__pb2.EmbedTextResponse.FromString,
                 _registered_method=True)
         self.EmbedImage = channel.unary_unary(
-                '/tessera.v1.Prior/EmbedImage',
+                '/tessera.v1.PriorService/EmbedImage',
                 request_serializer=tessera_dot_v1_dot_prior__pb2.EmbedImageRequest.SerializeToString,
-                response_deserializer=tessera_dot_v1_dot_prior__pb2.EmbedResponse.FromString,
+                response_deserializer=tessera_dot_v1_dot_prior__pb2.EmbedImageResponse.FromString,
                 _registered_method=True)
         self.SamplePrior = channel.unary_unary(
-                '/tessera.v1.Prior/SamplePrior',
+                '/tessera.v1.PriorService/SamplePrior',
                 request_serializer=tessera_dot_v1_dot_prior__pb2.SamplePriorRequest.SerializeToString,
                 response_deserializer=tessera_dot_v1_dot_prior__pb2.SamplePriorResponse.FromString,
                 _registered_method=True)
 
 
-class PriorServicer:
+class PriorServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def EmbedText(self, request, context):
@@ -77,17 +77,17 @@ class PriorServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_PriorServicer_to_server(servicer, server):
+def add_PriorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'EmbedText': grpc.unary_unary_rpc_method_handler(
                     servicer.EmbedText,
                     request_deserializer=tessera_dot_v1_dot_prior__pb2.EmbedTextRequest.FromString,
-                    response_serializer=tessera_dot_v1_dot_prior__pb2.EmbedResponse.SerializeToString,
+                    response_serializer=tessera_dot_v1_dot_prior__pb2.EmbedTextResponse.SerializeToString,
             ),
             'EmbedImage': grpc.unary_unary_rpc_method_handler(
                     servicer.EmbedImage,
                     request_deserializer=tessera_dot_v1_dot_prior__pb2.EmbedImageRequest.FromString,
-                    response_serializer=tessera_dot_v1_dot_prior__pb2.EmbedResponse.SerializeToString,
+                    response_serializer=tessera_dot_v1_dot_prior__pb2.EmbedImageResponse.SerializeToString,
             ),
             'SamplePrior': grpc.unary_unary_rpc_method_handler(
                     servicer.SamplePrior,
@@ -96,13 +96,13 @@ def add_PriorServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'tessera.v1.Prior', rpc_method_handlers)
+            'tessera.v1.PriorService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('tessera.v1.Prior', rpc_method_handlers)
+    server.add_registered_method_handlers('tessera.v1.PriorService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Prior:
+class PriorService:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -119,9 +119,9 @@ class Prior:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.Prior/EmbedText',
+            '/tessera.v1.PriorService/EmbedText',
             tessera_dot_v1_dot_prior__pb2.EmbedTextRequest.SerializeToString,
-            tessera_dot_v1_dot_prior__pb2.EmbedResponse.FromString,
+            tessera_dot_v1_dot_prior__pb2.EmbedTextResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -146,9 +146,9 @@ class Prior:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.Prior/EmbedImage',
+            '/tessera.v1.PriorService/EmbedImage',
             tessera_dot_v1_dot_prior__pb2.EmbedImageRequest.SerializeToString,
-            tessera_dot_v1_dot_prior__pb2.EmbedResponse.FromString,
+            tessera_dot_v1_dot_prior__pb2.EmbedImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -173,7 +173,7 @@ class Prior:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.Prior/SamplePrior',
+            '/tessera.v1.PriorService/SamplePrior',
             tessera_dot_v1_dot_prior__pb2.SamplePriorRequest.SerializeToString,
             tessera_dot_v1_dot_prior__pb2.SamplePriorResponse.FromString,
             options,

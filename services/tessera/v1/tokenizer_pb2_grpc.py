@@ -26,7 +26,7 @@ if _version_not_supported:
     )
 
 
-class TokenizerStub:
+class TokenizerServiceStub:
     """Images → token grids (VQ encoder + quantizer).
     """
 
@@ -37,13 +37,13 @@ class TokenizerStub:
             channel: A grpc.Channel.
         """
         self.Tokenize = channel.unary_unary(
-                '/tessera.v1.Tokenizer/Tokenize',
+                '/tessera.v1.TokenizerService/Tokenize',
                 request_serializer=tessera_dot_v1_dot_tokenizer__pb2.TokenizeRequest.SerializeToString,
                 response_deserializer=tessera_dot_v1_dot_tokenizer__pb2.TokenizeResponse.FromString,
                 _registered_method=True)
 
 
-class TokenizerServicer:
+class TokenizerServiceServicer:
     """Images → token grids (VQ encoder + quantizer).
     """
 
@@ -54,7 +54,7 @@ class TokenizerServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_TokenizerServicer_to_server(servicer, server):
+def add_TokenizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Tokenize': grpc.unary_unary_rpc_method_handler(
                     servicer.Tokenize,
@@ -63,13 +63,13 @@ def add_TokenizerServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'tessera.v1.Tokenizer', rpc_method_handlers)
+            'tessera.v1.TokenizerService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('tessera.v1.Tokenizer', rpc_method_handlers)
+    server.add_registered_method_handlers('tessera.v1.TokenizerService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Tokenizer:
+class TokenizerService:
     """Images → token grids (VQ encoder + quantizer).
     """
 
@@ -87,7 +87,7 @@ class Tokenizer:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.Tokenizer/Tokenize',
+            '/tessera.v1.TokenizerService/Tokenize',
             tessera_dot_v1_dot_tokenizer__pb2.TokenizeRequest.SerializeToString,
             tessera_dot_v1_dot_tokenizer__pb2.TokenizeResponse.FromString,
             options,
@@ -101,7 +101,7 @@ class Tokenizer:
             _registered_method=True)
 
 
-class DetokenizerStub:
+class DetokenizerServiceStub:
     """Token grids or continuous latents → images (VQ decoder).
     """
 
@@ -112,13 +112,13 @@ class DetokenizerStub:
             channel: A grpc.Channel.
         """
         self.Detokenize = channel.unary_unary(
-                '/tessera.v1.Detokenizer/Detokenize',
+                '/tessera.v1.DetokenizerService/Detokenize',
                 request_serializer=tessera_dot_v1_dot_tokenizer__pb2.DetokenizeRequest.SerializeToString,
                 response_deserializer=tessera_dot_v1_dot_tokenizer__pb2.DetokenizeResponse.FromString,
                 _registered_method=True)
 
 
-class DetokenizerServicer:
+class DetokenizerServiceServicer:
     """Token grids or continuous latents → images (VQ decoder).
     """
 
@@ -129,7 +129,7 @@ class DetokenizerServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_DetokenizerServicer_to_server(servicer, server):
+def add_DetokenizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Detokenize': grpc.unary_unary_rpc_method_handler(
                     servicer.Detokenize,
@@ -138,13 +138,13 @@ def add_DetokenizerServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'tessera.v1.Detokenizer', rpc_method_handlers)
+            'tessera.v1.DetokenizerService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('tessera.v1.Detokenizer', rpc_method_handlers)
+    server.add_registered_method_handlers('tessera.v1.DetokenizerService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Detokenizer:
+class DetokenizerService:
     """Token grids or continuous latents → images (VQ decoder).
     """
 
@@ -162,7 +162,7 @@ class Detokenizer:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.Detokenizer/Detokenize',
+            '/tessera.v1.DetokenizerService/Detokenize',
             tessera_dot_v1_dot_tokenizer__pb2.DetokenizeRequest.SerializeToString,
             tessera_dot_v1_dot_tokenizer__pb2.DetokenizeResponse.FromString,
             options,

@@ -143,7 +143,7 @@ def drive_traffic(http: httpx.Client, channel: grpc.Channel, *, seed: int = 0) -
             json={"prompt": "a blue square", "route": route, "n": 2, "seed": seed},
         )
         assert r.status_code == 200, r.text
-    stub = generation_pb2_grpc.GenerationStub(channel)
+    stub = generation_pb2_grpc.GenerationServiceStub(channel)
     for route in ("ar", "unclip"):
         req = generation_pb2.GenerateRequest(prompt="a tree", route=route, seed=seed)
         assert stub.Generate(req, timeout=120).images

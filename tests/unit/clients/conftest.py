@@ -102,8 +102,8 @@ class Abort:
     retry_after: str | None = None
 
 
-class ScriptedGeneration(generation_pb2_grpc.GenerationServicer):
-    """The Generation service; each method answers from ``script[name]`` (list of messages or
+class ScriptedGeneration(generation_pb2_grpc.GenerationServiceServicer):
+    """The GenerationService; each method answers from ``script[name]`` (list of messages or
     Abort, the last one repeats) and records the metadata it saw."""
 
     def __init__(self) -> None:
@@ -141,7 +141,7 @@ class ScriptedGeneration(generation_pb2_grpc.GenerationServicer):
 def grpc_server() -> Iterator[tuple[ScriptedGeneration, str]]:
     servicer = ScriptedGeneration()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    generation_pb2_grpc.add_GenerationServicer_to_server(servicer, server)
+    generation_pb2_grpc.add_GenerationServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield servicer, f"127.0.0.1:{port}"

@@ -36,7 +36,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class _Servicer(JobsServicerMixin, generation_pb2_grpc.GenerationServicer):
+class _Servicer(JobsServicerMixin, generation_pb2_grpc.GenerationServiceServicer):
     """The mixin's methods behind grpc.aio, domain errors mapped to status codes (what the
     gateway's edge does)."""
 
@@ -105,7 +105,7 @@ class JobsServer:
             uvicorn.Config(app, host="127.0.0.1", port=self.http_port, log_level="warning")
         )
         rpc = grpc.aio.server()
-        generation_pb2_grpc.add_GenerationServicer_to_server(_Servicer(queue), rpc)
+        generation_pb2_grpc.add_GenerationServiceServicer_to_server(_Servicer(queue), rpc)
         rpc.add_insecure_port(self.grpc_target)
         await rpc.start()
         serving = asyncio.create_task(http.serve())

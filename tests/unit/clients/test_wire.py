@@ -98,11 +98,11 @@ def test_sse_error_event_raises_the_typed_error():
 
 
 def test_generate_events_end_with_the_result():
-    mid = generation_pb2.GenerateEvent(
+    mid = generation_pb2.GenerateStreamResponse(
         progress=common_pb2.Progress(step=2, total_steps=8, stage="lm"),
         previews=[common_pb2.Image(png=png(4))],
     )
-    last = generation_pb2.GenerateEvent(
+    last = generation_pb2.GenerateStreamResponse(
         progress=common_pb2.Progress(step=1, total_steps=1, stage="done"), result=RESULT
     )
     a, b = wire.generate_event_from_proto(mid), wire.generate_event_from_proto(last)

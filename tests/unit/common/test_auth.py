@@ -41,7 +41,7 @@ def test_configured_key_must_be_sent_as_a_bearer_token(api_key):
             check_api_key(sent)
 
 
-class Generation(generation_pb2_grpc.GenerationServicer):
+class Generation(generation_pb2_grpc.GenerationServiceServicer):
     """Two methods behind the edge: one unary, one stream, and one that fails validation."""
 
     @grpc_edge
@@ -53,26 +53,31 @@ class Generation(generation_pb2_grpc.GenerationServicer):
 
     @grpc_edge
     async def GenerateStream(self, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
-        if not request.prompt:
+        if not request.request.prompt:
             raise InvalidArgument("prompt must not be empty")
-        yield generation_pb2.GenerateEvent(progress=common_pb2.Progress(step=1, total_steps=1))
+        yield generation_pb2.GenerateStreamResponse(
+            progress=common_pb2.Progress(step=1, total_steps=1)
+        )
 
 
 @contextlib.asynccontextmanager
-async def serving() -> AsyncIterator[generation_pb2_grpc.GenerationStub]:
+async def serving() -> AsyncIterator[generation_pb2_grpc.GenerationServiceStub]:
     server = grpc.aio.server()
-    generation_pb2_grpc.add_GenerationServicer_to_server(Generation(), server)
+    generation_pb2_grpc.add_GenerationServiceServicer_to_server(Generation(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield generation_pb2_grpc.GenerationStub(channel)
+        yield generation_pb2_grpc.GenerationServiceStub(channel)
     await server.stop(None)
 
 
 async def stream_status(stub: Any, metadata: tuple = ()) -> grpc.StatusCode:
     try:
         async for _ in stub.GenerateStream(
-            generation_pb2.GenerateRequest(prompt="x"), metadata=metadata
+            generation_pb2.GenerateStreamRequest(
+                request=generation_pb2.GenerateRequest(prompt="x")
+            ),
+            metadata=metadata,
         ):
             pass
     except grpc.aio.AioRpcError as e:
@@ -108,7 +113,8 @@ async def test_an_authorized_bad_request_is_still_invalid_argument(api_key):
     good = (("authorization", f"Bearer {api_key}"),)
     async with serving() as stub:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            async for _ in stub.GenerateStream(generation_pb2.GenerateRequest(), metadata=good):
+            empty = generation_pb2.GenerateStreamRequest(request=generation_pb2.GenerateRequest())
+            async for _ in stub.GenerateStream(empty, metadata=good):
                 pass
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "prompt" in err.value.details()

@@ -50,7 +50,8 @@ async def test_concurrent_requests_with_different_steps_share_calls(decoder):
 
 
 async def test_stream_previews_then_final(decoder):
-    events = [e async for e in decoder.SampleLatentsStream(request(decoder, 9, 6, stream_every=2))]
+    req = decoder_pb2.SampleLatentsStreamRequest(request=request(decoder, 9, 6), stream_every=2)
+    events = [e async for e in decoder.SampleLatentsStream(req)]
     assert [e.progress.step for e in events] == [2, 4, 6]
     assert events[-1].done and not events[0].done
 

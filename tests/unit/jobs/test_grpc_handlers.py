@@ -29,22 +29,24 @@ def submit_request(prompt: str, **kw) -> generation_pb2.SubmitJobRequest:
 async def test_submit_watch_get_cancel(redis_url):
     async with open_queue(redis_url) as q:
         svc = Servicer(q)
-        job = await svc.SubmitJob(submit_request("grpc job", priority="high"))
+        job = (await svc.SubmitJob(submit_request("grpc job", priority="high"))).job
         assert job.state == "queued" and job.priority == "high" and len(job.id) == 32
-        same = await svc.SubmitJob(submit_request("grpc job", priority="high", idempotency_key="k"))
-        again = await svc.SubmitJob(
-            submit_request("grpc job", priority="high", idempotency_key="k")
-        )
+        same = (
+            await svc.SubmitJob(submit_request("grpc job", priority="high", idempotency_key="k"))
+        ).job
+        again = (
+            await svc.SubmitJob(submit_request("grpc job", priority="high", idempotency_key="k"))
+        ).job
         assert same.id == again.id != job.id
         with pytest.raises(AlreadyExists):
             await svc.SubmitJob(submit_request("other", idempotency_key="k"))
-        cancelled = await svc.CancelJob(generation_pb2.CancelJobRequest(id=same.id))
+        cancelled = (await svc.CancelJob(generation_pb2.CancelJobRequest(id=same.id))).job
         assert cancelled.state == "cancelled"
 
         worker = Worker(q, SyntheticExecutor(step_s=0.01))
         task = asyncio.create_task(worker.run())
         try:
-            events = [e async for e in svc.WatchJob(generation_pb2.GetJobRequest(id=job.id))]
+            events = [e async for e in svc.WatchJob(generation_pb2.WatchJobRequest(id=job.id))]
         finally:
             worker.stop()
             await task
@@ -54,7 +56,7 @@ async def test_submit_watch_get_cancel(redis_url):
         assert last.state == "succeeded" and last.result.images[0].png == expected_png(
             "grpc job", 3
         )
-        got = await svc.GetJob(generation_pb2.GetJobRequest(id=job.id))
+        got = (await svc.GetJob(generation_pb2.GetJobRequest(id=job.id))).job
         assert got.state == "succeeded" and got.result_expires_at > got.finished_at > 0
 
 
@@ -72,6 +74,6 @@ async def test_errors(redis_url):
         with pytest.raises(NotFound):
             await svc.CancelJob(generation_pb2.CancelJobRequest(id="nope"))
         with pytest.raises(NotFound):
-            [e async for e in svc.WatchJob(generation_pb2.GetJobRequest(id="c" * 32))]
+            [e async for e in svc.WatchJob(generation_pb2.WatchJobRequest(id="c" * 32))]
     with pytest.raises(Unavailable):
         await JobsServicerMixin().GetJob(generation_pb2.GetJobRequest(id="a" * 32))

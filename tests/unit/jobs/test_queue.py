@@ -187,7 +187,12 @@ async def test_dead_worker_is_reclaimed_and_stale_commit_loses(redis_url):
         # The ghost comes back: its lease is gone and its result is refused.
         from tessera.v1 import generation_pb2
 
-        assert await q.consumer.progress(job.id, "ghost-lease", generation_pb2.GenerateEvent()) == 0
+        assert (
+            await q.consumer.progress(
+                job.id, "ghost-lease", generation_pb2.GenerateStreamResponse()
+            )
+            == 0
+        )
         other = generation_pb2.GenerateResponse(seed=999)
         assert await q.consumer.commit(ghost, other, service_s=1.0) == "already"
         again = await q.get(job.id)

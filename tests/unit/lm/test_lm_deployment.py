@@ -26,6 +26,12 @@ def request(prompt: str, seed: int, n: int = 2, **fields) -> lm_pb2.SampleTokens
     return lm_pb2.SampleTokensRequest(prompt=prompt, n=n, seed=seed, **fields)
 
 
+def stream_request(
+    request: lm_pb2.SampleTokensRequest, stream_every: int = 0
+) -> lm_pb2.SampleTokensStreamRequest:
+    return lm_pb2.SampleTokensStreamRequest(request=request, stream_every=stream_every)
+
+
 def grids(response) -> list[bytes]:
     return [g.SerializeToString() for g in response.grids]
 
@@ -41,7 +47,7 @@ async def test_concurrent_requests_get_what_they_would_get_alone(lm):
 
 
 async def test_stream_reports_progress_and_ends_with_the_unary_answer(lm):
-    req = request("a red heart", seed=3, stream_every=4)
+    req = stream_request(request("a red heart", seed=3), stream_every=4)
     events = [e async for e in lm.SampleTokensStream(req)]
     total = events[-1].progress.total_steps
     assert [e.progress.step for e in events] == list(range(4, total, 4)) + [total]
@@ -50,7 +56,7 @@ async def test_stream_reports_progress_and_ends_with_the_unary_answer(lm):
 
 
 async def test_closing_a_stream_early_cancels_its_sampling(lm):
-    stream = lm.SampleTokensStream(request("rocket", seed=1, stream_every=1))
+    stream = lm.SampleTokensStream(stream_request(request("rocket", seed=1), stream_every=1))
     first = await stream.__anext__()
     assert first.progress.step == 1
     await stream.aclose()
@@ -66,6 +72,14 @@ async def test_bad_requests_are_invalid_arguments(lm):
         await lm.SampleTokens(request("x", seed=0, n=99))
     with pytest.raises(InvalidArgument, match="temperature"):
         await lm.SampleTokens(request("x", seed=0, temperature=5.0))
+
+
+async def test_a_negative_stream_every_is_an_invalid_argument(lm):
+    calls = lm.engine.steps
+    with pytest.raises(InvalidArgument, match="stream_every"):
+        async for _ in lm.SampleTokensStream(stream_request(request("x", seed=0), stream_every=-1)):
+            pass
+    assert lm.engine.steps == calls
 
 
 async def test_explicit_seeds_sample_each_image_as_its_own_seed_would(lm):
@@ -108,6 +122,6 @@ async def test_bad_text_states_fail_before_sampling_on_both_entry_points(lm):
     with pytest.raises(InvalidArgument):
         await lm.SampleTokens(bad)
     with pytest.raises(InvalidArgument):
-        async for _ in lm.SampleTokensStream(bad):
+        async for _ in lm.SampleTokensStream(stream_request(bad)):
             pass
     assert lm.engine.steps == calls

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from tessera_client.v1 import common_pb2 as tessera_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tessera/v1/decoder.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\x93\x02\n\x14SampleLatentsRequest\x12/\n\x10image_embeddings\x18\x01 \x03(\x0b\x32\x15.tessera.v1.Embedding\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x11\n\tscheduler\x18\x06 \x01(\t\x12\x14\n\x0cstream_every\x18\x07 \x01(\x05\x12\'\n\x0btext_states\x18\x08 \x01(\x0b\x32\x12.tessera.v1.TensorB\x07\n\x05_seedB\x11\n\x0f_guidance_scaleB\x08\n\x06_steps\"J\n\x15SampleLatentsResponse\x12#\n\x07latents\x18\x01 \x03(\x0b\x32\x12.tessera.v1.Tensor\x12\x0c\n\x04seed\x18\x02 \x01(\x03\"}\n\x12SampleLatentsEvent\x12&\n\x08progress\x18\x01 \x01(\x0b\x32\x14.tessera.v1.Progress\x12#\n\x07latents\x18\x02 \x03(\x0b\x32\x12.tessera.v1.Tensor\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x32\xba\x01\n\x07\x44\x65\x63oder\x12T\n\rSampleLatents\x12 .tessera.v1.SampleLatentsRequest\x1a!.tessera.v1.SampleLatentsResponse\x12Y\n\x13SampleLatentsStream\x12 .tessera.v1.SampleLatentsRequest\x1a\x1e.tessera.v1.SampleLatentsEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tessera/v1/decoder.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\x91\x02\n\x14SampleLatentsRequest\x12/\n\x10image_embeddings\x18\x01 \x03(\x0b\x32\x15.tessera.v1.Embedding\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x11\n\tscheduler\x18\x06 \x01(\t\x12\'\n\x0btext_states\x18\x08 \x01(\x0b\x32\x12.tessera.v1.TensorB\x07\n\x05_seedB\x11\n\x0f_guidance_scaleB\x08\n\x06_stepsJ\x04\x08\x07\x10\x08R\x0cstream_every\"J\n\x15SampleLatentsResponse\x12#\n\x07latents\x18\x01 \x03(\x0b\x32\x12.tessera.v1.Tensor\x12\x0c\n\x04seed\x18\x02 \x01(\x03\"e\n\x1aSampleLatentsStreamRequest\x12\x31\n\x07request\x18\x01 \x01(\x0b\x32 .tessera.v1.SampleLatentsRequest\x12\x14\n\x0cstream_every\x18\x02 \x01(\x05\"\x86\x01\n\x1bSampleLatentsStreamResponse\x12&\n\x08progress\x18\x01 \x01(\x0b\x32\x14.tessera.v1.Progress\x12#\n\x07latents\x18\x02 \x03(\x0b\x32\x12.tessera.v1.Tensor\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x32\xd0\x01\n\x0e\x44\x65\x63oderService\x12T\n\rSampleLatents\x12 .tessera.v1.SampleLatentsRequest\x1a!.tessera.v1.SampleLatentsResponse\x12h\n\x13SampleLatentsStream\x12&.tessera.v1.SampleLatentsStreamRequest\x1a\'.tessera.v1.SampleLatentsStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tessera.v1.decoder_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SAMPLELATENTSREQUEST']._serialized_start=66
-  _globals['_SAMPLELATENTSREQUEST']._serialized_end=341
-  _globals['_SAMPLELATENTSRESPONSE']._serialized_start=343
-  _globals['_SAMPLELATENTSRESPONSE']._serialized_end=417
-  _globals['_SAMPLELATENTSEVENT']._serialized_start=419
-  _globals['_SAMPLELATENTSEVENT']._serialized_end=544
-  _globals['_DECODER']._serialized_start=547
-  _globals['_DECODER']._serialized_end=733
+  _globals['_SAMPLELATENTSREQUEST']._serialized_end=339
+  _globals['_SAMPLELATENTSRESPONSE']._serialized_start=341
+  _globals['_SAMPLELATENTSRESPONSE']._serialized_end=415
+  _globals['_SAMPLELATENTSSTREAMREQUEST']._serialized_start=417
+  _globals['_SAMPLELATENTSSTREAMREQUEST']._serialized_end=518
+  _globals['_SAMPLELATENTSSTREAMRESPONSE']._serialized_start=521
+  _globals['_SAMPLELATENTSSTREAMRESPONSE']._serialized_end=655
+  _globals['_DECODERSERVICE']._serialized_start=658
+  _globals['_DECODERSERVICE']._serialized_end=866
 # @@protoc_insertion_point(module_scope)

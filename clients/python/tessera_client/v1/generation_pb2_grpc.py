@@ -26,7 +26,7 @@ if _version_not_supported:
     )
 
 
-class GenerationStub:
+class GenerationServiceStub:
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -36,48 +36,48 @@ class GenerationStub:
             channel: A grpc.Channel.
         """
         self.Generate = channel.unary_unary(
-                '/tessera.v1.Generation/Generate',
+                '/tessera.v1.GenerationService/Generate',
                 request_serializer=tessera_dot_v1_dot_generation__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=tessera_dot_v1_dot_generation__pb2.GenerateResponse.FromString,
                 _registered_method=True)
         self.GenerateStream = channel.unary_stream(
-                '/tessera.v1.Generation/GenerateStream',
-                request_serializer=tessera_dot_v1_dot_generation__pb2.GenerateRequest.SerializeToString,
-                response_deserializer=tessera_dot_v1_dot_generation__pb2.GenerateEvent.FromString,
+                '/tessera.v1.GenerationService/GenerateStream',
+                request_serializer=tessera_dot_v1_dot_generation__pb2.GenerateStreamRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_generation__pb2.GenerateStreamResponse.FromString,
                 _registered_method=True)
         self.Variations = channel.unary_unary(
-                '/tessera.v1.Generation/Variations',
+                '/tessera.v1.GenerationService/Variations',
                 request_serializer=tessera_dot_v1_dot_generation__pb2.VariationsRequest.SerializeToString,
-                response_deserializer=tessera_dot_v1_dot_generation__pb2.GenerateResponse.FromString,
+                response_deserializer=tessera_dot_v1_dot_generation__pb2.VariationsResponse.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
-                '/tessera.v1.Generation/ListModels',
+                '/tessera.v1.GenerationService/ListModels',
                 request_serializer=tessera_dot_v1_dot_generation__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=tessera_dot_v1_dot_generation__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
         self.SubmitJob = channel.unary_unary(
-                '/tessera.v1.Generation/SubmitJob',
+                '/tessera.v1.GenerationService/SubmitJob',
                 request_serializer=tessera_dot_v1_dot_generation__pb2.SubmitJobRequest.SerializeToString,
-                response_deserializer=tessera_dot_v1_dot_generation__pb2.Job.FromString,
+                response_deserializer=tessera_dot_v1_dot_generation__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
         self.GetJob = channel.unary_unary(
-                '/tessera.v1.Generation/GetJob',
+                '/tessera.v1.GenerationService/GetJob',
                 request_serializer=tessera_dot_v1_dot_generation__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=tessera_dot_v1_dot_generation__pb2.Job.FromString,
+                response_deserializer=tessera_dot_v1_dot_generation__pb2.GetJobResponse.FromString,
                 _registered_method=True)
         self.CancelJob = channel.unary_unary(
-                '/tessera.v1.Generation/CancelJob',
+                '/tessera.v1.GenerationService/CancelJob',
                 request_serializer=tessera_dot_v1_dot_generation__pb2.CancelJobRequest.SerializeToString,
-                response_deserializer=tessera_dot_v1_dot_generation__pb2.Job.FromString,
+                response_deserializer=tessera_dot_v1_dot_generation__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
         self.WatchJob = channel.unary_stream(
-                '/tessera.v1.Generation/WatchJob',
-                request_serializer=tessera_dot_v1_dot_generation__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=tessera_dot_v1_dot_generation__pb2.JobEvent.FromString,
+                '/tessera.v1.GenerationService/WatchJob',
+                request_serializer=tessera_dot_v1_dot_generation__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_generation__pb2.WatchJobResponse.FromString,
                 _registered_method=True)
 
 
-class GenerationServicer:
+class GenerationServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Generate(self, request, context):
@@ -135,7 +135,7 @@ class GenerationServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_GenerationServicer_to_server(servicer, server):
+def add_GenerationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Generate': grpc.unary_unary_rpc_method_handler(
                     servicer.Generate,
@@ -144,13 +144,13 @@ def add_GenerationServicer_to_server(servicer, server):
             ),
             'GenerateStream': grpc.unary_stream_rpc_method_handler(
                     servicer.GenerateStream,
-                    request_deserializer=tessera_dot_v1_dot_generation__pb2.GenerateRequest.FromString,
-                    response_serializer=tessera_dot_v1_dot_generation__pb2.GenerateEvent.SerializeToString,
+                    request_deserializer=tessera_dot_v1_dot_generation__pb2.GenerateStreamRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_generation__pb2.GenerateStreamResponse.SerializeToString,
             ),
             'Variations': grpc.unary_unary_rpc_method_handler(
                     servicer.Variations,
                     request_deserializer=tessera_dot_v1_dot_generation__pb2.VariationsRequest.FromString,
-                    response_serializer=tessera_dot_v1_dot_generation__pb2.GenerateResponse.SerializeToString,
+                    response_serializer=tessera_dot_v1_dot_generation__pb2.VariationsResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -160,32 +160,32 @@ def add_GenerationServicer_to_server(servicer, server):
             'SubmitJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitJob,
                     request_deserializer=tessera_dot_v1_dot_generation__pb2.SubmitJobRequest.FromString,
-                    response_serializer=tessera_dot_v1_dot_generation__pb2.Job.SerializeToString,
+                    response_serializer=tessera_dot_v1_dot_generation__pb2.SubmitJobResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
                     request_deserializer=tessera_dot_v1_dot_generation__pb2.GetJobRequest.FromString,
-                    response_serializer=tessera_dot_v1_dot_generation__pb2.Job.SerializeToString,
+                    response_serializer=tessera_dot_v1_dot_generation__pb2.GetJobResponse.SerializeToString,
             ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
                     request_deserializer=tessera_dot_v1_dot_generation__pb2.CancelJobRequest.FromString,
-                    response_serializer=tessera_dot_v1_dot_generation__pb2.Job.SerializeToString,
+                    response_serializer=tessera_dot_v1_dot_generation__pb2.CancelJobResponse.SerializeToString,
             ),
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
-                    request_deserializer=tessera_dot_v1_dot_generation__pb2.GetJobRequest.FromString,
-                    response_serializer=tessera_dot_v1_dot_generation__pb2.JobEvent.SerializeToString,
+                    request_deserializer=tessera_dot_v1_dot_generation__pb2.WatchJobRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_generation__pb2.WatchJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'tessera.v1.Generation', rpc_method_handlers)
+            'tessera.v1.GenerationService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('tessera.v1.Generation', rpc_method_handlers)
+    server.add_registered_method_handlers('tessera.v1.GenerationService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Generation:
+class GenerationService:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -202,7 +202,7 @@ class Generation:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.Generation/Generate',
+            '/tessera.v1.GenerationService/Generate',
             tessera_dot_v1_dot_generation__pb2.GenerateRequest.SerializeToString,
             tessera_dot_v1_dot_generation__pb2.GenerateResponse.FromString,
             options,
@@ -229,9 +229,9 @@ class Generation:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/tessera.v1.Generation/GenerateStream',
-            tessera_dot_v1_dot_generation__pb2.GenerateRequest.SerializeToString,
-            tessera_dot_v1_dot_generation__pb2.GenerateEvent.FromString,
+            '/tessera.v1.GenerationService/GenerateStream',
+            tessera_dot_v1_dot_generation__pb2.GenerateStreamRequest.SerializeToString,
+            tessera_dot_v1_dot_generation__pb2.GenerateStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -256,9 +256,9 @@ class Generation:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.Generation/Variations',
+            '/tessera.v1.GenerationService/Variations',
             tessera_dot_v1_dot_generation__pb2.VariationsRequest.SerializeToString,
-            tessera_dot_v1_dot_generation__pb2.GenerateResponse.FromString,
+            tessera_dot_v1_dot_generation__pb2.VariationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -283,7 +283,7 @@ class Generation:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.Generation/ListModels',
+            '/tessera.v1.GenerationService/ListModels',
             tessera_dot_v1_dot_generation__pb2.ListModelsRequest.SerializeToString,
             tessera_dot_v1_dot_generation__pb2.ListModelsResponse.FromString,
             options,
@@ -310,9 +310,9 @@ class Generation:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.Generation/SubmitJob',
+            '/tessera.v1.GenerationService/SubmitJob',
             tessera_dot_v1_dot_generation__pb2.SubmitJobRequest.SerializeToString,
-            tessera_dot_v1_dot_generation__pb2.Job.FromString,
+            tessera_dot_v1_dot_generation__pb2.SubmitJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -337,9 +337,9 @@ class Generation:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.Generation/GetJob',
+            '/tessera.v1.GenerationService/GetJob',
             tessera_dot_v1_dot_generation__pb2.GetJobRequest.SerializeToString,
-            tessera_dot_v1_dot_generation__pb2.Job.FromString,
+            tessera_dot_v1_dot_generation__pb2.GetJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -364,9 +364,9 @@ class Generation:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tessera.v1.Generation/CancelJob',
+            '/tessera.v1.GenerationService/CancelJob',
             tessera_dot_v1_dot_generation__pb2.CancelJobRequest.SerializeToString,
-            tessera_dot_v1_dot_generation__pb2.Job.FromString,
+            tessera_dot_v1_dot_generation__pb2.CancelJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -391,9 +391,9 @@ class Generation:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/tessera.v1.Generation/WatchJob',
-            tessera_dot_v1_dot_generation__pb2.GetJobRequest.SerializeToString,
-            tessera_dot_v1_dot_generation__pb2.JobEvent.FromString,
+            '/tessera.v1.GenerationService/WatchJob',
+            tessera_dot_v1_dot_generation__pb2.WatchJobRequest.SerializeToString,
+            tessera_dot_v1_dot_generation__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

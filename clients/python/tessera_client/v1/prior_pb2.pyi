@@ -22,13 +22,19 @@ class EmbedImageRequest(_message.Message):
     images: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
-class EmbedResponse(_message.Message):
+class EmbedTextResponse(_message.Message):
     __slots__ = ("embeddings", "text_states")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     TEXT_STATES_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
     text_states: _containers.RepeatedCompositeFieldContainer[_common_pb2.Tensor]
     def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., text_states: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ...) -> None: ...
+
+class EmbedImageResponse(_message.Message):
+    __slots__ = ("embeddings",)
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    embeddings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ...) -> None: ...
 
 class SamplePriorRequest(_message.Message):
     __slots__ = ("prompt", "n", "seed", "guidance_scale", "steps", "return_states")
