@@ -34,7 +34,7 @@ $(NODE_STAMP): package.json package-lock.json
 install: $(STAMP) $(NODE_STAMP)
 
 ## demo: start the stack on the committed bundle and write a sample grid from both routes
-demo: install
+demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 ## test: lint, contract checks (buf lint, buf breaking), stale-generated-code checks, then the
