@@ -19,9 +19,10 @@ Two ways to run it:
 Durability: ``appendonly yes`` with ``appendfsync everysec``. Redis writes each command to the
 AOF (``write(2)``, into the kernel's page cache) before it sends the reply, and fsyncs once a
 second. So a crash of the redis-server process alone (SIGKILL, OOM kill) loses no acknowledged
-write; a crash of the machine (or the kernel) can lose the last second or two of them (two when
-a slow disk makes Redis postpone a write behind a pending fsync). Pass
-``appendfsync="always"`` for fsync-per-write durability at a throughput cost.
+write, except while a slow disk keeps a background fsync running: Redis then postpones its AOF
+writes for up to 2 s and replies meanwhile. A crash of the machine (or the kernel) can lose
+the last 1-2 s of acknowledged writes. Pass ``appendfsync="always"`` for fsync-per-write
+durability at a throughput cost.
 """
 
 from __future__ import annotations
