@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from tessera.common import metrics
 from tessera.common.settings import Settings
-from tessera.jobs.embedded import EmbeddedRedis, RedisSupervisor, ensure_redis
+from tessera.jobs.embedded import EmbeddedRedis, RedisSupervisor, ensure_redis, start_redis
 
 from .conftest import REPO
 
@@ -130,4 +130,21 @@ def test_server_dies_with_the_process_that_supervises_it():
             parent.kill()
             parent.wait()
         EmbeddedRedis(directory).kill()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_start_redis_supervised_is_what_tessera_serve_runs():
+    directory = tempfile.mkdtemp(prefix="tj-")
+    settings = Settings(data_dir=directory)
+    url, started = start_redis(settings, supervise=True)
+    try:
+        assert isinstance(started, RedisSupervisor) and started.url == url
+        assert started.server.tie_to_parent
+        assert start_redis(settings, supervise=True) == (url, None)  # running: reused as is
+        pid = started.server.pid()
+        assert pid is not None
+        started.stop()
+        assert started.server.pid() is None and not os.path.exists(f"/proc/{pid}")
+    finally:
+        started.stop()
         shutil.rmtree(directory, ignore_errors=True)
