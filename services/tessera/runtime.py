@@ -19,7 +19,7 @@ import yaml
 log = logging.getLogger("tessera")
 
 APP_NAME = "tessera"
-_EMBEDDED_REDIS: list[Any] = []  # servers start() launched, stopped by stop()
+_EMBEDDED_REDIS: list[Any] = []  # supervised servers start() launched, stopped by stop()
 # Keys of a Serve config deployment entry that `.options()` accepts as they are.
 DEPLOYMENT_OPTION_KEYS = {
     "num_replicas",
@@ -134,7 +134,8 @@ def start(config: StackConfig) -> dict[str, Any]:
     if args.get("jobs", True) and not args.get("redis_url"):
         from tessera.jobs.embedded import start_redis
 
-        args["redis_url"], started = start_redis(config.settings())
+        # Supervised: restarted from its AOF when it dies, and gone when this process is.
+        args["redis_url"], started = start_redis(config.settings(), supervise=True)
         if started is not None:
             _EMBEDDED_REDIS.append(started)
     app = build_app(args, deployment_options(app_config, quiet=config.quiet))
@@ -149,8 +150,9 @@ def start(config: StackConfig) -> dict[str, Any]:
 
 
 def stop() -> None:
-    """Shut Serve and Ray down, then the embedded Redis that :func:`start` started (its AOF
-    is flushed; queued jobs are there for the next start)."""
+    """Shut Serve and Ray down, then the embedded Redis that :func:`start` started: its
+    supervisor first, then the server (its AOF is flushed; queued jobs are there for the next
+    start)."""
     import ray
     from ray import serve
 

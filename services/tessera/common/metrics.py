@@ -151,9 +151,14 @@ IMAGES = MetricSpec(
     ("route",),
 )  # fmt: skip
 
+REDIS_RESTARTS = MetricSpec(
+    "tessera_redis_restarts_total", "counter",
+    "Times the supervisor of the embedded redis-server restarted it after it died.",
+)  # fmt: skip
+
 SPECS: tuple[MetricSpec, ...] = (
     REQUESTS, REQUEST_DURATION, ERRORS, JOB_QUEUE_DEPTH, JOBS, JOB_QUEUE_WAIT, BATCH_SIZE,
-    LM_TOKENS, DENOISING_STEPS, MODEL_LOAD, IMAGES,
+    LM_TOKENS, DENOISING_STEPS, MODEL_LOAD, IMAGES, REDIS_RESTARTS,
 )  # fmt: skip
 
 
@@ -296,3 +301,8 @@ def add_images(route: str, n: int) -> None:
     """Images returned on ``route`` (ar, unclip, variations)."""
     if n > 0:
         _registry().record(IMAGES, int(n), {"route": _routes(route)})
+
+
+def record_redis_restart() -> None:
+    """The embedded redis-server died and its supervisor started it again."""
+    _registry().record(REDIS_RESTARTS, 1, {})

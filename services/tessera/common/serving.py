@@ -7,6 +7,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -134,8 +135,10 @@ def grpc_edge(method: Callable) -> Callable:
 
     Wraps unary methods and server-streaming async generators with the signature
     ``(self, request, grpc_context)``. A call without the configured key is UNAUTHENTICATED
-    (``tessera.common.auth``). The client sees the mapped code and the message; unexpected
-    errors become INTERNAL with a generic message (details go to the log).
+    (``tessera.common.auth``). The client sees the mapped code and the message (and, for an
+    error with ``retry_after_s`` such as a full queue or a job store that is down, trailing
+    metadata ``retry-after`` in whole seconds); unexpected errors become INTERNAL with a
+    generic message (details go to the log).
     """
 
     def _authorize(context: Any) -> None:
@@ -151,6 +154,10 @@ def grpc_edge(method: Callable) -> Callable:
             log.exception("unexpected error in %s", method.__name__, exc_info=error)
         context.set_code(grpc_status(error))
         context.set_details(public_message(error))
+        retry_after = getattr(error, "retry_after_s", None)
+        set_trailers = getattr(context, "set_trailing_metadata", None)
+        if retry_after and set_trailers is not None:  # as HTTP's Retry-After, whole seconds
+            set_trailers([("retry-after", str(max(1, math.ceil(retry_after))))])
 
     if inspect.isasyncgenfunction(method):
 

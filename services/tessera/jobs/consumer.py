@@ -69,7 +69,8 @@ class QueueConsumer:
     async def reclaim(
         self, consumer: str, cursors: dict[str, str], *, count: int = 1
     ) -> list[Delivery]:
-        """Take over messages idle longer than the visibility timeout (their worker died).
+        """Take over messages idle longer than the visibility timeout (their worker died),
+        counting idle time only while the server has been up (see ``lua.RECLAIM``).
         ``cursors`` (per stream) is advanced in place across calls."""
         await self.store.ensure_setup()
         min_idle_ms = int(self.config.visibility_timeout_s * 1000)
@@ -96,7 +97,8 @@ class QueueConsumer:
 
     async def start(self, d: Delivery, consumer: str, lease: str) -> StartResult:
         """Take the job under ``lease`` unless it was cancelled, finished or ran out of
-        attempts (then it is dead-lettered: reason 'dead')."""
+        attempts (then it is dead-lettered: reason 'dead'). Idempotent for one lease: a
+        retry after a lost reply returns the same attempt."""
         c = self.config
         reply = await self.store.scripts["start"](
             keys=self._attempt_keys(d),
@@ -198,14 +200,16 @@ class QueueConsumer:
             )
         )
 
-    async def heartbeat(self, consumer: str, held: list[Delivery], slots: int) -> list[bool]:
-        """Renew our messages' visibility; False for each one another worker took over."""
+    async def heartbeat(self, consumer: str, held: list[Delivery], slots: int) -> list[str]:
+        """Renew our messages' visibility. Per message: who holds it now (``consumer``: still
+        ours, renewed; another name: that worker reclaimed it; '': no longer pending, the job
+        ended or went back to the queue)."""
         args: list[Any] = [self.config.group, consumer, repr(time.time()), slots]
         for d in held:
             args += [d.stream, d.msg_id]
         s = self.store
         reply = await s.scripts["heartbeat"](keys=[s.workers_key, s.slots_key], args=args)
-        return [bool(int(x)) for x in reply]
+        return [_s(x) for x in reply]
 
     async def deregister(self, consumer: str) -> None:
         """Forget a stopping worker. Its consumer entry is deleted only where it holds no

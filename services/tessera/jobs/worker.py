@@ -156,13 +156,11 @@ class Worker:
         while True:
             try:
                 held = list(self.held.values())
-                still_ours = await self.consumer.heartbeat(
+                owners = await self.consumer.heartbeat(
                     self.name, [h.delivery for h in held], self.concurrency
                 )
-                for h, ours in zip(held, still_ours, strict=True):
-                    if not ours and not h.lost:
-                        log.warning("job %s was taken over by another worker", h.delivery.job_id)
-                        h.lost = True
+                for h, owner in zip(held, owners, strict=True):
+                    self._check_owner(h, owner)
                 redis_down = False
             except REDIS_DOWN as e:
                 if not redis_down:
@@ -171,6 +169,24 @@ class Worker:
             except ResponseError as e:
                 log.warning("heartbeat failed: %s", e)
             await asyncio.sleep(period)
+
+    def _check_owner(self, h: _Held, owner: str) -> None:
+        """Act on who holds a message we run, as the heartbeat found it."""
+        if owner == self.name or h.lost or self.held.get(h.delivery.key) is not h:
+            return  # still ours, already handled, or our slot has finished with it since
+        if owner:
+            # Another worker reclaimed it: our heartbeats stopped reaching Redis for longer
+            # than the visibility timeout while it was up (a blocked event loop, a partition).
+            log.warning(
+                "job %s was reclaimed by worker %s; stopping our run", h.delivery.job_id, owner
+            )
+            h.lost = True
+        elif h.lease:
+            # No longer pending and our slot still has it: the commit that ended it is ours,
+            # in flight (acknowledged before its reply reached the slot), or the job was
+            # cancelled or finished otherwise. The lease check at the next progress step and
+            # the first-writer-wins commit sort it out; nobody took it over.
+            log.debug("job %s is no longer pending", h.delivery.job_id)
 
     async def _slot(self, index: int) -> None:
         backoff = Backoff(redis_retry.SLOT_FIRST_S, redis_retry.SLOT_DOWN_CAP_S, jitter=True)
@@ -221,7 +237,9 @@ class Worker:
         held = self.held.setdefault(d.key, _Held(d))
         held.lease = uuid.uuid4().hex
         try:
-            started = await self.consumer.start(d, self.name, held.lease)
+            # Retried with the same lease while Redis is down: a start whose reply was lost
+            # is found again, not counted as a second attempt.
+            started = await retrying(lambda: self.consumer.start(d, self.name, held.lease))
             if not started.run:
                 log.debug("job %s skipped: %s", d.job_id, started.reason)
                 return

@@ -147,6 +147,7 @@ def _record_everything() -> None:
     metrics.add_denoise_steps(5)
     metrics.record_model_load("lm", 1.25)
     metrics.add_images("unclip", 2)
+    metrics.record_redis_restart()
 
 
 def test_ray_backend_builds_real_ray_metrics(caplog):

@@ -207,7 +207,11 @@ async def test_redis_down_is_503():
     queue = JobQueue.from_url("unix:///tmp/tessera-no-such-redis.sock", config())
     try:
         async with client_for(queue) as http:
-            assert_error(await http.get("/v1/jobs/" + "a" * 32), 503, "unavailable")
-            assert_error(await http.post("/v1/jobs", json={"prompt": "x"}), 503, "unavailable")
+            got = await http.get("/v1/jobs/" + "a" * 32)
+            assert_error(got, 503, "unavailable")
+            assert got.headers["retry-after"] == "1"
+            submitted = await http.post("/v1/jobs", json={"prompt": "x"})
+            assert_error(submitted, 503, "unavailable")
+            assert submitted.headers["retry-after"] == "1"  # a restarting Redis is back soon
     finally:
         await queue.close()

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import grpc
 import pytest
 
 from tessera.common.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from tessera.common.serving import grpc_edge
 from tessera.jobs.grpc_handlers import JobsServicerMixin
+from tessera.jobs.queue import JobQueue
 from tessera.jobs.synthetic import SyntheticExecutor, expected_png
 from tessera.jobs.worker import Worker
-from tessera.v1 import generation_pb2
+from tessera.v1 import generation_pb2, generation_pb2_grpc
 
-from .conftest import open_queue
+from .conftest import config, open_queue
 
 
 class Servicer(JobsServicerMixin):
@@ -77,3 +81,32 @@ async def test_errors(redis_url):
             [e async for e in svc.WatchJob(generation_pb2.WatchJobRequest(id="c" * 32))]
     with pytest.raises(Unavailable):
         await JobsServicerMixin().GetJob(generation_pb2.GetJobRequest(id="a" * 32))
+
+
+class EdgeServicer(generation_pb2_grpc.GenerationServicer, JobsServicerMixin):
+    """SubmitJob behind the public gRPC edge, on a real grpc.aio server."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.job_queue = queue
+
+    @grpc_edge
+    async def SubmitJob(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
+        return await JobsServicerMixin.SubmitJob(self, request, grpc_context)
+
+
+async def test_redis_down_is_unavailable_with_retry_after_metadata():
+    queue = JobQueue.from_url("unix:///tmp/tessera-no-such-redis.sock", config())
+    server = grpc.aio.server()
+    generation_pb2_grpc.add_GenerationServicer_to_server(EdgeServicer(queue), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = generation_pb2_grpc.GenerationStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.SubmitJob(submit_request("x"))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert ("retry-after", "1") in tuple(err.value.trailing_metadata())
+    finally:
+        await server.stop(None)
+        await queue.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tessera.common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
-from tessera.jobs.queue import JobQueue, wait_for
+from tessera.jobs.queue import Delivery, JobQueue, wait_for
 from tessera.jobs.synthetic import SyntheticExecutor, expected_png
 from tessera.jobs.worker import Worker
 from tessera.routes.schemas import GenerationParams
@@ -33,6 +33,14 @@ async def running_worker(queue: JobQueue, *, concurrency: int = 2, **executor_kw
         worker.stop()
         # Shutdown takes well under a second (test_worker.py); the margin is for a loaded box.
         await asyncio.wait_for(task, 15)
+
+
+async def reclaim_within(q: JobQueue, consumer: str, timeout_s: float) -> list[Delivery]:
+    deadline = time.monotonic() + timeout_s
+    while not (found := await q.consumer.reclaim(consumer, {})):
+        assert time.monotonic() < deadline, "nothing to reclaim"
+        await asyncio.sleep(0.05)
+    return found
 
 
 def lines(path: Path) -> list[list[str]]:
@@ -207,7 +215,8 @@ async def test_job_whose_workers_keep_dying_is_dead_lettered(redis_url):
         assert (await q.consumer.start(d, "w1", "lease-1")).run
         for name, lease in (("w2", "lease-2"), ("w3", "lease-3")):
             await asyncio.sleep(0.3)
-            [d] = await q.consumer.reclaim(name, {})
+            # Nothing is reclaimed in a server's first second (its grace after a restart).
+            [d] = await reclaim_within(q, name, 3.0)
             started = await q.consumer.start(d, name, lease)
         assert not started.run and started.reason == "dead"
         final = await q.get(job.id)

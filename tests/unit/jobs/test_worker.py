@@ -47,7 +47,7 @@ class LosesOneHeartbeatCancel(QueueConsumer):
     dropped = 0
     parked: asyncio.Event
 
-    async def heartbeat(self, consumer: str, held: list[Delivery], slots: int) -> list[bool]:
+    async def heartbeat(self, consumer: str, held: list[Delivery], slots: int) -> list[str]:
         result = await super().heartbeat(consumer, held, slots)
         if not type(self).dropped:
             self.parked.set()
