@@ -83,7 +83,7 @@ async def test_errors(redis_url):
         await JobsServicerMixin().GetJob(generation_pb2.GetJobRequest(id="a" * 32))
 
 
-class EdgeServicer(generation_pb2_grpc.GenerationServicer, JobsServicerMixin):
+class EdgeServicer(generation_pb2_grpc.GenerationServiceServicer, JobsServicerMixin):
     """SubmitJob behind the public gRPC edge, on a real grpc.aio server."""
 
     def __init__(self, queue: JobQueue) -> None:
@@ -97,12 +97,12 @@ class EdgeServicer(generation_pb2_grpc.GenerationServicer, JobsServicerMixin):
 async def test_redis_down_is_unavailable_with_retry_after_metadata():
     queue = JobQueue.from_url("unix:///tmp/tessera-no-such-redis.sock", config())
     server = grpc.aio.server()
-    generation_pb2_grpc.add_GenerationServicer_to_server(EdgeServicer(queue), server)
+    generation_pb2_grpc.add_GenerationServiceServicer_to_server(EdgeServicer(queue), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = generation_pb2_grpc.GenerationStub(channel)
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.SubmitJob(submit_request("x"))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
