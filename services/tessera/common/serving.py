@@ -20,7 +20,7 @@ from tessera.common import metrics
 from tessera.common.auth import check_api_key, grpc_authorization
 from tessera.common.checkpoint import load_bundle_component
 from tessera.common.device import pick_device
-from tessera.common.errors import TesseraError, grpc_status, public_message
+from tessera.common.errors import InvalidArgument, TesseraError, grpc_status, public_message
 from tessera.common.settings import get_settings
 
 log = logging.getLogger("tessera")
@@ -138,9 +138,10 @@ def grpc_edge(method: Callable) -> Callable:
     errors become INTERNAL with a generic message (details go to the log).
     """
 
-    def _authorize(context: Any) -> None:
+    def _authorize(context: Any, request: Any) -> None:
         try:
             check_api_key(grpc_authorization(context))
+            check_parsed(request)
         except TesseraError as e:  # refused before any route: counted under "other"
             metrics.record_request(metrics.OTHER, e, "grpc", 0.0)
             raise
@@ -157,7 +158,7 @@ def grpc_edge(method: Callable) -> Callable:
         @functools.wraps(method)
         async def stream_wrapper(self: Any, request: Any, grpc_context: Any) -> Any:
             try:
-                _authorize(grpc_context)
+                _authorize(grpc_context, request)
                 async for item in method(self, request, grpc_context):
                     yield item
             except asyncio.CancelledError:
@@ -173,7 +174,7 @@ def grpc_edge(method: Callable) -> Callable:
     @functools.wraps(method)
     async def unary_wrapper(self: Any, request: Any, grpc_context: Any) -> Any:
         try:
-            _authorize(grpc_context)
+            _authorize(grpc_context, request)
             return await method(self, request, grpc_context)
         except asyncio.CancelledError:
             raise
@@ -183,6 +184,15 @@ def grpc_edge(method: Callable) -> Callable:
             return response_type() if response_type else None
 
     return unary_wrapper
+
+
+def check_parsed(request: Any) -> None:
+    """A payload the proxy could not parse (``tessera.common.grpc_ingress``) is an
+    InvalidArgument."""
+    from tessera.common.grpc_ingress import MalformedRequest
+
+    if isinstance(request, MalformedRequest):
+        raise InvalidArgument(request.describe())
 
 
 def returns(response_type: type) -> Callable[[Callable], Callable]:

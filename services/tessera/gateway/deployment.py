@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 from fastapi import FastAPI
 from grpc_health.v1 import health_pb2
 from ray import serve
 
 from tessera.common import metrics
+from tessera.common.grpc_ingress import MalformedRequest
 from tessera.common.serving import grpc_edge, returns
 from tessera.gateway.forwarding import forward_contracts
 from tessera.gateway.http import build_http_app
@@ -56,10 +58,9 @@ class GatewayService(JobsServicerMixin):
         return build_http_app(self)
 
     def check_job_params(self, params: GenerationParams) -> None:
-        """Reject a job that could never run before it is queued (model, route, size)."""
-        self.pipelines.check_model(params.model)
-        self.pipelines.check_route(params.route)
-        self.pipelines.scale_for(params.size)
+        """Reject a job that could never run before it is queued (model, route, size, the
+        decoder's steps), with the synchronous path's messages."""
+        self.pipelines.check_params(params)
 
     # ------------------------------------------------------------------ gRPC: Generation
     @grpc_edge
@@ -113,6 +114,10 @@ class GatewayService(JobsServicerMixin):
         self, request: health_pb2.HealthCheckRequest, grpc_context: Any = None
     ) -> health_pb2.HealthCheckResponse:
         """grpc.health.v1: SERVING once the gateway runs (model readiness is /readyz)."""
+        if isinstance(request, MalformedRequest):  # open without a key: not a grpc_edge method
+            grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            grpc_context.set_details(request.describe())
+            return health_pb2.HealthCheckResponse()
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
 
