@@ -181,3 +181,31 @@ def test_ingress_registers_every_generated_handler_tolerant():
         assert isinstance(handler.request_deserializer(b"\xff"), MalformedRequest)
     with pytest.raises(AttributeError):
         grpc_ingress.add_NoSuchServicer_to_server  # noqa: B018
+
+
+# -- grpc.health.v1: Watch and List were registered but not implemented (INTERNAL) ----------
+class _Context:
+    code = details = None
+
+    def set_code(self, code):
+        self.code = code
+
+    def set_details(self, details):
+        self.details = details
+
+
+async def test_health_check_watch_and_list_answer():
+    from grpc_health.v1 import health_pb2
+
+    from tessera.gateway.deployment import GatewayService
+
+    serving = health_pb2.HealthCheckResponse.SERVING
+    request = health_pb2.HealthCheckRequest()
+    assert (await GatewayService.Check(None, request, _Context())).status == serving
+    events = [e async for e in GatewayService.Watch(None, request, _Context())]
+    assert [e.status for e in events] == [serving]
+    listed = await GatewayService.List(None, health_pb2.HealthListRequest(), _Context())
+    assert listed.statuses[""].status == serving
+    context = _Context()
+    await GatewayService.Check(None, MalformedRequest("Check", "DecodeError"), context)
+    assert context.code == grpc.StatusCode.INVALID_ARGUMENT
