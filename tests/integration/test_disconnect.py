@@ -22,6 +22,7 @@ from tessera.v1 import generation_pb2, generation_pb2_grpc
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CALLERS = 8  # concurrent requests: several waves of the engine's max_rows
+MAX_STEPS_AFTER_CLOSE = 10
 
 
 def stats(deployment: str) -> dict:
@@ -61,8 +62,10 @@ ENGINE = {"unclip": "Decoder", "ar": "LanguageModel"}
 def assert_stops(deployment: str, before: dict, at_close: dict, after: dict, work: int) -> None:
     ran_after = after["steps"] - at_close["steps"]
     print(f"{deployment}: {at_close} at close, {after} idle; {ran_after} steps after close")
-    # far below what the queued work needed: the requests left, they did not finish
-    assert ran_after < work / 2, (before, at_close, after, work)
+    # the requests left at the engine's next steps (measured: 1-2; the cancellation travels
+    # proxy -> gateway -> model replica while the engine keeps stepping), far below the work
+    # that was queued
+    assert ran_after <= MAX_STEPS_AFTER_CLOSE < work / 2, (before, at_close, after, work)
 
 
 @pytest.mark.parametrize("route", ["unclip", "ar"])

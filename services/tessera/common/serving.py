@@ -56,9 +56,19 @@ def unwrap_error(error: BaseException) -> BaseException:
 
 
 async def call(handle_method: Any, *args: Any) -> Any:
-    """Await a handle call and re-raise the domain error it carried, unwrapped."""
+    """Await a handle call and re-raise the domain error it carried, unwrapped.
+
+    When the awaiting task is cancelled (its caller went away), the call is cancelled too:
+    Ray's ``DeploymentResponse`` re-raises the CancelledError but leaves the downstream
+    request running, so the model replica would finish work nobody waits for."""
+    response = handle_method.remote(*args)
     try:
-        return await handle_method.remote(*args)
+        return await response
+    except asyncio.CancelledError:
+        cancel = getattr(response, "cancel", None)
+        if cancel is not None:
+            cancel()
+        raise
     except BaseException as e:  # noqa: BLE001 - re-raised below
         inner = unwrap_error(e)
         if inner is not e and isinstance(inner, TesseraError):
