@@ -86,13 +86,13 @@ def build_http_app(gateway: Any) -> FastAPI:
             "pixels a side; bytes that are not such an image answer 400",
         ),
         n: int = Form(1, ge=1, le=MAX_IMAGES_PER_REQUEST),
-        size: str | None = Form(None, pattern=SIZE_PATTERN.pattern, description=SIZE_DESCRIPTION),
+        size: str = Form(None, pattern=SIZE_PATTERN.pattern, description=SIZE_DESCRIPTION),
         response_format: Literal["b64_json", "url"] = Form("b64_json"),
-        model: str | None = Form(None, max_length=MAX_MODEL_NAME_CHARS),
-        user: str | None = Form(None, max_length=256),
-        seed: int | None = Form(None, ge=0, le=MAX_SEED),
-        guidance_scale: float | None = Form(None, ge=0.0, le=MAX_GUIDANCE),
-        steps: int | None = Form(
+        model: str = Form(None, max_length=MAX_MODEL_NAME_CHARS),
+        user: str = Form(None, max_length=256),
+        seed: int = Form(None, ge=0, le=MAX_SEED),
+        guidance_scale: float = Form(None, ge=0.0, le=MAX_GUIDANCE),
+        steps: int = Form(
             None,
             ge=1,
             le=MAX_STEPS,
@@ -103,7 +103,8 @@ def build_http_app(gateway: Any) -> FastAPI:
         """OpenAI-compatible variations: image → CLIP embedding → decoder → de-tokenizer.
 
         The form fields carry the bounds of ``VariationParams`` (which validates them again,
-        with the same rules as the gRPC Variations method)."""
+        with the same rules as the gRPC Variations method). They are typed without ``None``:
+        a multipart form has no null, an absent field is the default."""
         async with observed("variations", "http"):
             fields = {
                 "n": n,

@@ -90,6 +90,13 @@ GENERATION_OPTIONALS = tuple(
 )
 
 
+# Optional texts carry their constraints inside the type: on `Text | None` a Field's pattern
+# or max_length is enforced but left out of the JSON schema.
+Size = Annotated[str, Field(pattern=SIZE_PATTERN.pattern), AfterValidator(_utf8)]
+ModelName = Annotated[Text, Field(max_length=MAX_MODEL_NAME_CHARS)]
+User = Annotated[Text, Field(max_length=256)]
+
+
 class GenerationParams(BaseModel):
     """POST /v1/images/generations — OpenAI images fields plus Tessera's extensions."""
 
@@ -97,19 +104,16 @@ class GenerationParams(BaseModel):
 
     prompt: Prompt
     n: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_REQUEST)
-    size: Text | None = Field(
-        default=None, pattern=SIZE_PATTERN.pattern, description=SIZE_DESCRIPTION
-    )
+    size: Size | None = Field(default=None, description=SIZE_DESCRIPTION)
     response_format: Literal["b64_json", "url"] = "b64_json"
-    model: Text | None = Field(
+    model: ModelName | None = Field(
         default=None,
-        max_length=MAX_MODEL_NAME_CHARS,
         description="the served model's id (GET /v1/models); another one answers 404",
     )
     # OpenAI fields accepted for compatibility and ignored.
-    quality: Text | None = Field(default=None, max_length=32)
-    style: Text | None = Field(default=None, max_length=32)
-    user: Text | None = Field(default=None, max_length=256)
+    quality: Annotated[Text, Field(max_length=32)] | None = None
+    style: Annotated[Text, Field(max_length=32)] | None = None
+    user: User | None = None
     # Tessera extensions.
     route: Text = Field(
         default="ar",
@@ -128,7 +132,13 @@ class GenerationParams(BaseModel):
         "allows fewer (400 with its bound)",
     )
     temperature: float | None = Field(default=None, gt=0.0, le=MAX_TEMPERATURE)
-    top_k: int | None = Field(default=None, ge=0, le=MAX_TOP_K)
+    top_k: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TOP_K,
+        description="ar: 0 is off; at most the LM's vocabulary (the bundle's codebook size), "
+        "else 400 with its bound",
+    )
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     candidates: int | None = Field(
         default=None,
@@ -223,12 +233,10 @@ class VariationParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_REQUEST)
-    size: Text | None = Field(
-        default=None, pattern=SIZE_PATTERN.pattern, description=SIZE_DESCRIPTION
-    )
+    size: Size | None = Field(default=None, description=SIZE_DESCRIPTION)
     response_format: Literal["b64_json", "url"] = "b64_json"
-    model: Text | None = Field(default=None, max_length=MAX_MODEL_NAME_CHARS)
-    user: Text | None = Field(default=None, max_length=256)
+    model: ModelName | None = None
+    user: User | None = None
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     guidance_scale: float | None = Field(default=None, ge=0.0, le=MAX_GUIDANCE)
     steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)

@@ -101,6 +101,18 @@ def test_blank_texts_fail_both_the_schema_pattern_and_the_server(text):
         validate(GenerationParams, {"prompt": text})
 
 
+def test_optional_texts_state_their_bounds_in_the_schema():
+    """On `Text | None` a Field's pattern was enforced but left out of /openapi.json (the job
+    fuzzer sent size "" as schema-valid)."""
+    from tessera.jobs.api import JobSubmitRequest
+
+    for model in (GenerationParams, JobSubmitRequest):
+        props = model.model_json_schema()["properties"]
+        assert props["size"]["anyOf"][0]["pattern"].startswith("^([0-9]")
+        assert props["model"]["anyOf"][0]["maxLength"] == limits.MAX_MODEL_NAME_CHARS
+        assert props["user"]["anyOf"][0]["maxLength"] == 256
+
+
 def test_prompt_schema_states_the_pattern():
     prompt = GenerationParams.model_json_schema()["properties"]["prompt"]
     assert prompt["pattern"] == NOT_BLANK and prompt["maxLength"] == limits.MAX_PROMPT_CHARS
