@@ -257,11 +257,21 @@ def components() -> tuple[str, ...]:
     return tuple(dict.fromkeys(c for entry in SERVICES for c in entry.components))
 
 
-def servicer_functions() -> list[str]:
-    """Serve's ``grpc_servicer_functions``: the public GenerationService, every model
+def generated_servicer_functions() -> list[str]:
+    """The generated ``add_*Servicer_to_server`` of the public GenerationService, every model
     contract (the gateway forwards them), and the standard health service."""
     return [
         "tessera.v1.generation_pb2_grpc.add_GenerationServiceServicer_to_server",
         *(entry.servicer_function for entry in SERVICES),
         "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+    ]
+
+
+def servicer_functions() -> list[str]:
+    """Serve's ``grpc_servicer_functions``: each of ``generated_servicer_functions`` through
+    ``tessera.common.grpc_ingress``, which answers a payload that does not parse with
+    INVALID_ARGUMENT (grpcio alone answers UNKNOWN)."""
+    return [
+        "tessera.common.grpc_ingress." + path.rpartition(".")[2]
+        for path in generated_servicer_functions()
     ]

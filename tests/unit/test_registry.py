@@ -173,7 +173,7 @@ def test_one_entry_adds_a_service_to_the_deploy_files(with_echo):
         names = [d["name"] for d in config["applications"][0]["deployments"]]
         assert "Echo" in names
         servicers = config["grpc_options"]["grpc_servicer_functions"]
-        assert "echo.v1.echo_pb2_grpc.add_EchoServiceServicer_to_server" in servicers
+        assert "tessera.common.grpc_ingress.add_EchoServiceServicer_to_server" in servicers
     assert gen_kuberay.worker_cpus() == 5 + 1 + gen_kuberay.WORKER_SPARE_CPUS
 
 

@@ -55,6 +55,17 @@ class EngineService(BatchKnobs):
         if rows is not None:
             self.engine.set_max_rows(max(int(rows), self.min_rows))
 
+    async def stats(self) -> dict:
+        """The engine's load: rows and jobs running, jobs waiting, steps run so far. Cheap;
+        the tests watch a request whose caller went away leave the engine with it."""
+        engine = self.engine
+        return {
+            "running_rows": engine.running_rows,
+            "running": len(engine.running),
+            "waiting": len(engine.waiting),
+            "steps": engine.calls,
+        }
+
     def check_health(self) -> None:
         super().check_health()
         if not self.engine.thread.is_alive():

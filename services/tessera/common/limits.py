@@ -29,6 +29,10 @@ MAX_ROUTE_CHARS = 32
 # -- images in ------------------------------------------------------------------------------
 MAX_IMAGE_BYTES = 4 * 1024 * 1024  # one uploaded PNG / JPEG
 MAX_IMAGE_SIDE = 1024
+# An image inside a JSON body: base64 of at most MAX_IMAGE_BYTES, optionally after a short
+# `data:...;base64,` prefix.
+MAX_DATA_URL_PREFIX_CHARS = 128
+MAX_IMAGE_B64_CHARS = 4 * -(-MAX_IMAGE_BYTES // 3) + MAX_DATA_URL_PREFIX_CHARS
 
 # -- model-service contracts (per call) ----------------------------------------------------
 MAX_LM_IMAGES_PER_CALL = 8  # SampleTokens: n or len(seeds)
@@ -37,3 +41,8 @@ MAX_TEXTS_PER_CALL = 64  # EmbedText texts
 MAX_SAMPLES_PER_CALL = 8  # SamplePrior n, SampleLatents image_embeddings
 MAX_SERVICE_STEPS = 1000  # SamplePrior / SampleLatents steps
 MAX_GRID_SIDE = 64  # token grid height / width
+MAX_CODEBOOK_SIZE = 65536  # token ids are below the bundle's codebook size, at most this
+MAX_LATENT_VALUES = 65536  # values of one latent tensor [channels, height, width]
+# -- the wire's number types ----------------------------------------------------------------
+INT32_MAX = 2**31 - 1
+FLOAT32_MAX = 3.4028234663852886e38  # a larger JSON number would become inf in a float field

@@ -21,7 +21,7 @@ from tessera.common import metrics
 from tessera.common.auth import check_api_key, grpc_authorization
 from tessera.common.checkpoint import load_bundle_component
 from tessera.common.device import pick_device
-from tessera.common.errors import TesseraError, grpc_status, public_message
+from tessera.common.errors import InvalidArgument, TesseraError, grpc_status, public_message
 from tessera.common.settings import get_settings
 
 log = logging.getLogger("tessera")
@@ -57,9 +57,19 @@ def unwrap_error(error: BaseException) -> BaseException:
 
 
 async def call(handle_method: Any, *args: Any) -> Any:
-    """Await a handle call and re-raise the domain error it carried, unwrapped."""
+    """Await a handle call and re-raise the domain error it carried, unwrapped.
+
+    When the awaiting task is cancelled (its caller went away), the call is cancelled too:
+    Ray's ``DeploymentResponse`` re-raises the CancelledError but leaves the downstream
+    request running, so the model replica would finish work nobody waits for."""
+    response = handle_method.remote(*args)
     try:
-        return await handle_method.remote(*args)
+        return await response
+    except asyncio.CancelledError:
+        cancel = getattr(response, "cancel", None)
+        if cancel is not None:
+            cancel()
+        raise
     except BaseException as e:  # noqa: BLE001 - re-raised below
         inner = unwrap_error(e)
         if inner is not e and isinstance(inner, TesseraError):
@@ -141,9 +151,10 @@ def grpc_edge(method: Callable) -> Callable:
     generic message (details go to the log).
     """
 
-    def _authorize(context: Any) -> None:
+    def _authorize(context: Any, request: Any) -> None:
         try:
             check_api_key(grpc_authorization(context))
+            check_parsed(request)
         except TesseraError as e:  # refused before any route: counted under "other"
             metrics.record_request(metrics.OTHER, e, "grpc", 0.0)
             raise
@@ -164,7 +175,7 @@ def grpc_edge(method: Callable) -> Callable:
         @functools.wraps(method)
         async def stream_wrapper(self: Any, request: Any, grpc_context: Any) -> Any:
             try:
-                _authorize(grpc_context)
+                _authorize(grpc_context, request)
                 async for item in method(self, request, grpc_context):
                     yield item
             except asyncio.CancelledError:
@@ -180,7 +191,7 @@ def grpc_edge(method: Callable) -> Callable:
     @functools.wraps(method)
     async def unary_wrapper(self: Any, request: Any, grpc_context: Any) -> Any:
         try:
-            _authorize(grpc_context)
+            _authorize(grpc_context, request)
             return await method(self, request, grpc_context)
         except asyncio.CancelledError:
             raise
@@ -190,6 +201,15 @@ def grpc_edge(method: Callable) -> Callable:
             return response_type() if response_type else None
 
     return unary_wrapper
+
+
+def check_parsed(request: Any) -> None:
+    """A payload the proxy could not parse (``tessera.common.grpc_ingress``) is an
+    InvalidArgument."""
+    from tessera.common.grpc_ingress import MalformedRequest
+
+    if isinstance(request, MalformedRequest):
+        raise InvalidArgument(request.describe())
 
 
 def returns(response_type: type) -> Callable[[Callable], Callable]:

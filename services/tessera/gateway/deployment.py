@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 from fastapi import FastAPI
 from grpc_health.v1 import health_pb2
 from ray import serve
 
 from tessera.common import metrics
+from tessera.common.grpc_ingress import MalformedRequest
 from tessera.common.serving import grpc_edge, returns
 from tessera.gateway.forwarding import forward_contracts
 from tessera.gateway.http import build_http_app
@@ -56,10 +58,9 @@ class GatewayService(JobsServicerMixin):
         return build_http_app(self)
 
     def check_job_params(self, params: GenerationParams) -> None:
-        """Reject a job that could never run before it is queued (model, route, size)."""
-        self.pipelines.check_model(params.model)
-        self.pipelines.check_route(params.route)
-        self.pipelines.scale_for(params.size)
+        """Reject a job that could never run before it is queued (model, route, size, the
+        decoder's steps), with the synchronous path's messages."""
+        self.pipelines.check_params(params)
 
     # ------------------------------------------------------------ gRPC: GenerationService
     @grpc_edge
@@ -110,11 +111,41 @@ class GatewayService(JobsServicerMixin):
     WatchJob = grpc_edge(JobsServicerMixin.WatchJob)
 
     # ------------------------------------------------------------------ gRPC: health
+    # grpc.health.v1, open without a key: SERVING once the gateway runs (model readiness is
+    # /readyz). All three methods: the servicer the proxy registers has them all, and one
+    # missing here was an INTERNAL (the fuzz suite's finding).
     async def Check(
         self, request: health_pb2.HealthCheckRequest, grpc_context: Any = None
     ) -> health_pb2.HealthCheckResponse:
-        """grpc.health.v1: SERVING once the gateway runs (model readiness is /readyz)."""
+        """SERVING for the server ("") and for every service the port serves."""
+        if not _health_request_ok(request, grpc_context):
+            return health_pb2.HealthCheckResponse()
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, grpc_context: Any = None
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        """The current status, once (the gateway does not change it while it runs)."""
+        if _health_request_ok(request, grpc_context):
+            yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, grpc_context: Any = None
+    ) -> health_pb2.HealthListResponse:
+        if not _health_request_ok(request, grpc_context):
+            return health_pb2.HealthListResponse()
+        serving = health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+        return health_pb2.HealthListResponse(statuses={"": serving})
+
+
+def _health_request_ok(request: Any, grpc_context: Any) -> bool:
+    """A health payload the proxy could not parse is INVALID_ARGUMENT (health methods are not
+    ``grpc_edge`` methods: they stay open without an API key)."""
+    if isinstance(request, MalformedRequest):
+        grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+        grpc_context.set_details(request.describe())
+        return False
+    return True
 
 
 Gateway = serve.deployment(

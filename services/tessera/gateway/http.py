@@ -12,20 +12,32 @@ The app's shell (error bodies, API key) is :mod:`tessera.common.http`.
 import asyncio
 import base64
 import binascii
+import math
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tessera.common import metrics
 from tessera.common.errors import InvalidArgument
 from tessera.common.http import create_app
 from tessera.common.limits import (
+    FLOAT32_MAX,
+    MAX_CODEBOOK_SIZE,
+    MAX_DATA_URL_PREFIX_CHARS,
     MAX_GRID_SIDE,
+    MAX_GUIDANCE,
+    MAX_IMAGE_B64_CHARS,
     MAX_IMAGE_BYTES,
+    MAX_IMAGE_SIDE,
+    MAX_IMAGES_PER_REQUEST,
     MAX_ITEMS_PER_CALL,
+    MAX_LATENT_VALUES,
+    MAX_MODEL_NAME_CHARS,
+    MAX_SEED,
+    MAX_STEPS,
     MAX_TEXTS_PER_CALL,
 )
 from tessera.common.serving import call
@@ -33,9 +45,12 @@ from tessera.gateway.observed import observed
 from tessera.gateway.playground import add_playground
 from tessera.jobs.api import build_jobs_router
 from tessera.routes.schemas import (
+    SIZE_DESCRIPTION,
+    SIZE_PATTERN,
     GenerationParams,
     ImageData,
     ImagesResponse,
+    Prompt,
     VariationParams,
     validate,
 )
@@ -65,17 +80,31 @@ def build_http_app(gateway: Any) -> FastAPI:
 
     @app.post("/v1/images/variations", response_model=ImagesResponse, tags=["images"])
     async def variations(
-        image: UploadFile = File(...),
-        n: int = Form(1),
-        size: str | None = Form(None),
-        response_format: str = Form("b64_json"),
-        model: str | None = Form(None),
-        user: str | None = Form(None),
-        seed: int | None = Form(None),
-        guidance_scale: float | None = Form(None),
-        steps: int | None = Form(None),
+        image: UploadFile = File(
+            ...,
+            description=f"a PNG or JPEG, at most {MAX_IMAGE_BYTES} bytes and {MAX_IMAGE_SIDE} "
+            "pixels a side; bytes that are not such an image answer 400",
+        ),
+        n: int = Form(1, ge=1, le=MAX_IMAGES_PER_REQUEST),
+        size: str = Form(None, pattern=SIZE_PATTERN.pattern, description=SIZE_DESCRIPTION),
+        response_format: Literal["b64_json", "url"] = Form("b64_json"),
+        model: str = Form(None, max_length=MAX_MODEL_NAME_CHARS),
+        user: str = Form(None, max_length=256),
+        seed: int = Form(None, ge=0, le=MAX_SEED),
+        guidance_scale: float = Form(None, ge=0.0, le=MAX_GUIDANCE),
+        steps: int = Form(
+            None,
+            ge=1,
+            le=MAX_STEPS,
+            description="diffusion steps; a bundle whose decoder has fewer timesteps allows "
+            "fewer (400 with its bound)",
+        ),
     ) -> ImagesResponse:
-        """OpenAI-compatible variations: image → CLIP embedding → decoder → de-tokenizer."""
+        """OpenAI-compatible variations: image → CLIP embedding → decoder → de-tokenizer.
+
+        The form fields carry the bounds of ``VariationParams`` (which validates them again,
+        with the same rules as the gRPC Variations method). They are typed without ``None``:
+        a multipart form has no null, an absent field is the default."""
         async with observed("variations", "http"):
             fields = {
                 "n": n,
@@ -124,8 +153,6 @@ def build_http_app(gateway: Any) -> FastAPI:
                 latents=[common_pb2.Tensor(**z.model_dump()) for z in body.latents],
                 quantize=body.quantize,
             )
-            if not req.grids and not req.latents:
-                raise InvalidArgument("set grids or latents")
             res = await call(handles.detokenizer.Detokenize, req)
             return images_response(
                 generation_pb2.GenerateResponse(images=res.images), "b64_json"
@@ -219,40 +246,118 @@ def embeddings_body(res: prior_pb2.EmbedTextResponse | prior_pb2.EmbedImageRespo
 
 
 # ---- request/response bodies of the component endpoints ----------------------------------
+# Each states in its schema every bound the server checks (tests/integration/test_fuzz_http.py
+# holds the server to it). A bound that depends on the served bundle (its image size, grid,
+# codebook, latent channels) is stated as its static maximum, and the field's description
+# says what the bundle decides.
+B64_PATTERN = (
+    f"^(data:[^,]{{0,{MAX_DATA_URL_PREFIX_CHARS - 6}}},)?"
+    "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+)
+ImageB64 = Annotated[
+    str,
+    Field(
+        max_length=MAX_IMAGE_B64_CHARS,
+        pattern=B64_PATTERN,
+        description=f"a base64 PNG or JPEG (or a data: URL of one): at most {MAX_IMAGE_BYTES} "
+        f"bytes decoded and {MAX_IMAGE_SIDE} pixels a side; bytes that are not such an image "
+        "answer 400",
+    ),
+]
+Token = Annotated[int, Field(ge=0, le=MAX_CODEBOOK_SIZE - 1)]
+Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX, allow_inf_nan=False)]
+Dim = Annotated[int, Field(ge=1, le=MAX_LATENT_VALUES)]
+
+
 class TokenizeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    images: list[str] = Field(
-        min_length=1, max_length=MAX_ITEMS_PER_CALL, description="base64 PNGs"
+    images: list[ImageB64] = Field(min_length=1, max_length=MAX_ITEMS_PER_CALL)
+    resize: bool = Field(
+        default=True,
+        description="resize to the model's size; false: each image must already be "
+        "image_size x image_size (GET /v1/models), else 400",
     )
-    resize: bool = True
     return_latents: bool = False
 
 
 class GridBody(BaseModel):
-    tokens: list[int] = Field(max_length=MAX_GRID_SIDE * MAX_GRID_SIDE)
-    height: int = Field(ge=1, le=MAX_GRID_SIDE)
-    width: int = Field(ge=1, le=MAX_GRID_SIDE)
+    model_config = ConfigDict(extra="forbid")
+    tokens: list[Token] = Field(
+        max_length=MAX_GRID_SIDE * MAX_GRID_SIDE,
+        description="height*width token ids, row-major; each below the bundle's codebook_size "
+        "(POST /v1/tokenize answers it), else 400",
+    )
+    height: int = Field(
+        ge=1, le=MAX_GRID_SIDE, description="the bundle's grid height (a tokenize grid's)"
+    )
+    width: int = Field(
+        ge=1, le=MAX_GRID_SIDE, description="the bundle's grid width (a tokenize grid's)"
+    )
+
+    @model_validator(mode="after")
+    def _tokens_fill_the_grid(self) -> "GridBody":
+        if len(self.tokens) != self.height * self.width:
+            raise ValueError(
+                f"{len(self.tokens)} tokens; a {self.height}x{self.width} grid needs "
+                f"{self.height * self.width}"
+            )
+        return self
 
 
 class LatentBody(BaseModel):
-    values: list[float] = Field(max_length=65536)
-    shape: list[int] = Field(min_length=3, max_length=3)
+    model_config = ConfigDict(extra="forbid")
+    values: list[Float32] = Field(
+        max_length=MAX_LATENT_VALUES, description="prod(shape) finite values, row-major"
+    )
+    shape: list[Dim] = Field(
+        min_length=3,
+        max_length=3,
+        description="[channels, height, width]: the bundle's latent shape (a tokenize "
+        "response's latents shape), else 400",
+    )
+
+    @model_validator(mode="after")
+    def _values_fill_the_shape(self) -> "LatentBody":
+        cells = math.prod(self.shape)
+        if cells != len(self.values):
+            raise ValueError(f"{len(self.values)} values; shape {self.shape} needs {cells}")
+        return self
 
 
 class DetokenizeBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Either grids or latents: exactly one of the two is non-empty."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["grids"],
+                    "properties": {"grids": {"minItems": 1}, "latents": {"maxItems": 0}},
+                },
+                {
+                    "required": ["latents"],
+                    "properties": {"latents": {"minItems": 1}, "grids": {"maxItems": 0}},
+                },
+            ]
+        },
+    )
     grids: list[GridBody] = Field(default_factory=list, max_length=MAX_ITEMS_PER_CALL)
     latents: list[LatentBody] = Field(default_factory=list, max_length=MAX_ITEMS_PER_CALL)
     quantize: bool = True
 
+    @model_validator(mode="after")
+    def _grids_or_latents(self) -> "DetokenizeBody":
+        if bool(self.grids) == bool(self.latents):
+            raise ValueError("set either grids or latents (one of them, not empty)")
+        return self
+
 
 class EmbedTextBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texts: list[str] = Field(min_length=1, max_length=MAX_TEXTS_PER_CALL)
+    texts: list[Prompt] = Field(min_length=1, max_length=MAX_TEXTS_PER_CALL)
 
 
 class EmbedImageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    images: list[str] = Field(
-        min_length=1, max_length=MAX_ITEMS_PER_CALL, description="base64 PNGs"
-    )
+    images: list[ImageB64] = Field(min_length=1, max_length=MAX_ITEMS_PER_CALL)

@@ -191,8 +191,14 @@ def build_jobs_router(
                     "name": "Idempotency-Key",
                     "in": "header",
                     "required": False,
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
-                    "description": "Same key and request: the first job is returned.",
+                    "schema": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 128,
+                        "pattern": "^[\\x20-\\x7e]+$",
+                    },
+                    "description": "Same key and request: the first job is returned. "
+                    "Printable characters.",
                 }
             ],
         },

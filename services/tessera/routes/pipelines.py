@@ -59,6 +59,7 @@ class BundleInfo:
     image_size: int
     routes: tuple[str, ...]
     has_clip: bool = False  # the ar route can rerank candidates only with the bundle's CLIP
+    max_steps: int | None = None  # the decoder's most diffusion steps (its num_train_timesteps)
 
     @classmethod
     def read(cls, bundle_dir: str | Path) -> BundleInfo:
@@ -72,7 +73,10 @@ class BundleInfo:
             if all(c in comps for c in needs)
         )
         name = index.get("name", bundle_dir.name)
-        return cls(name, tok["image_size"], routes, has_clip="clip" in comps)
+        max_steps = None
+        if "decoder" in comps:
+            max_steps = int(read_config(bundle_dir / "decoder")["num_train_timesteps"])
+        return cls(name, tok["image_size"], routes, has_clip="clip" in comps, max_steps=max_steps)
 
 
 class Pipelines:
@@ -108,13 +112,28 @@ class Pipelines:
         if route not in self.info.routes:
             raise NotFound(f"route {route!r} is not available for model {self.info.name!r}")
 
+    def check_steps(self, steps: int | None) -> None:
+        """Diffusion steps the bundle's decoder can run (the public bound is MAX_STEPS; a
+        decoder trained on fewer timesteps allows fewer): the decoder's own message."""
+        high = self.info.max_steps
+        if steps is not None and high is not None and not 1 <= steps <= high:
+            raise InvalidArgument(f"steps must be in [1, {high}], got {steps}")
+
+    def check_params(self, params: GenerationParams) -> None:
+        """Everything about a generation request that the bundle decides: model, route,
+        size and (unclip) steps. The synchronous routes and the job queue both run it."""
+        self.check_model(params.model)
+        self.check_route(params.route)
+        self.scale_for(params.size)
+        if params.route == "unclip":
+            self.check_steps(params.steps)
+
     # -- routes ------------------------------------------------------------------------
     async def generate(
         self, params: GenerationParams, on_event: EventCallback | None = None
     ) -> generation_pb2.GenerateResponse:
         """Run one route end to end; ``on_event`` gets progress (+ previews) and may cancel."""
-        self.check_model(params.model)
-        self.check_route(params.route)
+        self.check_params(params)
         scale = self.scale_for(params.size)
         start = time.perf_counter()
         if params.route == "ar":
@@ -149,7 +168,9 @@ class Pipelines:
         base = params.seed if params.seed is not None else random.randrange(2**31)
         # Candidate-major seeds, as many per LM call as it takes: the candidates of one
         # request cost one call (not k), and share its prefill and every decode step.
-        seeds = [candidate_seed(base, j) + i for j in range(k) for i in range(params.n)]
+        # Wrapped to int64 (the wire's type): a seed near MAX_SEED would overflow it; the
+        # generators take seeds modulo 2**64, so a wrapped seed draws the same numbers.
+        seeds = [int64(candidate_seed(base, j) + i) for j in range(k) for i in range(params.n)]
         # The Prior encodes the prompt once, for reranking (its CLIP embedding) and for the
         # LM (its MiniLM states), instead of the LM encoding it again.
         text = await call(
@@ -271,6 +292,7 @@ class Pipelines:
         """Image → CLIP image embedding → decoder → de-tokenizer, ``params.n`` times."""
         self.check_model(params.model)
         self.check_route("unclip")
+        self.check_steps(params.steps)
         scale = self.scale_for(params.size)
         start = time.perf_counter()
         emb = await call(self.handles.prior.EmbedImage, prior_pb2.EmbedImageRequest(images=[image]))
@@ -369,6 +391,11 @@ def candidate_seed(seed: int, j: int) -> int:
         return seed
     digest = hashlib.blake2b(f"{seed}:{j}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 2  # 62 bits: seed + i stays a valid int64
+
+
+def int64(value: int) -> int:
+    """``value`` wrapped into a signed 64-bit integer (two's complement)."""
+    return (value + 2**63) % 2**64 - 2**63
 
 
 def _chunks(items: list, size: int = MAX_ITEMS_PER_CALL) -> list[list]:

@@ -8,9 +8,16 @@ point validates with the same rules, once.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from tessera.common.errors import InvalidArgument
 from tessera.common.limits import (
@@ -29,7 +36,52 @@ from tessera.common.limits import (
 from tessera.v1 import generation_pb2
 
 ROUTES = ("ar", "unclip")
-SIZE_PATTERN = re.compile(r"^(\d{1,4})x(\d{1,4})$")
+SIZE_PATTERN = re.compile(r"^([0-9]{1,4})x([0-9]{1,4})$")  # ASCII: `\d` is any Unicode digit
+SIZE_DESCRIPTION = (
+    "WxH, square, at most 1024x1024: the model's native size (GET /v1/models, image_size) or "
+    "an integer multiple of it; another size answers 400"
+)
+
+# What str.strip() removes (Python's str.isspace), spelled out as \uXXXX escapes: `\s` means
+# something else in JSON Schema (ECMA-262), in pydantic (Rust regex) and in Python, so a
+# "not blank" pattern written with `\S` would let through a text the services call blank.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+NOT_BLANK = "[^" + "".join(f"\\u{ord(c):04x}" for c in WHITESPACE) + "]"
+
+
+def _utf8(value: str) -> str:
+    """Text goes into protobuf strings, which are UTF-8: a lone surrogate (JSON allows
+    ``"\\ud800"``) cannot be encoded and is a 400 here rather than a failure later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from e
+    return value
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("text is blank")
+    return value
+
+
+# The schema states NOT_BLANK; the check is strip()'s own (and its message is readable).
+Prompt = Annotated[
+    Text,
+    Field(
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        json_schema_extra={"pattern": NOT_BLANK},
+        description=f"1..{MAX_PROMPT_CHARS} characters, not blank",
+    ),
+    AfterValidator(_not_blank),
+]
 
 # The request's optional fields (proto3 `optional`: HasField semantics), read off the
 # contract, so a new sampling option is declared in generation.proto and below, nowhere else.
@@ -38,29 +90,55 @@ GENERATION_OPTIONALS = tuple(
 )
 
 
+# Optional texts carry their constraints inside the type: on `Text | None` a Field's pattern
+# or max_length is enforced but left out of the JSON schema.
+Size = Annotated[str, Field(pattern=SIZE_PATTERN.pattern), AfterValidator(_utf8)]
+ModelName = Annotated[Text, Field(max_length=MAX_MODEL_NAME_CHARS)]
+User = Annotated[Text, Field(max_length=256)]
+
+
 class GenerationParams(BaseModel):
     """POST /v1/images/generations — OpenAI images fields plus Tessera's extensions."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: Prompt
     n: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_REQUEST)
-    size: str | None = Field(default=None, description="WxH: native size or an integer upscale")
+    size: Size | None = Field(default=None, description=SIZE_DESCRIPTION)
     response_format: Literal["b64_json", "url"] = "b64_json"
-    model: str | None = Field(default=None, max_length=MAX_MODEL_NAME_CHARS)
+    model: ModelName | None = Field(
+        default=None,
+        description="the served model's id (GET /v1/models); another one answers 404",
+    )
     # OpenAI fields accepted for compatibility and ignored.
-    quality: str | None = Field(default=None, max_length=32)
-    style: str | None = Field(default=None, max_length=32)
-    user: str | None = Field(default=None, max_length=256)
+    quality: Annotated[Text, Field(max_length=32)] | None = None
+    style: Annotated[Text, Field(max_length=32)] | None = None
+    user: User | None = None
     # Tessera extensions.
-    route: str = Field(
-        default="ar", min_length=1, max_length=MAX_ROUTE_CHARS, description="ar or unclip"
+    route: Text = Field(
+        default="ar",
+        min_length=1,
+        max_length=MAX_ROUTE_CHARS,
+        description="ar or unclip, as the model offers (GET /v1/models, routes); another "
+        "route answers 404",
     )
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     guidance_scale: float | None = Field(default=None, ge=0.0, le=MAX_GUIDANCE)
-    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+    steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_STEPS,
+        description="unclip: diffusion steps; a bundle whose decoder has fewer timesteps "
+        "allows fewer (400 with its bound)",
+    )
     temperature: float | None = Field(default=None, gt=0.0, le=MAX_TEMPERATURE)
-    top_k: int | None = Field(default=None, ge=0, le=MAX_TOP_K)
+    top_k: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TOP_K,
+        description="ar: 0 is off; at most the LM's vocabulary (the bundle's codebook size), "
+        "else 400 with its bound",
+    )
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     candidates: int | None = Field(
         default=None,
@@ -80,13 +158,6 @@ class GenerationParams(BaseModel):
         w, h = int(match.group(1)), int(match.group(2))
         if w != h or not 1 <= w <= MAX_OUTPUT_SIDE:
             raise ValueError(f"size must be square and at most {MAX_OUTPUT_SIDE}x{MAX_OUTPUT_SIDE}")
-        return value
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt is blank")
         return value
 
     def to_proto(self) -> generation_pb2.GenerateRequest:
@@ -162,10 +233,10 @@ class VariationParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_REQUEST)
-    size: str | None = None
+    size: Size | None = Field(default=None, description=SIZE_DESCRIPTION)
     response_format: Literal["b64_json", "url"] = "b64_json"
-    model: str | None = Field(default=None, max_length=MAX_MODEL_NAME_CHARS)
-    user: str | None = Field(default=None, max_length=256)
+    model: ModelName | None = None
+    user: User | None = None
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     guidance_scale: float | None = Field(default=None, ge=0.0, le=MAX_GUIDANCE)
     steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tessera.common.serving import BatchKnobs, batched, item_slices
 
 
@@ -50,3 +52,33 @@ def test_the_wait_is_eager_by_default_and_set_for_every_method():
 def test_item_slices_cut_a_batch_back_into_its_items():
     assert item_slices([2, 0, 3]) == [slice(0, 2), slice(2, 2), slice(2, 5)]
     assert item_slices(iter([])) == []
+
+
+async def test_call_cancels_the_handle_request_when_its_caller_is_cancelled():
+    """Ray's DeploymentResponse does not cancel the downstream request when the task awaiting
+    it is cancelled; call() does (a disconnected client must free the engines' rows)."""
+    import asyncio
+
+    from tessera.common.serving import call
+
+    class Response:
+        cancelled = False
+
+        def __await__(self):
+            return asyncio.sleep(3600).__await__()
+
+        def cancel(self):
+            self.cancelled = True
+
+    response = Response()
+
+    class Method:
+        def remote(self, *args):
+            return response
+
+    task = asyncio.ensure_future(call(Method(), "request"))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert response.cancelled
