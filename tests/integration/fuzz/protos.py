@@ -148,9 +148,9 @@ SAMPLERS = {"Generate", "GenerateStream", "Variations", "SubmitJob"}
 
 
 def public_methods() -> list[Method]:
-    """Every method the gateway's gRPC port serves: Generation, each registered model
+    """Every method the gateway's gRPC port serves: GenerationService, each registered model
     contract (forwarded), and the standard health check."""
-    services = [generation_pb2.DESCRIPTOR.services_by_name["Generation"]]
+    services = [generation_pb2.DESCRIPTOR.services_by_name["GenerationService"]]
     services += [entry.service_descriptor() for entry in registry.SERVICES]
     services.append(health_pb2.DESCRIPTOR.services_by_name["Health"])
     out = []
