@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tessera.common.errors import InvalidArgument
 from tessera.common.limits import MAX_IMAGE_BYTES, MAX_IMAGE_SIDE
+from tessera.v1 import common_pb2
 
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE * 4  # decompression-bomb guard
 
@@ -82,3 +83,14 @@ def make_grid(arrays: list[np.ndarray], columns: int, pad: int = 2) -> np.ndarra
             pad + c * (w + pad) : pad + c * (w + pad) + w,
         ] = a
     return grid
+
+
+def upscale(image: common_pb2.Image, scale: int) -> common_pb2.Image:
+    """Nearest-neighbour upscale of a PNG by an integer factor (1 returns it unchanged)."""
+    if scale == 1:
+        return image
+    img = Image.open(io.BytesIO(image.png)).convert("RGB")
+    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return common_pb2.Image(png=buf.getvalue(), width=img.width, height=img.height)

@@ -25,8 +25,9 @@ from tessera.gateway.http import build_http_app
 from tessera.gateway.observed import observed
 from tessera.jobs.grpc_handlers import JobsServicerMixin
 from tessera.jobs.queue import JobQueue, QueueConfig
+from tessera.routes.bundle import BundleInfo
 from tessera.routes.handles import ModelHandles
-from tessera.routes.pipelines import BundleInfo, Pipelines
+from tessera.routes.pipelines import Pipelines
 from tessera.routes.schemas import GenerationParams, VariationParams
 from tessera.v1 import generation_pb2
 

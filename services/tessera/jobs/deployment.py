@@ -82,7 +82,8 @@ class JobWorker:
 
     async def _run(self) -> None:
         if self._executor_spec is None:
-            from tessera.routes.pipelines import BundleInfo, Pipelines
+            from tessera.routes.bundle import BundleInfo
+            from tessera.routes.pipelines import Pipelines
 
             pipelines = Pipelines(
                 self._handles,

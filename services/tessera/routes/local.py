@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from tessera import registry
+from tessera.routes.bundle import BundleInfo
 from tessera.routes.handles import ModelHandles
-from tessera.routes.pipelines import BundleInfo, Pipelines
+from tessera.routes.pipelines import Pipelines
 
 
 class _LocalMethod:

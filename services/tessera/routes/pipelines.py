@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from tessera.common.checkpoint import read_bundle_index, read_config
 from tessera.common.errors import Cancelled, InvalidArgument, NotFound
+from tessera.common.images import upscale
 from tessera.common.limits import MAX_ITEMS_PER_CALL, MAX_LM_IMAGES_PER_CALL
 from tessera.common.serving import call
+from tessera.routes.bundle import BundleInfo
 from tessera.routes.handles import ModelHandles
 from tessera.routes.schemas import GenerationParams, VariationParams
 from tessera.v1 import common_pb2, decoder_pb2, generation_pb2, lm_pb2, prior_pb2, tokenizer_pb2
@@ -49,34 +45,6 @@ LM_SAMPLING_FIELDS = tuple(
 
 StreamEvent = generation_pb2.GenerateStreamResponse  # one event of a streamed generation
 EventCallback = Callable[[StreamEvent], Awaitable[bool]]
-
-
-@dataclass(frozen=True)
-class BundleInfo:
-    """What the gateway needs to know about the served bundle, read without loading weights."""
-
-    name: str
-    image_size: int
-    routes: tuple[str, ...]
-    has_clip: bool = False  # the ar route can rerank candidates only with the bundle's CLIP
-    max_steps: int | None = None  # the decoder's most diffusion steps (its num_train_timesteps)
-
-    @classmethod
-    def read(cls, bundle_dir: str | Path) -> BundleInfo:
-        bundle_dir = Path(bundle_dir)
-        index = read_bundle_index(bundle_dir)
-        tok = read_config(bundle_dir / "tokenizer")
-        comps = index["components"]
-        routes = tuple(
-            r
-            for r, needs in (("ar", ("lm",)), ("unclip", ("clip", "prior", "decoder")))
-            if all(c in comps for c in needs)
-        )
-        name = index.get("name", bundle_dir.name)
-        max_steps = None
-        if "decoder" in comps:
-            max_steps = int(read_config(bundle_dir / "decoder")["num_train_timesteps"])
-        return cls(name, tok["image_size"], routes, has_clip="clip" in comps, max_steps=max_steps)
 
 
 class Pipelines:
@@ -413,14 +381,3 @@ def _close(stream: Any) -> None:
     cancel = getattr(stream, "cancel", None)
     if cancel:
         cancel()
-
-
-def upscale(image: common_pb2.Image, scale: int) -> common_pb2.Image:
-    """Nearest-neighbour upscale of a PNG by an integer factor (1 returns it unchanged)."""
-    if scale == 1:
-        return image
-    img = Image.open(io.BytesIO(image.png)).convert("RGB")
-    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return common_pb2.Image(png=buf.getvalue(), width=img.width, height=img.height)

@@ -18,7 +18,8 @@ from pydantic import SecretStr
 
 from tessera.common import metrics
 from tessera.common.settings import Settings
-from tessera.jobs.embedded import EmbeddedRedis, RedisSupervisor, ensure_redis, start_redis
+from tessera.jobs.embedded import EmbeddedRedis, ensure_redis, start_redis
+from tessera.jobs.supervisor import RedisSupervisor
 
 from .conftest import REPO
 
@@ -93,7 +94,8 @@ def test_supervisor_restarts_a_killed_server_from_its_aof(caplog):
 
 PARENT = """
 import sys, time
-from tessera.jobs.embedded import EmbeddedRedis, RedisSupervisor
+from tessera.jobs.embedded import EmbeddedRedis
+from tessera.jobs.supervisor import RedisSupervisor
 supervisor = RedisSupervisor(EmbeddedRedis(sys.argv[1], tie_to_parent=True))
 supervisor.start()
 print(supervisor.server.pid(), flush=True)

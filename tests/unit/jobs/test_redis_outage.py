@@ -22,9 +22,10 @@ import httpx
 from fastapi import FastAPI
 
 from tessera.jobs.api import build_jobs_router
-from tessera.jobs.embedded import EmbeddedRedis, RedisSupervisor
+from tessera.jobs.embedded import EmbeddedRedis
 from tessera.jobs.queue import JobQueue
 from tessera.jobs.redis_retry import retrying
+from tessera.jobs.supervisor import RedisSupervisor
 from tessera.jobs.synthetic import SyntheticExecutor, expected_png
 from tessera.jobs.worker import Worker
 from tessera.routes.schemas import GenerationParams

@@ -15,7 +15,8 @@ from tessera.common.settings import get_settings
 from tessera.jobs.consumer import QueueConsumer
 from tessera.jobs.queue import Delivery, JobQueue, wait_for
 from tessera.jobs.synthetic import SyntheticExecutor
-from tessera.jobs.worker import Worker, add_arguments, cancel_and_wait, executor_kwargs
+from tessera.jobs.worker import Worker, cancel_and_wait
+from tessera.jobs.worker_cli import add_arguments, executor_kwargs
 from tessera.routes.schemas import GenerationParams
 
 from .conftest import config, open_queue

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tessera.common.errors import InvalidArgument, NotFound
-from tessera.routes.pipelines import BundleInfo, Pipelines
+from tessera.routes.bundle import BundleInfo
+from tessera.routes.pipelines import Pipelines
 from tessera.routes.schemas import GenerationParams
 
 

@@ -1,0 +1,37 @@
+"""``BundleInfo``: what the routes need to know about the served bundle, read from its
+configs without loading any weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tessera.common.checkpoint import read_bundle_index, read_config
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What the gateway needs to know about the served bundle, read without loading weights."""
+
+    name: str
+    image_size: int
+    routes: tuple[str, ...]
+    has_clip: bool = False  # the ar route can rerank candidates only with the bundle's CLIP
+    max_steps: int | None = None  # the decoder's most diffusion steps (its num_train_timesteps)
+
+    @classmethod
+    def read(cls, bundle_dir: str | Path) -> BundleInfo:
+        bundle_dir = Path(bundle_dir)
+        index = read_bundle_index(bundle_dir)
+        tok = read_config(bundle_dir / "tokenizer")
+        comps = index["components"]
+        routes = tuple(
+            r
+            for r, needs in (("ar", ("lm",)), ("unclip", ("clip", "prior", "decoder")))
+            if all(c in comps for c in needs)
+        )
+        name = index.get("name", bundle_dir.name)
+        max_steps = None
+        if "decoder" in comps:
+            max_steps = int(read_config(bundle_dir / "decoder")["num_train_timesteps"])
+        return cls(name, tok["image_size"], routes, has_clip="clip" in comps, max_steps=max_steps)
