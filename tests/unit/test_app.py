@@ -30,7 +30,7 @@ def test_serve_configs_cover_every_deployment(profile):
                 assert 0 < opts["num_cpus"] < 1 and "num_gpus" not in opts
 
 
-@pytest.mark.parametrize("profile", ["local.yaml", "gpu.yaml"])
+@pytest.mark.parametrize("profile", ["local.yaml", "gpu.yaml", "cluster-sim.yaml"])
 def test_serve_configs_are_valid_for_serve_and_bound_request_time(profile):
     from ray.serve.schema import ServeDeploySchema
 
