@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tessera.common.serving import BatchKnobs, batched, item_slices
 
 
@@ -50,3 +52,56 @@ def test_the_wait_is_eager_by_default_and_set_for_every_method():
 def test_item_slices_cut_a_batch_back_into_its_items():
     assert item_slices([2, 0, 3]) == [slice(0, 2), slice(2, 2), slice(2, 5)]
     assert item_slices(iter([])) == []
+
+
+class RayActorError(Exception):
+    """Stands for ray.exceptions.RayActorError (matched by name, like the real one)."""
+
+
+class FlakyMethod:
+    """A handle method whose first ``failures`` calls lose their replica."""
+
+    def __init__(self, failures: int, error: BaseException | None = None) -> None:
+        self.failures, self.calls = failures, 0
+        self.error = error or RayActorError("The actor died unexpectedly")
+
+    def remote(self, *args):
+        self.calls += 1
+        failed = self.calls <= self.failures
+
+        async def answer():
+            if failed:
+                raise self.error
+            return ("ok", *args)
+
+        return answer()
+
+
+async def test_a_call_whose_replica_was_lost_is_retried_once():
+    from tessera.common.serving import call
+
+    method = FlakyMethod(failures=1)
+    assert await call(method, 7) == ("ok", 7)
+    assert method.calls == 2
+
+
+async def test_a_replica_lost_twice_is_a_retryable_unavailable():
+    from tessera.common.errors import Unavailable, http_status
+    from tessera.common.serving import call
+
+    wrapped = RuntimeError("wrapper")
+    wrapped.cause = RayActorError("node died")  # as Ray wraps errors of another process
+    method = FlakyMethod(failures=5, error=wrapped)
+    with pytest.raises(Unavailable, match="retry") as caught:
+        await call(method)
+    assert method.calls == 2
+    assert http_status(caught.value) == 503 and caught.value.retry_after_s > 0
+
+
+async def test_other_errors_are_not_retried():
+    from tessera.common.serving import call
+
+    method = FlakyMethod(failures=1, error=ValueError("bug"))
+    with pytest.raises(ValueError):
+        await call(method)
+    assert method.calls == 1
