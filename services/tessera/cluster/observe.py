@@ -20,10 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
+import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +163,74 @@ def watch(cluster: SimCluster, interval_s: float = 1.0, out: Any = sys.stdout) -
         except BrokenPipeError:
             return
         time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+
+
+class Watcher:
+    """Runs :func:`watch` in a subprocess and keeps its snapshots: for callers that must not
+    connect to the cluster themselves (a pytest process already connected to another one)."""
+
+    def __init__(self, directory: Path | str, interval_s: float = 1.0) -> None:
+        cmd = [sys.executable, "-m", "tessera.cluster.observe", "--dir", str(directory)]
+        self.proc = subprocess.Popen(
+            [*cmd, "--interval", str(interval_s)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=os.environ.copy(),
+        )
+        self.snapshots: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if not line.startswith("{"):  # Ray's own notices (a node marked dead, ...)
+                continue
+            snap = json.loads(line)
+            if "error" in snap:
+                continue
+            with self._cond:
+                self.snapshots.append(snap)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], Any], timeout_s: float, after: float = 0.0
+    ) -> dict[str, Any]:
+        """The first snapshot taken after ``after`` (a time.time()) for which ``predicate``
+        is true, waiting up to ``timeout_s`` for it."""
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        with self._cond:
+            while True:
+                for snap in self.snapshots[seen:]:
+                    if snap["t"] >= after and predicate(snap):
+                        return snap
+                seen = len(self.snapshots)
+                if self.proc.poll() is not None:
+                    raise RuntimeError("the observer exited")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    last = self.snapshots[-1] if self.snapshots else None
+                    raise TimeoutError(f"not seen within {timeout_s:.0f} s; last: {last}")
+                self._cond.wait(min(left, 2.0))
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def gpu_nodes(snap: dict[str, Any]) -> list[str]:
+    """Ids of the alive ``gpu-worker`` nodes in a snapshot."""
+    return [n for n, kind in snap.get("node_types", {}).items() if kind == nodes.GPU_WORKER]
+
+
+def replicas_on(snap: dict[str, Any], deployment: str, node_ids: list[str]) -> int:
+    """Alive replicas of ``deployment`` on those nodes."""
+    per_node = snap.get("replicas", {}).get(deployment, {})
+    return sum(count for node, count in per_node.items() if node in node_ids)
 
 
 def main(argv: list[str] | None = None) -> int:
