@@ -98,7 +98,12 @@ def submit_jobs(base_url: str, count: int, body: dict[str, Any] | None = None) -
     return ids
 
 
+def job_records(base_url: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each job's public record now (``state``, ``attempts``, ...)."""
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        return {job: client.get(f"/v1/jobs/{job}").json() for job in ids}
+
+
 def job_states(base_url: str, ids: list[str]) -> dict[str, str]:
     """Each job's state now."""
-    with httpx.Client(base_url=base_url, timeout=60) as client:
-        return {job: client.get(f"/v1/jobs/{job}").json()["state"] for job in ids}
+    return {job: record["state"] for job, record in job_records(base_url, ids).items()}

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tessera.cluster import sim
-from tessera.cluster.load import FINAL_JOB_STATES, Load, job_states, submit_jobs
+from tessera.cluster.load import FINAL_JOB_STATES, Load, job_records, submit_jobs
 from tessera.cluster.observe import Watcher, gpu_nodes, replicas_on
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -70,6 +70,16 @@ def wants_gpu(snap: dict) -> bool:
     launching a gpu-worker for it."""
     pending = snap.get("autoscaler", {}).get("pending_nodes", {}).get("gpu-worker", 0)
     return snap.get("demand", {}).get("GPU", 0) > 0 or pending > 0
+
+
+def retried_calls(cluster: sim.SimCluster) -> int:
+    """Handle calls the Gateway and JobWorker retried after losing a replica (their logs)."""
+    logs = cluster.ray_temp_dir / "session_latest" / "logs"
+    return sum(
+        path.read_text(errors="replace").count("replica lost during")
+        for path in logs.rglob("*")
+        if path.is_file() and path.suffix in (".log", ".err", ".out")
+    )
 
 
 @pytest.mark.timeout(1800)
@@ -119,7 +129,8 @@ def test_gpu_nodes_come_and_go_and_a_dead_node_loses_no_job(cluster, watcher):
         watcher.wait_for(lambda s: s["t"] > recovered["t"] + 5, WAIT_S)
         deadline = time.monotonic() + WAIT_S
         while True:
-            states = job_states(cluster.http, jobs)
+            records = job_records(cluster.http, jobs)
+            states = {job: record["state"] for job, record in records.items()}
             if all(state in FINAL_JOB_STATES for state in states.values()):
                 break
             assert time.monotonic() < deadline, states
@@ -131,7 +142,7 @@ def test_gpu_nodes_come_and_go_and_a_dead_node_loses_no_job(cluster, watcher):
 
     lost = [job for job, state in states.items() if state != "succeeded"]
     assert not lost, states
-    during = load.between(events["node_killed"] - 30, events["load_stopped"])
+    during = [o for o in load.outcomes if o.end >= events["node_killed"]]
     outcomes = Counter((o.status, o.code) for o in during)
     # Each request either succeeded (retried onto a live replica) or was told to retry.
     assert set(outcomes) <= {(200, ""), (503, "unavailable")}, outcomes
@@ -163,7 +174,9 @@ def test_gpu_nodes_come_and_go_and_a_dead_node_loses_no_job(cluster, watcher):
         "requests": counts(Counter((o.status, o.code) for o in load.outcomes)),
         "requests_after_kill": counts(outcomes),
         "jobs": len(jobs),
+        "job_attempts": sorted(record["attempts"] for record in records.values()),
         "jobs_lost": len(lost),
+        "handle_calls_retried": retried_calls(cluster),
         "killed_pids": len(killed),
         "wall_s": round(time.time() - started, 1),
     }
