@@ -10,7 +10,7 @@ export RAY_AUTH_MODE := disabled
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-fast lint format protos protos-check configs configs-check kuberay kuberay-check bench serve clean
+.PHONY: install demo test test-fast lint format protos protos-check configs configs-check kuberay kuberay-check bench cluster-bench serve clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,14 +44,15 @@ protos: install
 protos-check: install
 	$(PY) scripts/gen_protos.py --check
 
-## configs: regenerate deploy/serve/{local,gpu}.yaml from the service registry
+## configs: regenerate deploy/serve/{local,gpu,cluster-sim}.yaml from the service registry
 configs: install
 	$(PY) scripts/gen_serve_configs.py
 
 configs-check: install
 	$(PY) scripts/gen_serve_configs.py --check
 
-## kuberay: regenerate deploy/kuberay/rayservice.yaml from deploy/serve/gpu.yaml
+## kuberay: regenerate deploy/kuberay/rayservice.yaml from deploy/serve/gpu.yaml and the
+## node groups of services/tessera/cluster/nodes.py
 kuberay: configs
 	$(PY) scripts/gen_kuberay.py
 
@@ -65,6 +66,11 @@ serve: install
 ## bench: benchmarks; results in benchmarks/results/
 bench: install
 	$(PY) -m benchmarks.run
+
+## cluster-bench: a load ramp on the simulated cluster (tessera cluster up): GPU nodes and
+## replicas over time in benchmarks/results/cluster_ramp.{json,png}
+cluster-bench: install
+	$(PY) -m benchmarks.cluster_ramp
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache out

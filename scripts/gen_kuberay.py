@@ -2,6 +2,8 @@
 
     python scripts/gen_kuberay.py            # write the file
     python scripts/gen_kuberay.py --check    # exit 1 if the committed file is stale (CI)
+    python scripts/gen_kuberay.py --profile cluster-sim --output rs.yaml   # the simulated
+        # cluster's Serve profile and node sizes as a RayService (not committed)
 
 The RayService's ``serveConfigV2`` is deploy/serve/gpu.yaml itself (generated from
 ``tessera.registry`` by scripts/gen_serve_configs.py). The cluster's shape (a CPU head that runs
@@ -176,7 +178,7 @@ def _container(name: str, image: str, resources: dict, ports: list[dict]) -> dic
     }
 
 
-def head_group(image: str) -> dict:
+def head_group(image: str, shape: nodes.ClusterShape | None = None) -> dict:
     """CPU head: GCS, dashboard, Serve controller and proxy, and room for Gateway/JobWorker."""
     ports = _ports(("gcs-server", 6379), ("dashboard", 8265), ("client", 10001))
     container = _container("ray-head", image, _resources(HEAD_CPUS, HEAD_MEMORY), ports)
@@ -185,7 +187,7 @@ def head_group(image: str) -> dict:
     container["livenessProbe"] = _probe(ray_ok, initial=30, period=5, failures=120)
     return {
         "rayStartParams": {
-            "num-cpus": str(CLUSTER.head_cpus),
+            "num-cpus": str((shape or CLUSTER).head_cpus),
             "num-gpus": "0",
             "dashboard-host": "0.0.0.0",
             "metrics-export-port": str(METRICS_PORT),
@@ -194,19 +196,19 @@ def head_group(image: str) -> dict:
     }
 
 
-def worker_cpus(group: nodes.NodeGroup | None = None) -> int:
+def worker_cpus(group: nodes.NodeGroup | None = None, profile: str = "gpu") -> int:
     """CPUs of one GPU worker: one replica of every model service, plus spare; fails if one
     replica of each would not share the node's GPUs."""
     group = group or CLUSTER.group(nodes.GPU_WORKER)
     try:
-        return nodes.node_resources("gpu", group)["CPU"]
+        return nodes.node_resources(profile, group)["CPU"]
     except ValueError as e:
         raise SystemExit(str(e)) from None
 
 
-def gpu_worker_group(image: str, group: nodes.NodeGroup) -> dict:
+def gpu_worker_group(image: str, group: nodes.NodeGroup, profile: str = "gpu") -> dict:
     """GPU workers, added and removed by Ray's autoscaler as Serve replicas need GPUs."""
-    resources = _resources(worker_cpus(group), WORKER_MEMORY, gpus=group.gpus)
+    resources = _resources(worker_cpus(group, profile), WORKER_MEMORY, gpus=group.gpus)
     container = _container("ray-worker", image, resources, _ports())
     # Ready only while this node's Serve proxy answers, so the serve Service stops sending
     # traffic to a node that cannot handle it.
@@ -229,8 +231,9 @@ def gpu_worker_group(image: str, group: nodes.NodeGroup) -> dict:
     }
 
 
-def build(serve_config: dict, image: str, ray_version: str) -> dict:
-    """The RayService document."""
+def build(serve_config: dict, image: str, ray_version: str, profile: str = "gpu") -> dict:
+    """The RayService document for a cluster profile (its node groups and sizes)."""
+    shape = CLUSTER if profile == "gpu" else nodes.CLUSTERS[profile]
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -246,23 +249,27 @@ def build(serve_config: dict, image: str, ray_version: str) -> dict:
                 "authOptions": {"mode": "token"},
                 "autoscalerOptions": {
                     # Default: launch at most upscaling_speed x current nodes at once.
-                    "upscalingMode": "Default" if CLUSTER.upscaling_speed <= 1 else "Aggressive",
+                    "upscalingMode": "Default" if shape.upscaling_speed <= 1 else "Aggressive",
                     # Remove an idle GPU pod (Serve's downscale delay empties it first).
-                    "idleTimeoutSeconds": CLUSTER.idle_timeout_s,
+                    "idleTimeoutSeconds": shape.idle_timeout_s,
                     "resources": _resources("500m", "512Mi"),
                     "securityContext": CONTAINER_SECURITY,
                 },
-                "headGroupSpec": head_group(image),
-                "workerGroupSpecs": [gpu_worker_group(image, g) for g in CLUSTER.groups],
+                "headGroupSpec": head_group(image, shape),
+                "workerGroupSpecs": [gpu_worker_group(image, g, profile) for g in shape.groups],
             },
         },
     }
 
 
-def render(image: str | None = None) -> str:
+def render(image: str | None = None, profile: str = "gpu") -> str:
+    """The manifest for ``profile``: deploy/serve/<profile>.yaml as ``serveConfigV2`` and
+    ``nodes.CLUSTERS[profile]`` as the cluster (gpu: the committed file)."""
     tessera_version, ray_version = versions()
-    serve_config = yaml.safe_load(SERVE_CONFIG.read_text())
-    doc = build(serve_config, image or f"{IMAGE_REPO}:{tessera_version}-cuda", ray_version)
+    path = SERVE_CONFIG if profile == "gpu" else SERVE_CONFIG.with_name(f"{profile}.yaml")
+    serve_config = yaml.safe_load(path.read_text())
+    image = image or f"{IMAGE_REPO}:{tessera_version}-cuda"
+    doc = build(serve_config, image, ray_version, profile)
     body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100)
     return HEADER.format(metrics_port=METRICS_PORT) + body
 
@@ -271,8 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the file is stale")
     parser.add_argument("--image", help="container image (default: the release's CUDA image)")
+    parser.add_argument("--profile", default="gpu", choices=sorted(nodes.CLUSTERS))
+    parser.add_argument("--output", type=Path, help="write here (other profiles: required)")
     args = parser.parse_args(argv)
-    text = render(args.image)
+    text = render(args.image, args.profile)
+    if args.profile != "gpu" or args.output:
+        if not args.output:
+            parser.error("--profile other than gpu needs --output (only gpu is committed)")
+        args.output.write_text(text)
+        print(f"wrote {args.output}")
+        return 0
     if args.check:
         current = OUTPUT.read_text() if OUTPUT.exists() else ""
         if current != text:
