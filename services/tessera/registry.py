@@ -36,14 +36,19 @@ _GPU_SCALING = {**_LOCAL_SCALING, "max_replicas": 8, "target_ongoing_requests": 
 # cluster-sim: the gpu profile shrunk to fit a simulated cluster on 2 real cores
 # (tessera.cluster). A deployment with a GPU fraction there scales from zero, so its GPU node
 # comes with load and goes when idle; short delays keep the integration test short.
+# A Detokenizer call lasts milliseconds, so under steady load its sampled ongoing requests
+# are often 0: scaling to zero waits for 30 s of that (measured: with a 10 s delay the replica
+# flapped 1 -> 0 -> 1 under constant load), taking the max over a 10 s window.
 _SIM_GPU_SCALING = {
     "min_replicas": 0,
     "max_replicas": 2,
     "target_ongoing_requests": 2,
     "metrics_interval_s": 1,
-    "look_back_period_s": 4,
+    "look_back_period_s": 10,
+    "aggregation_function": "max",
     "upscale_delay_s": 1,
     "downscale_delay_s": 10,
+    "downscale_to_zero_delay_s": 30,
 }
 _SIM_CPU_CPUS = 0.1  # what a deployment kept on the simulated head asks for
 
