@@ -75,18 +75,25 @@ def run_ramp(
         ]
     finally:
         watcher.close()
-    requests = [
-        {"start": round(o.start - t0, 2), "end": round(o.end - t0, 2), "status": o.status}
-        for o in load.outcomes
-    ]
     return {
         "stages": ramp,
         "samples": samples,
-        "requests": requests,
+        "completions": completions(load.outcomes, t0),
         "node_removed_s": round(removed["t"] - t0, 1),
-        "ok": sum(r["status"] == 200 for r in requests),
-        "failed": sum(r["status"] != 200 for r in requests),
+        "ok": sum(o.ok for o in load.outcomes),
+        "failed": sum(not o.ok for o in load.outcomes),
     }
+
+
+def completions(outcomes: list[Any], t0: float, width_s: float = 5.0) -> list[dict[str, Any]]:
+    """Requests finished per ``width_s`` bin: [{"t": bin start, "ok": n, "failed": m}]."""
+    bins: dict[int, dict[str, Any]] = {}
+    for outcome in outcomes:
+        index = int((outcome.end - t0) // width_s)
+        entry = bins.setdefault(index, {"t": index * width_s, "ok": 0, "failed": 0})
+        entry["ok" if outcome.ok else "failed"] += 1
+    last = max(bins, default=-1)
+    return [bins.get(i, {"t": i * width_s, "ok": 0, "failed": 0}) for i in range(last + 1)]
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -116,13 +123,16 @@ def plot(result: dict[str, Any], path: Path) -> None:
         color="k",
         label="concurrency",
     )
-    done = sorted(r["end"] for r in result["requests"] if r["status"] == 200)
-    if done:
-        width = 5.0
-        bins = [i * width for i in range(int(max(t) // width) + 2)]
-        rate = [sum(b <= x < b + width for x in done) / width for b in bins]
+    bins = result["completions"]
+    if len(bins) > 1:
+        width = bins[1]["t"] - bins[0]["t"]
         twin = low.twinx()
-        twin.plot(bins, rate, color="tab:green", label="ok requests / s")
+        twin.plot(
+            [b["t"] + width / 2 for b in bins],
+            [b["ok"] / width for b in bins],
+            color="tab:green",
+            label="ok requests / s",
+        )
         twin.set_ylabel("requests / s")
         twin.legend(loc="upper right")
     low.set_ylabel("concurrency")
