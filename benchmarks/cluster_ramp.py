@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default=DEFAULT_STAGES, help="concurrency:seconds,...")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--bundle-dir", default=None, help="default: a tiny random bundle")
+    parser.add_argument("--keep", action="store_true", help="keep the cluster's logs")
     args = parser.parse_args(argv)
     import subprocess
     import sys
@@ -185,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if (directory / sim.STATE_FILE).exists():
             sim.down(directory)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cluster_ramp.json").write_text(dump(result))
     plot(result, args.out / "cluster_ramp.png")
