@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo test test-fast lint format protos protos-check protos-lint protos-breaking \
-	protos-release configs configs-check kuberay kuberay-check bench serve clean
+	protos-release configs configs-check kuberay kuberay-check bench cluster-bench serve clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,14 +69,15 @@ protos-breaking: $(NODE_STAMP)
 protos-release: protos-lint
 	$(BUF) build protos -o $(PROTOS_BASELINE)
 
-## configs: regenerate deploy/serve/{local,gpu}.yaml from the service registry
+## configs: regenerate deploy/serve/{local,gpu,cluster-sim}.yaml from the service registry
 configs: install
 	$(PY) scripts/gen_serve_configs.py
 
 configs-check: install
 	$(PY) scripts/gen_serve_configs.py --check
 
-## kuberay: regenerate deploy/kuberay/rayservice.yaml from deploy/serve/gpu.yaml
+## kuberay: regenerate deploy/kuberay/rayservice.yaml from deploy/serve/gpu.yaml and the
+## node groups of services/tessera/cluster/nodes.py
 kuberay: configs
 	$(PY) scripts/gen_kuberay.py
 
@@ -90,6 +91,11 @@ serve: install
 ## bench: benchmarks; results in benchmarks/results/
 bench: install
 	$(PY) -m benchmarks.run
+
+## cluster-bench: a load ramp on the simulated cluster (tessera cluster up): GPU nodes and
+## replicas over time in benchmarks/results/cluster_ramp.{json,png}
+cluster-bench: install
+	$(PY) -m benchmarks.cluster_ramp
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache out

@@ -2,12 +2,16 @@
 
     python scripts/gen_kuberay.py            # write the file
     python scripts/gen_kuberay.py --check    # exit 1 if the committed file is stale (CI)
+    python scripts/gen_kuberay.py --profile cluster-sim --output rs.yaml   # the simulated
+        # cluster's Serve profile and node sizes as a RayService (not committed)
 
 The RayService's ``serveConfigV2`` is deploy/serve/gpu.yaml itself (generated from
-``tessera.registry`` by scripts/gen_serve_configs.py); the cluster around it is defined here: a
-CPU head that runs the Serve controller, proxy, gateway and job worker, and an autoscaling GPU
-worker group sized from the registry so that one worker holds one replica of every model
-service.
+``tessera.registry`` by scripts/gen_serve_configs.py). The cluster's shape (a CPU head that runs
+the Serve controller, proxy, gateway and job worker; the autoscaled GPU worker groups, their
+sizes, min/max replicas and the autoscaler's idle timeout) comes from
+``tessera.cluster.nodes.CLUSTERS["gpu"]``, the declaration the simulated cluster of
+``tessera cluster up`` is generated from too; the pods around it (images, probes, volumes)
+are defined here.
 Ray's and Tessera's versions come from pyproject.toml so the image tag and ``rayVersion``
 follow a release.
 """
@@ -16,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import math
 import re
 import sys
 from pathlib import Path
 
 import yaml
 
-from tessera import registry
+from tessera.cluster import nodes
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = ROOT / "deploy" / "serve" / "gpu.yaml"
@@ -33,13 +36,9 @@ PYPROJECT = ROOT / "pyproject.toml"
 NAME = "tessera"
 IMAGE_REPO = "ghcr.io/tessera-ai/tessera"  # where CI pushes deploy/docker/Dockerfile.cuda
 METRICS_PORT = 8080
-# One GPU worker pod: one replica of each registered model service fits, with room for the
-# node's proxy and Ray's own processes.
-WORKER_SPARE_CPUS = 3
+CLUSTER = nodes.CLUSTERS["gpu"]  # node groups, sizes, idle timeout: one declaration
 WORKER_MEMORY = "48Gi"
-WORKER_MIN, WORKER_MAX = 1, 8
-HEAD_CPUS = 4
-HEAD_RAY_CPUS = 2  # what Serve may place on the head: Gateway and JobWorker replicas
+HEAD_CPUS = 4  # the pod's CPUs; Ray gets CLUSTER.head_cpus of them (Gateway, JobWorker)
 HEAD_MEMORY = "16Gi"
 
 HEADER = """\
@@ -179,7 +178,7 @@ def _container(name: str, image: str, resources: dict, ports: list[dict]) -> dic
     }
 
 
-def head_group(image: str) -> dict:
+def head_group(image: str, shape: nodes.ClusterShape | None = None) -> dict:
     """CPU head: GCS, dashboard, Serve controller and proxy, and room for Gateway/JobWorker."""
     ports = _ports(("gcs-server", 6379), ("dashboard", 8265), ("client", 10001))
     container = _container("ray-head", image, _resources(HEAD_CPUS, HEAD_MEMORY), ports)
@@ -188,7 +187,7 @@ def head_group(image: str) -> dict:
     container["livenessProbe"] = _probe(ray_ok, initial=30, period=5, failures=120)
     return {
         "rayStartParams": {
-            "num-cpus": str(HEAD_RAY_CPUS),
+            "num-cpus": str((shape or CLUSTER).head_cpus),
             "num-gpus": "0",
             "dashboard-host": "0.0.0.0",
             "metrics-export-port": str(METRICS_PORT),
@@ -197,19 +196,19 @@ def head_group(image: str) -> dict:
     }
 
 
-def worker_cpus() -> int:
+def worker_cpus(group: nodes.NodeGroup | None = None, profile: str = "gpu") -> int:
     """CPUs of one GPU worker: one replica of every model service, plus spare; fails if one
-    replica of each would not share a single GPU."""
-    actors = [entry.profiles["gpu"]["ray_actor_options"] for entry in registry.SERVICES]
-    gpus = sum(a.get("num_gpus", 0) for a in actors)
-    if gpus > 1:
-        raise SystemExit(f"the model services ask for {gpus:g} GPUs together; keep it <= 1")
-    return math.ceil(sum(a.get("num_cpus", 1) for a in actors)) + WORKER_SPARE_CPUS
+    replica of each would not share the node's GPUs."""
+    group = group or CLUSTER.group(nodes.GPU_WORKER)
+    try:
+        return nodes.node_resources(profile, group)["CPU"]
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
-def gpu_worker_group(image: str) -> dict:
+def gpu_worker_group(image: str, group: nodes.NodeGroup, profile: str = "gpu") -> dict:
     """GPU workers, added and removed by Ray's autoscaler as Serve replicas need GPUs."""
-    resources = _resources(worker_cpus(), WORKER_MEMORY, gpus=1)
+    resources = _resources(worker_cpus(group, profile), WORKER_MEMORY, gpus=group.gpus)
     container = _container("ray-worker", image, resources, _ports())
     # Ready only while this node's Serve proxy answers, so the serve Service stops sending
     # traffic to a node that cannot handle it.
@@ -221,10 +220,10 @@ def gpu_worker_group(image: str) -> dict:
     container["lifecycle"] = {"preStop": {"exec": {"command": stop}}}
     gpu_taint = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     return {
-        "groupName": "gpu",
-        "replicas": WORKER_MIN,
-        "minReplicas": WORKER_MIN,
-        "maxReplicas": WORKER_MAX,
+        "groupName": group.name,
+        "replicas": group.min_workers,
+        "minReplicas": group.min_workers,
+        "maxReplicas": group.max_workers,
         "rayStartParams": {"metrics-export-port": str(METRICS_PORT)},
         "template": _pod(
             "ray-gpu-worker", container, tolerations=[gpu_taint], terminationGracePeriodSeconds=60
@@ -232,8 +231,9 @@ def gpu_worker_group(image: str) -> dict:
     }
 
 
-def build(serve_config: dict, image: str, ray_version: str) -> dict:
-    """The RayService document."""
+def build(serve_config: dict, image: str, ray_version: str, profile: str = "gpu") -> dict:
+    """The RayService document for a cluster profile (its node groups and sizes)."""
+    shape = CLUSTER if profile == "gpu" else nodes.CLUSTERS[profile]
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -248,24 +248,28 @@ def build(serve_config: dict, image: str, ray_version: str) -> dict:
                 # KubeRay creates a token Secret and hands it to every Ray process.
                 "authOptions": {"mode": "token"},
                 "autoscalerOptions": {
-                    "upscalingMode": "Default",
-                    # Remove a GPU pod after 5 idle minutes (Serve's downscale delay empties
-                    # it first).
-                    "idleTimeoutSeconds": 300,
+                    # Default: launch at most upscaling_speed x current nodes at once.
+                    "upscalingMode": "Default" if shape.upscaling_speed <= 1 else "Aggressive",
+                    # Remove an idle GPU pod (Serve's downscale delay empties it first).
+                    "idleTimeoutSeconds": shape.idle_timeout_s,
                     "resources": _resources("500m", "512Mi"),
                     "securityContext": CONTAINER_SECURITY,
                 },
-                "headGroupSpec": head_group(image),
-                "workerGroupSpecs": [gpu_worker_group(image)],
+                "headGroupSpec": head_group(image, shape),
+                "workerGroupSpecs": [gpu_worker_group(image, g, profile) for g in shape.groups],
             },
         },
     }
 
 
-def render(image: str | None = None) -> str:
+def render(image: str | None = None, profile: str = "gpu") -> str:
+    """The manifest for ``profile``: deploy/serve/<profile>.yaml as ``serveConfigV2`` and
+    ``nodes.CLUSTERS[profile]`` as the cluster (gpu: the committed file)."""
     tessera_version, ray_version = versions()
-    serve_config = yaml.safe_load(SERVE_CONFIG.read_text())
-    doc = build(serve_config, image or f"{IMAGE_REPO}:{tessera_version}-cuda", ray_version)
+    path = SERVE_CONFIG if profile == "gpu" else SERVE_CONFIG.with_name(f"{profile}.yaml")
+    serve_config = yaml.safe_load(path.read_text())
+    image = image or f"{IMAGE_REPO}:{tessera_version}-cuda"
+    doc = build(serve_config, image, ray_version, profile)
     body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100)
     return HEADER.format(metrics_port=METRICS_PORT) + body
 
@@ -274,8 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the file is stale")
     parser.add_argument("--image", help="container image (default: the release's CUDA image)")
+    parser.add_argument("--profile", default="gpu", choices=sorted(nodes.CLUSTERS))
+    parser.add_argument("--output", type=Path, help="write here (other profiles: required)")
     args = parser.parse_args(argv)
-    text = render(args.image)
+    text = render(args.image, args.profile)
+    if args.profile != "gpu" or args.output:
+        if not args.output:
+            parser.error("--profile other than gpu needs --output (only gpu is committed)")
+        args.output.write_text(text)
+        print(f"wrote {args.output}")
+        return 0
     if args.check:
         current = OUTPUT.read_text() if OUTPUT.exists() else ""
         if current != text:

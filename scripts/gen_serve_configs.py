@@ -1,4 +1,4 @@
-"""Generate the Serve configs deploy/serve/{local,gpu}.yaml from the service registry.
+"""Generate the Serve configs deploy/serve/{local,gpu,cluster-sim}.yaml from the registry.
 
     python scripts/gen_serve_configs.py            # write both files
     python scripts/gen_serve_configs.py --check    # exit 1 if a committed file is stale (CI)
@@ -56,6 +56,25 @@ PROFILES: dict[str, dict[str, Any]] = {
         "proxy_location": "EveryNode",
         "host": "0.0.0.0",
         "args": {"bundle": "twemoji", "device": "cuda"},
+    },
+    "cluster-sim": {
+        "about": (
+            "Serve config for an autoscaling Ray cluster whose GPU nodes come and go: the gpu\n"
+            "profile shrunk to fit the simulated cluster of `tessera cluster up` on 2 cores\n"
+            "(node groups: tessera/cluster/nodes.py). The Detokenizer asks for half a GPU and\n"
+            "scales from zero, so a `gpu-worker` node joins under load and leaves when idle;\n"
+            "the rest run once each on the head. `device: auto` picks CUDA where a replica\n"
+            "sees one (a real cluster) and the CPU otherwise (the simulation's fake GPUs).\n"
+            "Proxies stay on the head: simulated nodes share one host and its ports."
+        ),
+        "proxy_location": "HeadOnly",
+        "host": "127.0.0.1",
+        "args": {
+            "bundle": "twemoji",
+            "device": "auto",
+            # A job whose worker died is reclaimed after 10 s, not 30.
+            "job_queue": {"visibility_timeout_s": 10},
+        },
     },
 }
 

@@ -36,6 +36,8 @@ COMMANDS: dict[str, dict[str, str]] = {
     "models": {
         "init": "tessera.bundle.random_init",
     },
+    # A simulated autoscaling cluster on this machine (tessera/cluster/).
+    "cluster": {name: "tessera.cluster.commands" for name in ("up", "down", "status", "kill-node")},
 }
 # single commands -> module
 TOP_LEVEL: dict[str, str] = {
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         subs = group_parser.add_subparsers(dest="command", required=True, metavar="WHAT")
         for name, module in commands.items():
             sub = subs.add_parser(name, help=f"{group} {name}")
-            sub.set_defaults(_module=module)
+            sub.set_defaults(_module=module, _command=name)
             _lazy_arguments(sub, module)
     for name, module in TOP_LEVEL.items():
         sub = groups.add_parser(name, help=name)

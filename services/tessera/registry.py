@@ -22,7 +22,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-PROFILES = ("local", "gpu")  # deploy/serve/<profile>.yaml
+PROFILES = ("local", "gpu", "cluster-sim")  # deploy/serve/<profile>.yaml
 
 # Serve autoscaling shared by the model services. Targets are half of max_ongoing_requests
 # (a full batch): every model replica batches its concurrent requests, and on a few cores a
@@ -35,6 +35,24 @@ _LOCAL_SCALING = {
     "downscale_delay_s": 60,
 }
 _GPU_SCALING = {**_LOCAL_SCALING, "max_replicas": 8, "target_ongoing_requests": 8}
+# cluster-sim: the gpu profile shrunk to fit a simulated cluster on 2 real cores
+# (tessera.cluster). A deployment with a GPU fraction there scales from zero, so its GPU node
+# comes with load and goes when idle; short delays keep the integration test short.
+# A Detokenizer call lasts milliseconds, so under steady load its sampled ongoing requests
+# are often 0: scaling to zero waits for 30 s of that (measured: with a 10 s delay the replica
+# flapped 1 -> 0 -> 1 under constant load), taking the max over a 10 s window.
+_SIM_GPU_SCALING = {
+    "min_replicas": 0,
+    "max_replicas": 2,
+    "target_ongoing_requests": 2,
+    "metrics_interval_s": 1,
+    "look_back_period_s": 10,
+    "aggregation_function": "max",
+    "upscale_delay_s": 1,
+    "downscale_delay_s": 10,
+    "downscale_to_zero_delay_s": 30,
+}
+_SIM_CPU_CPUS = 0.1  # what a deployment kept on the simulated head asks for
 
 
 def _model_profiles(
@@ -44,10 +62,21 @@ def _model_profiles(
     max_ongoing_requests: int,
     local: dict[str, Any],
     gpu: dict[str, Any],
+    sim_gpus: float = 0.0,
 ) -> dict[str, dict[str, Any]]:
     """A model service's Serve options: on a laptop a CPU fraction; on a GPU cluster one CPU
     and a GPU fraction (so that one replica of every service shares one GPU). ``local`` and
-    ``gpu``: its ``user_config`` (batch budgets) in each profile."""
+    ``gpu``: its ``user_config`` (batch budgets) in each profile.
+
+    ``cluster-sim`` is the gpu profile on a simulated cluster (``tessera cluster up``) whose
+    fake GPUs have no CUDA device and whose nodes share 2 real cores: with ``sim_gpus`` the
+    service asks for that GPU fraction and scales 0..2 on ``gpu-worker`` nodes; without, one
+    replica stays on the head with a tenth of a CPU. Batch budgets are the laptop ones."""
+    if sim_gpus:
+        sim_actor: dict[str, Any] = {"num_cpus": _SIM_CPU_CPUS, "num_gpus": sim_gpus}
+        sim_scaling: dict[str, Any] = {"autoscaling_config": _SIM_GPU_SCALING}
+    else:
+        sim_actor, sim_scaling = {"num_cpus": _SIM_CPU_CPUS}, {"num_replicas": 1}
     return {
         "local": {
             "ray_actor_options": {"num_cpus": local_cpus},
@@ -60,6 +89,12 @@ def _model_profiles(
             "max_ongoing_requests": max_ongoing_requests,
             "autoscaling_config": _GPU_SCALING,
             "user_config": gpu,
+        },
+        "cluster-sim": {
+            "ray_actor_options": sim_actor,
+            "max_ongoing_requests": max_ongoing_requests,
+            **sim_scaling,
+            "user_config": local,
         },
     }
 
@@ -140,6 +175,9 @@ SERVICES: tuple[ModelService, ...] = (
             max_ongoing_requests=32,
             local={"max_batch_cost": 1024, "batch_wait_timeout_s": 0.0},
             gpu={"max_batch_cost": 4096, "batch_wait_timeout_s": 0.0},
+            # The one model service on GPU nodes in the simulated cluster: both routes end
+            # here, and it is the smallest model, so a node it needs starts fast.
+            sim_gpus=0.5,
         ),
     ),
     ModelService(
@@ -213,26 +251,36 @@ PLATFORM_DEPLOYMENTS: tuple[tuple[str, dict[str, dict[str, Any]], str], ...] = (
                 "ray_actor_options": {"num_cpus": 0.5},
                 "autoscaling_config": {**_LOCAL_SCALING, "target_ongoing_requests": 8},
             },
+            "cluster-sim": {"ray_actor_options": {"num_cpus": _SIM_CPU_CPUS}, "num_replicas": 1},
         },
         "Public HTTP + gRPC ingress: validation, routes, forwarding of every contract.",
     ),
     (
         "JobWorker",
         {
-            profile: {
-                "ray_actor_options": {"num_cpus": cpus},
-                "user_config": {"concurrency": 2},
-                "autoscaling_config": {
-                    "min_replicas": 1,
-                    "max_replicas": 4,
-                    "metrics_interval_s": 2,
-                    "look_back_period_s": 6,
-                    "upscale_delay_s": 4,
-                    "downscale_delay_s": 60,
-                    "policy": {"policy_function": "tessera.jobs.autoscaling:queue_depth_policy"},
-                },
-            }
-            for profile, cpus in (("local", 0.1), ("gpu", 0.5))
+            **{
+                profile: {
+                    "ray_actor_options": {"num_cpus": cpus},
+                    "user_config": {"concurrency": 2},
+                    "autoscaling_config": {
+                        "min_replicas": 1,
+                        "max_replicas": 4,
+                        "metrics_interval_s": 2,
+                        "look_back_period_s": 6,
+                        "upscale_delay_s": 4,
+                        "downscale_delay_s": 60,
+                        "policy": {
+                            "policy_function": "tessera.jobs.autoscaling:queue_depth_policy"
+                        },
+                    },
+                }
+                for profile, cpus in (("local", 0.1), ("gpu", 0.5))
+            },
+            "cluster-sim": {
+                "ray_actor_options": {"num_cpus": _SIM_CPU_CPUS},
+                "user_config": {"concurrency": 4},
+                "num_replicas": 1,
+            },
         },
         "Runs queued jobs from Redis; scales on queue depth.",
     ),

@@ -40,6 +40,9 @@ class StackConfig:
     """Everything :func:`start` needs; defaults come from the Serve config file."""
 
     serve_config: Path
+    # A running cluster's GCS address ("ip:port"): deploy onto it instead of starting an
+    # embedded Ray (``tessera cluster up``). The app outlives this process.
+    address: str | None = None
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 9000
@@ -118,15 +121,18 @@ def start(config: StackConfig) -> dict[str, Any]:
         env["RAY_SERVE_ENABLE_ACCESS_LOG"] = "0"
     os.environ.update(env)
     init_kwargs: dict[str, Any] = {
-        "include_dashboard": False,
         "runtime_env": {"env_vars": env},
         "log_to_driver": not config.quiet,
-        "_temp_dir": config.temp_dir or tempfile.mkdtemp(prefix="tessera-ray-"),
     }
-    if config.num_cpus is not None:
-        init_kwargs["num_cpus"] = config.num_cpus
-    if config.metrics_port:
-        init_kwargs["_metrics_export_port"] = config.metrics_port
+    if config.address:
+        init_kwargs["address"] = config.address
+    else:
+        init_kwargs["include_dashboard"] = False
+        init_kwargs["_temp_dir"] = config.temp_dir or tempfile.mkdtemp(prefix="tessera-ray-")
+        if config.num_cpus is not None:
+            init_kwargs["num_cpus"] = config.num_cpus
+        if config.metrics_port:
+            init_kwargs["_metrics_export_port"] = config.metrics_port
     ray.init(**init_kwargs)
     http_options, grpc_options = proxy_options(serve_config, config)
     serve.start(http_options=http_options, grpc_options=grpc_options)

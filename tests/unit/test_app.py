@@ -30,7 +30,7 @@ def test_serve_configs_cover_every_deployment(profile):
                 assert 0 < opts["num_cpus"] < 1 and "num_gpus" not in opts
 
 
-@pytest.mark.parametrize("profile", ["local.yaml", "gpu.yaml"])
+@pytest.mark.parametrize("profile", ["local.yaml", "gpu.yaml", "cluster-sim.yaml"])
 def test_serve_configs_are_valid_for_serve_and_bound_request_time(profile):
     from ray.serve.schema import ServeDeploySchema
 
@@ -89,3 +89,18 @@ def test_bundle_dir_resolution(tmp_path):
     assert resolve_bundle_dir(AppArgs(bundle_dir=str(tmp_path))) == tmp_path.resolve()
     assert resolve_bundle_dir(AppArgs(bundle="x")).name == "x"
     assert yaml.safe_load("a: 1") == {"a": 1}
+
+
+@pytest.mark.parametrize("device", [None, "auto"])
+def test_device_auto_is_picked_per_replica(tmp_path, device):
+    """cluster-sim's `device: auto` (or none): each replica picks CUDA if it sees one, else
+    the CPU (a simulated cluster's fake GPUs have no CUDA device behind them)."""
+    import torch
+
+    from tessera.common.device import pick_device
+
+    app = build_app({"bundle_dir": str(tmp_path), "device": device})
+    detokenizer = app._bound_deployment.init_kwargs["detokenizer"]._bound_deployment
+    assert detokenizer.init_args[1] is None  # no device forced by the profile
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert pick_device(None).type == expected

@@ -18,7 +18,12 @@ def test_command_module_has_the_hooks(group, name, module):
 
 @pytest.mark.parametrize(
     ("argv", "expect"),
-    [(["train", "all", "--help"], "--dataset"), (["generate", "--help"], "--route")],
+    [
+        (["train", "all", "--help"], "--dataset"),
+        (["generate", "--help"], "--route"),
+        (["cluster", "up", "--help"], "--bundle-dir"),
+        (["cluster", "kill-node", "--help"], "node_id"),
+    ],
 )
 def test_help_lists_the_commands_own_options(argv, expect, capsys):
     with pytest.raises(SystemExit) as info:

@@ -90,6 +90,7 @@ ECHO = registry.ModelService(
     profiles={
         "local": {"ray_actor_options": {"num_cpus": 0.05}},
         "gpu": {"ray_actor_options": {"num_cpus": 1, "num_gpus": 0.05}},
+        "cluster-sim": {"ray_actor_options": {"num_cpus": 0.05}, "num_replicas": 1},
     },
 )
 
@@ -174,7 +175,8 @@ def test_one_entry_adds_a_service_to_the_deploy_files(with_echo):
         assert "Echo" in names
         servicers = config["grpc_options"]["grpc_servicer_functions"]
         assert "tessera.common.grpc_ingress.add_EchoServiceServicer_to_server" in servicers
-    assert gen_kuberay.worker_cpus() == 5 + 1 + gen_kuberay.WORKER_SPARE_CPUS
+    spare = gen_kuberay.CLUSTER.group("gpu-worker").spare_cpus
+    assert gen_kuberay.worker_cpus() == 5 + 1 + spare
 
 
 class FakeContext:

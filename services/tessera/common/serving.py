@@ -21,7 +21,13 @@ from tessera.common import metrics
 from tessera.common.auth import check_api_key, grpc_authorization
 from tessera.common.checkpoint import load_bundle_component
 from tessera.common.device import pick_device
-from tessera.common.errors import InvalidArgument, TesseraError, grpc_status, public_message
+from tessera.common.errors import (
+    InvalidArgument,
+    TesseraError,
+    Unavailable,
+    grpc_status,
+    public_message,
+)
 from tessera.common.settings import get_settings
 
 log = logging.getLogger("tessera")
@@ -56,25 +62,63 @@ def unwrap_error(error: BaseException) -> BaseException:
     return error
 
 
+# Ray's errors for a replica that went away mid-call (its node died, it crashed): the call
+# never got an answer, and the model calls are pure (seeded), so trying another replica is
+# safe. Matched by name: this module does not import Ray.
+REPLICA_LOST_ERRORS = frozenset(
+    {"RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError",
+     "NodeDiedError", "ObjectLostError", "OwnerDiedError", "ActorDiedCause"}
+)  # fmt: skip
+REPLICA_LOST_ATTEMPTS = 2  # the call, and one retry on another (or a rescheduled) replica
+REPLICA_LOST_RETRY_AFTER_S = 5.0
+
+
+def replica_lost(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) says the called replica went away."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ in REPLICA_LOST_ERRORS:
+            return True
+        inner = unwrap_error(error)
+        error = inner if inner is not error else error.__cause__  # type: ignore[assignment]
+    return False
+
+
 async def call(handle_method: Any, *args: Any) -> Any:
     """Await a handle call and re-raise the domain error it carried, unwrapped.
 
     When the awaiting task is cancelled (its caller went away), the call is cancelled too:
     Ray's ``DeploymentResponse`` re-raises the CancelledError but leaves the downstream
-    request running, so the model replica would finish work nobody waits for."""
-    response = handle_method.remote(*args)
-    try:
-        return await response
-    except asyncio.CancelledError:
-        cancel = getattr(response, "cancel", None)
-        if cancel is not None:
-            cancel()
-        raise
-    except BaseException as e:  # noqa: BLE001 - re-raised below
-        inner = unwrap_error(e)
-        if inner is not e and isinstance(inner, TesseraError):
-            raise inner from None
-        raise
+    request running, so the model replica would finish work nobody waits for.
+
+    A replica lost mid-call (its node died) is retried once: Serve routes the retry to a
+    live replica, or holds it until one is rescheduled. If that fails too, the caller gets
+    ``Unavailable`` (HTTP 503 / UNAVAILABLE, with Retry-After): retryable, and said so."""
+    for attempt in range(1, REPLICA_LOST_ATTEMPTS + 1):
+        response = handle_method.remote(*args)
+        try:
+            return await response
+        except asyncio.CancelledError:
+            cancel = getattr(response, "cancel", None)
+            if cancel is not None:
+                cancel()
+            raise
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            inner = unwrap_error(e)
+            if inner is not e and isinstance(inner, TesseraError):
+                raise inner from None
+            if not replica_lost(e):
+                raise
+            name = getattr(handle_method, "_method_name", None) or repr(handle_method)
+            if attempt < REPLICA_LOST_ATTEMPTS:
+                log.warning("replica lost during %s (%s); retrying once", name, type(e).__name__)
+                continue
+            raise Unavailable(
+                "a model replica was lost (node failure); retry shortly",
+                retry_after_s=REPLICA_LOST_RETRY_AFTER_S,
+            ) from e
+    raise AssertionError("unreachable")
 
 
 def item_slices(sizes: Iterable[int]) -> list[slice]:

@@ -82,3 +82,56 @@ async def test_call_cancels_the_handle_request_when_its_caller_is_cancelled():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert response.cancelled
+
+
+class RayActorError(Exception):
+    """Stands for ray.exceptions.RayActorError (matched by name, like the real one)."""
+
+
+class FlakyMethod:
+    """A handle method whose first ``failures`` calls lose their replica."""
+
+    def __init__(self, failures: int, error: BaseException | None = None) -> None:
+        self.failures, self.calls = failures, 0
+        self.error = error or RayActorError("The actor died unexpectedly")
+
+    def remote(self, *args):
+        self.calls += 1
+        failed = self.calls <= self.failures
+
+        async def answer():
+            if failed:
+                raise self.error
+            return ("ok", *args)
+
+        return answer()
+
+
+async def test_a_call_whose_replica_was_lost_is_retried_once():
+    from tessera.common.serving import call
+
+    method = FlakyMethod(failures=1)
+    assert await call(method, 7) == ("ok", 7)
+    assert method.calls == 2
+
+
+async def test_a_replica_lost_twice_is_a_retryable_unavailable():
+    from tessera.common.errors import Unavailable, http_status
+    from tessera.common.serving import call
+
+    wrapped = RuntimeError("wrapper")
+    wrapped.cause = RayActorError("node died")  # as Ray wraps errors of another process
+    method = FlakyMethod(failures=5, error=wrapped)
+    with pytest.raises(Unavailable, match="retry") as caught:
+        await call(method)
+    assert method.calls == 2
+    assert http_status(caught.value) == 503 and caught.value.retry_after_s > 0
+
+
+async def test_other_errors_are_not_retried():
+    from tessera.common.serving import call
+
+    method = FlakyMethod(failures=1, error=ValueError("bug"))
+    with pytest.raises(ValueError):
+        await call(method)
+    assert method.calls == 1

@@ -123,3 +123,22 @@ def test_check_mode_fails_on_a_stale_file(tmp_path, monkeypatch):
     monkeypatch.setattr(generator, "ROOT", tmp_path)
     assert generator.main(["--check"]) == 1
     assert generator.main([]) == 0 and generator.main(["--check"]) == 0
+
+
+def test_the_sim_profile_renders_a_valid_rayservice_too(tmp_path, crd_validator):
+    """`gen_kuberay.py --profile cluster-sim`: the tested profile, deployable on KubeRay."""
+    generator = load_generator()
+    out = tmp_path / "rs.yaml"
+    assert generator.main(["--profile", "cluster-sim", "--output", str(out)]) == 0
+    doc = yaml.safe_load(out.read_text())
+    assert not list(crd_validator.iter_errors(doc))
+    from tessera.cluster import nodes
+
+    shape = nodes.CLUSTERS["cluster-sim"]
+    cluster = doc["spec"]["rayClusterConfig"]
+    (spec,) = cluster["workerGroupSpecs"]
+    group = shape.group(nodes.GPU_WORKER)
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (group.min_workers, group.max_workers)
+    assert cluster["autoscalerOptions"]["idleTimeoutSeconds"] == shape.idle_timeout_s
+    sim = yaml.safe_load((REPO / "deploy" / "serve" / "cluster-sim.yaml").read_text())
+    assert yaml.safe_load(doc["spec"]["serveConfigV2"]) == sim

@@ -20,6 +20,7 @@ RAY_FAMILIES = {
     "ray_serve_deployment_replica_healthy", "ray_serve_autoscaling_target_replicas",
     "ray_serve_autoscaling_total_requests", "ray_node_cpu_utilization",
     "ray_node_gpus_utilization", "ray_node_gram_used", "ray_node_gram_available", "up",
+    "ray_serve_autoscaling_desired_replicas", "ray_serve_deployment_queued_queries",
 }  # fmt: skip
 
 
@@ -46,6 +47,7 @@ def test_required_alerts_exist_and_have_tests():
     required = {
         "TesseraHighErrorRatio", "TesseraHighLatencyP99", "TesseraJobQueueBacklog",
         "TesseraDeploymentDown", "TesseraReplicasUnhealthy", "TesseraNoTraffic",
+        "TesseraDeploymentAtMaxReplicas",
     }  # fmt: skip
     assert required <= alerts
     tests = yaml.safe_load((PROM / "rules" / "tessera.rules.test.yml").read_text())
