@@ -100,7 +100,7 @@ def test_grpc_cancel_frees_the_engine_rows(stack, channel, route):
     deployment = ENGINE[route]
     wait_for(deployment, busy=False, timeout=120)
     before = stats(deployment)
-    stub = generation_pb2_grpc.GenerationStub(channel)
+    stub = generation_pb2_grpc.GenerationServiceStub(channel)
     req = generation_pb2.GenerateRequest(**bodies(stack, route))
     calls = [stub.Generate.future(req, timeout=300) for _ in range(CALLERS)]
     try:
