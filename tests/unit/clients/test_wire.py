@@ -11,6 +11,7 @@ from tessera.jobs.queue import JobRecord, JobUpdate
 from tessera.routes.schemas import GenerationParams
 from tessera.v1 import common_pb2, generation_pb2
 from tessera_client import GeneratedImages, TokenGrid
+from tessera_client import _parse as parse
 from tessera_client import _wire as wire
 from tessera_client._http import SSEDecoder
 from tessera_client.types import numbered_paths
@@ -43,7 +44,7 @@ def sse_events(text: str) -> list[tuple[str, str, str | None]]:
 
 def test_images_parse_the_same_from_json_and_proto():
     body = images_response(RESULT, "b64_json").model_dump(mode="json")
-    a, b = wire.images_from_json(body), wire.images_from_proto(RESULT)
+    a, b = parse.images_from_json(body), parse.images_from_proto(RESULT)
     assert a == b
     assert a.seed == 42 and a.route == "unclip" and a.model == "tiny" and len(a) == 2
     assert [img.size for img in a.images] == [(8, 8), (8, 8)]
@@ -53,16 +54,16 @@ def test_images_parse_the_same_from_json_and_proto():
 def test_jobs_parse_the_same_from_json_and_proto():
     for state in ("queued", "running", "succeeded", "failed", "cancelled"):
         rec = record(state, error="boom" if state == "failed" else None)
-        from_json = wire.job_from_json(job_view(rec).model_dump(mode="json"))
-        from_proto = wire.job_from_proto(rec.to_proto())
+        from_json = parse.job_from_json(job_view(rec).model_dump(mode="json"))
+        from_proto = parse.job_from_proto(rec.to_proto())
         assert from_json == from_proto, state
         assert from_json.state == state and from_json.priority == "high"
         assert from_json.progress.step == 3 and from_json.progress.total_steps == 4
         assert from_json.done == (state in ("succeeded", "failed", "cancelled"))
-    done = wire.job_from_json(job_view(record()).model_dump(mode="json"))
-    assert done.result == wire.images_from_proto(RESULT)
+    done = parse.job_from_json(job_view(record()).model_dump(mode="json"))
+    assert done.result == parse.images_from_proto(RESULT)
     assert done.created_at == 100.0 and done.finished_at == 102.5
-    queued = wire.job_from_proto(record("queued", started_at=None).to_proto())
+    queued = parse.job_from_proto(record("queued", started_at=None).to_proto())
     assert queued.started_at is None and queued.result is None and queued.error is None
 
 
@@ -77,13 +78,13 @@ def test_sse_progress_and_done_events_parse_like_grpc_job_events():
     )
     events = sse_events(text)
     assert [(name, eid) for name, _, eid in events] == [("progress", "5-0"), ("done", "6-0")]
-    progress, done = (wire.job_event_from_sse(n, wire.parse_sse_data(d)) for n, d, _ in events)
-    grpc_progress = wire.job_event_from_proto(update.to_proto())
+    progress, done = (parse.job_event_from_sse(n, wire.parse_sse_data(d)) for n, d, _ in events)
+    grpc_progress = parse.job_event_from_proto(update.to_proto())
     assert progress.preview_png_bytes == grpc_progress.preview_png_bytes == [preview.png]
     assert progress.progress == grpc_progress.progress and progress.state == "running"
     assert not progress.done and progress.job is None
     assert progress.previews[0].size == (4, 4)
-    grpc_done = wire.job_event_from_proto(final.to_proto())
+    grpc_done = parse.job_event_from_proto(final.to_proto())
     assert done.done and grpc_done.done and done.job == grpc_done.job
     assert done.job.result.seed == 42
 
@@ -94,7 +95,7 @@ def test_sse_error_event_raises_the_typed_error():
     from tessera_client import Unavailable
 
     with pytest.raises(Unavailable, match="job store"):
-        wire.job_event_from_sse("error", {"code": "unavailable", "message": "job store down"})
+        parse.job_event_from_sse("error", {"code": "unavailable", "message": "job store down"})
 
 
 def test_generate_events_end_with_the_result():
@@ -105,7 +106,7 @@ def test_generate_events_end_with_the_result():
     last = generation_pb2.GenerateStreamResponse(
         progress=common_pb2.Progress(step=1, total_steps=1, stage="done"), result=RESULT
     )
-    a, b = wire.generate_event_from_proto(mid), wire.generate_event_from_proto(last)
+    a, b = parse.generate_event_from_proto(mid), parse.generate_event_from_proto(last)
     assert not a.done and a.result is None and a.progress.fraction == 0.25
     assert b.done and b.result.seed == 42
 
