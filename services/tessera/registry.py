@@ -287,14 +287,6 @@ PLATFORM_DEPLOYMENTS: tuple[tuple[str, dict[str, dict[str, Any]], str], ...] = (
 )
 
 
-def service(name: str) -> ModelService:
-    """The entry named ``name`` ("lm"), or KeyError naming the known ones."""
-    for entry in SERVICES:
-        if entry.name == name:
-            return entry
-    raise KeyError(f"unknown model service {name!r}; known: {', '.join(names())}")
-
-
 def names() -> tuple[str, ...]:
     """Handle names of every model service, in registry order."""
     return tuple(entry.name for entry in SERVICES)

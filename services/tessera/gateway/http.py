@@ -195,14 +195,14 @@ def build_http_app(gateway: Any) -> FastAPI:
     @app.get("/readyz", tags=["meta"])
     async def readyz() -> JSONResponse:
         """Ready when every model service answers a ping within READY_TIMEOUT_S."""
-        names = [name for name, _ in handles.items()]
+        served = dict(handles.items())
         checks = await asyncio.gather(
-            *(asyncio.wait_for(h.ping.remote(), READY_TIMEOUT_S) for _, h in handles.items()),
+            *(asyncio.wait_for(h.ping.remote(), READY_TIMEOUT_S) for h in served.values()),
             return_exceptions=True,
         )
         status = {
-            n: ("ok" if not isinstance(c, BaseException) else "unavailable")
-            for n, c in zip(names, checks, strict=True)
+            name: "unavailable" if isinstance(check, BaseException) else "ok"
+            for name, check in zip(served, checks, strict=True)
         }
         ready = all(v == "ok" for v in status.values())
         return JSONResponse({"ready": ready, "services": status}, status_code=200 if ready else 503)
