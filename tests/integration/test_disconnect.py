@@ -1,11 +1,14 @@
 """A synchronous generation whose caller goes away stops its work: the engine rows its
 request holds in the LanguageModel (every ar candidate) or the Decoder are freed at the
-engine's next step, not when the work would have finished.
+engine's next steps, not when the work would have finished.
 
 Several long requests are sent at once so that the engine has far more steps of work queued
 than it can run while the test watches (``stats()`` on the engine-backed deployments: running
 rows, waiting jobs, steps run). The callers then go away (HTTP: the connection is closed;
-gRPC: the call is cancelled) and the engine must be idle within a few steps."""
+gRPC: the call is cancelled) and the engine must be idle long before the work it had queued
+would have finished. How many steps it still runs is the cancellation's latency (proxy ->
+gateway -> model replica while the engine keeps stepping): 1-2 steps on an idle machine, 27
+once on a loaded CI machine, so the bound is relative to the work left, not a step count."""
 
 from __future__ import annotations
 
@@ -21,8 +24,9 @@ from tessera.v1 import generation_pb2, generation_pb2_grpc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CALLERS = 8  # concurrent requests: several waves of the engine's max_rows
-MAX_STEPS_AFTER_CLOSE = 10
+# concurrent requests per route: many waves of the engine's max_rows, so that far more steps
+# are queued than the cancellation takes to arrive (the tiny LM's wave is only 16 steps)
+CALLERS = {"unclip": 8, "ar": 32}
 
 
 def stats(deployment: str) -> dict:
@@ -61,11 +65,14 @@ ENGINE = {"unclip": "Decoder", "ar": "LanguageModel"}
 
 def assert_stops(deployment: str, before: dict, at_close: dict, after: dict, work: int) -> None:
     ran_after = after["steps"] - at_close["steps"]
-    print(f"{deployment}: {at_close} at close, {after} idle; {ran_after} steps after close")
-    # the requests left at the engine's next steps (measured: 1-2; the cancellation travels
-    # proxy -> gateway -> model replica while the engine keeps stepping), far below the work
-    # that was queued
-    assert ran_after <= MAX_STEPS_AFTER_CLOSE < work / 2, (before, at_close, after, work)
+    left_at_close = work - (at_close["steps"] - before["steps"])
+    print(
+        f"{deployment}: {at_close} at close, {after} idle; "
+        f"{ran_after} of {left_at_close} queued steps ran after close"
+    )
+    # without cancellation every queued step would run; with it, only the steps the engine
+    # takes while the cancel travels to it
+    assert left_at_close > 0 and ran_after < left_at_close / 2, (before, at_close, after, work)
 
 
 @pytest.mark.parametrize("route", ["unclip", "ar"])
@@ -80,7 +87,7 @@ def test_http_disconnect_frees_the_engine_rows(stack, route):
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     sockets = []
-    for _ in range(CALLERS):
+    for _ in range(CALLERS[route]):
         s = socket.create_connection((url.hostname, url.port), timeout=30)
         s.sendall(head + body)
         sockets.append(s)
@@ -102,7 +109,7 @@ def test_grpc_cancel_frees_the_engine_rows(stack, channel, route):
     before = stats(deployment)
     stub = generation_pb2_grpc.GenerationServiceStub(channel)
     req = generation_pb2.GenerateRequest(**bodies(stack, route))
-    calls = [stub.Generate.future(req, timeout=300) for _ in range(CALLERS)]
+    calls = [stub.Generate.future(req, timeout=300) for _ in range(CALLERS[route])]
     try:
         wait_for(deployment, busy=True, timeout=120)
         time.sleep(0.3)
@@ -116,12 +123,12 @@ def test_grpc_cancel_frees_the_engine_rows(stack, channel, route):
 
 
 def _work(stack, route: str) -> int:
-    """Engine steps the CALLERS requests need: waves of max_rows, each wave as many steps as
+    """Engine steps the route's CALLERS requests need: waves of max_rows, each wave as many steps as
     one request (decoder: its steps; LM: one per grid token)."""
     if route == "unclip":
         rows, max_rows, steps = 4 * 2, 32, decoder_steps(stack)
     else:
         grid = json.loads((stack["bundle_dir"] / "lm" / "config.json").read_text())["grid_size"]
         rows, max_rows, steps = 4 * 8 * 2, 128, grid * grid
-    waves = -(-(CALLERS * rows) // max_rows)
+    waves = -(-(CALLERS[route] * rows) // max_rows)
     return waves * steps
