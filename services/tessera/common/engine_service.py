@@ -83,8 +83,10 @@ class EngineService(BatchKnobs):
     ) -> AsyncIterator[tuple[bool, Any]]:
         """Run ``sample(on_progress)`` and yield ``(False, preview(*report))`` for each
         progress report the engine makes while the stream is open (``preview`` returning None
-        skips one, e.g. the last), then ``(True, result)``. Closing the stream makes
-        ``on_progress`` return False: the engine cancels the sampling at its next report."""
+        skips one, e.g. the last), then ``(True, result)``. Closing the stream cancels the
+        sampling task, whose engine future the engine drops at its next step (not at the next
+        progress report, which may be many steps away); ``on_progress`` returns False from
+        then on, for a sampler that only listens to that."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         listening = True
@@ -104,4 +106,5 @@ class EngineService(BatchKnobs):
             listening = False
             if not task.done():
                 task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                task.cancel()
         yield True, final

@@ -105,7 +105,7 @@ class Decoder(EngineService):
         self, stream_request: decoder_pb2.SampleLatentsStreamRequest
     ) -> AsyncIterator[decoder_pb2.SampleLatentsStreamResponse]:
         """x0 previews every ``stream_every`` steps, then the final latents; closing the
-        stream cancels the sampling at its next preview."""
+        stream cancels the sampling at the engine's next step."""
         job = self._parse(stream_request.request)
         if stream_request.stream_every < 0:
             raise InvalidArgument("stream_every must be >= 0")

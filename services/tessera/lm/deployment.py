@@ -109,7 +109,7 @@ class LanguageModel(EngineService):
         self, stream_request: lm_pb2.SampleTokensStreamRequest
     ) -> AsyncIterator[lm_pb2.SampleTokensStreamResponse]:
         """Partial grids every ``stream_every`` tokens (unsampled positions are -1); closing
-        the stream cancels the sampling at its next report."""
+        the stream cancels the sampling at the engine's next step."""
         request = stream_request.request
         params, seed = self._params(request)
         if stream_request.stream_every < 0:

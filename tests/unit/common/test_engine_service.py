@@ -100,3 +100,30 @@ async def test_closing_the_stream_tells_the_sampler_to_stop():
             break
         await asyncio.sleep(0.01)
     assert len(seen) == 2 and seen[1] is False  # (the first answer races with the close)
+
+
+async def test_closing_the_stream_frees_the_engine_rows_before_the_next_preview(replica):
+    """A stream with previews every 50 steps, closed after the first: the request leaves the
+    engine at its next step, not at the next preview 50 steps on."""
+    from tests.unit.decoder.conftest import fake_image_emb, fake_text
+
+    engine = replica.engine
+    emb, text = fake_image_emb(1, engine.model.config.clip_dim, seed=0), fake_text(1, seed=0)
+
+    async def sample(on_progress):
+        future = engine.submit(
+            emb, text, seeds=[1], steps=100, on_progress=on_progress, progress_every=50
+        )
+        return await asyncio.wrap_future(future)
+
+    stream = EngineService.stream(sample, lambda step, total, x0: step)
+    assert await stream.__anext__() == (False, 50)
+    at_close = engine.calls
+    await stream.aclose()
+    for _ in range(1000):
+        if not engine.running and not engine.waiting:
+            break
+        await asyncio.sleep(0.01)
+    assert not engine.running and not engine.waiting
+    # the next preview, where the old stream stopped, was 50 steps on
+    assert engine.calls - at_close < 25, (at_close, engine.calls)
