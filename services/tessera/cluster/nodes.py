@@ -34,8 +34,9 @@ HEAD_NODE_TYPE = "ray.head.default"  # the head's node type name in Ray's autosc
 # every replica's start-up metadata (``initialize_and_get_metadata``: ~110-120 KB in Ray
 # 2.60, nearly all of it the cloudpickled request router class in its DeploymentConfig),
 # and after a scale-down that reference can sit in an uncollected reference cycle in the
-# controller for minutes to hours. Stored on the replica's node, the object counts as work
-# there: the raylet never reports the node idle and the autoscaler never removes it.
+# controller until its next full garbage collection (minutes). Stored on the replica's node,
+# the object counts as work there: the raylet does not report the node idle meanwhile and
+# the autoscaler keeps it.
 # Inline, the controller holds the bytes itself and the node goes once its replicas do.
 # See docs/decisions/idle-nodes-and-serve-metadata.md.
 INLINE_RESULT_BYTES = 512 * 1024
