@@ -101,6 +101,7 @@ def _env() -> list[dict]:
         {"name": "TESSERA_DATA_DIR", "value": "/data"},
         {"name": "TESSERA_METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+        *({"name": name, "value": value} for name, value in nodes.NODE_ENV.items()),
         {
             "name": "TESSERA_REDIS_URL",
             "valueFrom": {"secretKeyRef": {"name": "tessera-secrets", "key": "redis-url"}},

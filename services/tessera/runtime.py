@@ -135,7 +135,14 @@ def start(config: StackConfig) -> dict[str, Any]:
             init_kwargs["_metrics_export_port"] = config.metrics_port
     ray.init(**init_kwargs)
     http_options, grpc_options = proxy_options(serve_config, config)
-    serve.start(http_options=http_options, grpc_options=grpc_options)
+    # Where proxies run comes from the profile: Serve's default starts one on every node that
+    # holds a replica, which on the simulated cluster cannot bind the head's ports and keeps
+    # a GPU node busy until that proxy is drained.
+    serve.start(
+        proxy_location=serve_config.get("proxy_location"),
+        http_options=http_options,
+        grpc_options=grpc_options,
+    )
     args = {**app_config.get("args", {}), **config.app_args}
     if args.get("jobs", True) and not args.get("redis_url"):
         from tessera.jobs.embedded import start_redis

@@ -29,6 +29,22 @@ from typing import Any
 
 HEAD_NODE_TYPE = "ray.head.default"  # the head's node type name in Ray's autoscaler
 
+# Task results up to this size go back to their caller inline instead of into the object
+# store of the node that computed them (Ray's default: 100 KiB). Serve's controller keeps
+# every replica's start-up metadata (``initialize_and_get_metadata``: ~110-120 KB in Ray
+# 2.60, nearly all of it the cloudpickled request router class in its DeploymentConfig),
+# and after a scale-down that reference can sit in an uncollected reference cycle in the
+# controller until its next full garbage collection (minutes). Stored on the replica's node,
+# the object counts as work there: the raylet does not report the node idle meanwhile and
+# the autoscaler keeps it.
+# Inline, the controller holds the bytes itself and the node goes once its replicas do.
+# See docs/decisions/idle-nodes-and-serve-metadata.md.
+INLINE_RESULT_BYTES = 512 * 1024
+
+# Environment every Ray node of a Tessera cluster starts with (the simulated cluster's head
+# and the nodes its autoscaler launches; the KubeRay pods; `ray start` on a real cluster).
+NODE_ENV: dict[str, str] = {"RAY_max_direct_call_object_size": str(INLINE_RESULT_BYTES)}
+
 
 @dataclass(frozen=True)
 class NodeGroup:

@@ -103,6 +103,7 @@ def cluster_env(autoscaler_metrics_port: int) -> dict[str, str]:
     launches, and every Ray worker inherits it."""
     return {
         **os.environ,
+        **nodes.NODE_ENV,
         "RAY_FAKE_CLUSTER": "1",
         "AUTOSCALER_UPDATE_INTERVAL_S": str(AUTOSCALER_UPDATE_INTERVAL_S),
         "AUTOSCALER_HEARTBEAT_TIMEOUT_S": str(AUTOSCALER_HEARTBEAT_TIMEOUT_S),

@@ -82,16 +82,6 @@ def retried_calls(cluster: sim.SimCluster) -> int:
     )
 
 
-# Known failure on main (issue 21 stays open): every step passes up to the last one, where the
-# idle replacement gpu-worker node is not removed within WAIT_S after the node kill. It passed
-# on the cluster branch, and on main with `serving.call`'s cancel of abandoned handle requests
-# (the disconnect fix of issue 24) taken out; with that cancel in, the node stays. Not strict:
-# an XPASS is reported, not failed.
-@pytest.mark.xfail(
-    reason="idle node kept after a kill while serving.call cancels abandoned requests",
-    raises=TimeoutError,
-    strict=False,
-)
 @pytest.mark.timeout(1800)
 def test_gpu_nodes_come_and_go_and_a_dead_node_loses_no_job(cluster, watcher):
     started = time.time()

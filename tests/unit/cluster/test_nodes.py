@@ -113,3 +113,38 @@ def test_a_group_too_small_for_one_replica_of_each_is_refused():
     small = nodes.NodeGroup("gpu-worker", gpus=1, min_workers=0, max_workers=1, cpus=1)
     with pytest.raises(ValueError, match="needs"):
         nodes.node_resources("gpu", small)  # five 1-CPU model services
+
+
+def test_every_node_gets_the_node_env_in_the_simulation_and_on_kuberay():
+    from tessera.cluster import sim
+
+    assert nodes.NODE_ENV["RAY_max_direct_call_object_size"] == str(nodes.INLINE_RESULT_BYTES)
+    env = sim.cluster_env(autoscaler_metrics_port=44217)
+    assert nodes.NODE_ENV.items() <= env.items()
+    doc = yaml.safe_load((REPO / "deploy/kuberay/rayservice.yaml").read_text())
+    cluster = doc["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for pod in pods:
+        for container in pod["template"]["spec"]["containers"]:
+            values = {e["name"]: e.get("value") for e in container["env"]}
+            assert nodes.NODE_ENV.items() <= values.items(), container["name"]
+
+
+@pytest.mark.parametrize("profile", ["cluster-sim", "gpu"])
+def test_serve_replica_metadata_is_returned_inline(profile):
+    """What a replica returns to Serve's controller when it starts (its DeploymentConfig and
+    version, as ``initialize_and_get_metadata`` does) must fit INLINE_RESULT_BYTES with room
+    to spare, or it lands in the replica node's object store and can keep that node from
+    ever being idle (docs/decisions/idle-nodes-and-serve-metadata.md). Fails when a Ray
+    upgrade makes it grow past half the limit."""
+    from ray import cloudpickle
+    from ray.serve._private.config import DeploymentConfig
+    from ray.serve._private.version import DeploymentVersion
+
+    keys = ("autoscaling_config", "user_config", "max_ongoing_requests", "num_replicas")
+    sizes = {}
+    for entry in serve_config(profile)["applications"][0]["deployments"]:
+        config = DeploymentConfig.from_default(**{k: entry[k] for k in keys if k in entry})
+        version = DeploymentVersion("v1", config, entry.get("ray_actor_options"))
+        sizes[entry["name"]] = len(cloudpickle.dumps((config, version)))
+    assert max(sizes.values()) <= nodes.INLINE_RESULT_BYTES // 2, sizes
