@@ -49,6 +49,18 @@ def resolve_bundle_dir(args: AppArgs) -> Path:
     return (settings.models_dir / (args.bundle or settings.bundle)).resolve()
 
 
+def bundle_components(bundle_dir: str | Path) -> list[str] | None:
+    """The components the bundle's index lists (None when there is no readable index yet:
+    every service is bound and each replica reports what is missing)."""
+    from tessera.common.checkpoint import read_bundle_index
+    from tessera.common.errors import ModelNotReady
+
+    try:
+        return list(read_bundle_index(Path(bundle_dir))["components"])
+    except ModelNotReady:
+        return None
+
+
 def build_app(
     args: dict[str, Any] | None = None, deployment_options: dict[str, dict] | None = None
 ) -> Any:
@@ -73,7 +85,7 @@ def build_app(
 
     models = {
         entry.name: configured(entry.deployment_class()).bind(bundle_dir, device)
-        for entry in registry.SERVICES
+        for entry in registry.services_for(bundle_components(bundle_dir))
     }
     shared = {"bundle_dir": bundle_dir, "ar_candidates": parsed.ar_candidates}
     worker = None
