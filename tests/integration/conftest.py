@@ -31,7 +31,21 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def kandinsky(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny random Kandinsky 2.2 pair built with diffusers (its library layout) and the
+    bundle `tessera models import` writes for it; the stack serves it beside the tiny
+    bundle (``args.extra_bundles``)."""
+    from tessera.imports import import_directory
+    from tessera.imports.kandinsky_tiny import build
+
+    root = tmp_path_factory.mktemp("kandinsky")
+    build(root / "src")
+    bundle = import_directory(root / "src", root / "kandinsky-tiny")
+    return {"src": root / "src", "bundle": bundle, "name": "kandinsky-tiny"}
+
+
+@pytest.fixture(scope="session")
+def stack(tiny_bundle: Path, kandinsky: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     from tessera import runtime
 
     temp_dir = tempfile.mkdtemp(prefix="tessera-test-ray-")
@@ -40,8 +54,12 @@ def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         http_port=free_port(),
         grpc_port=free_port(),
         metrics_port=free_port(),
-        app_args={"bundle_dir": str(tiny_bundle), "device": "cpu"},
-        num_cpus=2,
+        app_args={
+            "bundle_dir": str(tiny_bundle),
+            "device": "cpu",
+            "extra_bundles": [str(kandinsky["bundle"])],
+        },
+        num_cpus=3,  # logical: the Kandinsky bundle's four services beside the tiny one's
         # Not under pytest's basetemp: pytest prunes old basetemps, which would pull Ray's
         # session directory from under a long run.
         temp_dir=temp_dir,
@@ -49,7 +67,7 @@ def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         quiet=True,
     )
     endpoints = runtime.start(config)
-    yield {**endpoints, "bundle_dir": tiny_bundle, "config": config}
+    yield {**endpoints, "bundle_dir": tiny_bundle, "config": config, "kandinsky": kandinsky}
     runtime.stop()
     shutil.rmtree(config.temp_dir, ignore_errors=True)
 

@@ -173,7 +173,6 @@ def build_http_app(gateway: Any) -> FastAPI:
     # ---------------------------------------------------------------- meta
     @app.get("/v1/models", tags=["meta"])
     async def models() -> dict:
-        info = gateway.info
         return {
             "object": "list",
             "data": [
@@ -184,7 +183,9 @@ def build_http_app(gateway: Any) -> FastAPI:
                     "owned_by": "tessera",
                     "routes": list(info.routes),
                     "image_size": info.image_size,
+                    "family": info.family,
                 }
+                for info in gateway.pipelines.infos
             ],
         }
 

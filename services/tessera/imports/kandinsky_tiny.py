@@ -10,10 +10,13 @@ tests and the README's try-it-out use it.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 IMAGE_SIZE = 64  # the decoder's native side: UNet sample_size 32 x MoVQ scale 2
 
@@ -180,3 +183,57 @@ def build(dst: Path, seed: int = 0) -> tuple[Path, Path]:
         str(dst / "decoder"), safe_serialization=True
     )
     return dst / "prior", dst / "decoder"
+
+
+def reference_images(
+    src: Path,
+    prompt: str,
+    *,
+    n: int,
+    seed: int,
+    steps: int,
+    guidance: float,
+    prior_steps: int = 25,
+    prior_guidance: float = 4.0,
+    side: int = IMAGE_SIZE,
+) -> np.ndarray:
+    """What diffusers' own ``KandinskyV22PriorPipeline`` + ``KandinskyV22Pipeline`` make of
+    the pair at ``src``: (n, side, side, 3) floats in [0, 1]. Image i draws from a generator
+    seeded ``seed + i`` in both pipelines (Tessera's per-image seeds); the prior runs at the
+    pipeline defaults (25 steps, guidance 4), as the ``unclip`` route runs it."""
+    from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
+
+    src = Path(src)
+    prior = KandinskyV22PriorPipeline.from_pretrained(str(src / "prior"), local_files_only=True)
+    decoder = KandinskyV22Pipeline.from_pretrained(str(src / "decoder"), local_files_only=True)
+    for pipe in (prior, decoder):
+        pipe.set_progress_bar_config(disable=True)
+
+    def generators() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(seed + i) for i in range(n)]
+
+    with torch.inference_mode():
+        emb = prior(
+            [prompt] * n,
+            num_inference_steps=prior_steps,
+            guidance_scale=prior_guidance,
+            generator=generators(),
+            output_type="pt",
+        )
+        return decoder(
+            image_embeds=emb.image_embeds,
+            negative_image_embeds=emb.negative_image_embeds,
+            height=side,
+            width=side,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generators(),
+            output_type="np",
+        ).images
+
+
+def max_pixel_error(png: bytes, reference: np.ndarray) -> float:
+    """Largest difference of a served PNG from a reference image, in [0, 1] units (one 8-bit
+    level is 1/255: the PNG's rounding)."""
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.float32) / 255
+    return float(np.abs(image - reference).max())
