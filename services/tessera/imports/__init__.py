@@ -32,8 +32,9 @@ def family_module(family: str) -> ModuleType | None:
         raise
 
 
-def import_directory(src: Path, dst: Path) -> Path:
-    """Detect ``src``'s family and write its bundle at ``dst``; the bundle directory."""
+def import_directory(src: Path, dst: Path, **options: object) -> Path:
+    """Detect ``src``'s family and write its bundle at ``dst``; the bundle directory.
+    ``options`` go to the family's ``write_bundle`` (Kandinsky: ``image_size``)."""
     src = Path(src)
     if not src.is_dir():
         raise ImportRefused(f"{src} is not a directory")
@@ -44,7 +45,7 @@ def import_directory(src: Path, dst: Path) -> Path:
             continue
         known.append(family)
         if module.detect(src):
-            return module.write_bundle(src, Path(dst))
+            return module.write_bundle(src, Path(dst), **options)
     raise ImportRefused(
         f"{src} is no model directory Tessera can import (known families: {', '.join(known)}); "
         "expected a diffusers Kandinsky 2.2 prior + decoder pair (model_index.json of "

@@ -22,6 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bundle directory to write (default: <models_dir>/<DIR's name>)",
     )
 
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="Kandinsky: the served side in pixels (default: the UNet's sample_size x the "
+        "MoVQ's scale)",
+    )
+
 
 def run(args: argparse.Namespace) -> int:
     from tessera.common.checkpoint import read_bundle_index
@@ -29,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.out or get_settings().models_dir / args.dir.resolve().name
     try:
-        bundle = import_directory(args.dir, out)
+        options = {"image_size": args.image_size} if args.image_size else {}
+        bundle = import_directory(args.dir, out, **options)
     except ImportRefused as e:
         print(f"tessera models import: refused: {e}", file=sys.stderr)
         return 2

@@ -53,3 +53,20 @@ def test_streamed_route_previews_then_the_same_image(pipelines, kandinsky_src: P
     assert previews and all(p.previews[0].width == 64 for p in previews)
     ref = reference_images(kandinsky_src, PROMPT, n=1, seed=5, steps=4, guidance=4.0)
     assert max_pixel_error(events[-1].result.images[0].png, ref[0]) <= ONE_LEVEL
+
+
+def test_another_image_size_from_the_import(kandinsky_src: Path, tmp_path: Path) -> None:
+    """Sizes come from the bundle: imported at 128 px, the latents are 64x64 and the images
+    still match the pipelines asked for 128x128."""
+    from tessera.imports import import_directory
+    from tessera.routes.local import local_pipelines
+    from tessera.routes.schemas import GenerationParams
+
+    bundle = import_directory(kandinsky_src, tmp_path / "k128", image_size=128)
+    pipes = local_pipelines(bundle, "cpu")
+    assert pipes.info.image_size == 128
+    params = GenerationParams(prompt=PROMPT, route="unclip", seed=2, steps=2, guidance_scale=4.0)
+    image = asyncio.run(pipes.generate(params)).images[0]
+    assert (image.width, image.height) == (128, 128)
+    ref = reference_images(kandinsky_src, PROMPT, n=1, seed=2, steps=2, guidance=4.0, side=128)
+    assert max_pixel_error(image.png, ref[0]) <= ONE_LEVEL
