@@ -31,6 +31,9 @@ def test_models_lists_every_bundle(http, stack: dict) -> None:
     assert kandinsky["family"] == "kandinsky22" and kandinsky["routes"] == ["unclip"]
     assert kandinsky["image_size"] == 64
     assert any(m["family"] == "tessera" for m in models.values())
+    ready = http.get("/readyz").json()
+    assert ready["services"][f"decoder@{stack['kandinsky']['name']}"] == "ok"
+    assert f"lm@{stack['kandinsky']['name']}" not in ready["services"]
 
 
 def test_http_matches_diffusers(http, stack: dict, reference) -> None:

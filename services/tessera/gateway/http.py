@@ -195,8 +195,11 @@ def build_http_app(gateway: Any) -> FastAPI:
 
     @app.get("/readyz", tags=["meta"])
     async def readyz() -> JSONResponse:
-        """Ready when every model service answers a ping within READY_TIMEOUT_S."""
+        """Ready when every model service answers a ping within READY_TIMEOUT_S (an extra
+        bundle's services as ``<service>@<bundle>``)."""
         served = dict(handles.items())
+        for bundle, pipelines in gateway.pipelines.peers.items():
+            served.update({f"{name}@{bundle}": h for name, h in pipelines.handles.items()})
         checks = await asyncio.gather(
             *(asyncio.wait_for(h.ping.remote(), READY_TIMEOUT_S) for h in served.values()),
             return_exceptions=True,

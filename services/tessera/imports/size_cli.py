@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tessera.common.checkpoint import read_bundle_index
     from tessera.imports.sizing import PUBLISHED, bundle_configs, estimate, gpu_options
     from tessera.routes.served import bundle_slug
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         configs, side, name = PUBLISHED, 768, "kandinsky-2-2"
     elif args.bundle is not None:
         configs, side = bundle_configs(args.bundle)
-        name = args.bundle.resolve().name
+        name = read_bundle_index(args.bundle).get("name", args.bundle.resolve().name)
     else:
         print("name a bundle or pass --published")
         return 2

@@ -45,6 +45,11 @@ class ServedModels:
             self.by_name[name] = Pipelines(ModelHandles(**spec), info, ar_candidates)
 
     @property
+    def peers(self) -> dict[str, Pipelines]:
+        """The extra bundles' routes by bundle name."""
+        return {n: p for n, p in self.by_name.items() if p is not self.default}
+
+    @property
     def infos(self) -> list[BundleInfo]:
         """Every served bundle, the default first."""
         return [p.info for p in self.by_name.values()]
