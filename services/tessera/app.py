@@ -54,11 +54,11 @@ def resolve_bundle_dir(args: AppArgs) -> Path:
 
 
 def resolve_extra_bundle(spec: str) -> Path:
-    """An extra bundle: a path, or a name under models_dir."""
-    path = Path(spec)
-    if path.is_dir():
-        return path.resolve()
-    return (get_settings().models_dir / spec).resolve()
+    """An extra bundle: a name under models_dir (when a bundle is there), else a path."""
+    named = get_settings().models_dir / spec
+    if (named / "model_index.json").is_file():
+        return named.resolve()
+    return Path(spec).resolve()
 
 
 def bundle_components(bundle_dir: str | Path) -> list[str] | None:
