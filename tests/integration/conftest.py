@@ -45,21 +45,22 @@ def kandinsky(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def stack(tiny_bundle: Path, kandinsky: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def stack(tiny_bundle: Path, request: pytest.FixtureRequest) -> dict:
     from tessera import runtime
 
+    # The imported Kandinsky bundle rides along only when a test of it is collected (its
+    # four services cost the session ~a minute to build and load).
+    served = any("test_kandinsky_served" in item.nodeid for item in request.session.items)
+    kandinsky = request.getfixturevalue("kandinsky") if served else None
+    extra = {"extra_bundles": [str(kandinsky["bundle"])]} if kandinsky else {}
     temp_dir = tempfile.mkdtemp(prefix="tessera-test-ray-")
     config = runtime.StackConfig(
         serve_config=REPO / "deploy" / "serve" / "local.yaml",
         http_port=free_port(),
         grpc_port=free_port(),
         metrics_port=free_port(),
-        app_args={
-            "bundle_dir": str(tiny_bundle),
-            "device": "cpu",
-            "extra_bundles": [str(kandinsky["bundle"])],
-        },
-        num_cpus=3,  # logical: the Kandinsky bundle's four services beside the tiny one's
+        app_args={"bundle_dir": str(tiny_bundle), "device": "cpu", **extra},
+        num_cpus=3 if kandinsky else 2,  # logical: room for the Kandinsky bundle's services
         # Not under pytest's basetemp: pytest prunes old basetemps, which would pull Ray's
         # session directory from under a long run.
         temp_dir=temp_dir,
