@@ -32,6 +32,10 @@ class AppArgs(BaseModel):
     # ar: candidates sampled per image and reranked by CLIP (the bundle must have a CLIP);
     # default: tessera.routes.pipelines.DEFAULT_AR_CANDIDATES.
     ar_candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES)
+    # More bundles served beside the default one (names under models_dir or paths), each by
+    # its own copies of the services it needs (`<Service>-<bundle>`); a request picks one
+    # with `model` (docs/decisions/several-bundles.md).
+    extra_bundles: list[str] = Field(default_factory=list, max_length=8)
 
     @field_validator("job_queue")
     @classmethod
@@ -47,6 +51,26 @@ def resolve_bundle_dir(args: AppArgs) -> Path:
     if args.bundle_dir:
         return Path(args.bundle_dir).resolve()
     return (settings.models_dir / (args.bundle or settings.bundle)).resolve()
+
+
+def resolve_extra_bundle(spec: str) -> Path:
+    """An extra bundle: a name under models_dir (when a bundle is there), else a path."""
+    named = get_settings().models_dir / spec
+    if (named / "model_index.json").is_file():
+        return named.resolve()
+    return Path(spec).resolve()
+
+
+def bundle_components(bundle_dir: str | Path) -> list[str] | None:
+    """The components the bundle's index lists (None when there is no readable index yet:
+    every service is bound and each replica reports what is missing)."""
+    from tessera.common.checkpoint import read_bundle_index
+    from tessera.common.errors import ModelNotReady
+
+    try:
+        return list(read_bundle_index(Path(bundle_dir))["components"])
+    except ModelNotReady:
+        return None
 
 
 def build_app(
@@ -73,9 +97,28 @@ def build_app(
 
     models = {
         entry.name: configured(entry.deployment_class()).bind(bundle_dir, device)
-        for entry in registry.SERVICES
+        for entry in registry.services_for(bundle_components(bundle_dir))
     }
-    shared = {"bundle_dir": bundle_dir, "ar_candidates": parsed.ar_candidates}
+    peers = {}
+    for spec in parsed.extra_bundles:
+        from tessera.common.checkpoint import read_bundle_index
+        from tessera.routes.served import bundle_slug
+
+        extra_dir = str(resolve_extra_bundle(spec))
+        name = read_bundle_index(Path(extra_dir)).get("name", Path(extra_dir).name)
+        peers[name] = {"bundle_dir": extra_dir}
+        for entry in registry.services_for(bundle_components(extra_dir)):
+            deployment = entry.deployment_class()
+            renamed = f"{deployment.name}-{bundle_slug(name)}"
+            options = opts.get(renamed, opts.get(deployment.name, {}))
+            peers[name][entry.name] = deployment.options(**options, name=renamed).bind(
+                extra_dir, device
+            )
+    shared = {
+        "bundle_dir": bundle_dir,
+        "ar_candidates": parsed.ar_candidates,
+        "peers": peers or None,
+    }
     worker = None
     if parsed.jobs and redis_url:
         from tessera.jobs.deployment import JobWorker

@@ -35,6 +35,8 @@ COMMANDS: dict[str, dict[str, str]] = {
     },
     "models": {
         "init": "tessera.bundle.random_init",
+        "import": "tessera.imports.cli",
+        "size": "tessera.imports.size_cli",
     },
     # A simulated autoscaling cluster on this machine (tessera/cluster/).
     "cluster": {name: "tessera.cluster.commands" for name in ("up", "down", "status", "kill-node")},

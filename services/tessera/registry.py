@@ -19,6 +19,7 @@ This module imports nothing heavy (no Ray, no torch): scripts and the SDK's test
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,6 +291,15 @@ PLATFORM_DEPLOYMENTS: tuple[tuple[str, dict[str, dict[str, Any]], str], ...] = (
 def names() -> tuple[str, ...]:
     """Handle names of every model service, in registry order."""
     return tuple(entry.name for entry in SERVICES)
+
+
+def services_for(present: Iterable[str] | None) -> tuple[ModelService, ...]:
+    """The services a bundle with components ``present`` can run (those whose components it
+    has: an imported Kandinsky bundle has no ``lm``); None (unknown) means all."""
+    if present is None:
+        return SERVICES
+    have = set(present)
+    return tuple(entry for entry in SERVICES if set(entry.components) <= have)
 
 
 def components() -> tuple[str, ...]:

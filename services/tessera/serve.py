@@ -21,6 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bundle", default=None, help="bundle name under models/ (default: settings)"
     )
     parser.add_argument("--bundle-dir", default=None, help="explicit bundle directory")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="BUNDLE",
+        help="serve another bundle too (a path or a name under models/; repeatable): requests "
+        "pick it with `model`, e.g. an imported Kandinsky 2.2 (`tessera models import`)",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: from the config)")
     parser.add_argument(
         "--handle-transport",
@@ -44,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if v
     }
+    if args.also:
+        app_args["extra_bundles"] = list(args.also)
     config = runtime.StackConfig(
         serve_config=args.config,
         host=args.host,

@@ -31,17 +31,36 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def kandinsky(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny random Kandinsky 2.2 pair built with diffusers (its library layout) and the
+    bundle `tessera models import` writes for it; the stack serves it beside the tiny
+    bundle (``args.extra_bundles``)."""
+    from tessera.imports import import_directory
+    from tessera.imports.kandinsky_tiny import build
+
+    root = tmp_path_factory.mktemp("kandinsky")
+    build(root / "src")
+    bundle = import_directory(root / "src", root / "kandinsky-tiny")
+    return {"src": root / "src", "bundle": bundle, "name": "kandinsky-tiny"}
+
+
+@pytest.fixture(scope="session")
+def stack(tiny_bundle: Path, request: pytest.FixtureRequest) -> dict:
     from tessera import runtime
 
+    # The imported Kandinsky bundle rides along only when a test of it is collected (its
+    # four services cost the session ~a minute to build and load).
+    served = any("test_kandinsky_served" in item.nodeid for item in request.session.items)
+    kandinsky = request.getfixturevalue("kandinsky") if served else None
+    extra = {"extra_bundles": [str(kandinsky["bundle"])]} if kandinsky else {}
     temp_dir = tempfile.mkdtemp(prefix="tessera-test-ray-")
     config = runtime.StackConfig(
         serve_config=REPO / "deploy" / "serve" / "local.yaml",
         http_port=free_port(),
         grpc_port=free_port(),
         metrics_port=free_port(),
-        app_args={"bundle_dir": str(tiny_bundle), "device": "cpu"},
-        num_cpus=2,
+        app_args={"bundle_dir": str(tiny_bundle), "device": "cpu", **extra},
+        num_cpus=3 if kandinsky else 2,  # logical: room for the Kandinsky bundle's services
         # Not under pytest's basetemp: pytest prunes old basetemps, which would pull Ray's
         # session directory from under a long run.
         temp_dir=temp_dir,
@@ -49,7 +68,7 @@ def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         quiet=True,
     )
     endpoints = runtime.start(config)
-    yield {**endpoints, "bundle_dir": tiny_bundle, "config": config}
+    yield {**endpoints, "bundle_dir": tiny_bundle, "config": config, "kandinsky": kandinsky}
     runtime.stop()
     shutil.rmtree(config.temp_dir, ignore_errors=True)
 

@@ -11,6 +11,7 @@ import torch
 from ray import serve
 
 from tessera.common import metrics
+from tessera.common.checkpoint import component_format
 from tessera.common.engine_service import EngineService
 from tessera.common.errors import InvalidArgument
 from tessera.common.limits import MAX_PROMPT_CHARS, MAX_SAMPLES_PER_CALL, MAX_SERVICE_STEPS
@@ -21,8 +22,9 @@ from tessera.common.protos import (
     tensor_to_proto,
     text_states_from_proto,
 )
-from tessera.common.serving import resolve_seed
+from tessera.common.serving import load_model, resolve_seed
 from tessera.decoder.engine import DenoiseBatcher
+from tessera.decoder.kandinsky import KandinskyDenoiseBatcher, no_text
 from tessera.v1 import common_pb2, decoder_pb2
 
 SCHEDULERS = ("ddim", "ddpm")
@@ -36,15 +38,22 @@ class Decoder(EngineService):
     call (a guided image takes two)."""
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
-        self.model = self.load(bundle_dir, "decoder", device)
-        self.start_engine(DenoiseBatcher, self.model, DEFAULT_MAX_ROWS, 2 * MAX_SAMPLES_PER_CALL)
+        engine: type[DenoiseBatcher] = DenoiseBatcher
+        if component_format(Path(bundle_dir), "decoder") != "tessera":
+            # a library's decoder (tessera.decoder.kandinsky): no text, its own schedulers
+            self.model, self.device = load_model(bundle_dir, "decoder", device)
+            self.text_encoder = None
+            engine = KandinskyDenoiseBatcher
+        else:
+            self.model = self.load(bundle_dir, "decoder", device)
+        self.start_engine(engine, self.model, DEFAULT_MAX_ROWS, 2 * MAX_SAMPLES_PER_CALL)
 
     def _parse(self, request: decoder_pb2.SampleLatentsRequest) -> dict:
         check_count("image_embeddings", len(request.image_embeddings), 1, MAX_SAMPLES_PER_CALL)
         check_prompt("prompt", request.prompt, MAX_PROMPT_CHARS, optional=True)
         dim = self.model.config.clip_dim
         emb = torch.stack([embedding_from_proto(e, dim) for e in request.image_embeddings])
-        scheduler = request.scheduler or "ddim"
+        scheduler = request.scheduler or getattr(self.model.config, "scheduler", "ddim")
         if scheduler not in SCHEDULERS:
             raise InvalidArgument(f"scheduler must be one of {', '.join(SCHEDULERS)}")
         # guidance_scale's bounds are the sampler's own (validate_request, on submit)
@@ -84,7 +93,9 @@ class Decoder(EngineService):
         every: int = 5,
     ) -> torch.Tensor:
         text = job["text"]
-        if text is None:
+        if text is None and self.text_encoder is None:
+            text = no_text()
+        elif text is None:
             text = await asyncio.to_thread(self.text_encoder.encode, [job["prompt"]])
         metrics.observe_batch("Decoder", self.engine.running_rows + len(job["seeds"]))
         future = self.engine.submit(

@@ -80,7 +80,7 @@ class DenoiseBatcher(StepLoop):
         states, mask = text.states.to(self.device), text.mask.to(self.device)
         if states.shape[0] == 1 and n > 1:
             states, mask = states.expand(n, -1, -1), mask.expand(n, -1)
-        sched = make_scheduler(scheduler, **cfg.scheduler_kwargs())
+        sched = self._scheduler(scheduler)
         sched.set_timesteps(steps, device=self.device)
         generators = [make_generator(s, self.device) for s in seeds]
         shape = (cfg.latent_channels, cfg.grid_size, cfg.grid_size)
@@ -100,6 +100,10 @@ class DenoiseBatcher(StepLoop):
             every=progress_every,
         )
         return self._enqueue(job)
+
+    def _scheduler(self, name: str) -> NoiseSchedule:
+        """A fresh scheduler for one request (``name``: "ddim" | "ddpm")."""
+        return make_scheduler(name, **self.model.config.scheduler_kwargs())
 
     # ---------------------------------------------------------------- the loop's step
     def _step(self) -> None:

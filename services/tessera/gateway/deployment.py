@@ -29,6 +29,7 @@ from tessera.routes.bundle import BundleInfo
 from tessera.routes.handles import ModelHandles
 from tessera.routes.pipelines import Pipelines
 from tessera.routes.schemas import GenerationParams, VariationParams
+from tessera.routes.served import ServedModels
 from tessera.v1 import generation_pb2
 
 
@@ -45,11 +46,14 @@ class GatewayService(JobsServicerMixin):
         queue_config: dict[str, Any] | None = None,  # QueueConfig fields, as the workers'
         ar_candidates: int | None = None,  # the Serve config's args.ar_candidates
         job_worker: Any = None,  # bound only so Serve deploys it; the gateway never calls it
+        peers: dict[str, dict[str, Any]] | None = None,  # extra bundles (routes/served.py)
         **handles: Any,  # one per registered model service, by registry name
     ) -> None:
         self.handles = ModelHandles(**handles)
         self.info = BundleInfo.read(bundle_dir)
-        self.pipelines = Pipelines(self.handles, self.info, ar_candidates)
+        self.pipelines = ServedModels(
+            Pipelines(self.handles, self.info, ar_candidates), peers, ar_candidates
+        )
         self.job_queue = (
             JobQueue.from_url(redis_url, QueueConfig.from_dict(queue_config)) if redis_url else None
         )
@@ -99,10 +103,11 @@ class GatewayService(JobsServicerMixin):
     async def ListModels(
         self, request: generation_pb2.ListModelsRequest, grpc_context: Any = None
     ) -> generation_pb2.ListModelsResponse:
-        info = generation_pb2.ModelInfo(
-            id=self.info.name, routes=list(self.info.routes), image_size=self.info.image_size
-        )
-        return generation_pb2.ListModelsResponse(models=[info])
+        models = [
+            generation_pb2.ModelInfo(id=i.name, routes=list(i.routes), image_size=i.image_size)
+            for i in self.pipelines.infos
+        ]
+        return generation_pb2.ListModelsResponse(models=models)
 
     # ------------------------------------------------------------------ gRPC: jobs
     # The mixin's methods raise domain errors; at the public edge they become status codes.

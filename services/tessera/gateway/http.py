@@ -173,7 +173,6 @@ def build_http_app(gateway: Any) -> FastAPI:
     # ---------------------------------------------------------------- meta
     @app.get("/v1/models", tags=["meta"])
     async def models() -> dict:
-        info = gateway.info
         return {
             "object": "list",
             "data": [
@@ -184,7 +183,9 @@ def build_http_app(gateway: Any) -> FastAPI:
                     "owned_by": "tessera",
                     "routes": list(info.routes),
                     "image_size": info.image_size,
+                    "family": info.family,
                 }
+                for info in gateway.pipelines.infos
             ],
         }
 
@@ -194,8 +195,11 @@ def build_http_app(gateway: Any) -> FastAPI:
 
     @app.get("/readyz", tags=["meta"])
     async def readyz() -> JSONResponse:
-        """Ready when every model service answers a ping within READY_TIMEOUT_S."""
+        """Ready when every model service answers a ping within READY_TIMEOUT_S (an extra
+        bundle's services as ``<service>@<bundle>``)."""
         served = dict(handles.items())
+        for bundle, pipelines in gateway.pipelines.peers.items():
+            served.update({f"{name}@{bundle}": h for name, h in pipelines.handles.items()})
         checks = await asyncio.gather(
             *(asyncio.wait_for(h.ping.remote(), READY_TIMEOUT_S) for h in served.values()),
             return_exceptions=True,

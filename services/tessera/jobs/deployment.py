@@ -54,6 +54,7 @@ class JobWorker:
         queue_config: dict[str, Any] | None = None,
         concurrency: int = 2,
         ar_candidates: int | None = None,  # the Serve config's args.ar_candidates
+        peers: dict[str, dict[str, Any]] | None = None,  # extra bundles (routes/served.py)
         **handles: Any,  # one per registered model service, by registry name
     ) -> None:
         if executor is None and (bundle_dir is None or not handles):
@@ -62,6 +63,7 @@ class JobWorker:
             )
         self._handles = ModelHandles(**handles)  # unknown service names fail here
         self._ar_candidates = ar_candidates
+        self._peers = peers
         self._bundle_dir = bundle_dir
         self._executor_spec = executor
         self._executor_kwargs = dict(executor_kwargs or {})
@@ -84,10 +86,11 @@ class JobWorker:
         if self._executor_spec is None:
             from tessera.routes.bundle import BundleInfo
             from tessera.routes.pipelines import Pipelines
+            from tessera.routes.served import ServedModels
 
-            pipelines = Pipelines(
-                self._handles,
-                BundleInfo.read(self._bundle_dir),
+            pipelines = ServedModels(
+                Pipelines(self._handles, BundleInfo.read(self._bundle_dir), self._ar_candidates),
+                self._peers,
                 self._ar_candidates,
             )
             executor = pipelines.generate

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from pathlib import Path
 
 import torch
 from ray import serve
 
 from tessera.common import metrics
+from tessera.common.checkpoint import component_format
 from tessera.common.engine_service import EngineService
 from tessera.common.images import arrays_to_tensor, decode_image
 from tessera.common.limits import (
@@ -24,9 +26,16 @@ from tessera.common.protos import (
     embedding_to_proto,
     text_states_to_proto,
 )
-from tessera.common.serving import batched, item_slices, resolve_seed, split_results
+from tessera.common.serving import (
+    batched,
+    item_slices,
+    load_model,
+    resolve_seed,
+    split_results,
+)
 from tessera.common.text_encoder import TextBatch
 from tessera.prior.engine import PriorBatcher
+from tessera.prior.kandinsky import KandinskyPriorBatcher
 from tessera.v1 import prior_pb2
 
 DEFAULT_MAX_ROWS = 64  # prior rows per step call: 16 guided prompts with 2 candidates
@@ -53,6 +62,16 @@ class Prior(EngineService):
     }
 
     def __init__(self, bundle_dir: str | Path, device: str | None = None) -> None:
+        self.imported = component_format(Path(bundle_dir), "prior") != "tessera"
+        if self.imported:  # a library's prior (tessera.prior.kandinsky): no MiniLM
+            self.clip, self.device = load_model(bundle_dir, "clip", device)
+            self.prior, _ = load_model(bundle_dir, "prior", device)
+            self.text_encoder = None
+            self.image_size = self.clip.image_size
+            self.init_batching(_text_batch=MAX_TEXTS_PER_CALL, _image_batch=MAX_ITEMS_PER_CALL)
+            engine = partial(KandinskyPriorBatcher, clip=self.clip)
+            self.start_engine(engine, self.prior, DEFAULT_MAX_ROWS, MAX_SAMPLES_PER_CALL * 2)
+            return
         self.clip = self.load(bundle_dir, "clip", device)
         self.prior = self.load(bundle_dir, "prior", device)
         self.image_size = self.clip.config.image_size
@@ -65,8 +84,10 @@ class Prior(EngineService):
         """(B, D) CLIP text embeddings (in-process callers use this too)."""
         return self._embed_texts(texts)[0]
 
-    def _embed_texts(self, texts: list[str]) -> tuple[torch.Tensor, TextBatch]:
-        """CLIP text embeddings and the MiniLM encoding they came from."""
+    def _embed_texts(self, texts: list[str]) -> tuple[torch.Tensor, TextBatch | None]:
+        """CLIP text embeddings and the MiniLM encoding they came from (None: imported)."""
+        if self.imported:
+            return self.clip.embed_text(texts), None
         text = self.text_encoder.encode(texts)
         with torch.inference_mode():
             return self.clip.embed_text(text.pooled.to(self.device)), text
@@ -87,7 +108,7 @@ class Prior(EngineService):
             prior_pb2.EmbedTextResponse(
                 embeddings=[embedding_to_proto(e) for e in emb[rows]],
                 text_states=[text_states_to_proto(text, i) for i in range(rows.start, rows.stop)]
-                if return_states
+                if return_states and text is not None
                 else [],
             )
             for (_, return_states), rows in zip(
@@ -109,7 +130,10 @@ class Prior(EngineService):
     @torch.inference_mode()
     def _embed_image_many(self, items: list[tuple[list]]) -> list:
         arrays = [a for (item_arrays,) in items for a in item_arrays]
-        emb = self.clip.embed_image(arrays_to_tensor(arrays).to(self.device)).cpu()
+        if self.imported:
+            emb = self.clip.embed_images(arrays).cpu()
+        else:
+            emb = self.clip.embed_image(arrays_to_tensor(arrays).to(self.device)).cpu()
         return [
             prior_pb2.EmbedImageResponse(embeddings=[embedding_to_proto(e) for e in emb[rows]])
             for rows in item_slices(len(item_arrays) for (item_arrays,) in items)
@@ -128,6 +152,8 @@ class Prior(EngineService):
             check_count("steps", request.steps, 1, MAX_SERVICE_STEPS)
             steps = request.steps
         seed = resolve_seed(request.seed if request.HasField("seed") else None)
+        if self.imported:
+            return await self._sample_imported(request.prompt, n, seed, guidance, steps)
         text_emb, text = await asyncio.to_thread(self._embed_texts, [request.prompt] * n)
         metrics.observe_batch("Prior", self.engine.running_rows + n)
         future = self.engine.submit(
@@ -141,3 +167,18 @@ class Prior(EngineService):
         if request.return_states:
             response.text_states.CopyFrom(text_states_to_proto(text))
         return response
+
+    async def _sample_imported(
+        self, prompt: str, n: int, seed: int, guidance: float | None, steps: int | None
+    ) -> prior_pb2.SamplePriorResponse:
+        """SamplePrior for an imported prior: its own CLIP encodes the prompt once."""
+        cond = await asyncio.to_thread(self.clip.condition, [prompt])
+        metrics.observe_batch("Prior", self.engine.running_rows + n)
+        future = self.engine.submit(
+            cond.expand(n), seeds=[seed + i for i in range(n)], guidance_scale=guidance, steps=steps
+        )
+        emb = await asyncio.wrap_future(future)  # cancelling this await cancels the sampling
+        metrics.add_denoise_steps(steps or self.prior.config.sample_steps, component="prior")
+        return prior_pb2.SamplePriorResponse(
+            embeddings=[embedding_to_proto(e) for e in emb.cpu()], seed=seed
+        )

@@ -18,6 +18,8 @@ class BundleInfo:
     routes: tuple[str, ...]
     has_clip: bool = False  # the ar route can rerank candidates only with the bundle's CLIP
     max_steps: int | None = None  # the decoder's most diffusion steps (its num_train_timesteps)
+    quantize_latents: bool = True  # snap decoder latents to the codebook before decoding
+    family: str = "tessera"  # an imported bundle's family (e.g. "kandinsky22")
 
     @classmethod
     def read(cls, bundle_dir: str | Path) -> BundleInfo:
@@ -34,4 +36,12 @@ class BundleInfo:
         max_steps = None
         if "decoder" in comps:
             max_steps = int(read_config(bundle_dir / "decoder")["num_train_timesteps"])
-        return cls(name, tok["image_size"], routes, has_clip="clip" in comps, max_steps=max_steps)
+        return cls(
+            name,
+            tok["image_size"],
+            routes,
+            has_clip="clip" in comps,
+            max_steps=max_steps,
+            quantize_latents=bool(tok.get("quantize_latents", True)),
+            family=index.get("family", "tessera"),
+        )

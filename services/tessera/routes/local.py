@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera import registry
+from tessera.common.checkpoint import read_bundle_index
 from tessera.routes.bundle import BundleInfo
 from tessera.routes.handles import ModelHandles
 from tessera.routes.pipelines import Pipelines
@@ -42,7 +43,7 @@ def local_handles(bundle_dir: str | Path, device: str | None = None) -> ModelHan
     return ModelHandles(
         **{
             entry.name: LocalHandle(entry.deployment_class().func_or_class(str(bundle_dir), device))
-            for entry in registry.SERVICES
+            for entry in registry.services_for(read_bundle_index(bundle_dir)["components"])
         }
     )
 

@@ -321,7 +321,9 @@ class Pipelines:
             *(
                 call(
                     self.handles.detokenizer.Detokenize,
-                    tokenizer_pb2.DetokenizeRequest(**{key: chunk}, quantize=True),
+                    tokenizer_pb2.DetokenizeRequest(
+                        **{key: chunk}, quantize=self.info.quantize_latents
+                    ),
                 )
                 for chunk in _chunks(items)
             )
