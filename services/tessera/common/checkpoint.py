@@ -25,6 +25,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model_index.json"
 COMPONENTS = registry.components()  # every component some registered service loads
+IMPORT_HINT = "the library files changed since the import; run `tessera models import` again"
 REBUILD_HINT = "rebuild it with `tessera models init` (random weights) or `tessera train all`"
 
 
@@ -74,6 +75,8 @@ def load_component(directory: Path, device: str | torch.device = "cpu") -> nn.Mo
     """Build the component's model class from its config and load its weights (strict)."""
     meta = read_config(directory)
     model_cls = import_class(meta.pop("_class_name"))
+    if "_format" in meta:  # an imported library component: its adapter loads it
+        return model_cls.from_import(Path(directory), meta, device=device).to(device).eval()
     meta.pop("_extra", None)
     config_cls = model_cls.config_class  # every Tessera model names its config dataclass
     fields = {f.name for f in dataclasses.fields(config_cls)}
@@ -149,7 +152,23 @@ def verify_component(bundle_dir: Path, component: str) -> Path:
             raise ModelNotReady(f"missing {path}; {REBUILD_HINT}")
         if file_sha256(path) != expected:
             raise ModelNotReady(f"checksum mismatch for {path}; {REBUILD_HINT}")
+    external = entry.get("external")  # an imported component: the library files it reads
+    if external:
+        root = Path(external["root"])
+        for rel, expected in external["files"].items():
+            path = root / rel
+            if not path.is_file():
+                raise ModelNotReady(f"missing {path}; {IMPORT_HINT}")
+            if file_sha256(path) != expected:
+                raise ModelNotReady(f"checksum mismatch for {path}; {IMPORT_HINT}")
     return cdir
+
+
+def component_format(bundle_dir: Path, component: str) -> str:
+    """The layout a component's weights are in: ``tessera`` for a bundle Tessera wrote, else
+    the imported library format (e.g. ``diffusers-kandinsky22``)."""
+    entry = read_bundle_index(bundle_dir)["components"].get(component) or {}
+    return entry.get("format", "tessera")
 
 
 def load_bundle_component(
