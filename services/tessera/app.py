@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,15 @@ def resolve_bundle_dir(args: AppArgs) -> Path:
     return (settings.models_dir / (args.bundle or settings.bundle)).resolve()
 
 
+def bundle_components(bundle_dir: str) -> set[str]:
+    """The components a bundle's index lists (a bundle not built yet: every one, so the
+    replicas report what is missing)."""
+    path = Path(bundle_dir) / "model_index.json"
+    if not path.is_file():
+        return set(registry.components())
+    return set(json.loads(path.read_text()).get("components", {}))
+
+
 def build_app(
     args: dict[str, Any] | None = None, deployment_options: dict[str, dict] | None = None
 ) -> Any:
@@ -73,7 +83,7 @@ def build_app(
 
     models = {
         entry.name: configured(entry.deployment_class()).bind(bundle_dir, device)
-        for entry in registry.SERVICES
+        for entry in registry.served_by(bundle_components(bundle_dir))
     }
     shared = {"bundle_dir": bundle_dir, "ar_candidates": parsed.ar_candidates}
     worker = None

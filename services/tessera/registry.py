@@ -292,6 +292,12 @@ def names() -> tuple[str, ...]:
     return tuple(entry.name for entry in SERVICES)
 
 
+def served_by(components: set[str] | dict) -> tuple[ModelService, ...]:
+    """The services a bundle with ``components`` can run: those whose components it has all
+    of (an imported Janus bundle: tokenizer, detokenizer, lm)."""
+    return tuple(e for e in SERVICES if all(c in components for c in e.components))
+
+
 def components() -> tuple[str, ...]:
     """Every bundle component some service loads, in registry order, each once."""
     return tuple(dict.fromkeys(c for entry in SERVICES for c in entry.components))

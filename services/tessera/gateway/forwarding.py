@@ -25,14 +25,14 @@ def _message_class(descriptor: Any) -> type:
 
 def _unary(service: str, rpc: str, response_type: type) -> Callable:
     async def forward(self: Any, request: Any, grpc_context: Any = None) -> Any:
-        return await call(getattr(self.handles[service], rpc), request)
+        return await call(getattr(self.handles.require(service), rpc), request)
 
     return returns(response_type)(forward)
 
 
 def _streaming(service: str, rpc: str) -> Callable:
     async def forward(self: Any, request: Any, grpc_context: Any = None) -> AsyncIterator[Any]:
-        handle = self.handles[service].options(stream=True)
+        handle = self.handles.require(service).options(stream=True)
         async for event in getattr(handle, rpc).remote(request):
             yield event
 

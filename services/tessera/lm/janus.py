@@ -148,7 +148,8 @@ class JanusImageLM(nn.Module):
 
     def encode(self, texts: list[str]) -> TextBatch:
         """Prompts -> token ids, as ``JanusProcessor(generation_mode="image")`` builds them
-        from the template: (B, T) int64 right-padded in ``states``, ``mask`` True on tokens."""
+        from the template: (B, prompt_len) int64 right-padded in ``states``, ``mask`` True
+        on tokens."""
         cfg, tok = self.config, self.tokenizer
         rows = [
             tok(cfg.prompt_template.replace("{prompt}", t) + tok.boi_token).input_ids for t in texts
@@ -159,8 +160,10 @@ class JanusImageLM(nn.Module):
                 f"prompt is {longest} tokens with its template; this model takes at most "
                 f"{cfg.prompt_len}"
             )
-        ids = torch.full((len(rows), longest), cfg.pad_token_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), longest, dtype=torch.bool)
+        # Padded to prompt_len, as MiniLM pads to its max: the engine stacks the prompts of
+        # every request it admits together and cuts the padding none of them uses.
+        ids = torch.full((len(rows), cfg.prompt_len), cfg.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), cfg.prompt_len, dtype=torch.bool)
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = True

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tessera import registry
+from tessera.common.errors import NotFound
 
 
 class ModelHandles:
@@ -33,6 +34,14 @@ class ModelHandles:
 
     def __getitem__(self, name: str) -> Any:
         return self._handles[name]
+
+    def require(self, name: str) -> Any:
+        """The handle of ``name``, or NotFound when the served bundle has no such service
+        (an imported Janus bundle has no prior or decoder)."""
+        handle = self._handles[name]
+        if handle is None:
+            raise NotFound(f"the served bundle has no {name} service")
+        return handle
 
     def replace(self, **overrides: Any) -> ModelHandles:
         """A copy with some handles swapped (tests wrap one service this way)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera import registry
+from tessera.common.checkpoint import read_bundle_index
 from tessera.routes.bundle import BundleInfo
 from tessera.routes.handles import ModelHandles
 from tessera.routes.pipelines import Pipelines
@@ -38,11 +39,13 @@ class LocalHandle:
 
 
 def local_handles(bundle_dir: str | Path, device: str | None = None) -> ModelHandles:
-    """Instantiate every registered model service's class in this process."""
+    """Instantiate, in this process, every registered model service the bundle has the
+    components of."""
+    components = read_bundle_index(Path(bundle_dir))["components"]
     return ModelHandles(
         **{
             entry.name: LocalHandle(entry.deployment_class().func_or_class(str(bundle_dir), device))
-            for entry in registry.SERVICES
+            for entry in registry.served_by(components)
         }
     )
 
