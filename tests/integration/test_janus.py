@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from ray import serve
 
+from tessera.imports.janus_tiny import CODEBOOK, GRID
 from tessera.v1 import (
     decoder_pb2,
     decoder_pb2_grpc,
@@ -28,6 +29,8 @@ from tessera.v1 import (
     generation_pb2_grpc,
     lm_pb2,
     lm_pb2_grpc,
+    tokenizer_pb2,
+    tokenizer_pb2_grpc,
 )
 
 pytestmark = pytest.mark.integration
@@ -130,6 +133,13 @@ def test_grpc_tokens_stream_and_forwarding(janus: dict, expected: dict, channel)
     )
     assert any(e.HasField("progress") for e in events[:-1])
     assert_library_image(events[-1].result.images[0].png, expected)
+
+    tokenizer = tokenizer_pb2_grpc.TokenizerServiceStub(channel)
+    png = events[-1].result.images[0].png
+    tokens = tokenizer.Tokenize(
+        tokenizer_pb2.TokenizeRequest(images=[png]), metadata=METADATA, timeout=60
+    )  # Janus's VQ encoder, in the Tokenizer deployment
+    assert (tokens.grids[0].height, tokens.codebook_size) == (GRID, CODEBOOK)
 
     decoder = decoder_pb2_grpc.DecoderServiceStub(channel)
     with pytest.raises(grpc.RpcError) as err:
