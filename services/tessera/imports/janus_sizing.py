@@ -1,7 +1,7 @@
 """Memory and FLOPs of an imported Janus per deployment, from its config alone (modules built
 on the meta device: exact parameter counts, no weights), and the GPU profile's Serve options
-derived from them. ``python -m tessera.imports.sizing`` prints the table for the published
-Janus-Pro 1B and 7B (``docs/decisions/janus-sizing.md`` explains the model).
+derived from them. ``python -m tessera.imports.janus_sizing`` prints the table for the published
+Janus-Pro 1B and 7B (``docs/decisions/janus-adapter.md`` explains the model).
 
 * LanguageModel: the Llama weights + the image-generation embeddings, aligner and head (the
   SigLIP encoder and the text head are not loaded), plus its KV cache: one row is
@@ -231,7 +231,7 @@ def serve_config(bundle_dir: Path, base: Path, gpu_gib: float = GPU_MEMORY_GIB) 
 
 def main(argv: list[str] | None = None) -> None:
     """Print the published sizes, or write a sized gpu Serve config for a bundle."""
-    parser = argparse.ArgumentParser(prog="python -m tessera.imports.sizing")
+    parser = argparse.ArgumentParser(prog="python -m tessera.imports.janus_sizing")
     parser.add_argument("--bundle", type=Path, help="an imported Janus bundle")
     parser.add_argument("--base", type=Path, default=Path("deploy/serve/gpu.yaml"))
     parser.add_argument("--out", type=Path, help="where to write its Serve config")

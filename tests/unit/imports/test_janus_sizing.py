@@ -13,8 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tessera.app import AppArgs
 from tessera.common.checkpoint import load_bundle_component
 from tessera.imports import import_directory
-from tessera.imports.janus_tiny import GRID, build_tiny_janus
-from tessera.imports.sizing import (
+from tessera.imports.janus_sizing import (
     JANUS_PRO,
     bundle_estimate,
     estimate,
@@ -22,6 +21,7 @@ from tessera.imports.sizing import (
     published_config,
     serve_config,
 )
+from tessera.imports.janus_tiny import GRID, build_tiny_janus
 from tessera.lm.janus import read_janus_config
 
 REPO = Path(__file__).resolve().parents[3]
