@@ -132,6 +132,7 @@ def test_grpc_tokens_stream_and_forwarding(janus: dict, expected: dict, channel)
         )
     )
     assert any(e.HasField("progress") for e in events[:-1])
+    assert any(p.png.startswith(b"\x89PNG") for e in events[:-1] for p in e.previews)
     assert_library_image(events[-1].result.images[0].png, expected)
 
     tokenizer = tokenizer_pb2_grpc.TokenizerServiceStub(channel)

@@ -178,3 +178,21 @@ async def test_the_ar_route_in_process_returns_the_library_image(janus, library)
     for _, handle in pipelines.handles.items():
         if hasattr(handle._instance, "engine"):
             handle._instance.engine.close()
+
+
+async def test_cancelling_frees_the_rows_at_the_next_token(lm) -> None:
+    """A request whose progress callback says stop leaves the engine after that token, and
+    its two KV-cache rows (guided) go back to the pool; the next request is unaffected."""
+    from tessera.common.errors import Cancelled
+    from tessera.lm.sampling import SamplingParams
+
+    text = lm.model.encode([PROMPTS[0]])
+    future = lm.engine.submit(
+        text, [SamplingParams(guidance_scale=5.0)], lambda done, grids: done < 3, 1
+    )
+    with pytest.raises(Cancelled, match="after 3 of 16 tokens"):
+        await asyncio.wrap_future(future)
+    assert lm.engine.running_rows == 0
+    request = lm_pb2.SampleTokensRequest(prompt=PROMPTS[0], top_k=1, guidance_scale=5.0)
+    (tokens,) = served(await lm.SampleTokens(request))
+    assert tokens.min() >= 0
