@@ -140,6 +140,17 @@ class JanusImageLM(nn.Module):
         model.tokenizer = AutoTokenizer.from_pretrained(config.source, local_files_only=True)
         return model.eval()
 
+    def _apply(self, fn: Any, recurse: bool = True) -> JanusImageLM:
+        """Casts (``.half()``, ``.to(dtype)``) leave the rotary frequencies in float32: in
+        half precision they would round, and every angle at position ~800 with them."""
+        super()._apply(fn, recurse)
+        rotary = self.language_model.rotary_emb
+        if not rotary.inv_freq.is_meta and rotary.inv_freq.dtype != torch.float32:
+            fresh = type(rotary)(self.text_config)
+            rotary.inv_freq = fresh.inv_freq.to(rotary.inv_freq.device)
+            rotary.original_inv_freq = fresh.original_inv_freq.to(rotary.inv_freq.device)
+        return self
+
     # ---------------------------------------------------------------- prompts
     @property
     def own_text_encoder(self) -> JanusImageLM:

@@ -196,3 +196,23 @@ async def test_cancelling_frees_the_rows_at_the_next_token(lm) -> None:
     request = lm_pb2.SampleTokensRequest(prompt=PROMPTS[0], top_k=1, guidance_scale=5.0)
     (tokens,) = served(await lm.SampleTokens(request))
     assert tokens.min() >= 0
+
+
+def test_half_precision_keeps_the_rotary_frequencies_exact(janus) -> None:
+    """What CUDA serving does to the weights (``serving_dtype``: bf16, else fp16), on CPU:
+    the cache follows the weights, the rotary table stays float32, sampling runs."""
+    from tessera.common.checkpoint import load_bundle_component
+    from tessera.lm.engine import ContinuousSampler
+    from tessera.lm.sampling import SamplingParams
+
+    model = load_bundle_component(janus[1], "lm").to(torch.bfloat16)
+    rotary = model.language_model.rotary_emb
+    assert rotary.inv_freq.dtype == torch.float32
+    assert model.new_cache(1).k[0].dtype == torch.bfloat16
+    engine = ContinuousSampler(model, max_rows=4)
+    try:
+        future = engine.submit(model.encode([PROMPTS[0]]), [SamplingParams(guidance_scale=5.0)])
+        grid = future.result(timeout=60)
+    finally:
+        engine.close()
+    assert grid.shape == (1, GRID, GRID) and int(grid.min()) >= 0
