@@ -192,6 +192,12 @@ async def test_cancelling_frees_the_rows_at_the_next_token(lm) -> None:
     )
     with pytest.raises(Cancelled, match="after 3 of 16 tokens"):
         await asyncio.wrap_future(future)
+    # The future settles inside the step that drops the request; the rows go back at the
+    # end of that step (on the engine's thread): wait for it, boundedly.
+    for _ in range(500):
+        if lm.engine.running_rows == 0:
+            break
+        await asyncio.sleep(0.01)
     assert lm.engine.running_rows == 0
     request = lm_pb2.SampleTokensRequest(prompt=PROMPTS[0], top_k=1, guidance_scale=5.0)
     (tokens,) = served(await lm.SampleTokens(request))
