@@ -33,9 +33,11 @@ class EngineService(BatchKnobs):
 
     def load(self, bundle_dir: str | Path, component: str, device: str | None) -> nn.Module:
         """A bundle component on this replica's device (sets ``device`` and the shared
-        ``text_encoder`` there)."""
+        ``text_encoder`` there; a model with its own tokenizer, an imported Janus, names
+        itself as ``own_text_encoder``)."""
         model, self.device = load_model(bundle_dir, component, device)
-        self.text_encoder = shared_text_encoder(str(self.device))
+        own = getattr(model, "own_text_encoder", None)
+        self.text_encoder = own if own is not None else shared_text_encoder(str(self.device))
         return model
 
     def start_engine(

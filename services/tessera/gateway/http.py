@@ -131,7 +131,7 @@ def build_http_app(gateway: Any) -> FastAPI:
                 resize=body.resize,
                 return_latents=body.return_latents,
             )
-            res = await call(handles.tokenizer.Tokenize, req)
+            res = await call(handles.require("tokenizer").Tokenize, req)
             out: dict = {
                 "codebook_size": res.codebook_size,
                 "grids": [
@@ -153,7 +153,7 @@ def build_http_app(gateway: Any) -> FastAPI:
                 latents=[common_pb2.Tensor(**z.model_dump()) for z in body.latents],
                 quantize=body.quantize,
             )
-            res = await call(handles.detokenizer.Detokenize, req)
+            res = await call(handles.require("detokenizer").Detokenize, req)
             return images_response(
                 generation_pb2.GenerateResponse(images=res.images), "b64_json"
             ).model_dump(include={"data"})
@@ -162,13 +162,13 @@ def build_http_app(gateway: Any) -> FastAPI:
     async def embed_text(body: EmbedTextBody) -> dict:
         async with observed("embed_text", "http"):
             req = prior_pb2.EmbedTextRequest(texts=body.texts)
-            return embeddings_body(await call(handles.prior.EmbedText, req))
+            return embeddings_body(await call(handles.require("prior").EmbedText, req))
 
     @app.post("/v1/embeddings/image", tags=["components"])
     async def embed_image(body: EmbedImageBody) -> dict:
         async with observed("embed_image", "http"):
             req = prior_pb2.EmbedImageRequest(images=[decode_b64(b) for b in body.images])
-            return embeddings_body(await call(handles.prior.EmbedImage, req))
+            return embeddings_body(await call(handles.require("prior").EmbedImage, req))
 
     # ---------------------------------------------------------------- meta
     @app.get("/v1/models", tags=["meta"])

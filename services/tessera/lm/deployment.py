@@ -81,12 +81,13 @@ class LanguageModel(EngineService):
         grids = await self._sample(request, params, self._states(request, len(params)))
         return lm_pb2.SampleTokensResponse(grids=[grid_to_proto(g) for g in grids], seed=seed)
 
-    @staticmethod
-    def _states(request: lm_pb2.SampleTokensRequest, n: int) -> TextBatch | None:
+    def _states(self, request: lm_pb2.SampleTokensRequest, n: int) -> TextBatch | None:
         """The prompt's MiniLM states when encoded upstream (Prior.EmbedText), checked with
         the rest of the request; None: this replica encodes the prompt."""
         if not request.HasField("text_states"):
             return None
+        if getattr(self.model, "own_text_encoder", None) is not None:
+            raise InvalidArgument("this model tokenizes its own prompts; leave text_states unset")
         return text_states_from_proto(request.text_states, n)
 
     async def _sample(

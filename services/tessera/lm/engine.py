@@ -89,7 +89,7 @@ class ContinuousSampler(StepLoop):
         baseline ``make bench`` measures continuous batching against."""
         self.model = model.eval()
         self.config = model.config
-        self.device = model.lm_head.weight.device
+        self.device = next(model.parameters()).device
         self.cache = model.new_cache(max_rows)
         self.offsets = torch.zeros(max_rows, dtype=torch.long, device=self.device)
         self.steps = 0  # decode steps run (for tests and metrics)

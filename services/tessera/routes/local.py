@@ -39,7 +39,9 @@ class LocalHandle:
 
 
 def local_handles(bundle_dir: str | Path, device: str | None = None) -> ModelHandles:
-    """Instantiate every registered model service's class in this process."""
+    """Instantiate, in this process, every registered model service the bundle has the
+    components of."""
+    components = read_bundle_index(Path(bundle_dir))["components"]
     return ModelHandles(
         **{
             entry.name: LocalHandle(entry.deployment_class().func_or_class(str(bundle_dir), device))
