@@ -45,7 +45,7 @@ def local_handles(bundle_dir: str | Path, device: str | None = None) -> ModelHan
     return ModelHandles(
         **{
             entry.name: LocalHandle(entry.deployment_class().func_or_class(str(bundle_dir), device))
-            for entry in registry.services_for(read_bundle_index(bundle_dir)["components"])
+            for entry in registry.services_for(components)
         }
     )
 
