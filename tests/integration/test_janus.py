@@ -113,7 +113,7 @@ def test_http_lists_and_generates_the_library_image(janus: dict, expected: dict)
         r = http.post("/v1/images/generations", json={**BODY, "route": "unclip"})
         assert r.status_code == 404 and "unclip" in r.json()["error"]["message"]
         r = http.post("/v1/embeddings/text", json={"texts": ["a"]})
-        assert r.status_code == 404 and "no prior" in r.json()["error"]["message"]
+        assert r.status_code == 404 and "no 'prior' service" in r.json()["error"]["message"]
 
 
 def test_grpc_tokens_stream_and_forwarding(janus: dict, expected: dict, channel) -> None:
@@ -146,7 +146,7 @@ def test_grpc_tokens_stream_and_forwarding(janus: dict, expected: dict, channel)
     with pytest.raises(grpc.RpcError) as err:
         decoder.SampleLatents(decoder_pb2.SampleLatentsRequest(), metadata=METADATA, timeout=60)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "no decoder" in err.value.details()
+    assert "no 'decoder' service" in err.value.details()
 
 
 def test_a_job_returns_the_library_image(janus: dict, expected: dict) -> None:
