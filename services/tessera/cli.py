@@ -19,6 +19,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "train": {
         "tokenizer": "tessera.tokenizer.train",
         "lm": "tessera.lm.train",
+        "pixel": "tessera.pixel.train",
         "clip": "tessera.clip.train",
         "prior": "tessera.prior.train",
         "decoder": "tessera.decoder.train",
