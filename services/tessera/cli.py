@@ -29,6 +29,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "eval": {
         "tokenizer": "tessera.tokenizer.eval",
         "lm": "tessera.lm.eval",
+        "pixel": "tessera.pixel.eval",
         "clip": "tessera.clip.eval",
         "prior": "tessera.prior.eval",
         "decoder": "tessera.decoder.eval",

@@ -268,6 +268,8 @@ def component_evals(bundle: Path, dataset: str, out: Path, data_dir: Path | None
             + ["--clip", str(bundle / "clip"), "--threads", "1"],
         ),
     }
+    if (bundle / "pixel").is_dir():  # the pixel route's own section (tessera.pixel.eval)
+        commands["pixel"] = ("tessera.pixel.eval", ["--bundle", str(bundle)])
     for name, (module_name, argv) in commands.items():
         print(f"== tessera eval {name}", flush=True)
         module = importlib.import_module(module_name)
@@ -347,6 +349,8 @@ def run(args: argparse.Namespace) -> int:
     report["commit"] = git_commit()
     report["wall_s"] = round(time.time() - start, 1)
     md = render_markdown(report)
+    if (out / "pixel" / "REPORT.md").is_file():  # written by `tessera eval pixel`
+        md += "\n" + (out / "pixel" / "REPORT.md").read_text()
     report["bundle_dir"] = "."  # the committed report names paths relative to the bundle
     report["grids"] = {k: str(Path(v).relative_to(bundle)) for k, v in report["grids"].items()}
     write_report(bundle / "report.json", report)

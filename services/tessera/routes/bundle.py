@@ -18,6 +18,11 @@ class BundleInfo:
     routes: tuple[str, ...]
     has_clip: bool = False  # the ar route can rerank candidates only with the bundle's CLIP
     max_steps: int | None = None  # the decoder's most diffusion steps (its num_train_timesteps)
+    pixel_size: int | None = None  # the pixel route's native side (its model's image_size)
+
+    def native_size(self, route: str) -> int:
+        """A route's native output side: the pixel model's own, else the tokenizer's."""
+        return self.pixel_size if route == "pixel" and self.pixel_size else self.image_size
 
     @classmethod
     def read(cls, bundle_dir: str | Path) -> BundleInfo:
@@ -27,11 +32,25 @@ class BundleInfo:
         comps = index["components"]
         routes = tuple(
             r
-            for r, needs in (("ar", ("lm",)), ("unclip", ("clip", "prior", "decoder")))
+            for r, needs in (
+                ("ar", ("lm",)),
+                ("unclip", ("clip", "prior", "decoder")),
+                ("pixel", ("pixel",)),
+            )
             if all(c in comps for c in needs)
         )
         name = index.get("name", bundle_dir.name)
         max_steps = None
         if "decoder" in comps:
             max_steps = int(read_config(bundle_dir / "decoder")["num_train_timesteps"])
-        return cls(name, tok["image_size"], routes, has_clip="clip" in comps, max_steps=max_steps)
+        pixel_size = None
+        if "pixel" in comps:
+            pixel_size = int(read_config(bundle_dir / "pixel")["image_size"])
+        return cls(
+            name,
+            tok["image_size"],
+            routes,
+            has_clip="clip" in comps,
+            max_steps=max_steps,
+            pixel_size=pixel_size,
+        )
