@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tessera.common.checkpoint import load_component
+from tessera.common.checkpoint import load_component, read_config
 from tessera.pixel.costs import cost_table, render_table
 from tessera.pixel.data import bits_per_dim, histogram_bits, prepare_split, upscale
 from tessera.training.cli import add_runtime_arguments, start_command
@@ -82,13 +82,16 @@ def likelihoods(args: argparse.Namespace, device: torch.device) -> dict:
         "heldout_images": min(args.limit, len(heldout.values)),
         "histogram_baseline": histogram_bits(train.values, heldout.values),
     }
+    dirs = {"image_transformer": component_dir(bundle, "pixel")}
     models = {"image_transformer": model}
     if args.pixelcnn:
-        models["pixelcnn"] = load_component(component_dir(args.pixelcnn, "pixelcnn"), device=device)
+        dirs["pixelcnn"] = component_dir(args.pixelcnn, "pixelcnn")
+        models["pixelcnn"] = load_component(dirs["pixelcnn"], device=device)
     for name, m in models.items():
         m.eval()
         out[name] = {
             "params": sum(p.numel() for p in m.parameters()),
+            "steps": read_config(dirs[name]).get("_extra", {}).get("step"),
             "heldout_bpd": bits_per_dim(m, heldout, device, limit=args.limit),
             "heldout_bpd_unconditional": bits_per_dim(
                 m, heldout, device, limit=args.limit, unconditional=True
@@ -108,18 +111,26 @@ def render(metrics: dict) -> str:
         f"sub-pixel steps per image), {lk['heldout_images']} held-out images, bits per "
         "sub-pixel (lower is better):",
         "",
-        "| model | params | held-out bits/dim | unconditional | train bits/dim |",
-        "|---|---|---|---|---|",
-        f"| per-channel histogram (baseline) | 768 | {lk['histogram_baseline']:.3f} | "
+        "| model | params | steps trained | held-out bits/dim | unconditional | train bits/dim |",
+        "|---|---|---|---|---|---|",
+        f"| per-channel histogram (baseline) | 768 | - | {lk['histogram_baseline']:.3f} | "
         f"{lk['histogram_baseline']:.3f} | - |",
     ]
     for name in ("image_transformer", "pixelcnn"):
         if name in lk:
             m = lk[name]
             lines.append(
-                f"| {name.replace('_', ' ')} | {m['params']:,} | {m['heldout_bpd']:.3f} | "
+                f"| {name.replace('_', ' ')} | {m['params']:,} | {m.get('steps') or '-'} | "
+                f"{m['heldout_bpd']:.3f} | "
                 f"{m['heldout_bpd_unconditional']:.3f} | {m['train_bpd']:.3f} |"
             )
+    lines += [
+        "",
+        "Both trained by `tessera train pixel` (batch 8) on shapes at 16 px: curves and samples "
+        "in `train_transformer/` and `train_pixelcnn/` beside this file (`loss.png`, "
+        "`samples_step_*.png`: the real image, then 4 or 2 seeds per caption). Tiny and "
+        "under-trained on a saturated 2-core machine: see `docs/decisions/pixel-route.md`.",
+    ]
     checker = metrics.get("checker")
     if checker:
         lines += [
