@@ -348,9 +348,9 @@ def run(args: argparse.Namespace) -> int:
     report["fast_subset"] = fast
     report["commit"] = git_commit()
     report["wall_s"] = round(time.time() - start, 1)
+    if (out / "pixel" / "metrics.json").is_file():  # written by `tessera eval pixel`
+        report["pixel"] = json.loads((out / "pixel" / "metrics.json").read_text())
     md = render_markdown(report)
-    if (out / "pixel" / "REPORT.md").is_file():  # written by `tessera eval pixel`
-        md += "\n" + (out / "pixel" / "REPORT.md").read_text()
     report["bundle_dir"] = "."  # the committed report names paths relative to the bundle
     report["grids"] = {k: str(Path(v).relative_to(bundle)) for k, v in report["grids"].items()}
     write_report(bundle / "report.json", report)
