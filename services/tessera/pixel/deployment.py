@@ -110,9 +110,8 @@ class PixelModel(EngineService):
         text = await asyncio.to_thread(self.text_encoder.encode, [prompt] * len(params))
         metrics.observe_batch("PixelModel", self.engine.running_rows + len(params))
         future = self.engine.submit(text.to(self.device), params, on_progress, every)
-        pixels = await asyncio.wrap_future(future)
-        metrics.add_tokens(int(pixels.numel()))
-        return pixels
+        # Not counted in ray_tessera_lm_tokens_total: that metric is the ar LM's VQ tokens.
+        return await asyncio.wrap_future(future)
 
     async def SamplePixelsStream(
         self, stream_request: pixel_pb2.SamplePixelsStreamRequest
