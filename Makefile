@@ -16,7 +16,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo test test-fast lint format protos protos-check protos-lint protos-breaking \
-	protos-release configs configs-check kuberay kuberay-check bench cluster-bench serve clean
+	protos-release configs configs-check kuberay kuberay-check bench pixel-bench cluster-bench serve \
+	clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +92,11 @@ serve: install
 ## bench: benchmarks; results in benchmarks/results/
 bench: install
 	$(PY) -m benchmarks.run
+
+## pixel-bench: the sequence-length table (pixel vs ar, measured and projected) in
+## benchmarks/results/pixel_sequence_length.{json,md}
+pixel-bench: install
+	$(PY) -m benchmarks.pixel_costs
 
 ## cluster-bench: a load ramp on the simulated cluster (tessera cluster up): GPU nodes and
 ## replicas over time in benchmarks/results/cluster_ramp.{json,png}

@@ -1,5 +1,6 @@
-"""`make demo`: start the stack on the default bundle, generate through both routes over the
-HTTP API, and write a labelled sample grid to out/demo.png."""
+"""`make demo`: start the stack on the default bundle, generate through every route it
+serves (ar, unclip, and pixel when the bundle carries a pixel model) over the HTTP API, and
+write a labelled sample grid to out/demo.png."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ PROMPTS = [
     "sun",
     "a green tree",
 ]
-ROUTES = ("ar", "unclip")
+ROUTES = ("ar", "unclip", "pixel")  # in this order, those the bundle serves (GET /v1/models)
 CELL = 128
 
 
@@ -71,7 +72,9 @@ def main() -> int:
     try:
         rows = []
         with httpx.Client(base_url=endpoints["http"], timeout=300) as client:
-            for route in ROUTES:
+            served = client.get("/v1/models").json()["data"][0]["routes"]
+            routes = [r for r in ROUTES if r in served]
+            for route in routes:
                 row = []
                 for i, prompt in enumerate(PROMPTS):
                     t0 = time.perf_counter()
@@ -87,21 +90,21 @@ def main() -> int:
                 rows.append(row)
         out = ROOT / "out" / "demo.png"
         out.parent.mkdir(exist_ok=True)
-        grid_image(rows).save(out)
-        print(f"wrote {out.relative_to(ROOT)} ({len(ROUTES)} routes x {len(PROMPTS)} prompts)")
+        grid_image(routes, rows).save(out)
+        print(f"wrote {out.relative_to(ROOT)} ({len(routes)} routes x {len(PROMPTS)} prompts)")
         print("Twemoji images: Copyright Twitter, Inc and other contributors, CC-BY 4.0.")
     finally:
         runtime.stop()
     return 0
 
 
-def grid_image(rows: list[list[Image.Image]]) -> Image.Image:
+def grid_image(routes: list[str], rows: list[list[Image.Image]]) -> Image.Image:
     label_w, head_h = 70, 34
     grid = Image.new("RGB", (label_w + CELL * len(PROMPTS), head_h + CELL * len(rows)), "white")
     draw = ImageDraw.Draw(grid)
     for j, prompt in enumerate(PROMPTS):
         draw.text((label_w + j * CELL + 4, 4), prompt[:20], fill="black")
-    for i, (route, row) in enumerate(zip(ROUTES, rows, strict=True)):
+    for i, (route, row) in enumerate(zip(routes, rows, strict=True)):
         draw.text((6, head_h + i * CELL + CELL // 2), route, fill="black")
         for j, img in enumerate(row):
             grid.paste(

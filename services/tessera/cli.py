@@ -19,6 +19,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "train": {
         "tokenizer": "tessera.tokenizer.train",
         "lm": "tessera.lm.train",
+        "pixel": "tessera.pixel.train",
         "clip": "tessera.clip.train",
         "prior": "tessera.prior.train",
         "decoder": "tessera.decoder.train",
@@ -28,6 +29,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "eval": {
         "tokenizer": "tessera.tokenizer.eval",
         "lm": "tessera.lm.eval",
+        "pixel": "tessera.pixel.eval",
         "clip": "tessera.clip.eval",
         "prior": "tessera.prior.eval",
         "decoder": "tessera.decoder.eval",

@@ -236,6 +236,21 @@ SERVICES: tuple[ModelService, ...] = (
             gpu={"max_rows": 128},
         ),
     ),
+    ModelService(
+        name="pixel",
+        deployment="tessera.pixel.deployment:PixelModel",
+        proto="pixel",
+        components=("pixel",),
+        note="Image Transformer over sub-pixels, continuous batching (the LM's engine). Budget: "
+        "KV-cache rows (a guided image takes 2, each bounded by the attention window).",
+        profiles=_model_profiles(
+            local_cpus=0.2,
+            gpus=0.1,
+            max_ongoing_requests=32,
+            local={"max_rows": 64},
+            gpu={"max_rows": 256},
+        ),
+    ),
 )
 
 # The platform's own deployments, beside the model services: (Serve name, options per

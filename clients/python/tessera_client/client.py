@@ -41,15 +41,15 @@ class GenerationOptions(TypedDict, total=False):
     """Optional generation fields; unset ones take the server's defaults. The bounds are the
     server's public limits (copied in :mod:`tessera_client._limits`)."""
 
-    route: str  # "ar" (default) or "unclip"
+    route: str  # "ar" (default), "unclip" or "pixel"
     n: int  # images, 1..MAX_IMAGES_PER_REQUEST
     size: str  # "WxH": the native size or an integer upscale
     seed: int  # image i uses seed + i; unset: random (returned in the result)
     guidance_scale: float  # [0, MAX_GUIDANCE]
     steps: int  # unclip denoising steps, 1..MAX_STEPS
-    temperature: float  # ar, (0, MAX_TEMPERATURE]
-    top_k: int  # ar, 0..MAX_TOP_K, 0 = off
-    top_p: float  # ar, (0, 1]
+    temperature: float  # ar, pixel: (0, MAX_TEMPERATURE]
+    top_k: int  # ar 0..MAX_TOP_K, pixel 0..MAX_PIXEL_TOP_K; 0 = off
+    top_p: float  # ar, pixel: (0, 1]
     candidates: int  # ar, 1..MAX_CANDIDATES: sampled per image; CLIP's best is returned
     model: str  # bundle name; unset: the served default
 
@@ -139,7 +139,7 @@ class Client(_Settings):
     def generate(
         self, prompt: str, *, timeout: float | None = None, **params: Unpack[GenerationOptions]
     ) -> GeneratedImages:
-        """Images for a prompt through one route (``ar`` or ``unclip``)."""
+        """Images for a prompt through one route (``ar``, ``unclip`` or ``pixel``)."""
         call = _wire.generate(_wire.generation_fields(prompt, **params))
         return self._transport.unary(call, self._t(timeout))
 

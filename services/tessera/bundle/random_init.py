@@ -3,7 +3,7 @@
 Stands in for the trained bundle where only the plumbing is under test (the integration
 tests use the tiny one). The configs agree with each other the way trained ones must: the
 LM's vocabulary is the tokenizer's codebook, the decoder works on the tokenizer's latent
-grid and the CLIP embedding width.
+grid and the CLIP embedding width. The pixel model (the ``pixel`` route) stands alone.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ def build_random_bundle(out: Path, name: str, *, tiny: bool = True, seed: int = 
     from tessera.clip.model import CLIPConfig, CLIPModel
     from tessera.decoder.model import DecoderConfig, LatentDecoder
     from tessera.lm.model import ImageGPT, LMConfig
+    from tessera.pixel.model import ImageTransformer, PixelConfig
     from tessera.prior.model import DiffusionPrior, PriorConfig
     from tessera.tokenizer.model import VQConfig, VQModel
 
@@ -45,6 +46,8 @@ def build_random_bundle(out: Path, name: str, *, tiny: bool = True, seed: int = 
         clip_dim=clip_config.embed_dim,
     )
     save_component(out / "decoder", LatentDecoder(dec_config), dec_config)
+    pixel_config = make(PixelConfig)
+    save_component(out / "pixel", ImageTransformer(pixel_config), pixel_config)
     training = {"kind": "random-init", "tiny": tiny, "seed": seed}
     return write_bundle_index(out, name, training)
 

@@ -21,6 +21,7 @@ MAX_GUIDANCE = 20.0  # classifier-free guidance scale, [0, MAX_GUIDANCE] everywh
 MAX_TEMPERATURE = 2.0  # (0, MAX_TEMPERATURE]
 MAX_TOP_K = 65536  # 0 = off; a model service also caps it at its vocabulary
 MAX_CANDIDATES = 8  # ar reranking: candidates sampled per returned image
+MAX_PIXEL_TOP_K = 256  # pixel route: top_k over the 256 intensities of a sub-pixel
 MAX_SEED = 2**63 - 1  # seeds are int64 on the wire
 MAX_OUTPUT_SIDE = 1024  # output sizes: the native size and integer upscales of it, at most
 MAX_MODEL_NAME_CHARS = 64
@@ -36,6 +37,7 @@ MAX_IMAGE_B64_CHARS = 4 * -(-MAX_IMAGE_BYTES // 3) + MAX_DATA_URL_PREFIX_CHARS
 
 # -- model-service contracts (per call) ----------------------------------------------------
 MAX_LM_IMAGES_PER_CALL = 8  # SampleTokens: n or len(seeds)
+MAX_PIXEL_IMAGES_PER_CALL = 8  # SamplePixels: n
 MAX_ITEMS_PER_CALL = 16  # Tokenize / Detokenize images or grids, EmbedImage images
 MAX_TEXTS_PER_CALL = 64  # EmbedText texts
 MAX_SAMPLES_PER_CALL = 8  # SamplePrior n, SampleLatents image_embeddings

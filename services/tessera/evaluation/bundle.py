@@ -268,6 +268,8 @@ def component_evals(bundle: Path, dataset: str, out: Path, data_dir: Path | None
             + ["--clip", str(bundle / "clip"), "--threads", "1"],
         ),
     }
+    if (bundle / "pixel").is_dir():  # the pixel route's own section (tessera.pixel.eval)
+        commands["pixel"] = ("tessera.pixel.eval", ["--bundle", str(bundle)])
     for name, (module_name, argv) in commands.items():
         print(f"== tessera eval {name}", flush=True)
         module = importlib.import_module(module_name)
@@ -346,6 +348,8 @@ def run(args: argparse.Namespace) -> int:
     report["fast_subset"] = fast
     report["commit"] = git_commit()
     report["wall_s"] = round(time.time() - start, 1)
+    if (out / "pixel" / "metrics.json").is_file():  # written by `tessera eval pixel`
+        report["pixel"] = json.loads((out / "pixel" / "metrics.json").read_text())
     md = render_markdown(report)
     report["bundle_dir"] = "."  # the committed report names paths relative to the bundle
     report["grids"] = {k: str(Path(v).relative_to(bundle)) for k, v in report["grids"].items()}

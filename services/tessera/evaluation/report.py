@@ -110,4 +110,9 @@ def render_markdown(report: dict) -> str:
             "`eval/clip/retrieval.png`, `eval/prior/cosine.png`, `eval/decoder/grid_*.png`.",
             "",
         ]
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    if "pixel" in report:  # `tessera eval pixel`'s section (tessera.pixel.eval)
+        from tessera.pixel.eval import render
+
+        text += "\n" + render(report["pixel"])
+    return text

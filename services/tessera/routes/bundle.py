@@ -20,6 +20,11 @@ class BundleInfo:
     max_steps: int | None = None  # the decoder's most diffusion steps (its num_train_timesteps)
     quantize_latents: bool = True  # snap decoder latents to the codebook before decoding
     family: str = "tessera"  # an imported bundle's family (e.g. "kandinsky22")
+    pixel_size: int | None = None  # the pixel route's native side (its model's image_size)
+
+    def native_size(self, route: str) -> int:
+        """A route's native output side: the pixel model's own, else the tokenizer's."""
+        return self.pixel_size if route == "pixel" and self.pixel_size else self.image_size
 
     @classmethod
     def read(cls, bundle_dir: str | Path) -> BundleInfo:
@@ -29,13 +34,20 @@ class BundleInfo:
         comps = index["components"]
         routes = tuple(
             r
-            for r, needs in (("ar", ("lm",)), ("unclip", ("clip", "prior", "decoder")))
+            for r, needs in (
+                ("ar", ("lm",)),
+                ("unclip", ("clip", "prior", "decoder")),
+                ("pixel", ("pixel",)),
+            )
             if all(c in comps for c in needs)
         )
         name = index.get("name", bundle_dir.name)
         max_steps = None
         if "decoder" in comps:
             max_steps = int(read_config(bundle_dir / "decoder")["num_train_timesteps"])
+        pixel_size = None
+        if "pixel" in comps:
+            pixel_size = int(read_config(bundle_dir / "pixel")["image_size"])
         return cls(
             name,
             tok["image_size"],
@@ -44,4 +56,5 @@ class BundleInfo:
             max_steps=max_steps,
             quantize_latents=bool(tok.get("quantize_latents", True)),
             family=index.get("family", "tessera"),
+            pixel_size=pixel_size,
         )

@@ -3,6 +3,7 @@
 ``ar``:     LanguageModel.SampleTokens → Detokenizer.Detokenize(grids)
             [→ Prior.EmbedText + Prior.EmbedImage: keep the best of ``candidates`` per image]
 ``unclip``: Prior.SamplePrior → Decoder.SampleLatents → Detokenizer.Detokenize(latents)
+``pixel``:  PixelModel.SamplePixels (``routes/pixel.py``)
 ``variations``: Prior.EmbedImage → Decoder.SampleLatents → Detokenizer.Detokenize(latents)
 
 Handles carry the protobuf messages of `protos/tessera/v1`. The same code runs against Ray
@@ -26,6 +27,7 @@ from tessera.common.limits import MAX_ITEMS_PER_CALL, MAX_LM_IMAGES_PER_CALL
 from tessera.common.serving import call
 from tessera.routes.bundle import BundleInfo
 from tessera.routes.handles import ModelHandles
+from tessera.routes.pixel import sample_pixels
 from tessera.routes.schemas import GenerationParams, VariationParams
 from tessera.v1 import common_pb2, decoder_pb2, generation_pb2, lm_pb2, prior_pb2, tokenizer_pb2
 
@@ -59,12 +61,12 @@ class Pipelines:
         self.ar_candidates = default if info.has_clip else 1
 
     # -- request checks shared by every entry point -------------------------------------
-    def scale_for(self, size: str | None) -> int:
-        """Integer upscale factor for a requested "WxH" (native size → 1)."""
+    def scale_for(self, size: str | None, route: str = "ar") -> int:
+        """Integer upscale factor for a requested "WxH" (the route's native size → 1)."""
         if not size:
             return 1
         side = int(size.split("x")[0])
-        native = self.info.image_size
+        native = self.info.native_size(route)
         if side % native:
             allowed = ", ".join(
                 f"{native * k}x{native * k}" for k in (1, 2, 4, 8) if native * k <= 1024
@@ -92,7 +94,7 @@ class Pipelines:
         size and (unclip) steps. The synchronous routes and the job queue both run it."""
         self.check_model(params.model)
         self.check_route(params.route)
-        self.scale_for(params.size)
+        self.scale_for(params.size, params.route)
         if params.route == "unclip":
             self.check_steps(params.steps)
 
@@ -102,10 +104,12 @@ class Pipelines:
     ) -> generation_pb2.GenerateResponse:
         """Run one route end to end; ``on_event`` gets progress (+ previews) and may cancel."""
         self.check_params(params)
-        scale = self.scale_for(params.size)
+        scale = self.scale_for(params.size, params.route)
         start = time.perf_counter()
         if params.route == "ar":
             images, seed = await self._ar(params, on_event)
+        elif params.route == "pixel":
+            images, seed = await sample_pixels(self.handles, params, on_event)
         else:
             images, seed = await self._unclip(params, on_event)
         return generation_pb2.GenerateResponse(

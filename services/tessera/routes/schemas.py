@@ -35,7 +35,7 @@ from tessera.common.limits import (
 )
 from tessera.v1 import generation_pb2
 
-ROUTES = ("ar", "unclip")
+ROUTES = ("ar", "unclip", "pixel")
 SIZE_PATTERN = re.compile(r"^([0-9]{1,4})x([0-9]{1,4})$")  # ASCII: `\d` is any Unicode digit
 SIZE_DESCRIPTION = (
     "WxH, square, at most 1024x1024: the model's native size (GET /v1/models, image_size) or "
@@ -119,8 +119,8 @@ class GenerationParams(BaseModel):
         default="ar",
         min_length=1,
         max_length=MAX_ROUTE_CHARS,
-        description="ar or unclip, as the model offers (GET /v1/models, routes); another "
-        "route answers 404",
+        description="ar, unclip or pixel, as the model offers (GET /v1/models, routes); "
+        "another route answers 404",
     )
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     guidance_scale: float | None = Field(default=None, ge=0.0, le=MAX_GUIDANCE)
@@ -136,8 +136,8 @@ class GenerationParams(BaseModel):
         default=None,
         ge=0,
         le=MAX_TOP_K,
-        description="ar: 0 is off; at most the LM's vocabulary (the bundle's codebook size), "
-        "else 400 with its bound",
+        description="ar: 0 is off; at most the LM's vocabulary (the bundle's codebook size); "
+        "pixel: at most 256; else 400 with its bound",
     )
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     candidates: int | None = Field(

@@ -64,7 +64,8 @@ def test_serve_config_is_the_gpu_config(rayservice):
     assert app["import_path"] == "tessera.app:build_app" and app["args"]["device"] == "cuda"
     names = {d["name"] for d in app["deployments"]}
     assert names == {
-        "Gateway", "Tokenizer", "Detokenizer", "LanguageModel", "Prior", "Decoder", "JobWorker",
+        "Gateway", "Tokenizer", "Detokenizer", "LanguageModel", "Prior", "Decoder", "PixelModel",
+        "JobWorker",
     }  # fmt: skip
     for deployment in app["deployments"]:
         if deployment["name"] not in ("Gateway", "JobWorker"):

@@ -16,6 +16,7 @@ from tessera_client._limits import (
     MAX_CANDIDATES,
     MAX_GUIDANCE,
     MAX_IMAGES_PER_REQUEST,
+    MAX_PIXEL_TOP_K,
     MAX_PROMPT_CHARS,
     MAX_STEPS,
     MAX_TEMPERATURE,
@@ -86,13 +87,20 @@ def add_prompt_argument(parser: argparse.ArgumentParser) -> None:
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per ``GenerateRequest`` field (a test checks none is missing)."""
     group = parser.add_argument_group("generation")
-    group.add_argument("--route", choices=["ar", "unclip"], default=None, help="default: ar")
+    group.add_argument(
+        "--route", choices=["ar", "unclip", "pixel"], default=None, help="default: ar"
+    )
     add_image_arguments(group, "images")
     group.add_argument(
-        "--temperature", type=float, default=None, help=f"ar, (0, {MAX_TEMPERATURE:g}]"
+        "--temperature", type=float, default=None, help=f"ar, pixel: (0, {MAX_TEMPERATURE:g}]"
     )
-    group.add_argument("--top-k", type=int, default=None, help=f"ar, 0..{MAX_TOP_K}, 0 = off")
-    group.add_argument("--top-p", type=float, default=None, help="ar, (0, 1]")
+    group.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help=f"ar 0..{MAX_TOP_K}, pixel 0..{MAX_PIXEL_TOP_K}; 0 = off",
+    )
+    group.add_argument("--top-p", type=float, default=None, help="ar, pixel: (0, 1]")
     group.add_argument(
         "--candidates",
         type=int,

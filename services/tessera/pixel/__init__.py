@@ -1,0 +1,1 @@
+"""Pixel-level autoregression: the Image Transformer (served) and PixelCNN (baseline)."""

@@ -1,0 +1,59 @@
+"""The ``pixel`` route: PixelModel.SamplePixels, one call (the Image Transformer writes the
+image itself, no de-tokenizer). Streamed, each event's previews are the images sampled so far,
+complete down to the last finished row."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from tessera.common.errors import Cancelled
+from tessera.common.serving import call
+from tessera.routes.handles import ModelHandles
+from tessera.routes.schemas import GenerationParams
+from tessera.v1 import generation_pb2, pixel_pb2
+
+# The generation request's options that the pixel contract shares, passed on as they are.
+PIXEL_SAMPLING_FIELDS = tuple(
+    f.name
+    for f in pixel_pb2.SamplePixelsRequest.DESCRIPTOR.fields
+    if f.has_presence
+    and f.name != "seed"
+    and f.name in generation_pb2.GenerateRequest.DESCRIPTOR.fields_by_name
+)
+
+
+def pixel_request(params: GenerationParams) -> pixel_pb2.SamplePixelsRequest:
+    req = pixel_pb2.SamplePixelsRequest(prompt=params.prompt, n=params.n)
+    if params.seed is not None:
+        req.seed = params.seed
+    for name in PIXEL_SAMPLING_FIELDS:
+        if getattr(params, name) is not None:
+            setattr(req, name, getattr(params, name))
+    return req
+
+
+async def sample_pixels(
+    handles: ModelHandles,
+    params: GenerationParams,
+    on_event: Callable[[generation_pb2.GenerateStreamResponse], Awaitable[bool]] | None,
+) -> tuple[list, int]:
+    """(images, seed) for ``params``; with ``on_event``, a progress event with the partial
+    images after every row (``on_event`` returning False cancels)."""
+    req = pixel_request(params)
+    if on_event is None:
+        res = await call(handles.pixel.SamplePixels, req)
+        return list(res.images), res.seed
+    images, seed = [], 0
+    sreq = pixel_pb2.SamplePixelsStreamRequest(request=req, stream_every=1)
+    stream = handles.pixel.options(stream=True).SamplePixelsStream.remote(sreq)
+    async for ev in stream:
+        images, seed = list(ev.images), ev.seed
+        if ev.done:
+            break
+        event = generation_pb2.GenerateStreamResponse(progress=ev.progress, previews=images)
+        if not await on_event(event):
+            cancel = getattr(stream, "cancel", None)
+            if cancel:
+                cancel()
+            raise Cancelled("generation cancelled")
+    return images, seed
