@@ -21,6 +21,8 @@ def write_report(results: dict, out_dir: Path) -> None:
     lines = [title]
     if "paired" in results:
         lines += served_lines(results)
+    if "overhead" in results:
+        lines += overhead_lines(results)
     lines += batching_lines(results["batching"])
     kv = results["kv_cache"]
     lines += [
@@ -73,6 +75,72 @@ def served_lines(results: dict) -> list[str]:
             if "throughput_min" in r:
                 rps += f" ({r['throughput_min']:.2f}–{r['throughput_max']:.2f})"
             lines.append(f"| {route} | {c} | {rps} | {r['p50']:.3f} | {r['p99']:.3f} |")
+    return lines
+
+
+def overhead_lines(results: dict) -> list[str]:
+    """Served vs in-process throughput under load, and CPU ms per request by stage."""
+    o = results["overhead"]
+    c = o["concurrency"]
+    lines = [
+        "",
+        f"Platform overhead under load: {c} closed-loop clients over HTTP vs the same "
+        f"`Pipelines` in-process with {c} concurrent callers (same engines and batching; "
+        f"{o['rounds']} rounds of {o['requests_per_round']} requests each side, alternating; "
+        "steady throughput, median (min–max)):",
+        "",
+        "| route | served (req/s) | in-process (req/s) | served / in-process |",
+        "|---|---|---|---|",
+    ]
+    for route in ROUTES:
+        r = o[route]
+        lines.append(
+            f"| {route} | {spread(r['served'], '{:.2f}')} | {spread(r['in_process'], '{:.2f}')} "
+            f"| {r['served_over_in_process']:.2f} |"
+        )
+    if all("cpu_ms_per_request" in o[route] for route in ROUTES):
+        lines += [
+            "",
+            f"CPU ms per request by stage at {c} clients (user + system CPU of each process "
+            "over the rounds, read with psutil from /proc, divided by the requests; Ray names "
+            "a replica's process `ray::ServeReplica:tessera:<Deployment>`):",
+            "",
+            "| stage | " + " | ".join(f"{r} served | {r} in-process" for r in ROUTES) + " |",
+            "|---|" + "---|---|" * len(ROUTES),
+        ]
+        stages = sorted(
+            {s for route in ROUTES for s in o[route]["cpu_ms_per_request"]["served"]},
+            key=lambda s: -sum(o[r]["cpu_ms_per_request"]["served"].get(s, 0) for r in ROUTES),
+        )
+        for stage in stages:
+            cells = []
+            for route in ROUTES:
+                cpu = o[route]["cpu_ms_per_request"]
+                local = cpu["in_process"].get(stage) if stage.startswith("load generator") else None
+                cells.append(f"{cpu['served'].get(stage, 0.0):.1f}")
+                cells.append("" if local is None else f"{local:.1f} (all the work)")
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        totals = []
+        for route in ROUTES:
+            cpu = o[route]["cpu_ms_per_request"]
+            totals += [
+                f"{sum(cpu['served'].values()):.1f}",
+                f"{sum(cpu['in_process'].values()):.1f}",
+            ]
+        lines.append("| **total** | " + " | ".join(totals) + " |")
+    if "serialisation" in results:
+        s = results["serialisation"]
+        lines += [
+            "",
+            "Serialisation (protobuf, part of the rows above): every message of one request "
+            "between deployments, serialised and parsed once each (time.process_time): "
+            + "; ".join(
+                f"{r} {s[r]['cpu_ms']:.2f} ms for {s[r]['messages']} messages, "
+                f"{s[r]['bytes'] / 1024:.0f} KiB"
+                for r in ROUTES
+            )
+            + ".",
+        ]
     return lines
 
 
@@ -155,19 +223,17 @@ def bar_lines(results: dict) -> list[str]:
     for route in ROUTES if "paired" in results else ():
         paired = results["paired"]
         ratio = paired["served"][route]["median"] / paired["in_process"][route]["median"]
-        checks.append((f"served / in-process latency, {route}, c=1", ratio, "<=", 1.25))
-    for route in ROUTES if "served" in results else ():
-        top = max(results["served"][route], key=int)
-        gain = (
-            results["served"][route][top]["throughput_rps"]
-            / results["served"][route]["1"]["throughput_rps"]
-        )
-        checks.append((f"throughput c={top} / c=1, {route}", gain, ">=", 3.0))
+        target = {"ar": 1.15, "unclip": 1.1}.get(route, 1.1)
+        checks.append((f"served / in-process latency, {route}, c=1", ratio, "<=", target))
+    for route in ROUTES if "overhead" in results else ():
+        o = results["overhead"]
+        label = f"served / in-process throughput, {route}, c={o['concurrency']}"
+        checks.append((label, o[route]["served_over_in_process"], ">=", 0.85))
     if "peers" in results:
         lm = results["peers"]["lm"]
         for g in ("no_guidance", "guidance"):
             label = f"LM tokens/s / transformers generate(), batch {lm['batch']}, {g}"
-            checks.append((label, lm[g]["speedup"], ">=", 1.5))
+            checks.append((label, lm[g]["speedup"], ">=", 2.0))
     checks.append(
         (
             "static / continuous p99 under staggered arrivals",

@@ -4,6 +4,10 @@ Ratios are measured in one run on one machine (these machines are noisy):
 1. served (HTTP, full route) vs in-process pipeline latency at concurrency 1, per route, the
    two alternating request by request with the stack up;
 2. throughput and p50/p99 latency at concurrency 1, 4 and 16, per route;
+2b. platform overhead under load (``benchmarks/overhead.py``): served throughput at 16
+   clients vs the same ``Pipelines`` in-process with 16 concurrent callers, rounds
+   alternating, and CPU ms per request by stage (per-process CPU of the stack's processes),
+   plus the protobuf serialisation one request costs;
 3. LM image-token sampling vs Hugging Face ``transformers`` ``generate()`` on a GPT-2 of the
    same size (same batch and length), with and without guidance;
 4. decoder sampling vs ``diffusers`` (``UNet2DModel`` + ``DDIMScheduler``) of similar size and
@@ -81,7 +85,9 @@ def free_port() -> int:
 
 
 # ------------------------------------------------------------------------- in-process
-def paired_latency(bundle_dir: Path, url: str, repeats: int, device: str = "cpu") -> dict:
+def paired_latency(
+    bundle_dir: Path, url: str, repeats: int, device: str = "cpu", pipelines: object = None
+) -> dict:
     """Concurrency-1 latency of each route in-process and served, alternating request by
     request with the stack up: both see the same machine at the same moments, so the ratio
     is the cost of serving (HTTP, hops, serialisation), not of whatever else this shared
@@ -89,7 +95,7 @@ def paired_latency(bundle_dir: Path, url: str, repeats: int, device: str = "cpu"
     from tessera.routes.local import local_pipelines
     from tessera.routes.schemas import GenerationParams
 
-    pipelines = local_pipelines(bundle_dir, device)
+    pipelines = pipelines or local_pipelines(bundle_dir, device)
 
     async def run() -> dict:
         out: dict = {"in_process": {}, "served": {}}
@@ -334,11 +340,30 @@ def served_parts(
             quiet=True,
         )
         url = runtime.start(config)["http"]
+    from benchmarks import overhead
+    from tessera.routes.local import local_pipelines
+
     try:
+        pipelines = local_pipelines(bundle_dir, profile["device"])
         print("in-process vs served latency…", flush=True)
-        paired = paired_latency(bundle_dir, url, repeats, profile["device"])
+        paired = paired_latency(bundle_dir, url, repeats, profile["device"], pipelines)
         print("served throughput…", flush=True)
-        return {"paired": paired, "served": served(url, repeats, levels)}
+        out = {"paired": paired, "served": served(url, repeats, levels)}
+        print("platform overhead under load…", flush=True)
+        top = max(levels)
+        out["overhead"] = overhead.platform_overhead(
+            pipelines,
+            url,
+            ROUTES,
+            prompt,
+            summarize,
+            concurrency=top,
+            requests=max(repeats, 8 * top),
+            rounds=2 if args.quick else 3,
+            cpu=args.url is None,  # the stack's processes are ours to read only if we started it
+        )
+        out["serialisation"] = {r: overhead.serialisation_ms(pipelines, r) for r in ROUTES}
+        return out
     finally:
         if args.url is None:
             runtime.stop()
