@@ -25,7 +25,7 @@ from tessera.common.serving import resolve_seed
 from tessera.decoder.engine import DenoiseBatcher
 from tessera.v1 import common_pb2, decoder_pb2
 
-SCHEDULERS = ("ddim", "ddpm")
+SCHEDULERS = ("ddim", "ddpm", "dpmsolver++")
 DEFAULT_MAX_ROWS = 32  # UNet rows per call: 16 guided images denoising at once
 
 
