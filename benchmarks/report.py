@@ -193,7 +193,7 @@ def peer_lines(p: dict) -> list[str]:
         (
             dec,
             f"decoder images/s, batch {dec['batch']}, DDIM {dec['steps']} "
-            "(vs diffusers UNet2DModel)",
+            "(vs diffusers UNet2DConditionModel, same architecture)",
             "images_per_s",
             "diffusers",
             "{:.2f}",
@@ -208,11 +208,53 @@ def peer_lines(p: dict) -> list[str]:
                 f"| {title} | {label} | {spread(r[f'tessera_{unit}'], fmt)} | "
                 f"{spread(r[f'{peer}_{unit}'], fmt)} | {r['speedup']:.2f} | {achieved(r)}{also} |"
             )
+    if "equal_quality" in dec:
+        r = dec["equal_quality"]
+        title = (
+            f"decoder images/s at equal quality: Tessera DPM-Solver++ {r['steps']} vs "
+            f"UNet2DConditionModel DDIM {dec['steps']}"
+        )
+        lines.append(
+            f"| {title} | guidance | {spread(r['tessera_images_per_s'], '{:.2f}')} | "
+            f"{spread(r['diffusers_images_per_s'], '{:.2f}')} | {r['speedup']:.2f} | "
+            f"{achieved(r)}; diffusers {r['diffusers_gflops_achieved']:.1f} |"
+        )
     lines += [
         "",
         f"Parameters: LM {lm['params']['tessera']:,} vs GPT-2 {lm['params']['transformers']:,}; "
-        f"decoder {dec['params']['tessera']:,} vs UNet2DModel {dec['params']['diffusers']:,} "
-        "(the diffusers UNet is unconditional: no CLIP or text cross-attention).",
+        f"decoder {dec['params']['tessera']:,} vs UNet2DConditionModel + the same conditioning "
+        f"layers {dec['params']['diffusers']:,} ({dec['params']['ratio']:.3f}x).",
+    ]
+    if "decoder_quality" in p:
+        lines += quality_lines(p["decoder_quality"])
+    return lines
+
+
+def quality_lines(q: dict) -> list[str]:
+    """DDIM vs DPM-Solver++ by steps: CLIP cosine and distance to the converged ODE."""
+    base = q["baseline"]
+    lines = [
+        "",
+        f"Decoder quality by solver and steps ({q['n']} Prior-sampled conditions, fixed seeds, "
+        f"default guidance): CLIP cosine of the decoded image to its condition (the bundle "
+        f"report's score, margin {q['margin']:g}) and RMS distance of the latents to the "
+        f"converged ODE solution (DDIM {q['reference_steps']}). Baseline DDIM {base['steps']}: "
+        f"cosine {base['clip_cosine']:.3f}, distance {base['ode_error']:.3f}.",
+        "",
+        "| steps | DDIM cosine | DDIM distance | DPM-Solver++ cosine | DPM-Solver++ distance |",
+        "|---|---|---|---|---|",
+    ]
+    for k, dpm in q["dpmsolver++"].items():
+        ddim = q["ddim"].get(k)
+        cells = [f"{ddim['clip_cosine']:.3f}", f"{ddim['ode_error']:.3f}"] if ddim else ["", ""]
+        lines.append(
+            f"| {k} | {cells[0]} | {cells[1]} | {dpm['clip_cosine']:.3f} | {dpm['ode_error']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Fewest DPM-Solver++ steps within the cosine margin: {q['fewest_steps_clip']}; "
+        f"within it and no farther from the ODE solution than DDIM {base['steps']} (the step "
+        f"count used for equal quality): {q['fewest_steps']}.",
     ]
     return lines
 
@@ -234,6 +276,17 @@ def bar_lines(results: dict) -> list[str]:
         for g in ("no_guidance", "guidance"):
             label = f"LM tokens/s / transformers generate(), batch {lm['batch']}, {g}"
             checks.append((label, lm[g]["speedup"], ">=", 2.0))
+        dec = results["peers"]["decoder"]
+        for g in ("no_guidance", "guidance"):
+            label = f"decoder images/s / diffusers UNet2DConditionModel, DDIM {dec['steps']}, {g}"
+            checks.append((label, dec[g]["speedup"], ">=", 1.0))
+        if "equal_quality" in dec:
+            r = dec["equal_quality"]
+            label = (
+                f"decoder images/s at equal quality (DPM-Solver++ {r['steps']}) / "
+                f"diffusers DDIM {dec['steps']}"
+            )
+            checks.append((label, r["speedup"], ">=", 1.5))
     checks.append(
         (
             "static / continuous p99 under staggered arrivals",
@@ -292,10 +345,12 @@ def plot(results: dict, path: Path) -> None:
         ax, p = axes.pop(0), results["peers"]
         labels, values = [], []
         for name, peer in (("lm", "transformers"), ("decoder", "diffusers")):
-            for g in ("no_guidance", "guidance"):
+            for g in ("no_guidance", "guidance", "equal_quality"):
+                if g not in p[name]:
+                    continue
                 labels.append(f"{name} vs {peer}\n{g.replace('_', ' ')}")
                 values.append(p[name][g]["speedup"])
-        ax.bar(range(len(values)), values, color=["C0", "C0", "C1", "C1"])
+        ax.bar(range(len(values)), values, color=["C0"] * 2 + ["C1"] * (len(values) - 2))
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(range(len(values)), labels, fontsize=7)
         ax.set(ylabel="Tessera / peer (higher is faster)", title="vs peers, same machine")

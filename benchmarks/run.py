@@ -10,8 +10,9 @@ Ratios are measured in one run on one machine (these machines are noisy):
    plus the protobuf serialisation one request costs;
 3. LM image-token sampling vs Hugging Face ``transformers`` ``generate()`` on a GPT-2 of the
    same size (same batch and length), with and without guidance;
-4. decoder sampling vs ``diffusers`` (``UNet2DModel`` + ``DDIMScheduler``) of similar size and
-   the same steps;
+4. decoder sampling vs ``diffusers`` (``UNet2DConditionModel`` built like the decoder, parameter
+   count within 5%, + ``DDIMScheduler``) at the same steps; the fewest DPM-Solver++ steps at
+   DDIM's quality (``benchmarks/decoder_quality.py``) and images/s there vs the peer at DDIM;
 5. achieved model FLOP/s vs this machine's measured matmul peak;
 6. LM sampling with the KV cache vs without, for a full grid;
 7. async jobs: jobs/s and submit→result p50/p99 at 1 and 8 workers.
@@ -227,7 +228,7 @@ def kv_cache_speedup(bundle_dir: Path, repeats: int, device: str = "cpu") -> dic
 
 # ----------------------------------------------------------------------------- peers
 def peer_comparisons(bundle_dir: Path, repeats: int, device: str = "cpu") -> dict:
-    from benchmarks import peers
+    from benchmarks import decoder_quality, peers
     from tessera.common.checkpoint import load_bundle_component
 
     dev = torch.device(device)
@@ -237,6 +238,16 @@ def peer_comparisons(bundle_dir: Path, repeats: int, device: str = "cpu") -> dic
     out["lm"] = peers.lm_vs_transformers(
         lm, batch=16, repeats=repeats, summarize=summarize, device=device
     )
+    print("decoder: DPM-Solver++ steps at DDIM's quality…", flush=True)
+    quick = decoder.config.default_steps < 25  # the tiny bundle: a smoke run
+    quality = decoder_quality.solver_quality(
+        bundle_dir,
+        n=4 if quick else 32,
+        steps=(2, 4) if quick else decoder_quality.CANDIDATE_STEPS,
+        device=device,
+        reference_steps=20 if quick else 200,
+    )
+    out["decoder_quality"] = quality
     out["decoder"] = peers.decoder_vs_diffusers(
         decoder,
         batch=8,
@@ -244,6 +255,7 @@ def peer_comparisons(bundle_dir: Path, repeats: int, device: str = "cpu") -> dic
         repeats=repeats,
         summarize=summarize,
         device=device,
+        solver_steps=quality["fewest_steps"] or decoder.config.default_steps,
     )
     return out
 
