@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 PROMPT_TOKENS = 12  # text prefix length fed to both LMs
@@ -63,6 +64,27 @@ def timed_pair(
             synchronize()
             times.append(time.perf_counter() - t0)
     return t_ours, t_theirs
+
+
+class _TorchCalls(TorchFunctionMode):
+    """Counts the torch functions and tensor methods Python calls (each is one dispatch from
+    Python: the per-token overhead a small model's decode step is made of)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(
+        self, func: Callable, types: object, args: tuple = (), kwargs: dict | None = None
+    ) -> object:
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_torch_calls(fn: Callable[[], object]) -> int:
+    with _TorchCalls() as counter:
+        fn()
+    return counter.calls
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -194,6 +216,10 @@ def lm_vs_transformers(
             repeats=repeats,
             summarize=summarize,
         )
+        out[label]["torch_calls_per_token"] = {
+            "tessera": count_torch_calls(ours) / new_tokens,
+            "transformers": count_torch_calls(theirs) / new_tokens,
+        }
     return out
 
 

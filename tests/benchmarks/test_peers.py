@@ -130,3 +130,10 @@ def test_the_gpu_profile_refuses_without_cuda(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--profile", "gpu", "--quick"])
     assert exit_info.value.code == 2 and "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_the_lm_makes_fewer_torch_calls_per_token_than_generate(results):
+    """Counted, not timed: the Python -> torch dispatches of one sampled token."""
+    for g in ("no_guidance", "guidance"):
+        calls = results["lm"][g]["torch_calls_per_token"]
+        assert 0 < calls["tessera"] < calls["transformers"]
