@@ -118,7 +118,7 @@ def overhead_lines(results: dict) -> list[str]:
                 cpu = o[route]["cpu_ms_per_request"]
                 local = cpu["in_process"].get(stage) if stage.startswith("load generator") else None
                 cells.append(f"{cpu['served'].get(stage, 0.0):.1f}")
-                cells.append("" if local is None else f"{local:.1f} (all the work)")
+                cells.append("–" if local is None else f"{local:.1f} (all the work)")
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
         totals = []
         for route in ROUTES:
