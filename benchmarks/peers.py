@@ -4,10 +4,12 @@
   Face ``transformers`` ``GPT2LMHeadModel.generate()`` with a GPT-2 of the same depth, width,
   heads and vocabulary, the same batch, prompt length and number of new tokens; without
   guidance and with it (``guidance_scale`` in ``generate``: an unconditional pass per step).
-- Decoder: ``sample_latents`` (DDIM, guidance) vs ``diffusers`` ``UNet2DModel`` +
-  ``DDIMScheduler`` with the same widths, blocks per level and latent shape, the same number
-  of steps and the same doubled batch for guidance. The diffusers UNet has no text or CLIP
-  conditioning (it is unconditional), so it does a little less work per step.
+- Decoder: ``sample_latents`` (DDIM, guidance) vs ``diffusers`` ``UNet2DConditionModel`` +
+  ``DDIMScheduler`` built like the decoder (:func:`conditioned_unet`: the same widths, blocks,
+  attention, heads, conditioning and context; parameter count within 5%, which the tests
+  assert), the same scheduler settings, steps and doubled batch for guidance; then Tessera
+  with DPM-Solver++ at the fewest steps within the quality margin of DDIM
+  (``benchmarks/decoder_quality.py``) against the peer at DDIM: images/s at equal quality.
 - Achieved FLOP/s of each sampler (FLOPs counted by ``torch.utils.flop_counter``, which
   counts matmuls, convolutions and attention) against this machine's measured matmul peak.
 
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 PROMPT_TOKENS = 12  # text prefix length fed to both LMs
@@ -61,6 +64,27 @@ def timed_pair(
             synchronize()
             times.append(time.perf_counter() - t0)
     return t_ours, t_theirs
+
+
+class _TorchCalls(TorchFunctionMode):
+    """Counts the torch functions and tensor methods Python calls (each is one dispatch from
+    Python: the per-token overhead a small model's decode step is made of)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(
+        self, func: Callable, types: object, args: tuple = (), kwargs: dict | None = None
+    ) -> object:
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_torch_calls(fn: Callable[[], object]) -> int:
+    with _TorchCalls() as counter:
+        fn()
+    return counter.calls
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -192,10 +216,102 @@ def lm_vs_transformers(
             repeats=repeats,
             summarize=summarize,
         )
+        out[label]["torch_calls_per_token"] = {
+            "tessera": count_torch_calls(ours) / new_tokens,
+            "transformers": count_torch_calls(theirs) / new_tokens,
+        }
     return out
 
 
 # ---------------------------------------------------------------------------- decoder
+class PeerConditioning(torch.nn.Module):
+    """The decoder's conditioning, outside the peer UNet: the same layers as
+    ``LatentDecoder`` (CLIP image embedding -> ``clip_tokens`` context tokens, text states ->
+    one token each, a LayerNorm, the learned nulls), run by the same code
+    (``LatentDecoder.condition``). diffusers' UNet2DConditionModel takes the context tokens
+    as ``encoder_hidden_states`` and the image embedding as ``class_labels``."""
+
+    def __init__(self, cfg: object) -> None:
+        super().__init__()
+        self.config = cfg
+        self.image_to_tokens = torch.nn.Linear(cfg.clip_dim, cfg.clip_tokens * cfg.context_dim)
+        self.text_to_tokens = torch.nn.Linear(cfg.text_dim, cfg.context_dim)
+        self.context_norm = torch.nn.LayerNorm(cfg.context_dim)
+        self.null_image = torch.nn.Parameter(torch.randn(cfg.clip_dim) / math.sqrt(cfg.clip_dim))
+        self.null_text = torch.nn.Parameter(torch.randn(cfg.text_dim) * 0.02)
+
+    def condition(self, *args: object, **kwargs: object) -> tuple:
+        from tessera.decoder.model import LatentDecoder
+
+        return LatentDecoder.condition(self, *args, **kwargs)
+
+
+def conditioned_unet(cfg: object) -> tuple[torch.nn.Module, PeerConditioning]:
+    """A ``diffusers`` ``UNet2DConditionModel`` built like the Tessera decoder of ``cfg``:
+    the same widths and res blocks per level (``layers_per_block``; up levels one more),
+    a self + cross-attention transformer after every res block and in the middle, the same
+    heads, the same cross-attention width and context, the CLIP image embedding added to the
+    timestep embedding through one linear layer (``class_embed_type="simple_projection"``),
+    scale/shift timestep modulation of the res blocks, and the feed-forward of every
+    transformer diffusers' GELU ``FeedForward`` (4x, as Tessera's MLP; diffusers' default
+    GEGLU has 1.5x the weights). GroupNorm groups: one count for all widths."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention import FeedForward
+
+    levels = len(cfg.widths)
+    unet = UNet2DConditionModel(
+        sample_size=cfg.grid_size,
+        in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * levels,
+        up_block_types=("CrossAttnUpBlock2D",) * levels,
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        block_out_channels=tuple(cfg.widths),
+        layers_per_block=cfg.num_res_blocks,
+        cross_attention_dim=cfg.context_dim,
+        attention_head_dim=cfg.num_heads,  # diffusers reads this as the number of heads
+        norm_num_groups=math.gcd(32, *cfg.widths),
+        resnet_time_scale_shift="scale_shift",
+        class_embed_type="simple_projection",
+        projection_class_embeddings_input_dim=cfg.clip_dim,
+        use_linear_projection=True,
+    )
+    for module in unet.modules():
+        if type(module).__name__ == "BasicTransformerBlock":
+            module.ff = FeedForward(module.norm3.normalized_shape[0], activation_fn="gelu")
+    return unet.eval(), PeerConditioning(cfg).eval()
+
+
+def peer_output(
+    unet: torch.nn.Module,
+    cond: PeerConditioning,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    emb: torch.Tensor,
+    text: object,
+    scale: float,
+) -> torch.Tensor:
+    """The peer's model output with classifier-free guidance, as ``guided_output``: one
+    forward, or one on the doubled batch (null image and text for the second half)."""
+    B = x.shape[0]
+    states, mask = text.states, text.mask
+    if scale == 1.0:
+        e, context, keep = cond.condition(emb, states, mask)
+        return unet(x, t, context, class_labels=e, encoder_attention_mask=keep).sample
+    yes = torch.ones(B, dtype=torch.bool, device=x.device)
+    drop = torch.cat([~yes, yes])
+    e, context, keep = cond.condition(
+        torch.cat([emb, emb]),
+        torch.cat([states, states]),
+        torch.cat([mask, mask]),
+        drop_image=drop,
+        drop_text=drop,
+    )
+    out = unet(torch.cat([x, x]), t, context, class_labels=e, encoder_attention_mask=keep).sample
+    c, u = out.chunk(2)
+    return u + scale * (c - u)
+
+
 def decoder_vs_diffusers(
     decoder: torch.nn.Module,
     batch: int,
@@ -203,26 +319,20 @@ def decoder_vs_diffusers(
     repeats: int,
     summarize: Callable[[list[float]], dict],
     device: str = "cpu",
+    solver_steps: int | None = None,
 ) -> dict:
-    """``decoder`` already on ``device``; the diffusers UNet and all inputs go there too."""
-    from diffusers import DDIMScheduler, UNet2DModel
+    """``decoder`` already on ``device``; the diffusers UNet and all inputs go there too.
+    Both sample with DDIM at ``steps`` (Tessera's and diffusers' ``DDIMScheduler``, the same
+    settings); with ``solver_steps``, a last row: Tessera with DPM-Solver++ at that many
+    steps (the fewest within the quality margin of DDIM at ``steps``) against the peer at
+    DDIM ``steps``, both guided: images per second at equal quality."""
+    from diffusers import DDIMScheduler
 
     from tessera.decoder.sampling import sample_latents
 
     cfg = decoder.config
-    levels = len(cfg.widths)
-    unet = UNet2DModel(
-        sample_size=cfg.grid_size,
-        in_channels=cfg.latent_channels,
-        out_channels=cfg.latent_channels,
-        layers_per_block=cfg.num_res_blocks,
-        block_out_channels=tuple(cfg.widths),
-        down_block_types=("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",),
-        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1),
-        attention_head_dim=cfg.widths[-1] // cfg.num_heads,
-        norm_num_groups=math.gcd(32, *cfg.widths),  # what the Tessera decoder uses per width
-    ).eval()
-    unet.to(device)
+    unet, cond = conditioned_unet(cfg)
+    unet.to(device), cond.to(device)
     scheduler = DDIMScheduler(
         num_train_timesteps=cfg.num_train_timesteps,
         beta_schedule="squaredcos_cap_v2",
@@ -235,16 +345,27 @@ def decoder_vs_diffusers(
     emb = emb.to(device)
     text = random_text(batch, cfg.text_dim, gen, device)
     shape = (batch, cfg.latent_channels, cfg.grid_size, cfg.grid_size)
+    ours_n = sum(p.numel() for p in decoder.parameters())
+    theirs_n = sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in cond.parameters())
     out: dict = {
         "batch": batch,
         "steps": steps,
-        "params": param_counts(decoder, "diffusers", unet),
+        "params": {"tessera": ours_n, "diffusers": theirs_n, "ratio": theirs_n / ours_n},
     }
-    for label, scale in (("no_guidance", 1.0), ("guidance", 3.0)):
+    rows = [("no_guidance", 1.0, "ddim", steps), ("guidance", cfg.default_guidance, "ddim", steps)]
+    if solver_steps is not None:
+        rows.append(("equal_quality", cfg.default_guidance, "dpmsolver++", solver_steps))
+    for label, scale, ours_scheduler, ours_steps in rows:
 
-        def ours(scale: float = scale) -> object:
+        def ours(scale: float = scale, name: str = ours_scheduler, n: int = ours_steps) -> object:
             return sample_latents(
-                decoder, emb, text, seeds=list(range(batch)), steps=steps, guidance_scale=scale
+                decoder,
+                emb,
+                text,
+                seeds=list(range(batch)),
+                steps=n,
+                guidance_scale=scale,
+                scheduler=name,
             )
 
         def theirs(scale: float = scale) -> object:
@@ -252,11 +373,7 @@ def decoder_vs_diffusers(
                 scheduler.set_timesteps(steps, device=device)
                 x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
                 for t in scheduler.timesteps:
-                    if scale == 1.0:
-                        eps = unet(x, t).sample
-                    else:  # classifier-free guidance the usual way: one doubled batch
-                        cond, uncond = unet(torch.cat([x, x]), t).sample.chunk(2)
-                        eps = uncond + scale * (cond - uncond)
+                    eps = peer_output(unet, cond, x, t, emb, text, scale)
                     x = scheduler.step(eps, t, x).prev_sample
                 return x
 
@@ -270,4 +387,5 @@ def decoder_vs_diffusers(
             summarize=summarize,
             peer_flops=True,
         )
+        out[label].update(scheduler=ours_scheduler, steps=ours_steps, guidance_scale=scale)
     return out

@@ -4,10 +4,15 @@ Ratios are measured in one run on one machine (these machines are noisy):
 1. served (HTTP, full route) vs in-process pipeline latency at concurrency 1, per route, the
    two alternating request by request with the stack up;
 2. throughput and p50/p99 latency at concurrency 1, 4 and 16, per route;
+2b. platform overhead under load (``benchmarks/overhead.py``): served throughput at 16
+   clients vs the same ``Pipelines`` in-process with 16 concurrent callers, rounds
+   alternating, and CPU ms per request by stage (per-process CPU of the stack's processes),
+   plus the protobuf serialisation one request costs;
 3. LM image-token sampling vs Hugging Face ``transformers`` ``generate()`` on a GPT-2 of the
    same size (same batch and length), with and without guidance;
-4. decoder sampling vs ``diffusers`` (``UNet2DModel`` + ``DDIMScheduler``) of similar size and
-   the same steps;
+4. decoder sampling vs ``diffusers`` (``UNet2DConditionModel`` built like the decoder, parameter
+   count within 5%, + ``DDIMScheduler``) at the same steps; the fewest DPM-Solver++ steps at
+   DDIM's quality (``benchmarks/decoder_quality.py``) and images/s there vs the peer at DDIM;
 5. achieved model FLOP/s vs this machine's measured matmul peak;
 6. LM sampling with the KV cache vs without, for a full grid;
 7. async jobs: jobs/s and submit→result p50/p99 at 1 and 8 workers.
@@ -81,7 +86,9 @@ def free_port() -> int:
 
 
 # ------------------------------------------------------------------------- in-process
-def paired_latency(bundle_dir: Path, url: str, repeats: int, device: str = "cpu") -> dict:
+def paired_latency(
+    bundle_dir: Path, url: str, repeats: int, device: str = "cpu", pipelines: object = None
+) -> dict:
     """Concurrency-1 latency of each route in-process and served, alternating request by
     request with the stack up: both see the same machine at the same moments, so the ratio
     is the cost of serving (HTTP, hops, serialisation), not of whatever else this shared
@@ -89,7 +96,7 @@ def paired_latency(bundle_dir: Path, url: str, repeats: int, device: str = "cpu"
     from tessera.routes.local import local_pipelines
     from tessera.routes.schemas import GenerationParams
 
-    pipelines = local_pipelines(bundle_dir, device)
+    pipelines = pipelines or local_pipelines(bundle_dir, device)
 
     async def run() -> dict:
         out: dict = {"in_process": {}, "served": {}}
@@ -221,7 +228,7 @@ def kv_cache_speedup(bundle_dir: Path, repeats: int, device: str = "cpu") -> dic
 
 # ----------------------------------------------------------------------------- peers
 def peer_comparisons(bundle_dir: Path, repeats: int, device: str = "cpu") -> dict:
-    from benchmarks import peers
+    from benchmarks import decoder_quality, peers
     from tessera.common.checkpoint import load_bundle_component
 
     dev = torch.device(device)
@@ -231,6 +238,16 @@ def peer_comparisons(bundle_dir: Path, repeats: int, device: str = "cpu") -> dic
     out["lm"] = peers.lm_vs_transformers(
         lm, batch=16, repeats=repeats, summarize=summarize, device=device
     )
+    print("decoder: DPM-Solver++ steps at DDIM's quality…", flush=True)
+    quick = decoder.config.default_steps < 25  # the tiny bundle: a smoke run
+    quality = decoder_quality.solver_quality(
+        bundle_dir,
+        n=4 if quick else 32,
+        steps=(2, 4) if quick else decoder_quality.CANDIDATE_STEPS,
+        device=device,
+        reference_steps=20 if quick else 200,
+    )
+    out["decoder_quality"] = quality
     out["decoder"] = peers.decoder_vs_diffusers(
         decoder,
         batch=8,
@@ -238,6 +255,7 @@ def peer_comparisons(bundle_dir: Path, repeats: int, device: str = "cpu") -> dic
         repeats=repeats,
         summarize=summarize,
         device=device,
+        solver_steps=quality["fewest_steps"] or decoder.config.default_steps,
     )
     return out
 
@@ -334,11 +352,30 @@ def served_parts(
             quiet=True,
         )
         url = runtime.start(config)["http"]
+    from benchmarks import overhead
+    from tessera.routes.local import local_pipelines
+
     try:
+        pipelines = local_pipelines(bundle_dir, profile["device"])
         print("in-process vs served latency…", flush=True)
-        paired = paired_latency(bundle_dir, url, repeats, profile["device"])
+        paired = paired_latency(bundle_dir, url, repeats, profile["device"], pipelines)
         print("served throughput…", flush=True)
-        return {"paired": paired, "served": served(url, repeats, levels)}
+        out = {"paired": paired, "served": served(url, repeats, levels)}
+        print("platform overhead under load…", flush=True)
+        top = max(levels)
+        out["overhead"] = overhead.platform_overhead(
+            pipelines,
+            url,
+            ROUTES,
+            prompt,
+            summarize,
+            concurrency=top,
+            requests=max(repeats, 8 * top),
+            rounds=2 if args.quick else 3,
+            cpu=args.url is None,  # the stack's processes are ours to read only if we started it
+        )
+        out["serialisation"] = {r: overhead.serialisation_ms(pipelines, r) for r in ROUTES}
+        return out
     finally:
         if args.url is None:
             runtime.stop()

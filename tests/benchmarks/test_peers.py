@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks.peers import decoder_vs_diffusers, lm_vs_transformers, matmul_peak
-from benchmarks.report import peer_lines, write_report
+from benchmarks.report import peer_lines, quality_lines, write_report
 from benchmarks.run import summarize
 from tessera.decoder.model import DecoderConfig, LatentDecoder
 from tessera.lm.model import ImageGPT, LMConfig
@@ -20,14 +20,36 @@ def results():
     return {
         "matmul_peak": matmul_peak(repeats=2, n=256),
         "lm": lm_vs_transformers(lm, batch=2, repeats=1, summarize=summarize),
-        "decoder": decoder_vs_diffusers(decoder, batch=2, steps=3, repeats=1, summarize=summarize),
+        "decoder": decoder_vs_diffusers(
+            decoder, batch=2, steps=3, repeats=1, summarize=summarize, solver_steps=2
+        ),
     }
 
 
 def test_models_are_matched_in_size(results):
     lm, dec = results["lm"]["params"], results["decoder"]["params"]
     assert 0.5 < lm["tessera"] / lm["transformers"] < 2
-    assert 0.3 < dec["tessera"] / dec["diffusers"] < 3
+    assert dec["ratio"] == dec["diffusers"] / dec["tessera"]
+    assert abs(dec["ratio"] - 1) <= 0.05  # the same architecture: parameters within 5%
+
+
+def test_the_equal_quality_row_runs_the_solver_at_its_steps(results):
+    row = results["decoder"]["equal_quality"]
+    assert row["scheduler"] == "dpmsolver++" and row["steps"] == 2 and row["speedup"] > 0
+
+
+def test_solver_quality_finds_steps_on_a_tiny_bundle(tmp_path):
+    """Runs end to end on a random tiny bundle (the numbers mean nothing there)."""
+    from benchmarks.decoder_quality import solver_quality
+    from tessera.bundle.random_init import build_random_bundle
+
+    build_random_bundle(tmp_path, "tiny", tiny=True, seed=0)
+    q = solver_quality(tmp_path, n=2, steps=(2, 4), reference_steps=12)
+    assert set(q["dpmsolver++"]) == {"2", "4", "10"} and set(q["ddim"]) == {"2", "4"}
+    assert q["baseline"]["steps"] == 10 and q["baseline"]["ode_error"] > 0
+    assert q["fewest_steps"] in (None, 2, 4) and q["fewest_steps_clip"] in (None, 2, 4)
+    text = "\n".join(quality_lines(q))
+    assert "DPM-Solver++" in text and "Fewest DPM-Solver++ steps" in text
 
 
 def test_guidance_doubles_the_counted_work(results):
@@ -46,11 +68,30 @@ def test_report_lines_name_both_peers(results):
     )
 
 
-def test_the_diffusers_peer_builds_for_the_committed_decoders_widths():
-    """48/96 channels (the bundles' small decoder): GroupNorm groups must divide both."""
-    decoder = LatentDecoder(DecoderConfig.tiny(widths=(48, 96))).eval()
-    result = decoder_vs_diffusers(decoder, batch=1, steps=1, repeats=1, summarize=summarize)
-    assert result["params"]["diffusers"] > 0
+def test_the_diffusers_peer_matches_the_committed_decoder_within_five_percent():
+    """The committed bundle's decoder config (48/96 channels: GroupNorm groups must divide
+    both): the peer UNet2DConditionModel and its conditioning layers hold within 5% of its
+    parameters, with the same levels, attention blocks and heads."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.peers import conditioned_unet
+
+    config = json.loads(
+        (Path(__file__).parents[2] / "models/twemoji/decoder/config.json").read_text()
+    )
+    config.pop("_class_name")
+    cfg = DecoderConfig(**config)
+    ours = LatentDecoder(cfg)
+    unet, cond = conditioned_unet(cfg)
+    theirs = sum(p.numel() for m in (unet, cond) for p in m.parameters())
+    assert abs(theirs / ours.num_params() - 1) <= 0.05
+    blocks = [type(m).__name__ for m in unet.modules()]
+    ours_blocks = [type(m).__name__ for m in ours.modules()]
+    assert blocks.count("BasicTransformerBlock") == ours_blocks.count("TransformerBlock")
+    assert blocks.count("ResnetBlock2D") == ours_blocks.count("ResBlock")
+    attn = next(m for m in unet.modules() if type(m).__name__ == "Attention")
+    assert attn.heads == cfg.num_heads
 
 
 def test_a_run_without_the_served_parts_reports_what_it_measured(results, tmp_path):
@@ -89,3 +130,10 @@ def test_the_gpu_profile_refuses_without_cuda(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--profile", "gpu", "--quick"])
     assert exit_info.value.code == 2 and "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_the_lm_makes_fewer_torch_calls_per_token_than_generate(results):
+    """Counted, not timed: the Python -> torch dispatches of one sampled token."""
+    for g in ("no_guidance", "guidance"):
+        calls = results["lm"][g]["torch_calls_per_token"]
+        assert 0 < calls["tessera"] < calls["transformers"]

@@ -32,3 +32,26 @@ def test_steady_throughput_leaves_out_the_first_and_last_wave(stack):
     assert r["n"] == 8 and len(r["latencies"]) == 8 and r["throughput_rps"] > 0
     short = asyncio.run(load(stack["http"], "ar", concurrency=2, requests=4, first=60))
     assert short["throughput_rps"] == short["wall_throughput_rps"]  # no steady part: whole run
+
+
+def test_platform_overhead_reports_both_sides_and_cpu_by_stage(stack):
+    from benchmarks.overhead import CLIENT, platform_overhead, serialisation_ms
+    from benchmarks.run import prompt, summarize
+    from tessera.routes.local import local_pipelines
+
+    pipelines = local_pipelines(stack["bundle_dir"], "cpu")
+    result = platform_overhead(
+        pipelines, stack["http"], ROUTES, prompt, summarize, concurrency=2, requests=6, rounds=1
+    )
+    for route in ROUTES:
+        r = result[route]
+        assert r["served"]["n"] == r["in_process"]["n"] == 1
+        assert r["served_over_in_process"] > 0
+        served, local = r["cpu_ms_per_request"]["served"], r["cpu_ms_per_request"]["in_process"]
+        # the stack this session started: its replicas are found and each did some work
+        assert served["Gateway"] > 0 and served["Detokenizer"] > 0
+        assert served["LanguageModel" if route == "ar" else "Decoder"] > 0
+        assert local[CLIENT] > 0  # in-process, this process does all the work
+    ar = serialisation_ms(pipelines, "ar")
+    # EmbedText, LM, Detokenize, EmbedImage (tiny bundle: 4 candidates, one call each)
+    assert ar["hops"] == 4 and ar["messages"] == 9 and ar["bytes"] > 0 and ar["cpu_ms"] > 0

@@ -85,12 +85,32 @@ def make_grid(arrays: list[np.ndarray], columns: int, pad: int = 2) -> np.ndarra
     return grid
 
 
-def upscale(image: common_pb2.Image, scale: int) -> common_pb2.Image:
-    """Nearest-neighbour upscale of a PNG by an integer factor (1 returns it unchanged)."""
-    if scale == 1:
-        return image
-    img = Image.open(io.BytesIO(image.png)).convert("RGB")
-    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return common_pb2.Image(png=buf.getvalue(), width=img.width, height=img.height)
+def pixels_to_proto(array: np.ndarray) -> common_pb2.Pixels:
+    """uint8 (H, W, 3) → Pixels (raw RGB bytes: what deployments hand each other)."""
+    h, w, _ = array.shape
+    return common_pb2.Pixels(rgb=np.ascontiguousarray(array, np.uint8).tobytes(), width=w, height=h)
+
+
+def pixels_from_proto(msg: common_pb2.Pixels, size: int | None = None) -> np.ndarray:
+    """Pixels → uint8 (H, W, 3), resized to ``size``×``size`` when given and different.
+
+    Raises InvalidArgument for a side out of [1, MAX_IMAGE_SIDE] or a byte count that is not
+    height * width * 3."""
+    h, w = msg.height, msg.width
+    if not (1 <= h <= MAX_IMAGE_SIDE and 1 <= w <= MAX_IMAGE_SIDE):
+        raise InvalidArgument(f"pixels are {w}x{h}; each side must be in [1, {MAX_IMAGE_SIDE}]")
+    if len(msg.rgb) != h * w * 3:
+        raise InvalidArgument(f"pixels hold {len(msg.rgb)} bytes; {w}x{h} RGB needs {h * w * 3}")
+    array = np.frombuffer(msg.rgb, dtype=np.uint8).reshape(h, w, 3)
+    if size is not None and (h, w) != (size, size):
+        img = Image.fromarray(array, "RGB").resize((size, size), Image.Resampling.LANCZOS)
+        array = np.asarray(img, dtype=np.uint8)
+    return array
+
+
+def pixels_to_image(msg: common_pb2.Pixels, scale: int = 1) -> common_pb2.Image:
+    """Pixels → a PNG Image, upscaled by an integer factor (nearest): the one encoding a
+    returned image gets."""
+    array = pixels_from_proto(msg)
+    h, w, _ = array.shape
+    return common_pb2.Image(png=encode_png(array, scale=scale), width=w * scale, height=h * scale)

@@ -10,6 +10,7 @@ import logging
 import math
 import random
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -277,14 +278,60 @@ def _inside_replica() -> bool:
         return False
 
 
+class _LocalBatch:
+    """``@serve.batch``'s eager queue for a class run in-process (no replica): items that
+    queue while a batch runs form the next one, up to the budget, so 16 concurrent in-process
+    callers batch as a replica's would. One per instance, method and event loop."""
+
+    def __init__(self, fn: Callable, budget: int, size: Callable[[list], int]) -> None:
+        self.fn, self.budget, self.size = fn, budget, size
+        self.queue: list[tuple[Any, asyncio.Future]] = []
+        self.draining = False
+
+    async def submit(self, owner: Any, item: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self.queue.append((item, future))
+        if not self.draining:
+            self.draining = True
+            asyncio.get_running_loop().create_task(self._drain(owner))
+        return await future
+
+    async def _drain(self, owner: Any) -> None:
+        try:
+            while self.queue:
+                batch: list[tuple[Any, asyncio.Future]] = []
+                while self.queue and (
+                    not batch
+                    or self.size([i for i, _ in batch] + [self.queue[0][0]]) <= self.budget
+                ):
+                    entry = self.queue.pop(0)
+                    if not entry[1].cancelled():
+                        batch.append(entry)
+                if not batch:
+                    continue
+                try:
+                    results = await self.fn(owner, [item for item, _ in batch])
+                except Exception as e:  # noqa: BLE001 - the batch's callers get it
+                    results = [e] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self.draining = False
+
+
 def batched(
     max_batch_size: int = 16,
     batch_wait_timeout_s: float = 0.0,
     cost: Callable[[Any], int] | None = None,
     **kwargs: Any,
 ) -> Callable:
-    """``@serve.batch`` inside a Serve replica; a batch of one when the class runs in-process
-    (benchmarks, evaluation), where Serve's batch queue cannot start.
+    """``@serve.batch`` inside a Serve replica; in-process (benchmarks, evaluation), where
+    Serve's batch queue cannot start, the same eager batching by :class:`_LocalBatch`.
 
     The method takes one item and returns that item's result; the decorated function takes
     ``(self, items: list)`` and returns one result per item, as with ``@serve.batch``. With
@@ -299,6 +346,7 @@ def batched(
 
     if cost is not None:
         kwargs["batch_size_fn"] = lambda items: sum(cost(item) for item in items)
+    size = kwargs.get("batch_size_fn", len)
 
     def decorate(fn: Callable) -> Callable:
         served = serve.batch(
@@ -309,7 +357,13 @@ def batched(
         async def wrapper(self: Any, item: Any) -> Any:
             if _inside_replica():
                 return await served(self, item)
-            return (await fn(self, [item]))[0]
+            loop = asyncio.get_running_loop()
+            queues = self.__dict__.setdefault("_local_batches", weakref.WeakKeyDictionary())
+            local = queues.setdefault(loop, {}).get(fn.__name__)
+            if local is None:
+                budget = wrapper._get_max_batch_size()  # what init_batching set
+                local = queues[loop][fn.__name__] = _LocalBatch(fn, budget, size)
+            return await local.submit(self, item)
 
         for attr in (
             "set_max_batch_size",

@@ -27,7 +27,7 @@ from tessera.decoder.engine import DenoiseBatcher
 from tessera.decoder.kandinsky import KandinskyDenoiseBatcher, no_text
 from tessera.v1 import common_pb2, decoder_pb2
 
-SCHEDULERS = ("ddim", "ddpm")
+SCHEDULERS = ("ddim", "ddpm", "dpmsolver++")
 DEFAULT_MAX_ROWS = 32  # UNet rows per call: 16 guided images denoising at once
 
 

@@ -90,6 +90,7 @@ def filter_and_draw(
     top_k: torch.Tensor,
     top_p: torch.Tensor,
     uniform: torch.Tensor,
+    mode: str | None = None,
 ) -> torch.Tensor:
     """Per-row temperature, top-k and top-p, then inverse-CDF sampling.
 
@@ -97,19 +98,30 @@ def filter_and_draw(
     -> (B,) int64 codes. A row with a filter works in sorted order (the kept codes are then a
     prefix of it); a row without one walks the codes in index order and skips the sort, a
     quarter of a decode step at batch 16. Which path a row takes depends on its own
-    parameters only, so its tokens never depend on its batch.
+    parameters only, so its tokens never depend on its batch. ``mode`` ("plain": no row
+    filters, "filtered": every row does; :func:`draw_mode`) saves a caller that draws many
+    tokens with the same rows the check (and its device sync) at every token.
     """
     logits = logits / temperature.view(-1, 1)
-    filtered = (top_k > 0) | (top_p < 1)
-    if not filtered.any():
+    mode = mode or draw_mode(top_k, top_p)
+    if mode == "plain":
         return _draw_in_order(logits, uniform)
-    if filtered.all():
+    if mode == "filtered":
         return _draw_filtered(logits, top_k, top_p, uniform)
+    filtered = (top_k > 0) | (top_p < 1)
     out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
     rows, plain = filtered.nonzero().view(-1), (~filtered).nonzero().view(-1)
     out[rows] = _draw_filtered(logits[rows], top_k[rows], top_p[rows], uniform[rows])
     out[plain] = _draw_in_order(logits[plain], uniform[plain])
     return out
+
+
+def draw_mode(top_k: torch.Tensor, top_p: torch.Tensor) -> str:
+    """ "plain" (no row filters), "filtered" (every row) or "mixed"."""
+    filtered = (top_k > 0) | (top_p < 1)
+    if not filtered.any():
+        return "plain"
+    return "filtered" if filtered.all() else "mixed"
 
 
 def _inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
@@ -183,6 +195,7 @@ def sample_tokens(
     top_k = torch.tensor([p.top_k for p in params], dtype=torch.long, device=device)
     top_p = torch.tensor([p.top_p for p in params], **f32)
     uniforms = draw_uniforms([p.seed for p in params], cfg.n_tokens, device)  # (B, L)
+    mode = draw_mode(top_k, top_p)  # the same rows every token: decided once
 
     # Doubled batch for guidance: rows [0, B) conditional, rows [B, 2B) null condition.
     states, mask = trim_text(text.states.to(device), text.mask.to(device))
@@ -209,7 +222,7 @@ def sample_tokens(
                 logits = model(codes, states, mask, drop_cond=drop)[0][:, -1]
             if guided:
                 logits = guide(logits[:B], logits[B:], scale)
-            out[:, i] = filter_and_draw(logits, temperature, top_k, top_p, uniforms[:, i])
+            out[:, i] = filter_and_draw(logits, temperature, top_k, top_p, uniforms[:, i], mode)
             done = i + 1
             if on_progress is not None and (done % progress_every == 0 or done == L):
                 keep = on_progress(done, out.clone())

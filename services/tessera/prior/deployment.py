@@ -12,7 +12,8 @@ from ray import serve
 from tessera.common import metrics
 from tessera.common.checkpoint import component_format
 from tessera.common.engine_service import EngineService
-from tessera.common.images import arrays_to_tensor, decode_image
+from tessera.common.errors import InvalidArgument
+from tessera.common.images import arrays_to_tensor, decode_image, pixels_from_proto
 from tessera.common.limits import (
     MAX_ITEMS_PER_CALL,
     MAX_PROMPT_CHARS,
@@ -119,8 +120,11 @@ class Prior(EngineService):
     async def EmbedImage(
         self, request: prior_pb2.EmbedImageRequest
     ) -> prior_pb2.EmbedImageResponse:
-        check_count("images", len(request.images), 1, MAX_ITEMS_PER_CALL)
+        check_count("images", len(request.images) + len(request.pixels), 1, MAX_ITEMS_PER_CALL)
+        if request.images and request.pixels:
+            raise InvalidArgument("set either images or pixels, not both")
         arrays = [decode_image(b, self.image_size, resize=True) for b in request.images]
+        arrays += [pixels_from_proto(p, self.image_size) for p in request.pixels]
         return split_results(await self._image_batch((arrays,)))
 
     @batched(max_batch_size=4 * MAX_ITEMS_PER_CALL, cost=count_cost)

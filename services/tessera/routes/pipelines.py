@@ -6,8 +6,10 @@
 ``pixel``:  PixelModel.SamplePixels (``routes/pixel.py``)
 ``variations``: Prior.EmbedImage → Decoder.SampleLatents → Detokenizer.Detokenize(latents)
 
-Handles carry the protobuf messages of `protos/tessera/v1`. The same code runs against Ray
-Serve deployment handles (the Gateway and JobWorker deployments) and against in-process
+Handles carry the protobuf messages of `protos/tessera/v1`. Pixels travel between deployments
+raw (``Detokenize(return_pixels)`` → ``Pixels`` → ``EmbedImage(pixels)``) and are PNG-encoded
+once, here, for the images a route returns (upscaled in the same pass). The same code runs
+against Ray Serve deployment handles (the Gateway and JobWorker deployments) and against in-process
 services (:func:`local_pipelines`, used by benchmarks and evaluation), so "served vs
 in-process" compares transport, not two implementations.
 """
@@ -22,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from tessera.common.errors import Cancelled, InvalidArgument, NotFound
-from tessera.common.images import upscale
+from tessera.common.images import pixels_to_image
 from tessera.common.limits import MAX_ITEMS_PER_CALL, MAX_LM_IMAGES_PER_CALL
 from tessera.common.serving import call
 from tessera.routes.bundle import BundleInfo
@@ -113,7 +115,7 @@ class Pipelines:
         else:
             images, seed = await self._unclip(params, on_event)
         return generation_pb2.GenerateResponse(
-            images=[upscale(img, scale) for img in images],
+            images=[pixels_to_image(p, scale) for p in images],
             seed=seed,
             route=params.route,
             model=self.info.name,
@@ -210,7 +212,8 @@ class Pipelines:
             grids, seed = list(ev.grids), ev.seed
             if ev.done:
                 break
-            previews = await self._decode(grids=[_fill_unsampled(g) for g in grids[:shown]])
+            pixels = await self._decode(grids=[_fill_unsampled(g) for g in grids[:shown]])
+            previews = [pixels_to_image(p) for p in pixels]
             if not await on_event(StreamEvent(progress=ev.progress, previews=previews)):
                 _close(stream)
                 raise Cancelled("generation cancelled")
@@ -219,12 +222,12 @@ class Pipelines:
     async def _rerank(self, text: prior_pb2.EmbedTextResponse, images: list, k: int) -> list[int]:
         """For each of the n images, which of its k candidates (candidate-major ``images``)
         CLIP puts closest to the prompt's embedding ``text``. Embeddings are L2-normalised: a
-        dot product is the cosine."""
+        dot product is the cosine. ``images`` are raw ``Pixels``: no PNG round trip."""
         chunks = await asyncio.gather(
             *(
                 call(
                     self.handles.prior.EmbedImage,
-                    prior_pb2.EmbedImageRequest(images=[im.png for im in chunk]),
+                    prior_pb2.EmbedImageRequest(pixels=chunk),
                 )
                 for chunk in _chunks(images)
             )
@@ -273,7 +276,7 @@ class Pipelines:
             [emb.embeddings[0]] * params.n, "", seed, params, on_event
         )
         return generation_pb2.GenerateResponse(
-            images=[upscale(img, scale) for img in images],
+            images=[pixels_to_image(p, scale) for p in images],
             seed=seed,
             route="unclip",
             model=self.info.name,
@@ -311,14 +314,14 @@ class Pipelines:
                 latents = list(ev.latents)
                 if ev.done:
                     break
-                previews = await self._decode(latents=latents)
+                previews = [pixels_to_image(p) for p in await self._decode(latents=latents)]
                 if not await on_event(StreamEvent(progress=ev.progress, previews=previews)):
                     _close(stream)
                     raise Cancelled("generation cancelled")
         return await self._decode(latents=latents), seed
 
     async def _decode(self, grids: list | None = None, latents: list | None = None) -> list:
-        """Images for grids or latents, in order."""
+        """Raw ``Pixels`` for grids or latents, in order (PNG-encoded only when returned)."""
         items = grids or latents or []
         key = "grids" if grids else "latents"
         replies = await asyncio.gather(
@@ -326,13 +329,13 @@ class Pipelines:
                 call(
                     self.handles.detokenizer.Detokenize,
                     tokenizer_pb2.DetokenizeRequest(
-                        **{key: chunk}, quantize=self.info.quantize_latents
+                        **{key: chunk}, quantize=self.info.quantize_latents, return_pixels=True
                     ),
                 )
                 for chunk in _chunks(items)
             )
         )
-        return [image for res in replies for image in res.images]
+        return [pixels for res in replies for pixels in res.pixels]
 
     async def stream(self, params: GenerationParams) -> AsyncIterator[StreamEvent]:
         """Progress events with previews, then one event carrying the result."""

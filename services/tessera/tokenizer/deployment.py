@@ -14,7 +14,13 @@ from ray import serve
 
 from tessera.common import metrics
 from tessera.common.errors import InvalidArgument
-from tessera.common.images import arrays_to_tensor, decode_image, encode_png, tensor_to_arrays
+from tessera.common.images import (
+    arrays_to_tensor,
+    decode_image,
+    encode_png,
+    pixels_to_proto,
+    tensor_to_arrays,
+)
 from tessera.common.limits import MAX_ITEMS_PER_CALL
 from tessera.common.protos import (
     check_count,
@@ -32,7 +38,7 @@ def tokenize_cost(item: tuple[list, bool]) -> int:
     return sum(a.shape[0] * a.shape[1] for a in item[0])
 
 
-def detokenize_cost(item: tuple[str, torch.Tensor]) -> int:
+def detokenize_cost(item: tuple[str, torch.Tensor, bool]) -> int:
     """A Detokenize request's batch cost: its latent cells (pixels / downsampling²)."""
     batch = item[1]
     return batch.shape[0] * batch.shape[-2] * batch.shape[-1]
@@ -94,7 +100,8 @@ class Tokenizer(_VQService):
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=32)
 class Detokenizer(_VQService):
-    """Token grids or continuous latents → PNG images."""
+    """Token grids or continuous latents → PNG images, or raw RGB pixels with
+    ``return_pixels`` (the routes ask for those and PNG-encode only what they return)."""
 
     _batched_methods = {"_decode_batch": "max_batch_cost"}
 
@@ -118,19 +125,19 @@ class Detokenizer(_VQService):
         self, request: tokenizer_pb2.DetokenizeRequest
     ) -> tokenizer_pb2.DetokenizeResponse:
         kind, batch = self._parse(request)
-        return split_results(await self._decode_batch((kind, batch)))
+        return split_results(await self._decode_batch((kind, batch, request.return_pixels)))
 
     @batched(max_batch_size=16 * 64, cost=detokenize_cost)
-    async def _decode_batch(self, items: list[tuple[str, torch.Tensor]]) -> list:
+    async def _decode_batch(self, items: list[tuple[str, torch.Tensor, bool]]) -> list:
         return await asyncio.to_thread(self._decode_many, items)
 
     @torch.inference_mode()
-    def _decode_many(self, items: list[tuple[str, torch.Tensor]]) -> list:
-        metrics.observe_batch("Detokenizer", sum(len(b) for _, b in items))
+    def _decode_many(self, items: list[tuple[str, torch.Tensor, bool]]) -> list:
+        metrics.observe_batch("Detokenizer", sum(len(b) for _, b, _ in items))
         images: list = [None] * len(items)
         # One forward pass per input kind present in the batch.
         for kind in ("grids", "latents", "latents_q"):
-            idx = [i for i, (k, _) in enumerate(items) if k == kind]
+            idx = [i for i, (k, _, _) in enumerate(items) if k == kind]
             if not idx:
                 continue
             batch = torch.cat([items[i][1] for i in idx]).to(self.device)
@@ -143,8 +150,10 @@ class Detokenizer(_VQService):
                 images[i] = arrays[rows]
         size = self.model.image_size
         return [
-            tokenizer_pb2.DetokenizeResponse(
+            tokenizer_pb2.DetokenizeResponse(pixels=[pixels_to_proto(a) for a in arrs])
+            if raw
+            else tokenizer_pb2.DetokenizeResponse(
                 images=[common_pb2.Image(png=encode_png(a), width=size, height=size) for a in arrs]
             )
-            for arrs in images
+            for arrs, (_, _, raw) in zip(images, items, strict=True)
         ]

@@ -17,10 +17,12 @@ class EmbedTextRequest(_message.Message):
     def __init__(self, texts: _Optional[_Iterable[str]] = ..., return_states: _Optional[bool] = ...) -> None: ...
 
 class EmbedImageRequest(_message.Message):
-    __slots__ = ("images",)
+    __slots__ = ("images", "pixels")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, images: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    pixels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Pixels]
+    def __init__(self, images: _Optional[_Iterable[bytes]] = ..., pixels: _Optional[_Iterable[_Union[_common_pb2.Pixels, _Mapping]]] = ...) -> None: ...
 
 class EmbedTextResponse(_message.Message):
     __slots__ = ("embeddings", "text_states")

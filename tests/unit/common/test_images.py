@@ -11,6 +11,9 @@ from tessera.common.images import (
     decode_image,
     encode_png,
     make_grid,
+    pixels_from_proto,
+    pixels_to_image,
+    pixels_to_proto,
     tensor_to_arrays,
 )
 
@@ -49,3 +52,26 @@ def test_png_and_tensor_round_trip():
     assert (back == arr[0]).all()
     assert decode_image(encode_png(arr[0], scale=2), 16, resize=False).shape == (16, 16, 3)
     assert make_grid(list(arr), columns=2, pad=1).shape == (2 * 9 + 1, 2 * 9 + 1, 3)
+
+
+def test_pixels_round_trip_and_encode_once_with_the_upscale():
+    arr = np.random.default_rng(1).integers(0, 256, (8, 6, 3), dtype=np.uint8)
+    msg = pixels_to_proto(arr)
+    assert (msg.width, msg.height, len(msg.rgb)) == (6, 8, 8 * 6 * 3)
+    assert (pixels_from_proto(msg) == arr).all()
+    assert pixels_from_proto(msg, 4).shape == (4, 4, 3)
+    image = pixels_to_image(msg, scale=2)
+    assert (image.width, image.height) == (12, 16)
+    big = np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB"))
+    assert (big[::2, ::2] == arr).all() and (big[1::2, 1::2] == arr).all()
+    assert pixels_to_image(msg).png == encode_png(arr)
+
+
+def test_malformed_pixels_are_invalid_arguments():
+    msg = pixels_to_proto(np.zeros((4, 4, 3), np.uint8))
+    msg.rgb = msg.rgb[:-3]
+    with pytest.raises(InvalidArgument, match="bytes"):
+        pixels_from_proto(msg)
+    for w, h in ((0, 4), (4, 2048)):
+        with pytest.raises(InvalidArgument, match="each side"):
+            pixels_from_proto(type(msg)(rgb=b"", width=w, height=h))

@@ -135,3 +135,28 @@ async def test_other_errors_are_not_retried():
     with pytest.raises(ValueError):
         await call(method)
     assert method.calls == 1
+
+
+async def test_in_process_calls_batch_eagerly_within_the_budget():
+    """Outside a replica, concurrent calls queue while a batch runs and form the next one
+    (Serve's eager batching), within the budget; each caller gets its own result."""
+    import asyncio
+
+    class Recorder(BatchKnobs):
+        _batched_methods = {"_double": "max_batch_cost"}
+
+        def __init__(self) -> None:
+            self.batches: list[list[int]] = []
+            self.init_batching(_double=10)
+
+        @batched(max_batch_size=10, cost=lambda item: item)
+        async def _double(self, items: list[int]) -> list[int]:
+            self.batches.append(list(items))
+            await asyncio.sleep(0.01)
+            return [2 * i for i in items]
+
+    d = Recorder()
+    results = await asyncio.gather(*(d._double(i) for i in (1, 2, 3, 4, 5, 6)))
+    assert results == [2, 4, 6, 8, 10, 12]
+    assert [i for b in d.batches for i in b] == [1, 2, 3, 4, 5, 6]
+    assert all(sum(b) <= 10 for b in d.batches) and len(d.batches) < 6

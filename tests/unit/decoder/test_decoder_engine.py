@@ -30,7 +30,9 @@ def rows(text: TextBatch, i: int, n: int = 1) -> TextBatch:
     return TextBatch(text.states[i : i + n], text.mask[i : i + n], text.pooled[i : i + n])
 
 
-@pytest.mark.parametrize(("guidance", "scheduler"), [(3.0, "ddim"), (1.0, "ddpm"), (0.0, "ddim")])
+@pytest.mark.parametrize(
+    ("guidance", "scheduler"), [(3.0, "ddim"), (1.0, "ddpm"), (0.0, "ddim"), (3.0, "dpmsolver++")]
+)
 def test_a_lone_request_matches_sample_latents(model, batcher, guidance, scheduler):
     emb, text = fake_image_emb(2, model.config.clip_dim, seed=1), fake_text(2, seed=1)
     kwargs = dict(seeds=[4, 5], steps=6, guidance_scale=guidance, scheduler=scheduler)

@@ -68,7 +68,7 @@ def test_guidance_one_never_uses_the_null_embeddings(model):
 
 
 # --- seeds ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("scheduler", ["ddim", "ddpm"])
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "dpmsolver++"])
 def test_seeds_deterministic_and_batch_independent(model, scheduler):
     emb, text = conditions(model, 3)
     kw = dict(steps=6, guidance_scale=2.0, scheduler=scheduler)
@@ -219,7 +219,7 @@ def test_memorised_latents_are_sampled_back():
         loss.backward()
         opt.step()
     model.eval()
-    for scheduler, steps in (("ddim", 10), ("ddpm", 100)):
+    for scheduler, steps in (("ddim", 10), ("ddpm", 100), ("dpmsolver++", 6)):
         out = sample_latents(
             model, emb, text, seeds=[1, 2], steps=steps, guidance_scale=1.0, scheduler=scheduler
         )

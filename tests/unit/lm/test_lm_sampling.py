@@ -222,3 +222,23 @@ def test_a_draw_at_the_very_top_of_the_cdf_lands_on_a_code_with_mass(top_k):
     )
     allowed = {0, 1, 2, 3, 4} if top_k == 0 else {1, 2, 0}  # the 3 most likely
     assert set(picks.tolist()) <= allowed
+
+
+def test_a_mode_decided_once_draws_what_the_per_token_check_draws():
+    """sample_tokens decides "plain" / "filtered" / "mixed" once per call (draw_mode);
+    filter_and_draw with that mode draws exactly what it draws deciding by itself."""
+    from tessera.lm.sampling import draw_mode
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 50, generator=gen)
+    temperature = torch.tensor([1.0, 0.7, 1.3, 0.9])
+    uniform = torch.rand(4, generator=gen)
+    cases = {
+        "plain": (torch.zeros(4, dtype=torch.long), torch.ones(4)),
+        "filtered": (torch.tensor([5, 3, 10, 1]), torch.tensor([0.9, 1.0, 0.5, 1.0])),
+        "mixed": (torch.tensor([0, 3, 0, 0]), torch.tensor([1.0, 1.0, 0.5, 1.0])),
+    }
+    for mode, (top_k, top_p) in cases.items():
+        assert draw_mode(top_k, top_p) == mode
+        decided = filter_and_draw(logits, temperature, top_k, top_p, uniform, mode)
+        assert torch.equal(decided, filter_and_draw(logits, temperature, top_k, top_p, uniform))

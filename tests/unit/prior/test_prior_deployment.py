@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from tessera.bundle.random_init import build_random_bundle
+from tessera.common.errors import InvalidArgument
+from tessera.common.images import encode_png, pixels_to_proto
 from tessera.common.protos import text_states_from_proto
 from tessera.prior.deployment import Prior
 from tessera.v1 import prior_pb2
@@ -68,3 +70,29 @@ async def test_concurrent_embed_requests_batch_into_one_call_and_each_gets_its_o
         assert len(got.embeddings) == len(arrays)
         for a, b in zip(got.embeddings, alone.embeddings, strict=True):
             assert torch.allclose(torch.tensor(a.values), torch.tensor(b.values), atol=1e-5)
+
+
+async def test_embed_image_takes_raw_pixels_as_it_takes_pngs(prior):
+    """The ar route's reranking sends raw pixels: the same embeddings as the PNGs, and a
+    different size is resized the same way."""
+    rng = np.random.default_rng(1)
+    size = prior.image_size
+    arrays = [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for s in (size, size, 2 * size)]
+    pngs = await prior.EmbedImage(
+        prior_pb2.EmbedImageRequest(images=[encode_png(a) for a in arrays])
+    )
+    raw = await prior.EmbedImage(
+        prior_pb2.EmbedImageRequest(pixels=[pixels_to_proto(a) for a in arrays])
+    )
+    for a, b in zip(pngs.embeddings, raw.embeddings, strict=True):
+        assert torch.allclose(torch.tensor(a.values), torch.tensor(b.values), atol=1e-2)
+    assert list(pngs.embeddings[:2]) == list(raw.embeddings[:2])  # same size: identical
+    both = prior_pb2.EmbedImageRequest(
+        images=[encode_png(arrays[0])], pixels=[pixels_to_proto(arrays[0])]
+    )
+    with pytest.raises(InvalidArgument, match="not both"):
+        await prior.EmbedImage(both)
+    short = pixels_to_proto(arrays[0])
+    short.rgb = short.rgb[:-1]
+    with pytest.raises(InvalidArgument, match="bytes"):
+        await prior.EmbedImage(prior_pb2.EmbedImageRequest(pixels=[short]))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tessera.bundle.random_init import build_random_bundle
-from tessera.common.images import encode_png
+from tessera.common.images import decode_image, encode_png, pixels_from_proto
 from tessera.common.limits import MAX_ITEMS_PER_CALL as MAX_ITEMS
 from tessera.common.protos import grid_to_proto
 from tessera.tokenizer.deployment import Detokenizer, Tokenizer
@@ -57,7 +57,7 @@ def test_a_batch_of_mixed_detokenize_requests_answers_each_as_alone(halves):
     grids = tokenizer_pb2.DetokenizeRequest(grids=list(tokens.grids)[:2])
     latents = tokenizer_pb2.DetokenizeRequest(latents=list(tokens.latents)[2:])
     more_grids = tokenizer_pb2.DetokenizeRequest(grids=[grid_to_proto(tokens_grid(tok))])
-    items = [detok._parse(r) for r in (grids, latents, more_grids)]
+    items = [(*detok._parse(r), False) for r in (grids, latents, more_grids)]
     together = detok._decode_many(items)
     assert [len(r.images) for r in together] == [2, 1, 1]
     for item, got in zip(items, together, strict=True):
@@ -76,3 +76,18 @@ async def test_tokenize_then_detokenize_through_the_public_methods(halves):
     tokens = await tok.Tokenize(tokenizer_pb2.TokenizeRequest(images=pngs))
     back = await detok.Detokenize(tokenizer_pb2.DetokenizeRequest(grids=list(tokens.grids)))
     assert len(back.images) == 2 and back.images[0].width == size
+
+
+async def test_return_pixels_answers_the_pngs_pixels_raw(halves):
+    """What the routes ask for: the same images, as raw RGB instead of PNG."""
+    tok, detok = halves
+    size = tok.model.image_size
+    tokens = tok._tokenize_many([(images(2, size, 4), False)])[0]
+    req = tokenizer_pb2.DetokenizeRequest(grids=list(tokens.grids))
+    pngs = await detok.Detokenize(req)
+    req.return_pixels = True
+    raw = await detok.Detokenize(req)
+    assert not raw.images and len(raw.pixels) == 2 and not pngs.pixels
+    for png, pixels in zip(pngs.images, raw.pixels, strict=True):
+        assert (pixels.width, pixels.height) == (size, size)
+        assert (pixels_from_proto(pixels) == decode_image(png.png, size, resize=False)).all()

@@ -43,6 +43,16 @@ class Image(_message.Message):
     height: int
     def __init__(self, png: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
+class Pixels(_message.Message):
+    __slots__ = ("rgb", "width", "height")
+    RGB_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    rgb: bytes
+    width: int
+    height: int
+    def __init__(self, rgb: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
 class Progress(_message.Message):
     __slots__ = ("step", "total_steps", "stage")
     STEP_FIELD_NUMBER: _ClassVar[int]

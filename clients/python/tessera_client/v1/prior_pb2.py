@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from tessera_client.v1 import common_pb2 as tessera_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tessera/v1/prior.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"8\n\x10\x45mbedTextRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x15\n\rreturn_states\x18\x02 \x01(\x08\"#\n\x11\x45mbedImageRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"g\n\x11\x45mbedTextResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.tessera.v1.Embedding\x12\'\n\x0btext_states\x18\x02 \x03(\x0b\x32\x12.tessera.v1.Tensor\"?\n\x12\x45mbedImageResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.tessera.v1.Embedding\"\xb0\x01\n\x12SamplePriorRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x15\n\rreturn_states\x18\x06 \x01(\x08\x42\x07\n\x05_seedB\x11\n\x0f_guidance_scaleB\x08\n\x06_steps\"w\n\x13SamplePriorResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.tessera.v1.Embedding\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\'\n\x0btext_states\x18\x03 \x01(\x0b\x32\x12.tessera.v1.Tensor2\xf5\x01\n\x0cPriorService\x12H\n\tEmbedText\x12\x1c.tessera.v1.EmbedTextRequest\x1a\x1d.tessera.v1.EmbedTextResponse\x12K\n\nEmbedImage\x12\x1d.tessera.v1.EmbedImageRequest\x1a\x1e.tessera.v1.EmbedImageResponse\x12N\n\x0bSamplePrior\x12\x1e.tessera.v1.SamplePriorRequest\x1a\x1f.tessera.v1.SamplePriorResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tessera/v1/prior.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"8\n\x10\x45mbedTextRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x15\n\rreturn_states\x18\x02 \x01(\x08\"G\n\x11\x45mbedImageRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\"\n\x06pixels\x18\x02 \x03(\x0b\x32\x12.tessera.v1.Pixels\"g\n\x11\x45mbedTextResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.tessera.v1.Embedding\x12\'\n\x0btext_states\x18\x02 \x03(\x0b\x32\x12.tessera.v1.Tensor\"?\n\x12\x45mbedImageResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.tessera.v1.Embedding\"\xb0\x01\n\x12SamplePriorRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x15\n\rreturn_states\x18\x06 \x01(\x08\x42\x07\n\x05_seedB\x11\n\x0f_guidance_scaleB\x08\n\x06_steps\"w\n\x13SamplePriorResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.tessera.v1.Embedding\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\'\n\x0btext_states\x18\x03 \x01(\x0b\x32\x12.tessera.v1.Tensor2\xf5\x01\n\x0cPriorService\x12H\n\tEmbedText\x12\x1c.tessera.v1.EmbedTextRequest\x1a\x1d.tessera.v1.EmbedTextResponse\x12K\n\nEmbedImage\x12\x1d.tessera.v1.EmbedImageRequest\x1a\x1e.tessera.v1.EmbedImageResponse\x12N\n\x0bSamplePrior\x12\x1e.tessera.v1.SamplePriorRequest\x1a\x1f.tessera.v1.SamplePriorResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDTEXTREQUEST']._serialized_start=63
   _globals['_EMBEDTEXTREQUEST']._serialized_end=119
   _globals['_EMBEDIMAGEREQUEST']._serialized_start=121
-  _globals['_EMBEDIMAGEREQUEST']._serialized_end=156
-  _globals['_EMBEDTEXTRESPONSE']._serialized_start=158
-  _globals['_EMBEDTEXTRESPONSE']._serialized_end=261
-  _globals['_EMBEDIMAGERESPONSE']._serialized_start=263
-  _globals['_EMBEDIMAGERESPONSE']._serialized_end=326
-  _globals['_SAMPLEPRIORREQUEST']._serialized_start=329
-  _globals['_SAMPLEPRIORREQUEST']._serialized_end=505
-  _globals['_SAMPLEPRIORRESPONSE']._serialized_start=507
-  _globals['_SAMPLEPRIORRESPONSE']._serialized_end=626
-  _globals['_PRIORSERVICE']._serialized_start=629
-  _globals['_PRIORSERVICE']._serialized_end=874
+  _globals['_EMBEDIMAGEREQUEST']._serialized_end=192
+  _globals['_EMBEDTEXTRESPONSE']._serialized_start=194
+  _globals['_EMBEDTEXTRESPONSE']._serialized_end=297
+  _globals['_EMBEDIMAGERESPONSE']._serialized_start=299
+  _globals['_EMBEDIMAGERESPONSE']._serialized_end=362
+  _globals['_SAMPLEPRIORREQUEST']._serialized_start=365
+  _globals['_SAMPLEPRIORREQUEST']._serialized_end=541
+  _globals['_SAMPLEPRIORRESPONSE']._serialized_start=543
+  _globals['_SAMPLEPRIORRESPONSE']._serialized_end=662
+  _globals['_PRIORSERVICE']._serialized_start=665
+  _globals['_PRIORSERVICE']._serialized_end=910
 # @@protoc_insertion_point(module_scope)

@@ -29,17 +29,21 @@ class TokenizeResponse(_message.Message):
     def __init__(self, grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., latents: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ..., codebook_size: _Optional[int] = ...) -> None: ...
 
 class DetokenizeRequest(_message.Message):
-    __slots__ = ("grids", "latents", "quantize")
+    __slots__ = ("grids", "latents", "quantize", "return_pixels")
     GRIDS_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     QUANTIZE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_PIXELS_FIELD_NUMBER: _ClassVar[int]
     grids: _containers.RepeatedCompositeFieldContainer[_common_pb2.TokenGrid]
     latents: _containers.RepeatedCompositeFieldContainer[_common_pb2.Tensor]
     quantize: bool
-    def __init__(self, grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., latents: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ..., quantize: _Optional[bool] = ...) -> None: ...
+    return_pixels: bool
+    def __init__(self, grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., latents: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ..., quantize: _Optional[bool] = ..., return_pixels: _Optional[bool] = ...) -> None: ...
 
 class DetokenizeResponse(_message.Message):
-    __slots__ = ("images",)
+    __slots__ = ("images", "pixels")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[_common_pb2.Image]
-    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ...) -> None: ...
+    pixels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Pixels]
+    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., pixels: _Optional[_Iterable[_Union[_common_pb2.Pixels, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,233 @@
+"""Platform overhead under load: what serving adds over the same routes run in-process.
+
+Two measures, both in `make bench`:
+
+1. Throughput at ``concurrency`` closed-loop clients, served (HTTP → Gateway → model
+   deployments over Ray Serve handles) against the same ``Pipelines`` in-process (the
+   deployment classes instantiated in this process, ``routes/local.py``) with as many
+   concurrent callers. The engines and their batching are the same code on both sides, so
+   the ratio is the platform's cost; served and in-process rounds alternate.
+2. CPU-milliseconds per request by stage. Every process of the stack this run started is a
+   descendant of this process (``ray.init`` starts the raylet, GCS and workers; Ray names a
+   worker's process ``ray::<actor>``, e.g. ``ray::ServeReplica:tessera:Gateway``), so each
+   stage's CPU is the change in its processes' user + system time (``psutil``
+   ``cpu_times``, which read ``/proc``) over the rounds, divided by the requests served. The
+   in-process side is this process's own CPU over its rounds. Serialisation is timed
+   apart, with ``time.process_time``: every protobuf message one request sends between
+   deployments (recorded on the in-process handles) serialised and parsed once each, as the
+   handles' gRPC transport does; that time is part of the Gateway's and the replicas' rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psutil
+
+# Ray's own processes, by executable name: everything of the stack that is not an actor.
+RAY_SYSTEM = "Ray system (raylet, GCS, agents)"
+CLIENT = "load generator (this process)"
+
+
+def stage_of(proc: psutil.Process) -> str | None:
+    """Which row a descendant process's CPU goes to (None: not part of the stack)."""
+    try:
+        cmd = proc.cmdline()
+        name = proc.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    title = cmd[0] if cmd else name
+    if title.startswith("ray::ServeReplica:"):
+        return title.rsplit(":", 1)[-1]  # the deployment
+    if title.startswith("ray::ProxyActor"):
+        return "Ray proxy (HTTP/gRPC ingress)"
+    if title.startswith("ray::ServeController"):
+        return "Serve controller"
+    if title.startswith("ray::"):
+        return RAY_SYSTEM  # idle workers and other actors
+    if "redis" in name:
+        return "Redis (job queue, idle here)"
+    return RAY_SYSTEM
+
+
+class CpuMeter:
+    """CPU seconds per stage between :meth:`start` and :meth:`stop`: the stack's processes
+    (descendants of this one) and this process itself (the load generator)."""
+
+    def __init__(self) -> None:
+        self.me = psutil.Process(os.getpid())
+        self.before: dict[int, tuple[str, float]] = {}
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        out = {}
+        for proc in self.me.children(recursive=True):
+            stage = stage_of(proc)
+            if stage is None:
+                continue
+            try:
+                t = proc.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            out[proc.pid] = (stage, t.user + t.system)
+        t = self.me.cpu_times()
+        out[self.me.pid] = (CLIENT, t.user + t.system)
+        return out
+
+    def start(self) -> None:
+        self.before = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        after = self._sample()
+        per_stage: dict[str, float] = {}
+        for pid, (stage, cpu) in after.items():
+            base = self.before.get(pid, (stage, 0.0))[1]  # a process born mid-run counts whole
+            per_stage[stage] = per_stage.get(stage, 0.0) + max(0.0, cpu - base)
+        return per_stage
+
+
+async def closed_loop(
+    send: Callable[[int], Awaitable[Any]], concurrency: int, requests: int, first: int
+) -> dict:
+    """``requests`` calls of ``send(i)`` from ``concurrency`` closed-loop callers; steady
+    throughput as in ``benchmarks.run.load`` (first and last wave left out)."""
+    finished: list[float] = []
+    counter = iter(range(first, first + requests))
+
+    async def worker() -> None:
+        for i in counter:
+            await send(i)
+            finished.append(time.perf_counter())
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    c = concurrency
+    steady = len(finished) > 2 * c and finished[-c - 1] > finished[c - 1]
+    rps = (len(finished) - 2 * c) / (finished[-c - 1] - finished[c - 1]) if steady else 0.0
+    return {"throughput_rps": rps or len(finished) / wall, "wall_s": wall}
+
+
+def platform_overhead(
+    pipelines: Any,
+    url: str,
+    routes: tuple[str, ...],
+    prompt: Callable[[int], str],
+    summarize: Callable[[list[float]], dict],
+    *,
+    concurrency: int = 16,
+    requests: int = 128,
+    rounds: int = 3,
+    first: int = 50_000,
+    cpu: bool = True,
+) -> dict:
+    """Per route: served and in-process throughput at ``concurrency`` (rounds alternating),
+    their ratio, and (``cpu``) CPU ms per request by stage on each side."""
+    import httpx
+
+    from tessera.routes.schemas import GenerationParams
+
+    async def run() -> dict:
+        out: dict = {}
+        async with httpx.AsyncClient(
+            base_url=url,
+            timeout=600,
+            limits=httpx.Limits(max_connections=concurrency * 2),
+        ) as client:
+
+            async def served(route: str, i: int) -> None:
+                body = {"prompt": prompt(i), "route": route, "seed": i}
+                r = await client.post("/v1/images/generations", json=body)
+                r.raise_for_status()
+
+            async def local(route: str, i: int) -> None:
+                await pipelines.generate(GenerationParams(prompt=prompt(i), route=route, seed=i))
+
+            n = first
+            for route in routes:
+                await served(route, 0)  # warm-up both sides
+                await local(route, 0)
+                sides: dict = {"served": [], "in_process": []}
+                cpu_ms: dict = {"served": {}, "in_process": {}}
+                for _ in range(rounds):
+                    for side, send in (("served", served), ("in_process", local)):
+                        meter = CpuMeter()
+                        meter.start()
+                        r = await closed_loop(
+                            lambda i, s=send, rt=route: s(rt, i), concurrency, requests, n
+                        )
+                        used = meter.stop()
+                        n += requests
+                        sides[side].append(r["throughput_rps"])
+                        for stage, sec in used.items():
+                            acc = cpu_ms[side]
+                            acc[stage] = acc.get(stage, 0.0) + 1000 * sec / (requests * rounds)
+                row = {side: summarize(v) for side, v in sides.items()}
+                row["served_over_in_process"] = (
+                    row["served"]["median"] / row["in_process"]["median"]
+                )
+                if cpu:
+                    row["cpu_ms_per_request"] = cpu_ms
+                out[route] = row
+        return out
+
+    result = asyncio.run(run())
+    result["concurrency"] = concurrency
+    result["requests_per_round"] = requests
+    result["rounds"] = rounds
+    return result
+
+
+# ------------------------------------------------------------------------- serialisation
+class RecordingHandle:
+    """An in-process handle that keeps every unary call's request and reply."""
+
+    def __init__(self, inner: Any, log: list) -> None:
+        self._inner, self._log = inner, log
+
+    def options(self, **kwargs: Any) -> Any:
+        return self._inner.options(**kwargs)
+
+    def __getattr__(self, method: str) -> Any:
+        inner, log = getattr(self._inner, method), self._log
+
+        class Method:
+            async def remote(self, request: Any) -> Any:
+                reply = await inner.remote(request)
+                log.append((request, reply))
+                return reply
+
+        return Method()
+
+
+def serialisation_ms(pipelines: Any, route: str, repeats: int = 20) -> dict:
+    """CPU ms to serialise and parse every message one ``route`` request sends between
+    deployments (requests and replies, once each side), and their bytes."""
+    from tessera.routes.pipelines import Pipelines
+    from tessera.routes.schemas import GenerationParams
+
+    log: list = []
+    handles = pipelines.handles.replace(
+        **{
+            name: RecordingHandle(getattr(pipelines.handles, name), log)
+            for name in ("lm", "prior", "decoder", "detokenizer")
+        }
+    )
+    recorder = Pipelines(handles, pipelines.info, pipelines.ar_candidates)
+    params = GenerationParams(prompt="serialisation probe", route=route, seed=0)
+    reply = asyncio.run(recorder.generate(params))
+    messages = [m for pair in log for m in pair] + [reply]  # + the gateway's public reply
+    t0 = time.process_time()
+    for _ in range(repeats):
+        for m in messages:
+            type(m).FromString(m.SerializeToString())
+    ms = 1000 * (time.process_time() - t0) / repeats
+    return {
+        "hops": len(log),
+        "messages": len(messages),
+        "bytes": sum(m.ByteSize() for m in messages),
+        "cpu_ms": ms,
+    }
