@@ -115,7 +115,8 @@ def test_meta_endpoints(http):
     ready = http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     models = http.get("/v1/models").json()
-    assert models["object"] == "list" and set(models["data"][0]["routes"]) == {"ar", "unclip"}
+    routes = set(models["data"][0]["routes"])
+    assert models["object"] == "list" and routes == {"ar", "unclip", "pixel"}
     assert http.get("/docs").status_code == 200
     spec = http.get("/openapi.json").json()
     assert "/v1/images/generations" in spec["paths"]
