@@ -43,7 +43,9 @@ GENERATION = Budget(
 )
 OPERATIONS = {
     "POST /v1/images/generations": GENERATION,
-    "POST /v1/images/variations": Budget(6, (*SIZE, *IMAGE_BYTES, r"steps must be in \[1, ")),
+    "POST /v1/images/variations": Budget(
+        6, (*SIZE, *IMAGE_BYTES, r"steps must be in \[1, ", FLOAT_SEED)
+    ),
     "POST /v1/jobs": GENERATION,  # queued jobs are cancelled at once (workers stay idle)
     "GET /v1/jobs/{job_id}": Budget(15),
     "DELETE /v1/jobs/{job_id}": Budget(15),
