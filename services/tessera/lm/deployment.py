@@ -20,10 +20,9 @@ from tessera.common.protos import (
     grid_to_proto,
     text_states_from_proto,
 )
-from tessera.common.serving import resolve_seed
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.engine import ContinuousSampler
-from tessera.lm.options import request_options, sampling_fields
+from tessera.lm.options import sampling_fields, sampling_params
 from tessera.lm.sampling import SamplingParams
 from tessera.v1 import common_pb2, lm_pb2
 
@@ -55,11 +54,8 @@ class LanguageModel(EngineService):
                 )
         n = request.n or len(request.seeds) or 1
         check_count("n", n, 1, MAX_LM_IMAGES_PER_CALL)
-        fields = request_options(request, SAMPLING_FIELDS, self.model.config.vocab_size)
-        if request.seeds:
-            return [SamplingParams(seed=s, **fields) for s in request.seeds], request.seeds[0]
-        seed = resolve_seed(request.seed if request.HasField("seed") else None)
-        return [SamplingParams(seed=seed + i, **fields) for i in range(n)], seed
+        vocab = self.model.config.vocab_size
+        return sampling_params(request, SAMPLING_FIELDS, vocab, n, request.seeds)
 
     async def SampleTokens(
         self, request: lm_pb2.SampleTokensRequest

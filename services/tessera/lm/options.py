@@ -4,10 +4,12 @@ read off the contract and checked once for the LM and pixel deployments."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tessera.common.limits import MAX_TEMPERATURE
 from tessera.common.protos import check_range
+from tessera.common.serving import resolve_seed
 from tessera.lm.sampling import SamplingParams, validate_params
 
 
@@ -30,3 +32,20 @@ def request_options(request: Any, fields: tuple[str, ...], top_k_bound: int) -> 
     if "temperature" in options:
         check_range("temperature", options["temperature"], 0.0, MAX_TEMPERATURE, open_low=True)
     return options
+
+
+def sampling_params(
+    request: Any,
+    fields: tuple[str, ...],
+    top_k_bound: int,
+    n: int,
+    seeds: Sequence[int] = (),
+) -> tuple[list[SamplingParams], int]:
+    """One ``SamplingParams`` per image with the options ``request`` sets (checked), and the
+    seed reported back: one image per ``seeds`` when given, else ``n`` images from the
+    request's seed (or a random one) on."""
+    options = request_options(request, fields, top_k_bound)
+    if seeds:
+        return [SamplingParams(seed=s, **options) for s in seeds], seeds[0]
+    seed = resolve_seed(request.seed if request.HasField("seed") else None)
+    return [SamplingParams(seed=seed + i, **options) for i in range(n)], seed

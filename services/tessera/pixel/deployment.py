@@ -29,8 +29,7 @@ from tessera.common.limits import (
     MAX_PROMPT_CHARS,
 )
 from tessera.common.protos import check_count, check_prompt
-from tessera.common.serving import resolve_seed
-from tessera.lm.options import request_options, sampling_fields
+from tessera.lm.options import sampling_fields, sampling_params
 from tessera.lm.sampling import SamplingParams
 from tessera.pixel.engine import PixelSampler, to_uint8
 from tessera.v1 import common_pb2, pixel_pb2
@@ -80,9 +79,7 @@ class PixelModel(EngineService):
         check_prompt("prompt", request.prompt, MAX_PROMPT_CHARS)
         n = request.n or 1
         check_count("n", n, 1, MAX_PIXEL_IMAGES_PER_CALL)
-        fields = request_options(request, SAMPLING_FIELDS, MAX_PIXEL_TOP_K)
-        seed = resolve_seed(request.seed if request.HasField("seed") else None)
-        return [SamplingParams(seed=seed + i, **fields) for i in range(n)], seed
+        return sampling_params(request, SAMPLING_FIELDS, MAX_PIXEL_TOP_K, n)
 
     async def SamplePixels(
         self, request: pixel_pb2.SamplePixelsRequest
