@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
-import inspect
 import json
 import time
 from pathlib import Path
@@ -77,12 +76,10 @@ def load_component(directory: Path, device: str | torch.device = "cpu") -> nn.Mo
     meta = read_config(directory)
     model_cls = import_class(meta.pop("_class_name"))
     if "_format" in meta:  # an imported library component: its adapter loads it
-        # an adapter that takes ``device`` loads in the serving dtype it picks (Janus: bf16 on
-        # CUDA, its rotary angles kept in float32); the others are halved on CUDA here
-        if "device" in inspect.signature(model_cls.from_import).parameters:
-            return model_cls.from_import(Path(directory), meta, device=device).to(device).eval()
-        model = model_cls.from_import(Path(directory), meta).to(device).eval()
-        return model.half() if torch.device(device).type == "cuda" else model
+        # every adapter's ``from_import(directory, meta, device)`` returns the component on
+        # ``device`` in eval mode and in the dtype it serves in (Janus: bf16 on CUDA with its
+        # rotary angles kept in float32; Kandinsky: ``hf_weights.to_serving``, fp16 on CUDA)
+        return model_cls.from_import(Path(directory), meta, device)
     meta.pop("_extra", None)
     config_cls = model_cls.config_class  # every Tessera model names its config dataclass
     fields = {f.name for f in dataclasses.fields(config_cls)}
@@ -152,22 +149,21 @@ def verify_component(bundle_dir: Path, component: str) -> Path:
     if entry is None:
         raise ModelNotReady(f"bundle {bundle_dir} has no {component!r} component; {REBUILD_HINT}")
     cdir = Path(bundle_dir) / component
-    for fname, expected in entry["files"].items():
-        path = cdir / fname
-        if not path.is_file():
-            raise ModelNotReady(f"missing {path}; {REBUILD_HINT}")
-        if file_sha256(path) != expected:
-            raise ModelNotReady(f"checksum mismatch for {path}; {REBUILD_HINT}")
+    _verify_files(cdir, entry["files"], REBUILD_HINT)
     external = entry.get("external")  # an imported component: the library files it reads
     if external:
-        root = Path(external["root"])
-        for rel, expected in external["files"].items():
-            path = root / rel
-            if not path.is_file():
-                raise ModelNotReady(f"missing {path}; {IMPORT_HINT}")
-            if file_sha256(path) != expected:
-                raise ModelNotReady(f"checksum mismatch for {path}; {IMPORT_HINT}")
+        _verify_files(Path(external["root"]), external["files"], IMPORT_HINT)
     return cdir
+
+
+def _verify_files(root: Path, files: dict[str, str], hint: str) -> None:
+    """ModelNotReady (with ``hint``) unless every file ``root / name`` has its checksum."""
+    for name, expected in files.items():
+        path = root / name
+        if not path.is_file():
+            raise ModelNotReady(f"missing {path}; {hint}")
+        if file_sha256(path) != expected:
+            raise ModelNotReady(f"checksum mismatch for {path}; {hint}")
 
 
 def component_format(bundle_dir: Path, component: str) -> str:

@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from tessera.common.checkpoint import CONFIG_NAME, load_component, save_component
 from tessera.common.errors import InvalidArgument
@@ -37,17 +36,10 @@ from tessera.decoder.model import DecoderConfig, LatentDecoder
 from tessera.decoder.sampling import EMA, sample_latents
 from tessera.decoder.schedulers import DDPMScheduler
 from tessera.training.captions import caption_table, encode_captions, sample_captions
-from tessera.training.cli import (
-    add_cadence_arguments,
-    add_optimizer_arguments,
-    add_run_arguments,
-    add_runtime_arguments,
-    refuses_overwrite,
-    start_command,
-)
+from tessera.training.cli import add_run_arguments, add_training_arguments, training_run
 from tessera.training.components import load_any
 from tessera.training.images import to_float
-from tessera.training.loop import Clock, due
+from tessera.training.loop import Steps, due
 from tessera.training.optim import lr_at, make_optimizer, optimizer_step, set_lr
 from tessera.training.plots import plot_curves
 from tessera.training.reports import write_report
@@ -182,20 +174,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prediction-type", choices=["v_prediction", "epsilon"], default=None)
     parser.add_argument("--widths", type=int, nargs="+", default=None, help="UNet widths")
     parser.add_argument("--num-res-blocks", type=int, default=None)
-    add_optimizer_arguments(parser, batch_size=64, lr=3e-4, weight_decay=0.01, warmup=200)
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--max-captions", type=int, default=0, help="per image; 0: all")
-    add_cadence_arguments(parser, every=500, monitor="--sample-every")
-    add_runtime_arguments(parser, threads=2)
+    add_training_arguments(
+        parser,
+        batch_size=64,
+        lr=3e-4,
+        weight_decay=0.01,
+        warmup=200,
+        every=500,
+        threads=2,
+        monitor="--sample-every",
+    )
 
 
-def run(args: argparse.Namespace) -> int:
+@training_run
+def run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     from tessera.data import load_dataset
 
-    device = start_command(args)
-    out = Path(args.out)
-    if refuses_overwrite(out, args.resume):
-        return 2
     vq = load_any(args.tokenizer, "tokenizer", device).eval().requires_grad_(False)
     clip = load_any(args.clip, "clip", device).eval().requires_grad_(False)
     train = load_dataset(args.dataset, "train", data_dir=args.data_dir)
@@ -262,15 +258,10 @@ def train_decoder(
             out / "loss.png", history, ["loss", "lr"], f"decoder ({config.prediction_type})"
         )
 
-    bar = tqdm(total=args.steps, initial=step, desc="train decoder", unit="step")
-    clock = Clock(step, args.steps, getattr(args, "max_minutes", None))
+    loop = Steps(step, args.steps, getattr(args, "max_minutes", None), "train decoder")
+    bar, clock = loop.bar, loop.clock
     start_step, window = step, []
-    stopped_early = False
-    while step < args.steps:
-        if clock.out_of_time():
-            bar.write(f"time limit reached at step {step}")
-            stopped_early = True
-            break
+    while loop.running(step):
         idx = rng.integers(0, n, size=args.batch_size)
         cap = torch.from_numpy(sample_captions(data.per_image, idx, rng))
         idx_t = torch.from_numpy(idx).to(device)
@@ -306,7 +297,7 @@ def train_decoder(
         if due(step, args.ckpt_every, args.steps):
             checkpoint()
     bar.close()
-    if stopped_early or not (out / CONFIG_NAME).is_file():
+    if loop.timed_out or not (out / CONFIG_NAME).is_file():
         grid = sample_grid(ema.model, vq, data, grid_rows, device, seed=args.seed)
         (out / "samples.png").write_bytes(encode_png(grid, scale=2))
         checkpoint()
