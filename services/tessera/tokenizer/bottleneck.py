@@ -63,7 +63,7 @@ class GumbelQuantizer(nn.Module):
 
 
 class GaussianBottleneck(nn.Module):
-    """z: (B, 2C, h, w) mean and log-variance -> a sample (train) or the mean (eval), (B, C, h, w)."""
+    """z: (B, 2C, h, w) mean and log-variance -> a sample (train) or the mean (eval): (B,C,h,w)."""
 
     def __init__(self, dim: int, kl_weight: float, pixels: int) -> None:
         super().__init__()
