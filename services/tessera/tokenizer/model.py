@@ -32,7 +32,7 @@ from tessera.tokenizer.bottleneck import GaussianBottleneck, GumbelQuantizer
 from tessera.tokenizer.quantizer import QuantizerOutput, build_quantizer
 
 KINDS = ("vq", "gumbel", "kl")
-DEFAULT_KL_WEIGHT = {"vq": 0.0, "gumbel": 1.0, "kl": 1e-3}
+DEFAULT_KL_WEIGHT = {"vq": 0.0, "gumbel": 0.1, "kl": 1e-3}
 
 
 @dataclass

@@ -112,7 +112,7 @@ def test_kl_encode_takes_the_mean_or_a_sample():
 
 def test_kl_weight_defaults_per_kind_and_a_plain_vae_weighs_one():
     assert VQConfig.tiny().kl_weight == 0.0
-    assert VQConfig.tiny(kind="gumbel").kl_weight == 1.0
+    assert VQConfig.tiny(kind="gumbel").kl_weight == 0.1
     assert VQConfig.tiny(kind="kl").kl_weight == 1e-3
     assert VQConfig.tiny(kind="kl", kl_weight=1.0).kl_weight == 1.0
     with pytest.raises(ValueError, match="kind"):
