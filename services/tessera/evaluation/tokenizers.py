@@ -150,7 +150,7 @@ def table(results: dict) -> str:
         )
     for name, m in results["models"].items():
         lines.append(
-            f"| {name} | {m['kind']} | {m['train_steps']} ({fmt(m['train_minutes'], 1)}) | "
+            f"| {name} | {m['kind']} | {fmt(m['train_steps'])} ({fmt(m['train_minutes'], 1)}) | "
             f"{fmt(m['psnr_db'])} | {fmt(m['ssim'], 3)} | {fmt(m['sharpness_ratio'])} | "
             f"{fmt(m['usage_pct'], 1)} | {fmt(m['perplexity'], 0)} | {fmt(m.get('frechet'))} | "
             f"{fmt(m.get('judge_acc'))} | {fmt(m.get('prior_frechet'))} | "
