@@ -3,6 +3,12 @@ VAE, each trained by ``tessera train tokenizer`` with the same trunk, data and s
 then measured in one run by ``tessera eval tokenizers``.
 
     python -m benchmarks.tokenizer_kinds [--steps 1000] [--dataset twemoji]
+        [--downstream-steps 2000]
+
+``--downstream-steps N`` adds the downstream row (Twemoji): the ``unclip`` route with a
+``vq`` (the vqgan run) and a ``kl`` tokenizer, each with its own diffusion decoder trained
+for the same N steps (the ``tessera train all`` recipe's small decoder) and the committed
+bundle's CLIP and prior (neither depends on the tokenizer), judged on the same prompts.
 
 Weights go under ``runs/tokenizer-kinds/<dataset>/<name>`` (git-ignored); a finished run is
 reused, an interrupted one resumed. Results: ``benchmarks/results/tokenizer_kinds/<dataset>/``
@@ -52,6 +58,58 @@ def train(name: str, out: Path, dataset: str, steps: int, threads: int) -> None:
         raise SystemExit(f"training {name} failed")
 
 
+DOWNSTREAM = ("vqgan", "kl")  # unclip on VQ codes (snapped) vs kl latents (latent diffusion)
+DOWNSTREAM_PROMPTS = 100  # distinct captions per split
+
+
+def downstream(runs: Path, steps: int, threads: int) -> dict:
+    """unclip judge accuracy per tokenizer under one decoder budget (see the docstring)."""
+    import shutil
+
+    import numpy as np
+
+    from tessera.bundle.train_all import SMALL_DECODER
+    from tessera.common.checkpoint import write_bundle_index
+    from tessera.data import load_dataset
+    from tessera.decoder import train as dec_train
+    from tessera.evaluation.bundle import DEFAULT_JUDGE, distinct_caption_rows, generate
+    from tessera.evaluation.judge import load_judge
+    from tessera.routes.local import local_pipelines
+
+    committed = REPO_ROOT / "models" / "twemoji"
+    judge = load_judge(DEFAULT_JUDGE)
+    results: dict = {"decoder_steps": steps, "prompts_per_split": DOWNSTREAM_PROMPTS}
+    for name in DOWNSTREAM:
+        bundle = runs / f"bundle-{name}"
+        if not (bundle / "decoder" / "config.json").is_file():
+            argv = ["--dataset", "twemoji", "--tokenizer", str(runs / name), "--clip",
+                    str(committed / "clip"), "--out", str(bundle / "decoder"), "--steps",
+                    str(steps), "--threads", str(threads), *SMALL_DECODER]  # fmt: skip
+            parser = argparse.ArgumentParser(prog="tessera train decoder")
+            dec_train.add_arguments(parser)
+            print(f"== tessera train decoder {' '.join(argv)}", flush=True)
+            if dec_train.run(parser.parse_args(argv)):
+                raise SystemExit(f"decoder for {name} failed")
+        for component in ("tokenizer", "clip", "prior"):
+            src = runs / name if component == "tokenizer" else committed / component
+            shutil.rmtree(bundle / component, ignore_errors=True)
+            shutil.copytree(src, bundle / component, ignore=shutil.ignore_patterns("train_state"))
+        shutil.rmtree(bundle / "decoder" / "cache", ignore_errors=True)
+        write_bundle_index(bundle, "twemoji", {"dataset": "twemoji", "tokenizer_run": name})
+        pipelines = local_pipelines(bundle)
+        row: dict = {}
+        for split in ("train", "heldout"):
+            ds = load_dataset("twemoji", split)
+            rows = distinct_caption_rows(ds, DOWNSTREAM_PROMPTS)
+            prompts = [ds.captions[r][0] for r in rows]
+            images = generate(pipelines, "unclip", prompts)
+            truth = ds.labels["subgroup"][rows]
+            row[f"{split}_judge_acc"] = float(np.mean(judge.score(images)["subgroup"] == truth))
+        results[name] = row
+        print(f"downstream {name}: {row}", flush=True)
+    return results
+
+
 def main() -> int:
     from tessera.evaluation import tokenizers
 
@@ -61,6 +119,8 @@ def main() -> int:
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-only", action="store_true", help="measure what is trained")
+    parser.add_argument("--downstream-steps", type=int, default=0, help="0: no downstream row")
+    parser.add_argument("--reference", type=Path, default=None, help="another tokenizer to show")
     args = parser.parse_args()
     runs = RUNS / args.dataset
     if not args.eval_only:
@@ -71,9 +131,17 @@ def main() -> int:
     argv += ["--threads", str(args.threads)]
     for name in present:
         argv += ["--checkpoint", f"{name}={runs / name}"]
+    if args.reference:
+        argv += ["--checkpoint", f"committed-vqgan={args.reference}"]
     eval_parser = argparse.ArgumentParser(prog="tessera eval tokenizers")
     tokenizers.add_arguments(eval_parser)
-    return tokenizers.run(eval_parser.parse_args(argv))
+    status = tokenizers.run(eval_parser.parse_args(argv))
+    if status or not args.downstream_steps or args.dataset != "twemoji":
+        return status
+    out = RESULTS / args.dataset / "downstream.json"
+    out.write_text(json.dumps(downstream(runs, args.downstream_steps, args.threads), indent=1))
+    print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -156,7 +156,15 @@ def table(results: dict) -> str:
             f"{fmt(m.get('judge_acc'))} | {fmt(m.get('prior_frechet'))} | "
             f"{fmt(m['encode_images_per_s'], 0)} | {fmt(m['decode_images_per_s'], 0)} |"
         )
-    return "\n".join(lines) + "\n"
+    notes = [
+        "",
+        f"{results['images']} {results.get('dataset', '')} {results.get('split', '')} images. "
+        "judge FD: the reconstructions vs the same originals in the judge's feature space; "
+        "prior FD: decoded prior samples (uniform codes, or z ~ N(0, I) for kl) vs the "
+        "originals, beside two disjoint draws of real images of the same size; encode / decode "
+        f"on one batch of {SPEED_BATCH}, {results.get('threads', 1)} thread(s), this process.",
+    ]
+    return "\n".join(lines + notes) + "\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
