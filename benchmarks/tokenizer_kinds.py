@@ -1,9 +1,13 @@
 """The tokenizer family side by side (issue 20): VQ-GAN, VQ-VAE, dVAE, KL autoencoder, plain
-VAE, each trained by ``tessera train tokenizer`` with the same trunk, data and step budget,
-then measured in one run by ``tessera eval tokenizers``.
+VAE, each trained by ``tessera train tokenizer`` with the same trunk, data and budget (steps
+and/or training minutes, whichever ends first), then measured in one run by
+``tessera eval tokenizers``.
 
-    python -m benchmarks.tokenizer_kinds [--steps 1000] [--dataset twemoji]
+    python -m benchmarks.tokenizer_kinds [--steps 1000] [--max-minutes 9] [--dataset twemoji]
         [--downstream-steps 2000]
+
+The ``vqvae`` row defaults to the VQ-GAN run's own snapshot at its GAN switch (65% of its
+budget, ``OUT/vqvae``); ``--kinds ... vqvae`` trains a GAN-free VQ-VAE on the full budget.
 
 ``--downstream-steps N`` adds the downstream row (Twemoji): the ``unclip`` route with a
 ``vq`` (the vqgan run) and a ``kl`` tokenizer, each with its own diffusion decoder trained
@@ -41,14 +45,21 @@ def trained_steps(out: Path) -> int:
     return int(json.loads(state.read_text())["step"]) if state.is_file() else 0
 
 
-def train(name: str, out: Path, dataset: str, steps: int, threads: int) -> None:
+def train(
+    name: str, out: Path, dataset: str, steps: int, threads: int, minutes: float | None
+) -> None:
     from tessera.tokenizer import train as tok_train
 
-    if trained_steps(out) >= steps:
-        print(f"{name}: {out} already has {steps} steps", flush=True)
+    state = out / "train_state" / "state.json"
+    if trained_steps(out) >= steps or (
+        minutes and state.is_file() and json.loads(state.read_text())["elapsed_s"] >= 60 * minutes
+    ):
+        print(f"{name}: {out} is trained", flush=True)
         return
     argv = ["--dataset", dataset, "--out", str(out), "--steps", str(steps)]
     argv += ["--threads", str(threads), "--no-progress", "--resume", *KINDS[name]]
+    if minutes:
+        argv += ["--max-minutes", str(minutes)]
     if dataset == "shapes":  # the shapes recipe's codebook (bundle/train_all.py)
         argv += ["--codebook-size", "256"]
     parser = argparse.ArgumentParser(prog="tessera train tokenizer")
@@ -116,7 +127,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", choices=["twemoji", "shapes"], default="twemoji")
     parser.add_argument("--steps", type=int, default=1000, help="optimiser steps per kind")
-    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
+    parser.add_argument("--max-minutes", type=float, default=None, help="training minutes per kind")
+    parser.add_argument(
+        "--kinds", nargs="+", choices=list(KINDS), default=["vqgan", "dvae", "kl", "vae"]
+    )
+    parser.add_argument("--train-only", action="store_true", help="train, do not measure")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-only", action="store_true", help="measure what is trained")
     parser.add_argument("--downstream-steps", type=int, default=0, help="0: no downstream row")
@@ -125,12 +140,16 @@ def main() -> int:
     runs = RUNS / args.dataset
     if not args.eval_only:
         for name in args.kinds:
-            train(name, runs / name, args.dataset, args.steps, args.threads)
-    present = [k for k in args.kinds if (runs / k / "config.json").is_file()]
+            train(name, runs / name, args.dataset, args.steps, args.threads, args.max_minutes)
+    if args.train_only:
+        return 0
+    dirs = {k: runs / k for k in args.kinds if (runs / k / "config.json").is_file()}
+    if "vqvae" not in dirs and (runs / "vqgan" / "vqvae" / "config.json").is_file():
+        dirs["vqvae"] = runs / "vqgan" / "vqvae"  # the VQ-GAN run at its GAN switch
     argv = ["--dataset", args.dataset, "--out", str(RESULTS / args.dataset)]
     argv += ["--threads", str(args.threads)]
-    for name in present:
-        argv += ["--checkpoint", f"{name}={runs / name}"]
+    for name, path in dirs.items():
+        argv += ["--checkpoint", f"{name}={path}"]
     if args.reference:
         argv += ["--checkpoint", f"committed-vqgan={args.reference}"]
     eval_parser = argparse.ArgumentParser(prog="tessera eval tokenizers")
