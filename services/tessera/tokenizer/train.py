@@ -375,15 +375,16 @@ def run(args: argparse.Namespace) -> int:
     n_params = sum(p.numel() for p in trainer.model.parameters())
     print(
         f"tokenizer: {n_params / 1e6:.2f}M params, {model_cfg.image_size}px -> "
-        f"{model_cfg.grid_size}x{model_cfg.grid_size} x {model_cfg.codebook_size} codes "
-        f"({model_cfg.kind if model_cfg.kind != 'vq' else model_cfg.quantizer}); "
+        f"{model_cfg.grid_size}x{model_cfg.grid_size} x {trainer.model.codebook_size or 'no'} "
+        f"codes ({model_cfg.kind if model_cfg.kind != 'vq' else model_cfg.quantizer}); "
         f"{len(train)} {cfg.dataset} train images; "
         f"{'resuming at step ' + str(trainer.step) if resuming else 'from scratch'}"
     )
     final = trainer.fit(progress=not args.no_progress)
     print(
         f"done at step {final['step']} ({final['elapsed_s'] / 60:.1f} min): held-out sample "
-        f"PSNR {final['eval_psnr_db']:.2f} dB, usage {final.get('eval_usage_pct', 0):.1f}%; "
+        f"PSNR {final['eval_psnr_db']:.2f} dB, usage {final.get('eval_usage_pct', 0):.1f}%"
+        f"{' (no codes)' if 'eval_usage_pct' not in final else ''}; "
         f"wrote {out} (curves: {out / 'loss_curves.png'})"
     )
     return 0
