@@ -101,7 +101,7 @@ pixel-bench: install
 
 ## tokenizer-bench: the tokenizer kinds (VQ-GAN, VQ-VAE, dVAE, KL autoencoder, VAE) trained
 ## with one step budget (runs/, git-ignored) and measured in one run in
-## benchmarks/results/tokenizer_kinds/<dataset>/ (~1 hour on 2 CPU cores)
+## benchmarks/results/tokenizer_kinds/<dataset>/ (1,000 steps per kind: ~25 min on a quiet core)
 tokenizer-bench: install
 	$(PY) -m benchmarks.tokenizer_kinds
 
