@@ -16,7 +16,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo test test-fast lint format protos protos-check protos-lint protos-breaking \
-	protos-release configs configs-check kuberay kuberay-check bench pixel-bench cluster-bench serve \
+	protos-release configs configs-check kuberay kuberay-check bench pixel-bench tokenizer-bench \
+	cluster-bench serve \
 	clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
@@ -97,6 +98,12 @@ bench: install
 ## benchmarks/results/pixel_sequence_length.{json,md}
 pixel-bench: install
 	$(PY) -m benchmarks.pixel_costs
+
+## tokenizer-bench: the tokenizer kinds (VQ-GAN, VQ-VAE, dVAE, KL autoencoder, VAE) trained
+## with one step budget (runs/, git-ignored) and measured in one run in
+## benchmarks/results/tokenizer_kinds/<dataset>/ (1,000 steps per kind: ~25 min on a quiet core)
+tokenizer-bench: install
+	$(PY) -m benchmarks.tokenizer_kinds
 
 ## cluster-bench: a load ramp on the simulated cluster (tessera cluster up): GPU nodes and
 ## replicas over time in benchmarks/results/cluster_ramp.{json,png}

@@ -34,6 +34,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "prior": "tessera.prior.eval",
         "decoder": "tessera.decoder.eval",
         "bundle": "tessera.evaluation.bundle",
+        "tokenizers": "tessera.evaluation.tokenizers",
     },
     "models": {
         "init": "tessera.bundle.random_init",

@@ -245,6 +245,7 @@ def tokenize(
             grids=[TokenGrid(**g) for g in body["grids"]],
             codebook_size=body["codebook_size"],
             latents=[Latent(**z) for z in body.get("latents") or []],
+            kind=body.get("kind") or "vq",
         )
 
     def parse_grpc(msg: tokenizer_pb2.TokenizeResponse) -> Tokenization:
@@ -254,6 +255,7 @@ def tokenize(
             ],
             codebook_size=msg.codebook_size,
             latents=[Latent(values=list(z.values), shape=list(z.shape)) for z in msg.latents],
+            kind=msg.kind or "vq",
         )
 
     return Call(

@@ -148,11 +148,13 @@ class Latent(BaseModel):
 
 
 class Tokenization(BaseModel):
-    """The result of ``tokenize``: one grid per image (and latents when asked for)."""
+    """The result of ``tokenize``: one grid per image (and latents when asked for). A
+    continuous tokenizer (``kind`` "kl") has no grids: its latents are its answer."""
 
     grids: list[TokenGrid]
     codebook_size: int
     latents: list[Latent] = Field(default_factory=list)
+    kind: str = "vq"  # "vq", "gumbel" or "kl"
 
 
 class Embeddings(BaseModel):

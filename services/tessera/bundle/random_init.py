@@ -16,8 +16,11 @@ import torch
 from tessera.common.checkpoint import save_component, write_bundle_index
 
 
-def build_random_bundle(out: Path, name: str, *, tiny: bool = True, seed: int = 0) -> dict:
-    """Write a complete random-init bundle to ``out``; returns its index."""
+def build_random_bundle(
+    out: Path, name: str, *, tiny: bool = True, seed: int = 0, tokenizer_kind: str = "vq"
+) -> dict:
+    """Write a complete random-init bundle to ``out``; returns its index. A continuous
+    tokenizer (``tokenizer_kind="kl"``) gets no LM: it has no token ids."""
     from tessera.clip.model import CLIPConfig, CLIPModel
     from tessera.decoder.model import DecoderConfig, LatentDecoder
     from tessera.lm.model import ImageGPT, LMConfig
@@ -30,11 +33,12 @@ def build_random_bundle(out: Path, name: str, *, tiny: bool = True, seed: int = 
 
     torch.manual_seed(seed)
     out = Path(out)
-    vq_config = make(VQConfig)
+    vq_config = make(VQConfig, kind=tokenizer_kind)
     vq = VQModel(vq_config)
     save_component(out / "tokenizer", vq, vq_config)
-    lm_config = make(LMConfig, vocab_size=vq.codebook_size, grid_size=vq.grid_size)
-    save_component(out / "lm", ImageGPT(lm_config), lm_config)
+    if vq.discrete:
+        lm_config = make(LMConfig, vocab_size=vq.codebook_size, grid_size=vq.grid_size)
+        save_component(out / "lm", ImageGPT(lm_config), lm_config)
     clip_config = make(CLIPConfig, image_size=vq.image_size)
     save_component(out / "clip", CLIPModel(clip_config), clip_config)
     prior_config = make(PriorConfig, embed_dim=clip_config.embed_dim)
@@ -49,6 +53,8 @@ def build_random_bundle(out: Path, name: str, *, tiny: bool = True, seed: int = 
     pixel_config = make(PixelConfig)
     save_component(out / "pixel", ImageTransformer(pixel_config), pixel_config)
     training = {"kind": "random-init", "tiny": tiny, "seed": seed}
+    if tokenizer_kind != "vq":
+        training["tokenizer_kind"] = tokenizer_kind
     return write_bundle_index(out, name, training)
 
 
@@ -57,12 +63,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=None, help="bundle name (default: the folder name)")
     parser.add_argument("--full-size", action="store_true", help="default configs, not tiny")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tokenizer-kind", choices=["vq", "gumbel", "kl"], default="vq")
 
 
 def run(args: argparse.Namespace) -> int:
     index = build_random_bundle(
-        args.out, args.name or args.out.name, tiny=not args.full_size, seed=args.seed
-    )
+        args.out, args.name or args.out.name, tiny=not args.full_size, seed=args.seed,
+        tokenizer_kind=args.tokenizer_kind,
+    )  # fmt: skip
     components = ", ".join(index["components"])
     print(f"wrote random-init bundle {index['name']!r} to {args.out}: {components}")
     return 0

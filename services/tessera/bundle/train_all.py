@@ -8,6 +8,11 @@ stopped and finished components are skipped. The bundle index records how everyt
 trained (data version, split, commit, seed, steps, wall time); ``training.json`` and the index
 record paths inside the repository relative to its root, so they read the same on every
 machine.
+
+``--tokenizer-kind`` picks the tokenizer's bottleneck (``tessera train tokenizer --kind``):
+``vq`` (default), ``gumbel``, ``kl`` or ``vae``. A continuous tokenizer (kl, vae) has no token
+ids, so its bundle has no LM and serves the unclip route only (latent diffusion on its
+latents).
 """
 
 from __future__ import annotations
@@ -63,9 +68,13 @@ RECIPES: dict[str, dict[str, list[str]]] = {
 }
 
 
+CONTINUOUS_KINDS = ("kl", "vae")
+
+
 def component_args(
-    component: str, out: Path, dataset: str, seed: int, resume: bool, threads: int = 1
-) -> list[str]:
+    component: str, out: Path, dataset: str, seed: int, resume: bool, threads: int = 1,
+    tokenizer_kind: str = "vq",
+) -> list[str]:  # fmt: skip
     args = ["--dataset", dataset, "--out", str(out / component), "--seed", str(seed)]
     args += ["--threads", str(threads)]
     if component in ("lm", "decoder"):
@@ -74,6 +83,8 @@ def component_args(
         args += ["--clip", str(out / "clip")]
     if resume and (out / component / CONFIG_NAME).is_file():
         args.append("--resume")
+    if component == "tokenizer" and tokenizer_kind != "vq":
+        args += ["--kind", tokenizer_kind]
     return args + RECIPES[dataset][component]
 
 
@@ -105,6 +116,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", choices=ORDER, nargs="+", default=None, help="train these only")
     parser.add_argument("--half", action="store_true", help="store weights in float16")
     parser.add_argument(
+        "--tokenizer-kind", choices=["vq", "gumbel", "kl", "vae"], default="vq",
+        help="the tokenizer's bottleneck; kl / vae bundles have no LM (unclip route only)",
+    )  # fmt: skip
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per trainer (1: fastest on 2 cores)"
     )
     parser.add_argument(
@@ -117,11 +132,17 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "training.json"
     log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    kind = getattr(args, "tokenizer_kind", "vq")
     for i, component in enumerate(ORDER, 1):
         if args.only and component not in args.only:
             continue
+        if component == "lm" and kind in CONTINUOUS_KINDS:
+            print(f"[{i}/{len(ORDER)}] lm: skipped (a {kind} tokenizer has no token ids)")
+            continue
         module = importlib.import_module(MODULES[component])
-        argv = component_args(component, out, args.dataset, args.seed, args.resume, args.threads)
+        argv = component_args(
+            component, out, args.dataset, args.seed, args.resume, args.threads, kind
+        )
         print(
             f"[{i}/{len(ORDER)}] {component}: tessera train {component} {' '.join(argv)}",
             flush=True,

@@ -159,8 +159,8 @@ def evaluate_routes(
         rows = distinct_caption_rows(ds, per_split)
         prompts = [ds.captions[r][0] for r in rows]
         with torch.no_grad():
-            codes = tokenizer.encode(arrays_to_tensor(ds.images[rows]))
-            recon = tensor_to_arrays(tokenizer.decode_indices(codes))
+            latents = tokenizer.encode_latents(arrays_to_tensor(ds.images[rows]))  # any kind
+            recon = tensor_to_arrays(tokenizer.decode_latents(latents, quantize=False))
         entry: dict = {"prompts": len(prompts)}
         if judge is not None:
             truth = ds.labels["subgroup"][rows]

@@ -134,12 +134,13 @@ def build_http_app(gateway: Any) -> FastAPI:
             res = await call(handles.require("tokenizer").Tokenize, req)
             out: dict = {
                 "codebook_size": res.codebook_size,
+                "kind": res.kind or "vq",
                 "grids": [
                     {"tokens": list(g.tokens), "height": g.height, "width": g.width}
                     for g in res.grids
                 ],
             }
-            if body.return_latents:
+            if body.return_latents or res.latents:  # a kl tokenizer answers with latents only
                 out["latents"] = [
                     {"values": list(z.values), "shape": list(z.shape)} for z in res.latents
                 ]

@@ -65,10 +65,17 @@ SAMPLE_SEEDS = 4
 
 
 def load_tokenizer(directory: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, str]:
-    """The VQ tokenizer and a short checksum of its weights (the code cache's key)."""
+    """The VQ tokenizer and a short checksum of its weights (the code cache's key). The LM
+    models token ids: a continuous (``kl``) tokenizer is refused."""
     cdir = component_dir(directory, "tokenizer")
     digest = file_sha256(cdir / WEIGHTS_NAME)[:16]
-    return load_component(cdir, device=device), digest
+    tokenizer = load_component(cdir, device=device)
+    if not getattr(tokenizer, "discrete", True):
+        raise InvalidArgument(
+            f"the tokenizer at {cdir} is continuous (kind {tokenizer.kind!r}): the ar LM needs a "
+            "discrete tokenizer (vq or gumbel); a kl bundle serves the unclip route only"
+        )
+    return tokenizer, digest
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tessera.common.checkpoint import read_bundle_index, read_config
+from tessera.common.errors import ModelNotReady
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class BundleInfo:
     quantize_latents: bool = True  # snap decoder latents to the codebook before decoding
     family: str = "tessera"  # an imported bundle's family (e.g. "kandinsky22")
     pixel_size: int | None = None  # the pixel route's native side (its model's image_size)
+    tokenizer_kind: str = "vq"  # vq | gumbel (discrete) | kl (continuous: no ar route)
 
     def native_size(self, route: str) -> int:
         """A route's native output side: the pixel model's own, else the tokenizer's."""
@@ -32,6 +34,12 @@ class BundleInfo:
         index = read_bundle_index(bundle_dir)
         tok = read_config(bundle_dir / "tokenizer")
         comps = index["components"]
+        kind = tok.get("kind", "vq")
+        if kind == "kl" and "lm" in comps:
+            raise ModelNotReady(
+                f"bundle {bundle_dir} pairs an ar LM with a continuous (kl) tokenizer: the LM "
+                "needs token ids (vq or gumbel); drop the lm component or use a discrete tokenizer"
+            )
         routes = tuple(
             r
             for r, needs in (
@@ -54,7 +62,8 @@ class BundleInfo:
             routes,
             has_clip="clip" in comps,
             max_steps=max_steps,
-            quantize_latents=bool(tok.get("quantize_latents", True)),
+            quantize_latents=bool(tok.get("quantize_latents", kind != "kl")),
             family=index.get("family", "tessera"),
             pixel_size=pixel_size,
+            tokenizer_kind=kind,
         )

@@ -1,4 +1,8 @@
-"""Tokenizer and Detokenizer deployments: the two halves of the bundle's VQ model.
+"""Tokenizer and Detokenizer deployments: the two halves of the bundle's tokenizer model.
+
+The bundle's tokenizer may be any kind (``tokenizer/model.py``): the discrete ones (vq,
+gumbel) answer with token grids and take grids or latents; a continuous ``kl`` tokenizer
+answers with its latents only (no grids, ``codebook_size`` 0) and takes latents only.
 
 Each request may carry up to MAX_ITEMS_PER_CALL images or grids; ``@serve.batch`` merges concurrent
 requests into one forward pass. A bad item fails only its own request.
@@ -84,13 +88,18 @@ class Tokenizer(_VQService):
         arrays = [a for item_arrays, _ in items for a in item_arrays]
         metrics.observe_batch("Tokenizer", len(arrays))
         x = arrays_to_tensor(arrays).to(self.device)  # (N, 3, S, S)
+        discrete = getattr(self.model, "discrete", True)
+        kind = getattr(self.model, "kind", "vq")
         latents = self.model.encode_latents(x)  # (N, C, h, w)
-        codes = self.model.encode(x)  # (N, h, w)
+        codes = self.model.encode(x) if discrete else None  # (N, h, w)
         return [
             tokenizer_pb2.TokenizeResponse(
-                grids=[grid_to_proto(g) for g in codes[rows]],
-                latents=[tensor_to_proto(z) for z in latents[rows]] if want_latents else [],
+                grids=[grid_to_proto(g) for g in codes[rows]] if discrete else [],
+                latents=[tensor_to_proto(z) for z in latents[rows]]
+                if want_latents or not discrete
+                else [],
                 codebook_size=self.model.codebook_size,
+                kind=kind,
             )
             for (_, want_latents), rows in zip(
                 items, item_slices(len(arrays) for arrays, _ in items), strict=True
@@ -113,6 +122,11 @@ class Detokenizer(_VQService):
         if request.grids and request.latents:
             raise InvalidArgument("set either grids or latents, not both")
         if request.grids:
+            if not getattr(m, "discrete", True):
+                raise InvalidArgument(
+                    f"this bundle's tokenizer is continuous (kind {m.kind!r}): it has no token "
+                    "ids; send latents"
+                )
             check_count("grids", len(request.grids), 1, MAX_ITEMS_PER_CALL)
             grids = [grid_from_proto(g, m.grid_size, m.codebook_size) for g in request.grids]
             return "grids", torch.stack(grids)

@@ -41,10 +41,12 @@ def evaluate(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -
         gmsds.append(gmsd(x_hat, x))
         sharp_rec.append(sharpness(x_hat))
         sharp_orig.append(sharpness(x))
-        codes.append(out.indices.flatten())
+        if out.indices is not None:  # the kl kind has no codes
+            codes.append(out.indices.flatten())
         recons.append(rec8)
     model.train(was_training)
-    stats = code_statistics(torch.cat(codes), model.codebook_size)
+    none = {"usage_pct": None, "perplexity": None, "codes_used": None}
+    stats = code_statistics(torch.cat(codes), model.codebook_size) if codes else none
     return {
         "images": len(images),
         "psnr_db": float(torch.cat(psnrs).mean()),
@@ -55,6 +57,7 @@ def evaluate(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -
         "codes_used": stats["codes_used"],
         "codebook_size": model.codebook_size,
         "grid_size": model.grid_size,
+        "kind": getattr(model, "kind", "vq"),
         # edge energy of reconstructions relative to the originals (1.0 = as sharp)
         "sharpness_ratio": float(torch.cat(sharp_rec).sum() / torch.cat(sharp_orig).sum()),
         "reconstructions": np.concatenate(recons),
@@ -133,9 +136,14 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{role} {m['checkpoint']}: {args.dataset}/{args.split} ({m['images']} images, "
             f"grid {m['grid_size']}x{m['grid_size']}): PSNR {m['psnr_db']:.2f} dB, "
-            f"SSIM {m['ssim']:.4f}, GMSD {m['gmsd']:.4f}, usage {m['usage_pct']:.1f}% "
-            f"({m['codes_used']}/{m['codebook_size']}), perplexity {m['perplexity']:.0f}, "
-            f"sharpness {m['sharpness_ratio']:.3f}"
+            f"SSIM {m['ssim']:.4f}, GMSD {m['gmsd']:.4f}, "
+            + (
+                f"usage {m['usage_pct']:.1f}% ({m['codes_used']}/{m['codebook_size']}), "
+                f"perplexity {m['perplexity']:.0f}, "
+                if m["usage_pct"] is not None
+                else f"{m['kind']} (continuous), "
+            )
+            + f"sharpness {m['sharpness_ratio']:.3f}"
             + (f", checker {m['checker_accuracy']:.1%}" if "checker_accuracy" in m else "")
         )
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'reconstructions.png'}")

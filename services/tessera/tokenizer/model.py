@@ -1,6 +1,16 @@
-"""The image tokenizer / de-tokenizer: a convolutional VQ autoencoder (VQ-VAE, VQ-GAN).
+"""The image tokenizer / de-tokenizer: a convolutional autoencoder with a choice of bottleneck.
 
-    image (B,3,S,S) -> Encoder -> z (B,C,h,w) -> quantizer -> z_q (B,C,h,w) -> Decoder -> image
+    image (B,3,S,S) -> Encoder -> z (B,E,h,w) -> bottleneck -> z_q (B,C,h,w) -> Decoder -> image
+
+``kind`` picks the bottleneck, everything else (trunk, downsampling, latent C) is shared:
+
+- ``vq`` (default; VQ-VAE, a VQ-GAN after the trainer's GAN phase): E = C, nearest code of a
+  quantizer (``quantizer``: l2 / ema / fsq);
+- ``gumbel`` (DALL·E's dVAE): E = K logits, relaxed one-hot in training, argmax at inference,
+  a KL term toward the uniform prior (``bottleneck.GumbelQuantizer``);
+- ``kl`` (the VAE / latent-diffusion autoencoder): E = 2C, a diagonal Gaussian, KL toward
+  N(0, I) weighted by ``kl_weight`` (1: a plain VAE); continuous, no codes
+  (``bottleneck.GaussianBottleneck``).
 
 ``h = w = S / 2**(len(channel_mult) - 1)``. The latent C is small (8 by default): the
 codebook lives in an l2-normalised 8-d space (LlamaGen), which keeps every code in use and
@@ -18,7 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tessera.tokenizer.bottleneck import GaussianBottleneck, GumbelQuantizer
 from tessera.tokenizer.quantizer import QuantizerOutput, build_quantizer
+
+KINDS = ("vq", "gumbel", "kl")
+DEFAULT_KL_WEIGHT = {"vq": 0.0, "gumbel": 0.1, "kl": 1e-3}
 
 
 @dataclass
@@ -38,8 +52,16 @@ class VQConfig:
     # (also the EMA codebook's decay), falls under restart_threshold per batch is re-seeded
     usage_decay: float = 0.95
     restart_threshold: float = 0.03
+    kind: str = "vq"  # "vq" | "gumbel" | "kl" (a config without it is vq)
+    kl_weight: float | None = None  # gumbel / kl: the KL term's weight (None: the kind's default)
+    tau_start: float = 1.0  # gumbel: the relaxation's temperature, annealed over training
+    tau_end: float = 1.0 / 16
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown tokenizer kind {self.kind!r}; expected one of {KINDS}")
+        if self.kl_weight is None:
+            self.kl_weight = DEFAULT_KL_WEIGHT[self.kind]
         self.channel_mult = tuple(int(m) for m in self.channel_mult)  # JSON gives lists
         self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
         if self.quantizer == "fsq":
@@ -52,6 +74,17 @@ class VQConfig:
     @property
     def grid_size(self) -> int:
         return self.image_size // (self.patch_size * 2 ** (len(self.channel_mult) - 1))
+
+    @property
+    def discrete(self) -> bool:
+        return self.kind != "kl"
+
+    @property
+    def encoder_channels(self) -> int:
+        """E: what the encoder emits for the bottleneck (latents, logits, or mean + logvar)."""
+        return {"vq": self.codebook_dim, "gumbel": self.codebook_size}.get(
+            self.kind, 2 * self.codebook_dim
+        )
 
     @classmethod
     def tiny(cls, **overrides: object) -> VQConfig:
@@ -120,9 +153,9 @@ class Encoder(nn.Module):
             mid += [Attention(c), ResBlock(c, c)]
         self.mid = nn.Sequential(*mid)
         self.norm_out = Norm(c)
-        self.conv_out = nn.Conv2d(c, cfg.codebook_dim, 1)
+        self.conv_out = nn.Conv2d(c, cfg.encoder_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,3,S,S) -> (B,C,h,w)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,3,S,S) -> (B,E,h,w)
         h = self.mid(self.down(self.conv_in(x)))
         return self.conv_out(F.silu(self.norm_out(h)))
 
@@ -161,8 +194,8 @@ class Decoder(nn.Module):
 @dataclass
 class VQOutput:
     reconstruction: torch.Tensor  # (B,3,S,S) in ~[-1, 1]
-    quantizer_loss: torch.Tensor  # ()
-    indices: torch.Tensor  # (B,h,w) int64
+    quantizer_loss: torch.Tensor  # () codebook + commitment (vq) or the KL term (gumbel, kl)
+    indices: torch.Tensor | None  # (B,h,w) int64; None for the continuous kl kind
 
 
 class VQModel(nn.Module):
@@ -172,14 +205,31 @@ class VQModel(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.quantizer = build_quantizer(
-            config.quantizer, config.codebook_size, config.codebook_dim, beta=config.beta,
-            levels=config.fsq_levels, restart_threshold=config.restart_threshold,
-            usage_decay=config.usage_decay,
-        )  # fmt: skip
+        pixels = 3 * config.image_size**2
+        if config.kind == "gumbel":
+            self.quantizer: nn.Module = GumbelQuantizer(
+                config.codebook_size, config.codebook_dim, config.kl_weight, pixels
+            )
+        elif config.kind == "kl":
+            self.quantizer = GaussianBottleneck(config.codebook_dim, config.kl_weight, pixels)
+        else:
+            self.quantizer = build_quantizer(
+                config.quantizer, config.codebook_size, config.codebook_dim, beta=config.beta,
+                levels=config.fsq_levels, restart_threshold=config.restart_threshold,
+                usage_decay=config.usage_decay,
+            )  # fmt: skip
         self.decoder = Decoder(config)
 
     # the interface the services and the other models use
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def discrete(self) -> bool:
+        """Whether the model has codes (an LM can model it): vq and gumbel; kl has none."""
+        return self.config.discrete
+
     @property
     def image_size(self) -> int:
         return self.config.image_size
@@ -190,11 +240,15 @@ class VQModel(nn.Module):
 
     @property
     def codebook_size(self) -> int:
-        return self.config.codebook_size
+        return self.config.codebook_size if self.discrete else 0
 
     @property
     def latent_channels(self) -> int:
         return self.config.codebook_dim
+
+    def _require_codes(self) -> None:
+        if not self.discrete:
+            raise ValueError(f"a {self.kind!r} tokenizer has continuous latents, no token ids")
 
     def quantize(self, x: torch.Tensor) -> QuantizerOutput:
         return self.quantizer(self.encoder(x))
@@ -205,17 +259,29 @@ class VQModel(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B,3,S,S) in [-1,1] -> (B,h,w) int64
+        self._require_codes()
         return self.quantize(x).indices
 
     @torch.no_grad()
-    def encode_latents(self, x: torch.Tensor) -> torch.Tensor:  # (B,3,S,S) -> (B,C,h,w)
-        return self.latents_of(self.encode(x))
+    def encode_latents(
+        self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:  # (B,3,S,S) -> (B,C,h,w)
+        """The latents the decoder takes: the codes' vectors, or (kl) the posterior's mean, or
+        with ``sample`` a draw from it."""
+        if self.discrete:
+            return self.latents_of(self.encode(x))
+        z = self.encoder(x)
+        if sample:
+            return self.quantizer.sample(z, generator)
+        return self.quantizer.moments(z)[0]
 
     def latents_of(self, indices: torch.Tensor) -> torch.Tensor:  # (B,h,w) -> (B,C,h,w)
+        self._require_codes()
         return self.quantizer.lookup(indices).permute(0, 3, 1, 2).contiguous()
 
     @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:  # (B,h,w) -> (B,3,S,S)
+        self._require_codes()
         if indices.min() < 0 or indices.max() >= self.codebook_size:
             raise ValueError(f"token ids must be in [0, {self.codebook_size})")
         return self.decoder(self.latents_of(indices.long()))
@@ -223,12 +289,24 @@ class VQModel(nn.Module):
     @torch.no_grad()
     def decode_latents(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
         """(B,C,h,w) -> (B,3,S,S). ``quantize`` snaps each vector to its nearest code first
-        (what a diffusion sample should get); otherwise the decoder sees ``z`` as is."""
-        if quantize:
+        (what a diffusion sample should get); otherwise the decoder sees ``z`` as is. A kl
+        model has no codebook: its latents are always decoded as they are."""
+        if quantize and self.discrete:
             flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-            idx = self.quantizer.nearest(flat)  # l2: cosine; EMA: euclidean; FSQ: grid
+            idx = self.quantizer.nearest(flat)  # l2: cosine; EMA, gumbel: euclidean; FSQ: grid
             z = self.latents_of(idx.view(z.shape[0], z.shape[2], z.shape[3]))
         return self.decoder(z)
+
+    @torch.no_grad()
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images decoded from the bottleneck's own prior, no learned prior over latents: codes
+        drawn uniformly (the dVAE's prior) for the discrete kinds, z ~ N(0, I) for kl."""
+        g, dev = self.grid_size, self.decoder.conv_out.weight.device
+        if self.discrete:
+            codes = torch.randint(0, self.codebook_size, (n, g, g), generator=generator)
+            return self.decode_indices(codes.to(dev))
+        z = torch.randn(n, self.latent_channels, g, g, generator=generator)
+        return self.decoder(z.to(dev))
 
     @property
     def last_layer(self) -> torch.Tensor:

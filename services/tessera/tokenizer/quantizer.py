@@ -27,7 +27,7 @@ from torch import nn
 class QuantizerOutput:
     z_q: torch.Tensor  # (B, C, h, w) quantized latents, straight-through to z
     loss: torch.Tensor  # () codebook + beta * commitment (0 where the codebook is not learned)
-    indices: torch.Tensor  # (B, h, w) int64
+    indices: torch.Tensor | None  # (B, h, w) int64; None for a continuous bottleneck
 
 
 def _flatten(z: torch.Tensor) -> torch.Tensor:

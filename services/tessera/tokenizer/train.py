@@ -146,6 +146,9 @@ class Trainer:
             group["lr"] = self.cfg.lr * self.lr_scale()
         for group in self.opt_d.param_groups:  # the discriminator's phase is short: no decay
             group["lr"] = self.cfg.disc_lr
+        if self.model_cfg.kind == "gumbel":  # dVAE: anneal the relaxation geometrically
+            t0, t1 = self.model_cfg.tau_start, self.model_cfg.tau_end
+            self.model.quantizer.temperature = t0 * (t1 / t0) ** self.progress()
         x = self.batch()
         self.model.train()
         out = self.model(x)
@@ -170,6 +173,8 @@ class Trainer:
             self.opt_d.step()
             logs["d_loss"] = float(d_loss.detach())
         logs["lr"] = self.opt.param_groups[0]["lr"]
+        if self.model_cfg.kind == "gumbel":
+            logs["tau"] = self.model.quantizer.temperature
         self.step += 1
         return logs
 
@@ -177,6 +182,8 @@ class Trainer:
         return {"step": self.step, "dataset": self.cfg.dataset, "phase": self.phase()}
 
     def phase(self) -> str:
+        if self.model_cfg.kind != "vq":
+            return self.model_cfg.kind
         return "vqgan" if self.gan_active else "vqvae"
 
     # checkpoints
@@ -217,7 +224,8 @@ class Trainer:
         recon = m.pop("reconstructions")
         grid = comparison_grid([self.eval_images[:16], recon[:16]], columns=16)
         Image.fromarray(grid).save(self.out / "samples.png")
-        return {k: m[k] for k in ("psnr_db", "ssim", "usage_pct", "perplexity", "sharpness_ratio")}
+        keys = ("psnr_db", "ssim", "usage_pct", "perplexity", "sharpness_ratio")
+        return {k: m[k] for k in keys if m[k] is not None}  # kl: no codes, no usage
 
     def fit(self, progress: bool = True) -> dict:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +271,7 @@ def plot_history(history: list[dict], path: Path) -> None:
 
     panels = [
         ("reconstruction", ["l1", "mse", "grad"]),
-        ("codebook / GAN", ["quant", "g_loss", "d_loss"]),
+        ("codebook or KL / GAN", ["quant", "g_loss", "d_loss"]),
         ("held-out PSNR (dB)", ["eval_psnr_db"]),
         ("held-out codebook usage (%)", ["eval_usage_pct"]),
     ]
@@ -299,6 +307,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gan-start", type=int, default=None, help="step the GAN starts")
     parser.add_argument("--no-gan", action="store_true", help="VQ-VAE only (baseline)")
+    parser.add_argument(
+        "--kind", choices=["vq", "gumbel", "kl", "vae"], default="vq",
+        help="bottleneck: vq (VQ-VAE/GAN), gumbel (dVAE), kl (KL autoencoder), vae (kl at KL "
+        "weight 1); only vq has a GAN phase",
+    )  # fmt: skip
+    parser.add_argument("--kl-weight", type=float, default=None, help="gumbel / kl")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--quantizer", choices=["l2", "ema", "fsq"], default=None)
     parser.add_argument("--codebook-size", type=int, default=None)
@@ -322,7 +336,7 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
         "max_minutes": args.max_minutes, "ckpt_every": args.ckpt_every, "seed": args.seed,
     }  # fmt: skip
     cfg = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
-    if args.no_gan:
+    if args.no_gan or args.kind != "vq":
         cfg.use_gan = False
     return cfg
 
@@ -347,6 +361,9 @@ def run(args: argparse.Namespace) -> int:
             preset["channels"] = args.channels
         if args.channel_mult:
             preset["channel_mult"] = tuple(int(m) for m in args.channel_mult.split(","))
+        preset["kind"] = "kl" if args.kind == "vae" else args.kind
+        if args.kl_weight is not None or args.kind == "vae":
+            preset["kl_weight"] = 1.0 if args.kl_weight is None else args.kl_weight
         model_cfg = VQConfig(**preset)
     train = load_dataset(cfg.dataset, "train", args.data_dir)
     heldout = load_dataset(cfg.dataset, "heldout", args.data_dir)
@@ -358,14 +375,16 @@ def run(args: argparse.Namespace) -> int:
     n_params = sum(p.numel() for p in trainer.model.parameters())
     print(
         f"tokenizer: {n_params / 1e6:.2f}M params, {model_cfg.image_size}px -> "
-        f"{model_cfg.grid_size}x{model_cfg.grid_size} x {model_cfg.codebook_size} codes "
-        f"({model_cfg.quantizer}); {len(train)} {cfg.dataset} train images; "
+        f"{model_cfg.grid_size}x{model_cfg.grid_size} x {trainer.model.codebook_size or 'no'} "
+        f"codes ({model_cfg.kind if model_cfg.kind != 'vq' else model_cfg.quantizer}); "
+        f"{len(train)} {cfg.dataset} train images; "
         f"{'resuming at step ' + str(trainer.step) if resuming else 'from scratch'}"
     )
     final = trainer.fit(progress=not args.no_progress)
     print(
         f"done at step {final['step']} ({final['elapsed_s'] / 60:.1f} min): held-out sample "
-        f"PSNR {final['eval_psnr_db']:.2f} dB, usage {final['eval_usage_pct']:.1f}%; "
+        f"PSNR {final['eval_psnr_db']:.2f} dB, usage {final.get('eval_usage_pct', 0):.1f}%"
+        f"{' (no codes)' if 'eval_usage_pct' not in final else ''}; "
         f"wrote {out} (curves: {out / 'loss_curves.png'})"
     )
     return 0

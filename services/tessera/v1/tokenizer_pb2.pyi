@@ -19,14 +19,16 @@ class TokenizeRequest(_message.Message):
     def __init__(self, images: _Optional[_Iterable[bytes]] = ..., resize: _Optional[bool] = ..., return_latents: _Optional[bool] = ...) -> None: ...
 
 class TokenizeResponse(_message.Message):
-    __slots__ = ("grids", "latents", "codebook_size")
+    __slots__ = ("grids", "latents", "codebook_size", "kind")
     GRIDS_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     CODEBOOK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     grids: _containers.RepeatedCompositeFieldContainer[_common_pb2.TokenGrid]
     latents: _containers.RepeatedCompositeFieldContainer[_common_pb2.Tensor]
     codebook_size: int
-    def __init__(self, grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., latents: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ..., codebook_size: _Optional[int] = ...) -> None: ...
+    kind: str
+    def __init__(self, grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., latents: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ..., codebook_size: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class DetokenizeRequest(_message.Message):
     __slots__ = ("grids", "latents", "quantize", "return_pixels")

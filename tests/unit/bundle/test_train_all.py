@@ -35,3 +35,11 @@ def test_paths_outside_the_repository_stay_absolute(tmp_path):
 def test_committed_training_records_name_no_machine():
     for record in (REPO_ROOT / "models").glob("*/training.json"):
         assert '"/' not in record.read_text(), record
+
+
+def test_a_tokenizer_kind_reaches_the_tokenizer_trainer_only(tmp_path):
+    tok = component_args("tokenizer", tmp_path, "twemoji", seed=0, resume=False,
+                         tokenizer_kind="gumbel")  # fmt: skip
+    assert tok[tok.index("--kind") + 1] == "gumbel"
+    assert "--kind" not in component_args("tokenizer", tmp_path, "twemoji", 0, False)
+    assert "--kind" not in component_args("decoder", tmp_path, "twemoji", 0, False, 1, "kl")

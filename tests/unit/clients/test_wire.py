@@ -15,6 +15,8 @@ from tessera_client import _parse as parse
 from tessera_client import _wire as wire
 from tessera_client._http import SSEDecoder
 from tessera_client.types import numbered_paths
+from tessera_client.v1 import common_pb2 as client_common_pb2
+from tessera_client.v1 import tokenizer_pb2 as client_tokenizer_pb2
 
 from .conftest import png
 
@@ -148,3 +150,20 @@ def test_image_inputs_accept_bytes_paths_and_pil(tmp_path):
 
 def test_token_grid_rows():
     assert TokenGrid(tokens=[1, 2, 3, 4, 5, 6], height=2, width=3).rows() == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_a_continuous_tokenizers_answer_parses_on_both_transports():
+    """A kl tokenizer answers latents only, with its kind; an older server sends no kind."""
+    call = wire.tokenize([png()], False, False)
+    body = {"codebook_size": 0, "kind": "kl", "grids": [],
+            "latents": [{"values": [0.5] * 4, "shape": [1, 2, 2]}]}  # fmt: skip
+    for got in (
+        call.parse_http(body),
+        call.parse_grpc(
+            client_tokenizer_pb2.TokenizeResponse(
+                kind="kl", latents=[client_common_pb2.Tensor(values=[0.5] * 4, shape=[1, 2, 2])]
+            )
+        ),
+    ):
+        assert got.kind == "kl" and not got.grids and got.latents[0].shape == [1, 2, 2]
+    assert call.parse_http({"codebook_size": 4, "grids": []}).kind == "vq"

@@ -8,9 +8,16 @@ import pytest
 import torch
 
 from tessera.bundle.random_init import build_random_bundle
-from tessera.common.images import decode_image, encode_png, pixels_from_proto
+from tessera.common.errors import InvalidArgument
+from tessera.common.images import (
+    arrays_to_tensor,
+    decode_image,
+    encode_png,
+    pixels_from_proto,
+    tensor_to_arrays,
+)
 from tessera.common.limits import MAX_ITEMS_PER_CALL as MAX_ITEMS
-from tessera.common.protos import grid_to_proto
+from tessera.common.protos import grid_to_proto, tensor_from_proto, tensor_to_proto
 from tessera.tokenizer.deployment import Detokenizer, Tokenizer
 from tessera.v1 import tokenizer_pb2
 
@@ -91,3 +98,53 @@ async def test_return_pixels_answers_the_pngs_pixels_raw(halves):
     for png, pixels in zip(pngs.images, raw.pixels, strict=True):
         assert (pixels.width, pixels.height) == (size, size)
         assert (pixels_from_proto(pixels) == decode_image(png.png, size, resize=False)).all()
+
+
+@pytest.fixture(scope="module", params=["gumbel", "kl"])
+def kind_halves(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp(f"bundle-{request.param}")
+    build_random_bundle(path, "tiny", tiny=True, seed=0, tokenizer_kind=request.param)
+    return Tokenizer.func_or_class(str(path), "cpu"), Detokenizer.func_or_class(str(path), "cpu")
+
+
+async def test_a_bundle_of_another_kind_is_served_by_the_same_deployments(kind_halves):
+    """gumbel answers grids like vq; kl answers latents only and decodes them unsnapped."""
+    tok, detok = kind_halves
+    model, size = tok.model, tok.model.image_size
+    arrays = images(2, size, 5)
+    pngs = [encode_png(a) for a in arrays]
+    tokens = await tok.Tokenize(tokenizer_pb2.TokenizeRequest(images=pngs))
+    assert tokens.kind == model.kind and len(tokens.latents) == (2 if model.kind == "kl" else 0)
+    if model.kind == "kl":
+        assert not tokens.grids and tokens.codebook_size == 0
+        latents = list(tokens.latents)
+        with pytest.raises(InvalidArgument, match="continuous"):
+            zeros = torch.zeros(model.grid_size, model.grid_size, dtype=torch.long)
+            detok._parse(tokenizer_pb2.DetokenizeRequest(grids=[grid_to_proto(zeros)]))
+        # quantize asks to snap to a codebook: a kl tokenizer has none and decodes as is
+        snapped = await detok.Detokenize(
+            tokenizer_pb2.DetokenizeRequest(latents=latents, quantize=True, return_pixels=True)
+        )
+    else:
+        assert len(tokens.grids) == 2 and tokens.codebook_size == model.codebook_size
+        with_latents = await tok.Tokenize(
+            tokenizer_pb2.TokenizeRequest(images=pngs, return_latents=True)
+        )
+        latents = list(with_latents.latents)
+        noisy = [tensor_to_proto(tensor_from_proto(z, list(z.shape)) + 0.01) for z in latents]
+        snapped = await detok.Detokenize(
+            tokenizer_pb2.DetokenizeRequest(latents=noisy, quantize=True, return_pixels=True)
+        )
+        by_grid = await detok.Detokenize(
+            tokenizer_pb2.DetokenizeRequest(grids=list(tokens.grids), return_pixels=True)
+        )
+        assert list(by_grid.pixels) == list(snapped.pixels)
+    plain = await detok.Detokenize(
+        tokenizer_pb2.DetokenizeRequest(latents=latents, return_pixels=True)
+    )
+    x = arrays_to_tensor(arrays)
+    expected = tensor_to_arrays(model.decode_latents(model.encode_latents(x), quantize=False))
+    got = np.stack([pixels_from_proto(p) for p in plain.pixels])
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # float32 proto round trip
+    if model.kind == "kl":
+        assert list(plain.pixels) == list(snapped.pixels)

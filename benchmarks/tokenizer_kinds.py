@@ -1,0 +1,167 @@
+"""The tokenizer family side by side (issue 20): VQ-GAN, VQ-VAE, dVAE, KL autoencoder, plain
+VAE, each trained by ``tessera train tokenizer`` with the same trunk, data and budget (steps
+and/or training minutes, whichever ends first), then measured in one run by
+``tessera eval tokenizers``.
+
+    python -m benchmarks.tokenizer_kinds [--steps 1000] [--max-minutes 9] [--dataset twemoji]
+        [--downstream-steps 2000]
+
+The ``vqvae`` row defaults to the VQ-GAN run's own snapshot at its GAN switch (65% of its
+budget, ``OUT/vqvae``); ``--kinds ... vqvae`` trains a GAN-free VQ-VAE on the full budget.
+
+``--downstream-steps N`` adds the downstream row (Twemoji): the ``unclip`` route with a
+``vq`` (the vqgan run) and a ``kl`` tokenizer, each with its own diffusion decoder trained
+for the same N steps (the ``tessera train all`` recipe's small decoder) and the committed
+bundle's CLIP and prior (neither depends on the tokenizer), judged on the same prompts.
+
+Weights go under ``runs/tokenizer-kinds/<dataset>/<name>`` (git-ignored); a finished run is
+reused, an interrupted one resumed. Results: ``benchmarks/results/tokenizer_kinds/<dataset>/``
+(``metrics.json``, ``TABLE.md``, ``reconstructions.png``, ``prior_samples.png``). Training is
+sequential on one thread (``--threads``), so the minutes in the table compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tessera.common.settings import REPO_ROOT
+
+# name -> `tessera train tokenizer` arguments (besides --out, --steps, --dataset, --threads)
+KINDS: dict[str, list[str]] = {
+    "vqgan": ["--kind", "vq"],  # today's recipe: VQ-VAE, then the GAN phase (last 35%)
+    "dvae": ["--kind", "gumbel"],  # DALL·E: relaxed one-hot, annealed tau, KL to uniform
+    "kl": ["--kind", "kl"],  # KL autoencoder (latent diffusion's), KL weight 1e-3
+    "vae": ["--kind", "vae"],  # plain VAE: KL weight 1
+    "vqvae": ["--kind", "vq", "--no-gan"],  # VQ-VAE for the whole budget
+}
+RUNS = REPO_ROOT / "runs" / "tokenizer-kinds"
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "tokenizer_kinds"
+
+
+def trained_steps(out: Path) -> int:
+    state = out / "train_state" / "state.json"
+    return int(json.loads(state.read_text())["step"]) if state.is_file() else 0
+
+
+def train(
+    name: str, out: Path, dataset: str, steps: int, threads: int, minutes: float | None
+) -> None:
+    from tessera.tokenizer import train as tok_train
+
+    state = out / "train_state" / "state.json"
+    if trained_steps(out) >= steps or (
+        minutes and state.is_file() and json.loads(state.read_text())["elapsed_s"] >= 60 * minutes
+    ):
+        print(f"{name}: {out} is trained", flush=True)
+        return
+    argv = ["--dataset", dataset, "--out", str(out), "--steps", str(steps)]
+    argv += ["--threads", str(threads), "--no-progress", "--resume", *KINDS[name]]
+    if minutes:
+        argv += ["--max-minutes", str(minutes)]
+    if dataset == "shapes":  # the shapes recipe's codebook (bundle/train_all.py)
+        argv += ["--codebook-size", "256"]
+    parser = argparse.ArgumentParser(prog="tessera train tokenizer")
+    tok_train.add_arguments(parser)
+    print(f"== tessera train tokenizer {' '.join(argv)}", flush=True)
+    if tok_train.run(parser.parse_args(argv)):
+        raise SystemExit(f"training {name} failed")
+
+
+DOWNSTREAM = ("vqgan", "kl")  # unclip on VQ codes (snapped) vs kl latents (latent diffusion)
+DOWNSTREAM_PROMPTS = 100  # distinct captions per split
+
+
+def downstream(runs: Path, steps: int, threads: int) -> dict:
+    """unclip judge accuracy per tokenizer under one decoder budget (see the docstring)."""
+    import shutil
+
+    import numpy as np
+
+    from tessera.bundle.train_all import SMALL_DECODER
+    from tessera.common.checkpoint import write_bundle_index
+    from tessera.data import load_dataset
+    from tessera.decoder import train as dec_train
+    from tessera.evaluation.bundle import DEFAULT_JUDGE, distinct_caption_rows, generate
+    from tessera.evaluation.judge import load_judge
+    from tessera.routes.local import local_pipelines
+
+    committed = REPO_ROOT / "models" / "twemoji"
+    judge = load_judge(DEFAULT_JUDGE)
+    results: dict = {"decoder_steps": steps, "prompts_per_split": DOWNSTREAM_PROMPTS}
+    for name in DOWNSTREAM:
+        bundle = runs / f"bundle-{name}"
+        if not (bundle / "decoder" / "config.json").is_file():
+            argv = ["--dataset", "twemoji", "--tokenizer", str(runs / name), "--clip",
+                    str(committed / "clip"), "--out", str(bundle / "decoder"), "--steps",
+                    str(steps), "--threads", str(threads), *SMALL_DECODER]  # fmt: skip
+            parser = argparse.ArgumentParser(prog="tessera train decoder")
+            dec_train.add_arguments(parser)
+            print(f"== tessera train decoder {' '.join(argv)}", flush=True)
+            if dec_train.run(parser.parse_args(argv)):
+                raise SystemExit(f"decoder for {name} failed")
+        for component in ("tokenizer", "clip", "prior"):
+            src = runs / name if component == "tokenizer" else committed / component
+            shutil.rmtree(bundle / component, ignore_errors=True)
+            shutil.copytree(src, bundle / component, ignore=shutil.ignore_patterns("train_state"))
+        shutil.rmtree(bundle / "decoder" / "cache", ignore_errors=True)
+        write_bundle_index(bundle, "twemoji", {"dataset": "twemoji", "tokenizer_run": name})
+        pipelines = local_pipelines(bundle)
+        row: dict = {}
+        for split in ("train", "heldout"):
+            ds = load_dataset("twemoji", split)
+            rows = distinct_caption_rows(ds, DOWNSTREAM_PROMPTS)
+            prompts = [ds.captions[r][0] for r in rows]
+            images = generate(pipelines, "unclip", prompts)
+            truth = ds.labels["subgroup"][rows]
+            row[f"{split}_judge_acc"] = float(np.mean(judge.score(images)["subgroup"] == truth))
+        results[name] = row
+        print(f"downstream {name}: {row}", flush=True)
+    return results
+
+
+def main() -> int:
+    from tessera.evaluation import tokenizers
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", choices=["twemoji", "shapes"], default="twemoji")
+    parser.add_argument("--steps", type=int, default=1000, help="optimiser steps per kind")
+    parser.add_argument("--max-minutes", type=float, default=None, help="training minutes per kind")
+    parser.add_argument(
+        "--kinds", nargs="+", choices=list(KINDS), default=["vqgan", "dvae", "kl", "vae"]
+    )
+    parser.add_argument("--train-only", action="store_true", help="train, do not measure")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-only", action="store_true", help="measure what is trained")
+    parser.add_argument("--downstream-steps", type=int, default=0, help="0: no downstream row")
+    parser.add_argument("--reference", type=Path, default=None, help="another tokenizer to show")
+    args = parser.parse_args()
+    runs = RUNS / args.dataset
+    if not args.eval_only:
+        for name in args.kinds:
+            train(name, runs / name, args.dataset, args.steps, args.threads, args.max_minutes)
+    if args.train_only:
+        return 0
+    dirs = {k: runs / k for k in args.kinds if (runs / k / "config.json").is_file()}
+    if "vqvae" not in dirs and (runs / "vqgan" / "vqvae" / "config.json").is_file():
+        dirs["vqvae"] = runs / "vqgan" / "vqvae"  # the VQ-GAN run at its GAN switch
+    argv = ["--dataset", args.dataset, "--out", str(RESULTS / args.dataset)]
+    argv += ["--threads", str(args.threads)]
+    for name, path in dirs.items():
+        argv += ["--checkpoint", f"{name}={path}"]
+    if args.reference:
+        argv += ["--checkpoint", f"committed-vqgan={args.reference}"]
+    eval_parser = argparse.ArgumentParser(prog="tessera eval tokenizers")
+    tokenizers.add_arguments(eval_parser)
+    status = tokenizers.run(eval_parser.parse_args(argv))
+    if status or not args.downstream_steps or args.dataset != "twemoji":
+        return status
+    out = RESULTS / args.dataset / "downstream.json"
+    out.write_text(json.dumps(downstream(runs, args.downstream_steps, args.threads), indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
