@@ -29,6 +29,10 @@ def side_of(png: bytes) -> int:
     return Image.open(io.BytesIO(png)).size[0]
 
 
+def first_final_rgb(png: bytes) -> bytes:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).tobytes()
+
+
 def test_models_lists_the_route(http):
     assert "pixel" in http.get("/v1/models").json()["data"][0]["routes"]
 
@@ -70,6 +74,9 @@ def test_the_contract_streams_rows(channel):
     assert (first[1:] == 255).all()  # rows not sampled yet are white
     unary = stub.SamplePixels(req, timeout=TIMEOUT)
     assert unary.images[0].png == events[-1].images[0].png and unary.seed == 3
+    req.return_pixels = True  # what the route asks for: the same image, raw
+    raw = stub.SamplePixels(req, timeout=TIMEOUT)
+    assert not raw.images and raw.pixels[0].rgb == first_final_rgb(events[-1].images[0].png)
 
 
 @pytest.mark.parametrize(

@@ -323,6 +323,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-components", action="store_true", help="routes and grids only")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: re-render REPORT.md from report.json with the current "
+        "eval/pixel/metrics.json (after `tessera eval pixel`)",
+    )
+
+
+def render_only(bundle: Path) -> int:
+    """REPORT.md again from the committed report.json, its pixel section replaced by
+    ``eval/pixel/metrics.json`` (the pixel models are evaluated on their own)."""
+    report = json.loads((bundle / "report.json").read_text())
+    metrics = bundle / "eval" / "pixel" / "metrics.json"
+    if metrics.is_file():
+        report["pixel"] = json.loads(metrics.read_text())
+    write_report(bundle / "report.json", report)
+    (bundle / "REPORT.md").write_text(render_markdown(report))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -330,6 +348,8 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     bundle = Path(args.bundle or get_settings().bundle_dir).resolve()
+    if args.render_only:
+        return render_only(bundle)
     index = read_bundle_index(bundle)
     dataset = index.get("training", {}).get("dataset") or index.get("name")
     if dataset not in GRID_PROMPTS:

@@ -22,7 +22,7 @@ from tessera.common import metrics
 from tessera.common.checkpoint import read_bundle_index
 from tessera.common.engine_service import EngineService
 from tessera.common.errors import InvalidArgument, NotFound
-from tessera.common.images import encode_png
+from tessera.common.images import encode_png, pixels_to_proto
 from tessera.common.limits import (
     MAX_PIXEL_IMAGES_PER_CALL,
     MAX_PIXEL_TOP_K,
@@ -43,6 +43,17 @@ def images_to_proto(pixels: torch.Tensor) -> list[common_pb2.Image]:
     arrays = to_uint8(pixels)
     side = arrays.shape[1]
     return [common_pb2.Image(png=encode_png(a), width=side, height=side) for a in arrays]
+
+
+def raw_pixels(pixels: torch.Tensor) -> list[common_pb2.Pixels]:
+    """(n, S, S, 3) finished intensities -> raw ``Pixels`` (``return_pixels``)."""
+    return [pixels_to_proto(a) for a in to_uint8(pixels)]
+
+
+def final_images(pixels: torch.Tensor, return_pixels: bool) -> dict:
+    """The finished images as the response's ``images`` (PNG) or, with ``return_pixels``,
+    its ``pixels`` (raw, for the route's Pipelines to encode once)."""
+    return {"pixels": raw_pixels(pixels)} if return_pixels else {"images": images_to_proto(pixels)}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=32)
@@ -86,7 +97,9 @@ class PixelModel(EngineService):
     ) -> pixel_pb2.SamplePixelsResponse:
         params, seed = self._params(request)
         pixels = await self._sample(request.prompt, params)
-        return pixel_pb2.SamplePixelsResponse(images=images_to_proto(pixels), seed=seed)
+        return pixel_pb2.SamplePixelsResponse(
+            seed=seed, **final_images(pixels, request.return_pixels)
+        )
 
     async def _sample(
         self,
@@ -120,9 +133,14 @@ class PixelModel(EngineService):
         async with aclosing(sampling) as events:
             async for final, item in events:
                 done, pixels = (total, item) if final else item
+                images = (
+                    final_images(pixels, request.return_pixels)
+                    if final
+                    else {"images": images_to_proto(pixels)}
+                )
                 yield pixel_pb2.SamplePixelsStreamResponse(
                     progress=common_pb2.Progress(step=done, total_steps=total, stage="pixel"),
-                    images=images_to_proto(pixels),
                     done=final,
                     seed=seed,
+                    **images,
                 )

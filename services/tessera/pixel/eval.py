@@ -126,10 +126,12 @@ def render(metrics: dict) -> str:
             )
     lines += [
         "",
-        "Both trained by `tessera train pixel` (batch 8) on shapes at 16 px: curves and samples "
-        "in `train_transformer/` and `train_pixelcnn/` beside this file (`loss.png`, "
-        "`samples_step_*.png`: the real image, then 4 or 2 seeds per caption). Tiny and "
-        "under-trained on a saturated 2-core machine: see `docs/decisions/pixel-route.md`.",
+        f"Both trained by `tessera train pixel` on {metrics.get('dataset', 'shapes')} at "
+        f"{lk['image_size']} px (commands and wall time: the bundle's `training.json`, keys "
+        "`pixel` and `pixelcnn`): curves and samples in `eval/pixel/train_transformer/` and "
+        "`eval/pixel/train_pixelcnn/` (`loss.png`, `samples_step_*.png`: the real image, then "
+        "4 or 2 seeds per caption). Small models, trained on a shared 2-core CPU: see "
+        "`docs/decisions/pixel-route.md`.",
     ]
     checker = metrics.get("checker")
     if checker:

@@ -46,3 +46,21 @@ def test_checker_reads_back_a_rendered_prompt():
     image = shapes.render(attrs)
     assert report.checks(image, shapes.caption_for(attrs))
     assert not report.checks(np.full_like(image, 255), shapes.caption_for(attrs))
+
+
+def test_render_only_rerenders_the_committed_report_with_a_fresh_pixel_section(tmp_path):
+    from tessera.common.settings import REPO_ROOT
+
+    shapes_dir = REPO_ROOT / "models" / "shapes"
+    (tmp_path / "eval" / "pixel").mkdir(parents=True)
+    (tmp_path / "report.json").write_text((shapes_dir / "report.json").read_text())
+    parser = argparse.ArgumentParser()
+    report.add_arguments(parser)
+    assert report.run(parser.parse_args(["--bundle", str(tmp_path), "--render-only"])) == 0
+    assert (tmp_path / "REPORT.md").read_text() == (shapes_dir / "REPORT.md").read_text()
+    metrics = json.loads((shapes_dir / "eval" / "pixel" / "metrics.json").read_text())
+    metrics["likelihood"]["image_transformer"]["heldout_bpd"] = 0.1234
+    (tmp_path / "eval" / "pixel" / "metrics.json").write_text(json.dumps(metrics))
+    assert report.run(parser.parse_args(["--bundle", str(tmp_path), "--render-only"])) == 0
+    assert "| 0.123 |" in (tmp_path / "REPORT.md").read_text()
+    assert json.loads((tmp_path / "report.json").read_text())["pixel"] == metrics

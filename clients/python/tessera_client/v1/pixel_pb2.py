@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from tessera_client.v1 import common_pb2 as tessera_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tessera/v1/pixel.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\xe2\x01\n\x13SamplePixelsRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x03\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x07 \x01(\x02H\x04\x88\x01\x01\x42\x07\n\x05_seedB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x11\n\x0f_guidance_scale\"G\n\x14SamplePixelsResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.tessera.v1.Image\x12\x0c\n\x04seed\x18\x02 \x01(\x03\"c\n\x19SamplePixelsStreamRequest\x12\x30\n\x07request\x18\x01 \x01(\x0b\x32\x1f.tessera.v1.SamplePixelsRequest\x12\x14\n\x0cstream_every\x18\x02 \x01(\x05\"\x83\x01\n\x1aSamplePixelsStreamResponse\x12&\n\x08progress\x18\x01 \x01(\x0b\x32\x14.tessera.v1.Progress\x12!\n\x06images\x18\x02 \x03(\x0b\x32\x11.tessera.v1.Image\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x32\xcd\x01\n\x11PixelModelService\x12Q\n\x0cSamplePixels\x12\x1f.tessera.v1.SamplePixelsRequest\x1a .tessera.v1.SamplePixelsResponse\x12\x65\n\x12SamplePixelsStream\x12%.tessera.v1.SamplePixelsStreamRequest\x1a&.tessera.v1.SamplePixelsStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tessera/v1/pixel.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\xf9\x01\n\x13SamplePixelsRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x03\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x07 \x01(\x02H\x04\x88\x01\x01\x12\x15\n\rreturn_pixels\x18\x08 \x01(\x08\x42\x07\n\x05_seedB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x11\n\x0f_guidance_scale\"k\n\x14SamplePixelsResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.tessera.v1.Image\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\"\n\x06pixels\x18\x03 \x03(\x0b\x32\x12.tessera.v1.Pixels\"c\n\x19SamplePixelsStreamRequest\x12\x30\n\x07request\x18\x01 \x01(\x0b\x32\x1f.tessera.v1.SamplePixelsRequest\x12\x14\n\x0cstream_every\x18\x02 \x01(\x05\"\xa7\x01\n\x1aSamplePixelsStreamResponse\x12&\n\x08progress\x18\x01 \x01(\x0b\x32\x14.tessera.v1.Progress\x12!\n\x06images\x18\x02 \x03(\x0b\x32\x11.tessera.v1.Image\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\"\n\x06pixels\x18\x05 \x03(\x0b\x32\x12.tessera.v1.Pixels2\xcd\x01\n\x11PixelModelService\x12Q\n\x0cSamplePixels\x12\x1f.tessera.v1.SamplePixelsRequest\x1a .tessera.v1.SamplePixelsResponse\x12\x65\n\x12SamplePixelsStream\x12%.tessera.v1.SamplePixelsStreamRequest\x1a&.tessera.v1.SamplePixelsStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tessera.v1.pixel_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SAMPLEPIXELSREQUEST']._serialized_start=64
-  _globals['_SAMPLEPIXELSREQUEST']._serialized_end=290
-  _globals['_SAMPLEPIXELSRESPONSE']._serialized_start=292
-  _globals['_SAMPLEPIXELSRESPONSE']._serialized_end=363
-  _globals['_SAMPLEPIXELSSTREAMREQUEST']._serialized_start=365
-  _globals['_SAMPLEPIXELSSTREAMREQUEST']._serialized_end=464
-  _globals['_SAMPLEPIXELSSTREAMRESPONSE']._serialized_start=467
-  _globals['_SAMPLEPIXELSSTREAMRESPONSE']._serialized_end=598
-  _globals['_PIXELMODELSERVICE']._serialized_start=601
-  _globals['_PIXELMODELSERVICE']._serialized_end=806
+  _globals['_SAMPLEPIXELSREQUEST']._serialized_end=313
+  _globals['_SAMPLEPIXELSRESPONSE']._serialized_start=315
+  _globals['_SAMPLEPIXELSRESPONSE']._serialized_end=422
+  _globals['_SAMPLEPIXELSSTREAMREQUEST']._serialized_start=424
+  _globals['_SAMPLEPIXELSSTREAMREQUEST']._serialized_end=523
+  _globals['_SAMPLEPIXELSSTREAMRESPONSE']._serialized_start=526
+  _globals['_SAMPLEPIXELSSTREAMRESPONSE']._serialized_end=693
+  _globals['_PIXELMODELSERVICE']._serialized_start=696
+  _globals['_PIXELMODELSERVICE']._serialized_end=901
 # @@protoc_insertion_point(module_scope)

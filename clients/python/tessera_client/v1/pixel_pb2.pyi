@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SamplePixelsRequest(_message.Message):
-    __slots__ = ("prompt", "n", "seed", "temperature", "top_k", "top_p", "guidance_scale")
+    __slots__ = ("prompt", "n", "seed", "temperature", "top_k", "top_p", "guidance_scale", "return_pixels")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class SamplePixelsRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_PIXELS_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     n: int
     seed: int
@@ -24,15 +25,18 @@ class SamplePixelsRequest(_message.Message):
     top_k: int
     top_p: float
     guidance_scale: float
-    def __init__(self, prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., guidance_scale: _Optional[float] = ...) -> None: ...
+    return_pixels: bool
+    def __init__(self, prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., return_pixels: _Optional[bool] = ...) -> None: ...
 
 class SamplePixelsResponse(_message.Message):
-    __slots__ = ("images", "seed")
+    __slots__ = ("images", "seed", "pixels")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[_common_pb2.Image]
     seed: int
-    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., seed: _Optional[int] = ...) -> None: ...
+    pixels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Pixels]
+    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., seed: _Optional[int] = ..., pixels: _Optional[_Iterable[_Union[_common_pb2.Pixels, _Mapping]]] = ...) -> None: ...
 
 class SamplePixelsStreamRequest(_message.Message):
     __slots__ = ("request", "stream_every")
@@ -43,13 +47,15 @@ class SamplePixelsStreamRequest(_message.Message):
     def __init__(self, request: _Optional[_Union[SamplePixelsRequest, _Mapping]] = ..., stream_every: _Optional[int] = ...) -> None: ...
 
 class SamplePixelsStreamResponse(_message.Message):
-    __slots__ = ("progress", "images", "done", "seed")
+    __slots__ = ("progress", "images", "done", "seed", "pixels")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
     progress: _common_pb2.Progress
     images: _containers.RepeatedCompositeFieldContainer[_common_pb2.Image]
     done: bool
     seed: int
-    def __init__(self, progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., done: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+    pixels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Pixels]
+    def __init__(self, progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., done: _Optional[bool] = ..., seed: _Optional[int] = ..., pixels: _Optional[_Iterable[_Union[_common_pb2.Pixels, _Mapping]]] = ...) -> None: ...
