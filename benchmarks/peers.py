@@ -28,6 +28,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 PROMPT_TOKENS = 12  # text prefix length fed to both LMs
+JACOBI_WINDOW = 3  # drafts per speculative Jacobi round in the LM's extra row
 
 
 def synchronize() -> None:
@@ -220,7 +221,40 @@ def lm_vs_transformers(
             "tessera": count_torch_calls(ours) / new_tokens,
             "transformers": count_torch_calls(theirs) / new_tokens,
         }
+        out[label]["jacobi"] = jacobi_row(lm, text, params, ours, repeats, summarize)
     return out
+
+
+def jacobi_row(
+    lm: torch.nn.Module,
+    text: object,
+    params: list,
+    plain: Callable[[], object],
+    repeats: int,
+    summarize: Callable[[list[float]], dict],
+) -> dict:
+    """Speculative Jacobi sampling (``sample_tokens(jacobi=W)``) against plain sampling,
+    alternating: tokens/s, and the tokens a sequence accepts per forward (the paper's
+    measure; 1 = no gain) and the batch's forwards (the slowest row sets them)."""
+    from tessera.lm.sampling import sample_tokens
+
+    tokens = len(params) * lm.config.n_tokens
+    stats: dict = {}
+
+    def jacobi() -> object:
+        with torch.inference_mode():
+            return sample_tokens(lm, text, params, jacobi=JACOBI_WINDOW, stats=stats)
+
+    t_jacobi, t_plain = timed_pair(jacobi, plain, repeats)
+    row = {
+        "window": JACOBI_WINDOW,
+        "tokens_per_s": summarize([tokens / t for t in t_jacobi]),
+        "plain_tokens_per_s": summarize([tokens / t for t in t_plain]),
+        "tokens_per_forward": stats["tokens_per_forward"],
+        "forwards": stats["forwards"] + 1,  # + the prefill
+    }
+    row["speedup_vs_plain"] = row["tokens_per_s"]["median"] / row["plain_tokens_per_s"]["median"]
+    return row
 
 
 # ---------------------------------------------------------------------------- decoder

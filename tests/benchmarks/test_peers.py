@@ -137,3 +137,17 @@ def test_the_lm_makes_fewer_torch_calls_per_token_than_generate(results):
     for g in ("no_guidance", "guidance"):
         calls = results["lm"][g]["torch_calls_per_token"]
         assert 0 < calls["tessera"] < calls["transformers"]
+
+
+def test_the_jacobi_row_reports_acceptance(results):
+    for label in ("no_guidance", "guidance"):
+        row = results["lm"][label]["jacobi"]
+        assert row["tokens_per_forward"] >= 1  # every round takes at least one token
+        assert 1 < row["forwards"] <= results["lm"]["new_tokens"]
+    assert "speculative Jacobi" in "\n".join(peer_lines_lm_only(results))
+
+
+def peer_lines_lm_only(results: dict) -> list[str]:
+    from benchmarks.report import jacobi_lines
+
+    return jacobi_lines(results["lm"])
