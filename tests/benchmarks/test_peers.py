@@ -151,3 +151,17 @@ def peer_lines_lm_only(results: dict) -> list[str]:
     from benchmarks.report import jacobi_lines
 
     return jacobi_lines(results["lm"])
+
+
+def test_the_lm_bench_reports_every_round_and_their_median():
+    from benchmarks import lm_bench
+
+    torch.manual_seed(0)
+    results = lm_bench.run(ImageGPT(LMConfig.tiny()).eval(), rounds=2, repeats=1, batch=2)
+    results["meta"] = {"bundle": "tiny", "when": "now", "threads": 1, "load": "0.0"}
+    assert len(results["rounds"]) == 2
+    for g in ("no_guidance", "guidance"):
+        ratios = [r[g]["cpu_speedup"] for r in results["rounds"]]
+        assert min(ratios) <= results["median"][g]["cpu_speedup"] <= max(ratios)
+    text = lm_bench.report(results)
+    assert text.count("| 1 |") == 2 and text.count("| 2 |") == 2 and "Round 2:" in text
