@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo test test-fast lint format protos protos-check protos-lint protos-breaking \
-	protos-release configs configs-check kuberay kuberay-check bench pixel-bench tokenizer-bench \
+	protos-release configs configs-check kuberay kuberay-check bench lm-bench pixel-bench tokenizer-bench \
 	cluster-bench serve \
 	clean
 
@@ -93,6 +93,11 @@ serve: install
 ## bench: benchmarks; results in benchmarks/results/
 bench: install
 	$(PY) -m benchmarks.run
+
+## lm-bench: the LM against transformers generate() alone, in rounds (wall and CPU-time
+## ratios, speculative Jacobi beside plain sampling) in benchmarks/results/lm/latest.{json,md}
+lm-bench: install
+	$(PY) -m benchmarks.lm_bench
 
 ## pixel-bench: the sequence-length table (pixel vs ar, measured and projected) in
 ## benchmarks/results/pixel_sequence_length.{json,md}

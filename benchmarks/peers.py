@@ -28,6 +28,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 PROMPT_TOKENS = 12  # text prefix length fed to both LMs
+JACOBI_WINDOW = 3  # drafts per speculative Jacobi round in the LM's extra row
 
 
 def synchronize() -> None:
@@ -50,19 +51,27 @@ def timed(fn: Callable[[], object], repeats: int) -> list[float]:
 
 
 def timed_pair(
-    ours: Callable[[], object], theirs: Callable[[], object], repeats: int
+    ours: Callable[[], object],
+    theirs: Callable[[], object],
+    repeats: int,
+    cpu: dict | None = None,
 ) -> tuple[list[float], list[float]]:
     """Both samplers' times, alternating run by run: a slow spell of a noisy machine then
-    slows both sides instead of one side's whole block, so the ratio stays fair."""
+    slows both sides instead of one side's whole block, so the ratio stays fair. ``cpu``
+    gets the same runs' CPU seconds of this process (``time.process_time``) under "ours" and
+    "theirs": on a shared machine they vary less than wall time (meaningful for CPU runs)."""
     ours(), theirs()  # warm-up: allocator, lazy init
     synchronize()
-    t_ours, t_theirs = [], []
+    t_ours, t_theirs, c_ours, c_theirs = [], [], [], []
     for _ in range(repeats):
-        for fn, times in ((ours, t_ours), (theirs, t_theirs)):
-            t0 = time.perf_counter()
+        for fn, times, cpu_times in ((ours, t_ours, c_ours), (theirs, t_theirs, c_theirs)):
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             synchronize()
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
+    if cpu is not None:
+        cpu.update(ours=c_ours, theirs=c_theirs)
     return t_ours, t_theirs
 
 
@@ -133,7 +142,8 @@ def compare(
 ) -> dict:
     """One row: both throughputs (``work`` items a run, ``{side}_{unit}``), Tessera's achieved
     GFLOP/s (the peer's too with ``peer_flops``), FLOPs a run and the speedup."""
-    t_ours, t_theirs = timed_pair(ours, theirs, repeats)
+    cpu: dict = {}
+    t_ours, t_theirs = timed_pair(ours, theirs, repeats, cpu)
     flops = count_flops(ours)
     row = {
         f"tessera_{unit}": summarize([work / t for t in t_ours]),
@@ -144,6 +154,7 @@ def compare(
         row[f"{peer}_gflops_achieved"] = count_flops(theirs) / min(t_theirs) / 1e9
     row["flops_per_run"] = flops
     row["speedup"] = row[f"tessera_{unit}"]["median"] / row[f"{peer}_{unit}"]["median"]
+    row["cpu_speedup"] = summarize(cpu["theirs"])["median"] / summarize(cpu["ours"])["median"]
     return row
 
 
@@ -220,7 +231,44 @@ def lm_vs_transformers(
             "tessera": count_torch_calls(ours) / new_tokens,
             "transformers": count_torch_calls(theirs) / new_tokens,
         }
+        out[label]["jacobi"] = jacobi_row(lm, text, params, ours, repeats, summarize)
     return out
+
+
+def jacobi_row(
+    lm: torch.nn.Module,
+    text: object,
+    params: list,
+    plain: Callable[[], object],
+    repeats: int,
+    summarize: Callable[[list[float]], dict],
+) -> dict:
+    """Speculative Jacobi sampling (``sample_tokens(jacobi=W)``) against plain sampling,
+    alternating: tokens/s, and the tokens a sequence accepts per forward (the paper's
+    measure; 1 = no gain) and the batch's forwards (the slowest row sets them)."""
+    from tessera.lm.sampling import sample_tokens
+
+    tokens = len(params) * lm.config.n_tokens
+    stats: dict = {}
+
+    def jacobi() -> object:
+        with torch.inference_mode():
+            return sample_tokens(lm, text, params, jacobi=JACOBI_WINDOW, stats=stats)
+
+    cpu: dict = {}
+    t_jacobi, t_plain = timed_pair(jacobi, plain, repeats, cpu)
+    row = {
+        "window": JACOBI_WINDOW,
+        "tokens_per_s": summarize([tokens / t for t in t_jacobi]),
+        "plain_tokens_per_s": summarize([tokens / t for t in t_plain]),
+        "tokens_per_forward": stats["tokens_per_forward"],
+        "forwards": stats["forwards"] + 1,  # + the prefill
+    }
+    row["speedup_vs_plain"] = row["tokens_per_s"]["median"] / row["plain_tokens_per_s"]["median"]
+    row["cpu_speedup_vs_plain"] = (
+        summarize(cpu["theirs"])["median"] / summarize(cpu["ours"])["median"]
+    )
+    return row
 
 
 # ---------------------------------------------------------------------------- decoder

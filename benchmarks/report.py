@@ -219,6 +219,7 @@ def peer_lines(p: dict) -> list[str]:
             f"{spread(r['diffusers_images_per_s'], '{:.2f}')} | {r['speedup']:.2f} | "
             f"{achieved(r)}; diffusers {r['diffusers_gflops_achieved']:.1f} |"
         )
+    lines += jacobi_lines(lm)
     lines += [
         "",
         f"Parameters: LM {lm['params']['tessera']:,} vs GPT-2 {lm['params']['transformers']:,}; "
@@ -227,6 +228,31 @@ def peer_lines(p: dict) -> list[str]:
     ]
     if "decoder_quality" in p:
         lines += quality_lines(p["decoder_quality"])
+    return lines
+
+
+def jacobi_lines(lm: dict) -> list[str]:
+    """Speculative Jacobi sampling beside plain sampling (same batch, alternating runs)."""
+    rows = [(g, lm[g]["jacobi"]) for g in ("no_guidance", "guidance") if "jacobi" in lm[g]]
+    if not rows:
+        return []
+    lines = [
+        "",
+        f"LM with speculative Jacobi decoding (window {rows[0][1]['window']}, "
+        "distribution-preserving), batch "
+        f"{lm['batch']}, {lm['new_tokens']} tokens, alternating with plain sampling:",
+        "",
+        "| guidance | Jacobi tokens/s | plain tokens/s | Jacobi / plain (wall; CPU) | tokens "
+        "per sequence per forward | forwards for the batch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g, r in rows:
+        cpu = f"; {r['cpu_speedup_vs_plain']:.2f}" if "cpu_speedup_vs_plain" in r else ""
+        lines.append(
+            f"| {g} | {spread(r['tokens_per_s'], '{:.0f}')} | "
+            f"{spread(r['plain_tokens_per_s'], '{:.0f}')} | {r['speedup_vs_plain']:.2f}{cpu} | "
+            f"{r['tokens_per_forward']:.2f} | {r['forwards']} of {lm['new_tokens']} |"
+        )
     return lines
 
 

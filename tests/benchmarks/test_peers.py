@@ -137,3 +137,31 @@ def test_the_lm_makes_fewer_torch_calls_per_token_than_generate(results):
     for g in ("no_guidance", "guidance"):
         calls = results["lm"][g]["torch_calls_per_token"]
         assert 0 < calls["tessera"] < calls["transformers"]
+
+
+def test_the_jacobi_row_reports_acceptance(results):
+    for label in ("no_guidance", "guidance"):
+        row = results["lm"][label]["jacobi"]
+        assert row["tokens_per_forward"] >= 1  # every round takes at least one token
+        assert 1 < row["forwards"] <= results["lm"]["new_tokens"]
+    assert "speculative Jacobi" in "\n".join(peer_lines_lm_only(results))
+
+
+def peer_lines_lm_only(results: dict) -> list[str]:
+    from benchmarks.report import jacobi_lines
+
+    return jacobi_lines(results["lm"])
+
+
+def test_the_lm_bench_reports_every_round_and_their_median():
+    from benchmarks import lm_bench
+
+    torch.manual_seed(0)
+    results = lm_bench.run(ImageGPT(LMConfig.tiny()).eval(), rounds=2, repeats=1, batch=2)
+    results["meta"] = {"bundle": "tiny", "when": "now", "threads": 1, "load": "0.0"}
+    assert len(results["rounds"]) == 2
+    for g in ("no_guidance", "guidance"):
+        ratios = [r[g]["cpu_speedup"] for r in results["rounds"]]
+        assert min(ratios) <= results["median"][g]["cpu_speedup"] <= max(ratios)
+    text = lm_bench.report(results)
+    assert text.count("| 1 |") == 2 and text.count("| 2 |") == 2 and "Round 2:" in text

@@ -19,12 +19,16 @@ class KVCache:
         batch: int,
         device: torch.device,
         dtype: torch.dtype,
+        extra: int = 0,
     ) -> None:
+        """``extra`` slots past the block size: room for a Jacobi window's look-ahead."""
         hd = config.n_embd // config.n_head
-        shape = (batch, config.n_head, config.block_size, hd)
+        shape = (batch, config.n_head, config.block_size + extra, hd)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.key_mask = torch.ones(batch, config.block_size, dtype=torch.bool, device=device)
+        self.key_mask = torch.ones(
+            batch, config.block_size + extra, dtype=torch.bool, device=device
+        )
         self.length = 0  # positions filled so far
         self.prefix_len = 0  # text slots in front of BOS (set by prefill)
         self.bias: torch.Tensor | None = None  # key_mask as 0/-inf, built by decode_step

@@ -100,16 +100,21 @@ class CausalSelfAttention(nn.Module):
         if cache is not None and isinstance(start, torch.Tensor):  # per-row positions
             cache_k, cache_v = cache
             rows = torch.arange(B, device=x.device)
-            cache_k[rows, :, start] = k[:, :, 0]
-            cache_v[rows, :, start] = v[:, :, 0]
-            keys = int(start.max()) + 1  # the mask hides each row's keys past its position
+            if T == 1:
+                cache_k[rows, :, start] = k[:, :, 0]
+                cache_v[rows, :, start] = v[:, :, 0]
+            else:  # T consecutive positions per row (Jacobi windows): (B, T) cache indices
+                pos = start.view(B, 1) + torch.arange(T, device=x.device)
+                cache_k[rows.view(B, 1), :, pos] = k.transpose(1, 2)  # (B, T, nh, hd)
+                cache_v[rows.view(B, 1), :, pos] = v.transpose(1, 2)
+            keys = int(start.max()) + T  # the mask hides each row's keys past its position
             k, v = cache_k[:, :, :keys], cache_v[:, :, :keys]
         elif cache is not None:  # write this chunk, then attend over everything so far
             cache_k, cache_v = cache
             cache_k[:, :, start : start + T] = k
             cache_v[:, :, start : start + T] = v
             k, v = cache_k[:, :, : start + T], cache_v[:, :, : start + T]
-        if T == 1 and attn_mask.dtype != torch.bool:  # a decode step: one query per row
+        if attn_mask.dtype != torch.bool:  # cached decoding: one (or a few) queries per row
             y = attend_one(q, k, v, attn_mask)
         else:
             y = F.scaled_dot_product_attention(
@@ -254,9 +259,9 @@ class ImageGPT(TextConditioned):
         return logits, loss
 
     # --- KV-cached sampling -------------------------------------------------------------
-    def new_cache(self, batch: int) -> KVCache:
+    def new_cache(self, batch: int, extra: int = 0) -> KVCache:
         p = self.lm_head.weight
-        return KVCache(self.config, batch, p.device, p.dtype)
+        return KVCache(self.config, batch, p.device, p.dtype, extra)
 
     def prefill(
         self,
@@ -303,14 +308,24 @@ class ImageGPT(TextConditioned):
 
         token (B,) the code each row sampled last, cell (B,) the image slot it sits in (1..L-1),
         offset (B,) each row's cache index of BOS -> logits for each row's next cell (B, vocab).
-        Rows attend to their own keys up to their own position only.
+        Rows attend to their own keys up to their own position only. With token (B, T) the
+        row's T consecutive inputs go in at slots cell.. -> (B, T, vocab) (a Jacobi window;
+        slots past L-1 need a cache with ``extra`` room and give logits nobody reads).
         """
-        g = self.config.grid_size
-        pos = offset + cell  # (B,) cache index written by this step
-        x = (self.tok_emb(token) + self.row_emb(cell // g) + self.col_emb(cell % g)).unsqueeze(1)
-        keys = torch.arange(int(pos.max()) + 1, device=token.device)
-        visible = cache.key_mask[:, : keys.numel()] & (keys.view(1, -1) <= pos.view(-1, 1))
-        attn_mask = additive_mask(visible[:, None, None, :], x.dtype)  # (B, 1, 1, Tk)
+        g, L = self.config.grid_size, self.config.n_tokens
+        tokens = token.view(token.shape[0], -1)  # (B, T)
+        T = tokens.shape[1]
+        pos = offset + cell  # (B,) cache index written by this step (the first of T)
+        if T == 1:
+            cells = cell.view(-1, 1)
+        else:
+            cells = (cell.view(-1, 1) + torch.arange(T, device=token.device)).clamp(max=L - 1)
+        x = self.tok_emb(tokens) + self.row_emb(cells // g) + self.col_emb(cells % g)  # (B,T,C)
+        keys = torch.arange(int(pos.max()) + T, device=token.device)
+        q_pos = pos.view(-1, 1, 1) + torch.arange(T, device=token.device).view(1, T, 1)
+        visible = cache.key_mask[:, None, : keys.numel()] & (keys.view(1, 1, -1) <= q_pos)
+        attn_mask = additive_mask(visible[:, None], x.dtype)  # (B, 1, T, Tk)
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask, (cache.k[i], cache.v[i]), pos)
-        return self.head(self.ln_f(x)[:, -1])
+        logits = self.head(self.ln_f(x))  # (B, T, vocab)
+        return logits[:, 0] if token.dim() == 1 else logits

@@ -142,6 +142,16 @@ def _draw_in_order(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
 def _draw_filtered(
     logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, uniform: torch.Tensor
 ) -> torch.Tensor:
+    probs, order = _sorted_filtered_probs(logits, top_k, top_p)
+    pick = _inverse_cdf(probs, uniform)
+    return order.gather(1, pick.view(-1, 1)).view(-1)
+
+
+def _sorted_filtered_probs(
+    logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k and top-p on (B, V) logits -> the kept mass in descending order (unnormalised
+    after the nucleus cut) and the codes in that order, both (B, V)."""
     V = logits.shape[-1]
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
     rank = torch.arange(V, device=logits.device).view(1, V)
@@ -152,8 +162,7 @@ def _draw_filtered(
     before = probs.cumsum(-1) - probs
     nucleus = (top_p < 1).view(-1, 1)  # top_p = 1 is off (rounding would trim the far tail)
     probs = probs.masked_fill(nucleus & (before >= top_p.view(-1, 1)) & (rank > 0), 0.0)
-    pick = _inverse_cdf(probs, uniform)
-    return order.gather(1, pick.view(-1, 1)).view(-1)
+    return probs, order
 
 
 @torch.no_grad()
@@ -165,12 +174,16 @@ def sample_tokens(
     use_cache: bool = True,
     progress_every: int = 16,
     on_progress: Callable[[int, torch.Tensor], bool] | None = None,
+    jacobi: int = 0,
+    stats: dict | None = None,
 ) -> torch.Tensor:
     """Sample one token grid per row of ``text``.
 
     Returns (B, h, w) int64. ``on_progress(tokens_done, partial (B, h*w) with -1 where not yet
     sampled)`` is called every ``progress_every`` tokens and after the last one; returning
-    False stops sampling with ``Cancelled``.
+    False stops sampling with ``Cancelled``. ``jacobi`` > 0 samples with speculative Jacobi
+    windows of that many drafts (``tessera.lm.jacobi``: the same distribution, other tokens
+    than plain sampling at the same seed; needs the cache); ``stats`` receives its counts.
     """
     cfg = model.config
     B = text.states.shape[0]
@@ -206,9 +219,30 @@ def sample_tokens(
         drop = torch.cat([drop, torch.ones_like(drop)])
 
     L = cfg.n_tokens
-    out = torch.full((B, L), -1, dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
+    if jacobi > 0 and use_cache:
+        from tessera.lm import jacobi as jd
+
+        reached = [0]
+
+        def report(done: int, out: torch.Tensor) -> None:
+            if on_progress is None or (done // progress_every == reached[0] and done < L):
+                return
+            reached[0] = done // progress_every
+            keep = on_progress(done, out.clone())
+            if keep is not None and not keep:
+                raise Cancelled(f"sampling cancelled after {done} of {L} tokens")
+
+        draw = jd.DrawParams(scale, temperature, top_k, top_p, mode)
+        try:
+            out = jd.sample_window(
+                model, states, mask, drop, draw, [p.seed for p in params], jacobi, report, stats
+            )
+        finally:
+            model.train(was_training)
+        return out.view(B, cfg.grid_size, cfg.grid_size)
+    out = torch.full((B, L), -1, dtype=torch.long, device=device)
     try:
         cache = model.new_cache(states.shape[0]) if use_cache else None
         for i in range(L):
