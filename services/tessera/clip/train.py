@@ -19,35 +19,28 @@ from tqdm import tqdm
 from tessera.clip.eval import embed_images, retrieval_metrics
 from tessera.clip.model import CLIPConfig, CLIPModel
 from tessera.common.checkpoint import read_config, save_component
-from tessera.training.captions import (
-    caption_table,
-    encode_captions,
-    sample_captions,
-    text_cache_dir,
-)
+from tessera.training import captions
 from tessera.training.cli import (
-    add_cadence_arguments,
-    add_optimizer_arguments,
     add_run_arguments,
-    add_runtime_arguments,
-    refuses_overwrite,
-    start_command,
+    add_training_arguments,
+    start_model,
+    training_run,
 )
 from tessera.training.images import random_translate, to_float
 from tessera.training.loop import Clock, due
 from tessera.training.optim import optimizer_step, set_lr
 from tessera.training.plots import plot_curves
-from tessera.training.state import save_train_state, start_training
+from tessera.training.state import save_train_state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser, steps=3000)
     parser.add_argument("--preset", choices=["default", "small", "tiny"], default="default")
     parser.add_argument("--embed-dim", type=int, default=None, help="override D")
-    add_optimizer_arguments(parser, batch_size=128, lr=1e-3, weight_decay=0.05, warmup=100)
     parser.add_argument("--shift", type=int, default=3, help="max random translation, px")
-    add_cadence_arguments(parser, every=250)
-    add_runtime_arguments(parser, threads=1)
+    add_training_arguments(
+        parser, batch_size=128, lr=1e-3, weight_decay=0.05, warmup=100, every=250, threads=1
+    )
 
 
 def build_config(args: argparse.Namespace) -> CLIPConfig:
@@ -61,35 +54,26 @@ def build_config(args: argparse.Namespace) -> CLIPConfig:
     return config
 
 
-def run(args: argparse.Namespace) -> int:
+@training_run
+def run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     from tessera.data import load_dataset
-
-    device = start_command(args)
-    out = Path(args.out)
-    if refuses_overwrite(out, args.resume):
-        return 2
 
     train = load_dataset(args.dataset, "train", data_dir=args.data_dir)
     heldout = load_dataset(args.dataset, "heldout", data_dir=args.data_dir)
-    texts, per_image = caption_table(train.captions)
+    texts, per_image = captions.caption_table(train.captions)
     # Images with the same canonical caption are one concept to the text (shapes jitter).
-    _, canon = caption_table([caps[:1] for caps in train.captions])
+    _, canon = captions.caption_table([caps[:1] for caps in train.captions])
     concept = torch.tensor([c[0] for c in canon])
-    ho_texts, ho_ids = caption_table([caps[:1] for caps in heldout.captions])
-    cache = text_cache_dir(args.data_dir)
-    pooled = encode_captions(texts, cache)["pooled"].to(device)  # (M,384)
-    ho_pooled = encode_captions(ho_texts, cache)["pooled"].to(device)
+    ho_texts, ho_ids = captions.caption_table([caps[:1] for caps in heldout.captions])
+    cache = captions.text_cache_dir(args.data_dir)
+    pooled = captions.encode_captions(texts, cache)["pooled"].to(device)  # (M,384)
+    ho_pooled = captions.encode_captions(ho_texts, cache)["pooled"].to(device)
     ho_ids = torch.tensor([i[0] for i in ho_ids])
     images = torch.from_numpy(np.ascontiguousarray(train.images))  # (N,64,64,3) uint8
     ho_images = torch.from_numpy(np.ascontiguousarray(heldout.images))
 
-    model, optimizer, step, history = start_training(
-        out,
-        args.resume,
-        lambda: CLIPModel(build_config(args)),
-        device,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
+    model, optimizer, step, history = start_model(
+        args, out, lambda: CLIPModel(build_config(args)), device
     )
     config = model.config
     n_params = sum(p.numel() for p in model.parameters())
@@ -117,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             order, cursor = rng.permutation(len(images)), 0
         idx = order[cursor : cursor + args.batch_size]
         cursor += args.batch_size
-        cap = sample_captions(per_image, idx, rng)
+        cap = captions.sample_captions(per_image, idx, rng)
         x = random_translate(to_float(images[idx]), args.shift, gen).to(device)
         cap = torch.from_numpy(cap).to(device)
         groups = concept[torch.from_numpy(idx)].to(device)

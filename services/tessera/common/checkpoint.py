@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
-import inspect
 import json
 import time
 from pathlib import Path
@@ -77,12 +76,10 @@ def load_component(directory: Path, device: str | torch.device = "cpu") -> nn.Mo
     meta = read_config(directory)
     model_cls = import_class(meta.pop("_class_name"))
     if "_format" in meta:  # an imported library component: its adapter loads it
-        # an adapter that takes ``device`` loads in the serving dtype it picks (Janus: bf16 on
-        # CUDA, its rotary angles kept in float32); the others are halved on CUDA here
-        if "device" in inspect.signature(model_cls.from_import).parameters:
-            return model_cls.from_import(Path(directory), meta, device=device).to(device).eval()
-        model = model_cls.from_import(Path(directory), meta).to(device).eval()
-        return model.half() if torch.device(device).type == "cuda" else model
+        # every adapter's ``from_import(directory, meta, device)`` returns the component on
+        # ``device`` in eval mode and in the dtype it serves in (Janus: bf16 on CUDA with its
+        # rotary angles kept in float32; Kandinsky: ``hf_weights.to_serving``, fp16 on CUDA)
+        return model_cls.from_import(Path(directory), meta, device)
     meta.pop("_extra", None)
     config_cls = model_cls.config_class  # every Tessera model names its config dataclass
     fields = {f.name for f in dataclasses.fields(config_cls)}

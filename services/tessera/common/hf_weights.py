@@ -36,6 +36,13 @@ def weight_files(src: Path) -> list[Path]:
     return [src / name for name in shards]
 
 
+def to_serving(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """A library component as it serves when its weights come in float32: on ``device``, in
+    eval mode, halved on CUDA."""
+    model = model.to(device).eval()
+    return model.half() if torch.device(device).type == "cuda" else model
+
+
 def tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
     """Every tensor's name and shape, read from the files' headers only."""
     shapes = {}

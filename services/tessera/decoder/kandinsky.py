@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from tessera.common.hf_weights import to_serving
 from tessera.common.text_encoder import TextBatch
 from tessera.decoder.engine import DenoiseBatcher
 
@@ -55,7 +56,7 @@ class KandinskyUNet(nn.Module):
         self.config = KandinskyDecoderConfig(**{k: meta[k] for k in fields})
 
     @classmethod
-    def from_import(cls, directory: Path, meta: dict) -> KandinskyUNet:
+    def from_import(cls, directory: Path, meta: dict, device: torch.device | str) -> KandinskyUNet:
         from diffusers import UNet2DConditionModel
 
         source = Path(meta["source"])
@@ -64,7 +65,7 @@ class KandinskyUNet(nn.Module):
         )
         negative = load_file(str(Path(directory) / NEGATIVE_NAME))["negative_image_embeds"]
         sched = json.loads((source / "scheduler" / "scheduler_config.json").read_text())
-        return cls(unet.eval(), negative, sched, meta)
+        return to_serving(cls(unet.eval(), negative, sched, meta), device)
 
     def make_scheduler(self, name: str) -> object:
         """A fresh diffusers scheduler of kind ``name`` with the checkpoint's settings."""

@@ -37,14 +37,7 @@ from tessera.decoder.model import DecoderConfig, LatentDecoder
 from tessera.decoder.sampling import EMA, sample_latents
 from tessera.decoder.schedulers import DDPMScheduler
 from tessera.training.captions import caption_table, encode_captions, sample_captions
-from tessera.training.cli import (
-    add_cadence_arguments,
-    add_optimizer_arguments,
-    add_run_arguments,
-    add_runtime_arguments,
-    refuses_overwrite,
-    start_command,
-)
+from tessera.training.cli import add_run_arguments, add_training_arguments, training_run
 from tessera.training.components import load_any
 from tessera.training.images import to_float
 from tessera.training.loop import Clock, due
@@ -182,20 +175,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prediction-type", choices=["v_prediction", "epsilon"], default=None)
     parser.add_argument("--widths", type=int, nargs="+", default=None, help="UNet widths")
     parser.add_argument("--num-res-blocks", type=int, default=None)
-    add_optimizer_arguments(parser, batch_size=64, lr=3e-4, weight_decay=0.01, warmup=200)
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--max-captions", type=int, default=0, help="per image; 0: all")
-    add_cadence_arguments(parser, every=500, monitor="--sample-every")
-    add_runtime_arguments(parser, threads=2)
+    add_training_arguments(
+        parser,
+        batch_size=64,
+        lr=3e-4,
+        weight_decay=0.01,
+        warmup=200,
+        every=500,
+        threads=2,
+        monitor="--sample-every",
+    )
 
 
-def run(args: argparse.Namespace) -> int:
+@training_run
+def run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     from tessera.data import load_dataset
 
-    device = start_command(args)
-    out = Path(args.out)
-    if refuses_overwrite(out, args.resume):
-        return 2
     vq = load_any(args.tokenizer, "tokenizer", device).eval().requires_grad_(False)
     clip = load_any(args.clip, "clip", device).eval().requires_grad_(False)
     train = load_dataset(args.dataset, "train", data_dir=args.data_dir)

@@ -120,9 +120,7 @@ class JanusImageLM(nn.Module):
         self.tokenizer = None  # set by load_external
 
     @classmethod
-    def from_import(
-        cls, directory: Path, meta: dict, device: torch.device | str = "cpu"
-    ) -> JanusImageLM:
+    def from_import(cls, directory: Path, meta: dict, device: torch.device | str) -> JanusImageLM:
         """Build on the meta device and load the snapshot's tensors in the serving dtype
         (``checkpoint.load_component`` calls this for an imported component)."""
         from transformers import AutoTokenizer

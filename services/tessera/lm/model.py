@@ -18,7 +18,6 @@ The sequence the transformer sees is::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -27,6 +26,7 @@ from torch import nn
 
 from tessera.common.text_encoder import DEFAULT_MAX_TOKENS, TEXT_DIM
 from tessera.lm.kv import KVCache, additive_mask, attend_one
+from tessera.lm.prefix import TextConditioned
 
 __all__ = ["ImageGPT", "KVCache", "LMConfig", "additive_mask", "attend_one", "trim_text"]
 
@@ -154,19 +154,14 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class ImageGPT(nn.Module):
+class ImageGPT(TextConditioned):
     config_class = LMConfig
 
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
         self.config = config
         C = config.n_embd
-        # Text side: normalise the MiniLM states (their scale varies per token), project,
-        # add a position per prefix slot. The null condition is a learned prefix of its own.
-        self.text_norm = nn.LayerNorm(config.text_dim)
-        self.text_proj = nn.Linear(config.text_dim, C)
-        self.text_pos = nn.Parameter(torch.zeros(config.text_len, C))
-        self.null_cond = nn.Parameter(torch.zeros(C))  # sits in slot 0, the rest is masked
+        self.add_text_prefix(config)  # the MiniLM prefix and the null condition
         # Image side: codebook entries plus BOS (index vocab_size), row and column embeddings.
         self.tok_emb = nn.Embedding(config.vocab_size + 1, C)
         self.row_emb = nn.Embedding(config.grid_size, C)
@@ -175,57 +170,13 @@ class ImageGPT(nn.Module):
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(C, bias=config.bias)
         self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
-
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-        nn.init.normal_(self.text_pos, std=0.02)
-        nn.init.normal_(self.null_cond, std=0.02)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        self.init_weights()
 
     @property
     def bos_id(self) -> int:
         return self.config.vocab_size
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    # --- embeddings -------------------------------------------------------------------
-    def embed_prefix(
-        self, states: torch.Tensor, mask: torch.Tensor, drop_cond: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, text_dim), (B, T) bool, (B,) bool -> (B, T, C), (B, T) mask; T <= text_len.
-
-        Rows with ``drop_cond`` True get the learned null condition: slot 0 only, so the null
-        rows' outputs do not depend on how far the batch's text is padded.
-        """
-        T = states.shape[1]
-        if not 1 <= T <= self.config.text_len or mask.shape != states.shape[:2]:
-            raise ValueError(
-                f"text states must be (B, 1..{self.config.text_len}, {self.config.text_dim}) "
-                f"with a matching mask, got {tuple(states.shape)} and {tuple(mask.shape)}"
-            )
-        states = states.to(self.text_proj.weight.dtype)
-        x = self.text_proj(self.text_norm(states)) + self.text_pos[:T]  # (B, T, C)
-        mask = mask.bool()
-        if drop_cond is not None:
-            drop = drop_cond.view(-1, 1).bool()  # (B, 1)
-            null = torch.zeros_like(x)
-            null[:, 0] = self.null_cond.to(x.dtype) + self.text_pos[0]
-            x = torch.where(drop.unsqueeze(-1), null, x)
-            slot0 = torch.arange(T, device=mask.device).view(1, T) == 0
-            mask = torch.where(drop, slot0, mask)
-        return x, mask
-
+    # --- embeddings (the text prefix: TextConditioned.embed_prefix) ---------------------
     def embed_image(self, inputs: torch.Tensor, start: int) -> torch.Tensor:
         """Image-side inputs at image slots ``start .. start+t-1`` -> (B, t, C).
 

@@ -38,26 +38,19 @@ from tessera.common.images import make_grid, tensor_to_arrays
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, LMConfig, trim_text
 from tessera.lm.sampling import SamplingParams, sample_tokens
-from tessera.training.captions import (
-    caption_table,
-    encode_captions,
-    sample_captions,
-    text_cache_dir,
-)
+from tessera.training.captions import encode_split_captions, sample_captions, text_cache_dir
 from tessera.training.cli import (
-    add_cadence_arguments,
-    add_optimizer_arguments,
     add_run_arguments,
-    add_runtime_arguments,
-    refuses_overwrite,
-    start_command,
+    add_training_arguments,
+    start_model,
+    training_run,
 )
 from tessera.training.components import component_dir
 from tessera.training.images import to_float
 from tessera.training.loop import Clock, due
 from tessera.training.optim import optimizer_step, set_lr
 from tessera.training.plots import plot_curves
-from tessera.training.state import save_train_state, start_training
+from tessera.training.state import save_train_state
 
 PRESETS: dict[str, dict] = {
     "base": dict(n_layer=8, n_head=8, n_embd=256),  # ~6.5M params: GPU, or a long CPU run
@@ -139,11 +132,11 @@ def prepare_split(
     device: torch.device | str = "cpu",
 ) -> LMData:
     """Codes and caption states for one split (both cached)."""
-    cache = text_cache_dir(data_dir)
-    codes = encode_images(tokenizer, ds.images, cache.parent / "lm", tokenizer_digest)
-    captions = [caps[:1] for caps in ds.captions] if canonical_only else ds.captions
-    texts, per_image = caption_table(captions)
-    enc = encode_captions(texts, cache, states=True, device=device)
+    cache = text_cache_dir(data_dir).parent / "lm"
+    codes = encode_images(tokenizer, ds.images, cache, tokenizer_digest)
+    texts, per_image, enc = encode_split_captions(
+        ds.captions, data_dir, canonical_only=canonical_only, device=device
+    )
     return LMData(
         codes=torch.from_numpy(codes.reshape(len(codes), -1).astype(np.int64)),
         states=enc["states"],
@@ -263,9 +256,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="replace up to this fraction of input codes with random ones (targets unchanged)",
     )
-    add_optimizer_arguments(parser, batch_size=64, lr=1e-3, weight_decay=0.1, warmup=200)
-    add_cadence_arguments(parser, every=500)
-    add_runtime_arguments(parser, threads=2)
+    add_training_arguments(
+        parser, batch_size=64, lr=1e-3, weight_decay=0.1, warmup=200, every=500, threads=2
+    )
 
 
 def build_config(args: argparse.Namespace, tokenizer: nn.Module) -> LMConfig:
@@ -285,14 +278,11 @@ def build_config(args: argparse.Namespace, tokenizer: nn.Module) -> LMConfig:
     return config
 
 
-def run(args: argparse.Namespace) -> int:
+@training_run
+def run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     from tessera.data import load_dataset
 
-    device = start_command(args)
     torch.manual_seed(args.seed)
-    out = Path(args.out)
-    if refuses_overwrite(out, args.resume):
-        return 2
 
     tokenizer, tok_digest = load_tokenizer(args.tokenizer, device)
     train = load_dataset(args.dataset, "train", data_dir=args.data_dir)
@@ -302,13 +292,8 @@ def run(args: argparse.Namespace) -> int:
         heldout, tokenizer, tok_digest, args.data_dir, canonical_only=True, device=device
     )
 
-    model, optimizer, step, history = start_training(
-        out,
-        args.resume,
-        lambda: ImageGPT(build_config(args, tokenizer)),
-        device,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
+    model, optimizer, step, history = start_model(
+        args, out, lambda: ImageGPT(build_config(args, tokenizer)), device
     )
     config = model.config
     if (config.vocab_size, config.grid_size) != (tokenizer.codebook_size, tokenizer.grid_size):

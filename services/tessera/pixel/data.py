@@ -13,7 +13,7 @@ from PIL import Image
 
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import trim_text
-from tessera.training.captions import caption_table, encode_captions, text_cache_dir
+from tessera.training.captions import encode_split_captions
 
 
 def shrink(images: np.ndarray, size: int) -> np.ndarray:
@@ -67,9 +67,9 @@ def prepare_split(
     images, per_image, texts, encoded = [], [], [], []
     for name in datasets:
         ds = load_dataset(name, split, data_dir=data_dir)
-        captions = [caps[:1] for caps in ds.captions] if canonical_only else ds.captions
-        own_texts, own_per_image = caption_table(captions)
-        enc = encode_captions(own_texts, text_cache_dir(data_dir), states=True, device=device)
+        own_texts, own_per_image, enc = encode_split_captions(
+            ds.captions, data_dir, canonical_only=canonical_only, device=device
+        )
         per_image += [[len(texts) + i for i in ids] for ids in own_per_image]
         texts += own_texts
         images.append(shrink(ds.images, size))

@@ -28,7 +28,6 @@ The cache has the shape the LM's continuous-batching engine expects (``k``/``v``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -38,6 +37,7 @@ from torch import nn
 
 from tessera.common.text_encoder import DEFAULT_MAX_TOKENS, TEXT_DIM, TextBatch
 from tessera.lm.model import MLP, additive_mask
+from tessera.lm.prefix import TextConditioned
 
 LEVELS = 256  # intensities per sub-pixel
 CHANNELS = 3
@@ -221,17 +221,14 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class ImageTransformer(nn.Module):
+class ImageTransformer(TextConditioned):
     config_class = PixelConfig
 
     def __init__(self, config: PixelConfig) -> None:
         super().__init__()
         self.config = config
         C = config.n_embd
-        self.text_norm = nn.LayerNorm(config.text_dim)
-        self.text_proj = nn.Linear(config.text_dim, C)
-        self.text_pos = nn.Parameter(torch.zeros(config.text_len, C))
-        self.null_cond = nn.Parameter(torch.zeros(C))
+        self.add_text_prefix(config)
         # inputs: value v of channel c at index c * 256 + v; BOS at 3 * 256
         self.val_emb = nn.Embedding(CHANNELS * LEVELS + 1, C)
         self.row_emb = nn.Embedding(config.image_size, C)
@@ -241,41 +238,7 @@ class ImageTransformer(nn.Module):
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(C, bias=config.bias)
         self.lm_head = nn.Linear(C, LEVELS, bias=False)
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-        nn.init.normal_(self.text_pos, std=0.02)
-        nn.init.normal_(self.null_cond, std=0.02)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def embed_prefix(
-        self, states: torch.Tensor, mask: torch.Tensor, drop_cond: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, text_dim), (B, T), (B,) bool -> (B, T, C), (B, T); null rows keep slot 0."""
-        T = states.shape[1]
-        if not 1 <= T <= self.config.text_len or mask.shape != states.shape[:2]:
-            raise ValueError(f"text states must be (B, 1..{self.config.text_len}, D)")
-        states = states.to(self.text_proj.weight.dtype)
-        x = self.text_proj(self.text_norm(states)) + self.text_pos[:T]
-        mask = mask.bool()
-        if drop_cond is not None:
-            drop = drop_cond.view(-1, 1).bool()
-            null = torch.zeros_like(x)
-            null[:, 0] = self.null_cond.to(x.dtype) + self.text_pos[0]
-            x = torch.where(drop.unsqueeze(-1), null, x)
-            slot0 = torch.arange(T, device=mask.device).view(1, T) == 0
-            mask = torch.where(drop, slot0, mask)
-        return x, mask
+        self.init_weights()
 
     def embed_image(self, prev: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """prev (B, t) the value before each position (-1: BOS), pos (t,) or (B, t) image

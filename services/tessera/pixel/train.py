@@ -37,17 +37,15 @@ from tessera.pixel.model import ImageTransformer, PixelConfig
 from tessera.training.captions import sample_captions
 from tessera.training.cli import (
     DATASETS,
-    add_cadence_arguments,
-    add_optimizer_arguments,
     add_run_arguments,
-    add_runtime_arguments,
-    refuses_overwrite,
-    start_command,
+    add_training_arguments,
+    start_model,
+    training_run,
 )
 from tessera.training.loop import Clock, due
 from tessera.training.optim import optimizer_step, set_lr
 from tessera.training.plots import plot_curves
-from tessera.training.state import save_train_state, start_training
+from tessera.training.state import save_train_state
 
 PRESETS: dict[str, dict] = {
     "small": dict(n_layer=4, n_head=4, n_embd=128),  # ~1M params: a GPU, or a long CPU run
@@ -102,9 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-block", type=int, default=None, help="sub-pixels of memory")
     parser.add_argument("--cond-dropout", type=float, default=0.1)
     parser.add_argument("--guidance-scale", type=float, default=1.5)
-    add_optimizer_arguments(parser, batch_size=16, lr=2e-3, weight_decay=0.05, warmup=100)
-    add_cadence_arguments(parser, every=250)
-    add_runtime_arguments(parser, threads=2)
+    add_training_arguments(
+        parser, batch_size=16, lr=2e-3, weight_decay=0.05, warmup=100, every=250, threads=2
+    )
 
 
 def build_model(args: argparse.Namespace) -> torch.nn.Module:
@@ -133,26 +131,16 @@ def build_model(args: argparse.Namespace) -> torch.nn.Module:
     return ImageTransformer(config)
 
 
-def run(args: argparse.Namespace) -> int:
-    device = start_command(args)
+@training_run
+def run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     torch.manual_seed(args.seed)
-    out = Path(args.out)
-    if refuses_overwrite(out, args.resume):
-        return 2
     names = list(dict.fromkeys([args.dataset, *args.also]))
     data = prepare_split(names, "train", args.size, args.data_dir, device=device)
     heldout = {
         name: prepare_split([name], "heldout", args.size, args.data_dir, canonical_only=True)
         for name in names
     }
-    model, optimizer, step, history = start_training(
-        out,
-        args.resume,
-        lambda: build_model(args),
-        device,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-    )
+    model, optimizer, step, history = start_model(args, out, lambda: build_model(args), device)
     config = model.config
     baseline = {n: histogram_bits(data.values, ho.values) for n, ho in heldout.items()}
     print(

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from tessera.common.device import make_generator
 from tessera.common.errors import InvalidArgument
+from tessera.common.hf_weights import to_serving
 from tessera.common.limits import MAX_GUIDANCE
 from tessera.common.step_loop import StepJob, StepLoop
 
@@ -70,7 +71,7 @@ class KandinskyCLIP(nn.Module):
         self.image_size = int(meta["image_size"])  # the image tower's input side
 
     @classmethod
-    def from_import(cls, directory: Path, meta: dict) -> KandinskyCLIP:
+    def from_import(cls, directory: Path, meta: dict, device: torch.device | str) -> KandinskyCLIP:
         from transformers import AutoImageProcessor, CLIPTokenizer
 
         source = Path(meta["source"])
@@ -78,7 +79,7 @@ class KandinskyCLIP(nn.Module):
         processor = AutoImageProcessor.from_pretrained(str(source / "image_processor"))
         text = _load(meta, "CLIPTextModelWithProjection", "text_encoder")
         image = _load(meta, "CLIPVisionModelWithProjection", "image_encoder")
-        return cls(text, image, tokenizer, processor, meta)
+        return to_serving(cls(text, image, tokenizer, processor, meta), device)
 
     @property
     def device(self) -> torch.device:
@@ -129,10 +130,10 @@ class KandinskyPrior(nn.Module):
         self.config = KandinskyPriorConfig(**{k: meta[k] for k in fields})
 
     @classmethod
-    def from_import(cls, directory: Path, meta: dict) -> KandinskyPrior:
+    def from_import(cls, directory: Path, meta: dict, device: torch.device | str) -> KandinskyPrior:
         prior = _load(meta, "PriorTransformer", "prior", library="diffusers")
         sched_path = Path(meta["source"]) / "scheduler" / "scheduler_config.json"
-        return cls(prior, json.loads(sched_path.read_text()), meta)
+        return to_serving(cls(prior, json.loads(sched_path.read_text()), meta), device)
 
     def make_scheduler(self) -> object:
         from diffusers import UnCLIPScheduler

@@ -21,39 +21,32 @@ from tessera.common.checkpoint import load_component, save_component
 from tessera.common.errors import InvalidArgument
 from tessera.common.text_encoder import TextBatch
 from tessera.prior.model import DiffusionPrior, PriorConfig
-from tessera.training.captions import (
-    caption_table,
-    encode_captions,
-    sample_captions,
-    text_cache_dir,
-)
+from tessera.training import captions
 from tessera.training.cli import (
-    add_cadence_arguments,
-    add_optimizer_arguments,
     add_run_arguments,
-    add_runtime_arguments,
-    refuses_overwrite,
-    start_command,
+    add_training_arguments,
+    start_model,
+    training_run,
 )
 from tessera.training.loop import Clock, due
 from tessera.training.optim import optimizer_step, set_lr
 from tessera.training.plots import plot_curves
-from tessera.training.state import save_train_state, start_training
+from tessera.training.state import save_train_state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser, steps=5000, inputs={"--clip": "trained CLIP directory"})
     parser.add_argument("--preset", choices=["default", "small", "tiny"], default="default")
-    add_optimizer_arguments(parser, batch_size=128, lr=3e-4, weight_decay=0.01, warmup=200)
-    add_cadence_arguments(parser, every=500)
-    add_runtime_arguments(parser, threads=1)
+    add_training_arguments(
+        parser, batch_size=128, lr=3e-4, weight_decay=0.01, warmup=200, every=500, threads=1
+    )
 
 
 def precompute(clip: torch.nn.Module, data: object, cache: Path, device: torch.device) -> dict:
     """CLIP image embeddings (N,D); caption states/mask/pooled and CLIP text embeddings (M,..);
     per-image caption ids."""
-    texts, per_image = caption_table(data.captions)
-    enc = encode_captions(texts, cache, states=True)
+    texts, per_image = captions.caption_table(data.captions)
+    enc = captions.encode_captions(texts, cache, states=True)
     with torch.no_grad():
         images = torch.from_numpy(np.ascontiguousarray(data.images))
         image_emb = embed_images(clip, images, device).cpu()
@@ -101,15 +94,12 @@ def build_prior(preset: str, image_emb: torch.Tensor, device: torch.device) -> D
     return prior
 
 
-def run(args: argparse.Namespace) -> int:
+@training_run
+def run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     from tessera.data import load_dataset
 
-    device = start_command(args)
-    out = Path(args.out)
-    if refuses_overwrite(out, args.resume):
-        return 2
     clip = load_component(args.clip, device=device)
-    cache = text_cache_dir(args.data_dir)
+    cache = captions.text_cache_dir(args.data_dir)
     train = precompute(
         clip, load_dataset(args.dataset, "train", data_dir=args.data_dir), cache, device
     )
@@ -117,13 +107,8 @@ def run(args: argparse.Namespace) -> int:
         clip, load_dataset(args.dataset, "heldout", data_dir=args.data_dir), cache, device
     )
 
-    prior, optimizer, step, history = start_training(
-        out,
-        args.resume,
-        lambda: build_prior(args.preset, train["image_emb"], device),
-        device,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
+    prior, optimizer, step, history = start_model(
+        args, out, lambda: build_prior(args.preset, train["image_emb"], device), device
     )
     config = prior.config
     if config.embed_dim != clip.embed_dim:
@@ -160,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint()
             break
         idx = rng.integers(0, n_img, args.batch_size)
-        cap = torch.from_numpy(sample_captions(train["per_image"], idx, rng)).to(device)
+        cap = torch.from_numpy(captions.sample_captions(train["per_image"], idx, rng)).to(device)
         set_lr(optimizer, clock.lr(step, args.lr, args.warmup))
         prior.train()
         t = int(mask[cap].sum(1).max())  # trim padding shared by the whole batch

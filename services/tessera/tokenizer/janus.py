@@ -44,9 +44,7 @@ class JanusVQ(nn.Module):
         self.codebook_size, self.latent_channels = config.codebook_size, config.latent_channels
 
     @classmethod
-    def from_import(
-        cls, directory: Path, meta: dict, device: torch.device | str = "cpu"
-    ) -> JanusVQ:
+    def from_import(cls, directory: Path, meta: dict, device: torch.device | str) -> JanusVQ:
         fields = set(JanusVQConfig.__dataclass_fields__)
         config = JanusVQConfig(**{k: v for k, v in meta.items() if k in fields})
         device = torch.device(device)

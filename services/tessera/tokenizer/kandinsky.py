@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tessera.common.hf_weights import to_serving
+
 
 class MoVQ(nn.Module):
     """``decode_latents(z, quantize=False)`` is what ``KandinskyV22Pipeline`` does with its
@@ -23,13 +25,13 @@ class MoVQ(nn.Module):
         self.meta = meta
 
     @classmethod
-    def from_import(cls, directory: Path, meta: dict) -> MoVQ:
+    def from_import(cls, directory: Path, meta: dict, device: torch.device | str) -> MoVQ:
         from diffusers import VQModel
 
         vq = VQModel.from_pretrained(
             meta["source"], subfolder="movq", use_safetensors=True, local_files_only=True
         )
-        return cls(vq.eval(), meta)
+        return to_serving(cls(vq.eval(), meta), device)
 
     @property
     def image_size(self) -> int:

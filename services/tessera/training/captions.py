@@ -73,6 +73,23 @@ def encode_captions(
     return {k: out[k] for k in keys}
 
 
+def encode_split_captions(
+    captions: list[list[str]],
+    data_dir: Path | None,
+    *,
+    canonical_only: bool = False,
+    device: torch.device | str = "cpu",
+) -> tuple[list[str], list[list[int]], dict[str, torch.Tensor]]:
+    """A split's per-image captions (only the first, canonical one each with
+    ``canonical_only``) -> (unique captions, per-image ids, their MiniLM ``pooled``, ``states``
+    and ``mask`` from the shared cache)."""
+    if canonical_only:
+        captions = [caps[:1] for caps in captions]
+    texts, per_image = caption_table(captions)
+    encoded = encode_captions(texts, text_cache_dir(data_dir), states=True, device=device)
+    return texts, per_image, encoded
+
+
 def sample_captions(
     per_image: list[list[int]], idx: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:

@@ -7,12 +7,15 @@ differ between commands (steps, batch size, learning rate, threads, ...) are the
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from tessera.common.device import pick_device
-from tessera.training.state import has_checkpoint
+from tessera.training.state import has_checkpoint, start_training
 
 DATASETS = ("twemoji", "shapes")
 THREADS_HELP = "torch threads (1 is fastest on a busy machine)"
@@ -87,6 +90,27 @@ def add_runtime_arguments(
         )
 
 
+def add_training_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup: int,
+    every: int,
+    threads: int,
+    monitor: str = "--eval-every",
+) -> None:
+    """What every trainer takes after its own arguments: the optimizer's
+    (``add_optimizer_arguments``), the cadences (``add_cadence_arguments``) and the runtime's
+    (``add_runtime_arguments``)."""
+    add_optimizer_arguments(
+        parser, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup
+    )
+    add_cadence_arguments(parser, every=every, monitor=monitor)
+    add_runtime_arguments(parser, threads=threads)
+
+
 def start_command(args: argparse.Namespace) -> torch.device:
     """Set torch's thread count from ``--threads``; the device ``--device`` names (or the
     best one present)."""
@@ -100,3 +124,28 @@ def refuses_overwrite(out: Path, resume: bool) -> bool:
         print(f"{out} already holds a checkpoint: pass --resume or choose another --out")
         return True
     return False
+
+
+def training_run(
+    body: Callable[[argparse.Namespace, torch.device, Path], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A trainer's ``run(args)``: ``start_command``, then ``body(args, device, --out)``; 2,
+    after saying why, when ``--out`` holds a checkpoint and ``--resume`` was not given."""
+
+    @functools.wraps(body)
+    def run(args: argparse.Namespace) -> int:
+        device = start_command(args)
+        out = Path(args.out)
+        return 2 if refuses_overwrite(out, args.resume) else body(args, device, out)
+
+    return run
+
+
+def start_model(
+    args: argparse.Namespace, out: Path, build: Callable[[], nn.Module], device: torch.device
+) -> tuple[nn.Module, torch.optim.AdamW, int, list]:
+    """(model, optimizer, step, history) from ``out`` with ``--resume``, else ``build()``;
+    AdamW with ``--lr`` and ``--weight-decay`` (``state.start_training``)."""
+    return start_training(
+        out, args.resume, build, device, lr=args.lr, weight_decay=args.weight_decay
+    )

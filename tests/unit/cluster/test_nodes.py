@@ -115,7 +115,7 @@ def test_a_group_too_small_for_one_replica_of_each_is_refused():
         nodes.node_resources("gpu", small)  # five 1-CPU model services
 
 
-def test_every_node_gets_the_node_env_in_the_simulation_and_on_kuberay():
+def test_every_node_gets_the_node_env_in_the_simulation_on_kuberay_and_in_compose():
     from tessera.cluster import sim
 
     assert nodes.NODE_ENV["RAY_max_direct_call_object_size"] == str(nodes.INLINE_RESULT_BYTES)
@@ -128,6 +128,11 @@ def test_every_node_gets_the_node_env_in_the_simulation_and_on_kuberay():
         for container in pod["template"]["spec"]["containers"]:
             values = {e["name"]: e.get("value") for e in container["env"]}
             assert nodes.NODE_ENV.items() <= values.items(), container["name"]
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    ray_nodes = {n: s for n, s in compose.items() if s.get("command", [""])[0].startswith("ray-")}
+    assert sorted(ray_nodes) == ["ray-gpu-worker", "ray-head"]
+    for name, service in ray_nodes.items():
+        assert nodes.NODE_ENV.items() <= service["environment"].items(), name
 
 
 @pytest.mark.parametrize("profile", ["cluster-sim", "gpu"])

@@ -56,3 +56,21 @@ def test_missing_bundle_names_the_command(tmp_path):
     with pytest.raises(ModelNotReady, match="tessera models init"):
         checkpoint.read_bundle_index(tmp_path / "nope")
     assert json.loads(json.dumps({"ok": 1}))
+
+
+def test_every_import_adapter_loads_with_one_signature():
+    """``load_component`` hands every imported component's adapter the same arguments
+    (directory, meta, device) and trusts it to pick the serving dtype: no adapter is called
+    another way, so nothing inspects signatures."""
+    import inspect
+
+    from tessera.decoder.kandinsky import KandinskyUNet
+    from tessera.lm.janus import JanusImageLM
+    from tessera.prior.kandinsky import KandinskyCLIP, KandinskyPrior
+    from tessera.tokenizer.janus import JanusVQ
+    from tessera.tokenizer.kandinsky import MoVQ
+
+    for adapter in (KandinskyUNet, JanusImageLM, KandinskyCLIP, KandinskyPrior, JanusVQ, MoVQ):
+        params = inspect.signature(adapter.from_import).parameters
+        assert list(params) == ["directory", "meta", "device"], adapter
+        assert all(p.default is inspect.Parameter.empty for p in params.values()), adapter

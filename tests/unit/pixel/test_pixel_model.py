@@ -3,10 +3,15 @@ agreeing with the full pass, and the LM's engine serving it; the PixelCNN's mask
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors import safe_open
 
+from tessera.common.checkpoint import WEIGHTS_NAME, load_component
 from tessera.common.text_encoder import TextBatch
+from tessera.lm.prefix import TextConditioned
 from tessera.lm.sampling import SamplingParams
 from tessera.pixel.data import histogram_bits
 from tessera.pixel.engine import PixelSampler, sample_pixels
@@ -132,3 +137,21 @@ def test_histogram_baseline_is_exact_for_a_constant_channel():
     train = torch.full((100, 300), 255)
     bits = histogram_bits(train, train)
     assert 0 < bits < 0.1  # add-one smoothing: a little above 0
+
+
+REPO_MODELS = Path(__file__).resolve().parents[3] / "models"
+
+
+@pytest.mark.parametrize("component", ["shapes/lm", "twemoji/lm", "shapes/pixel"])
+def test_committed_weights_load_into_the_shared_text_prefix(component):
+    """ImageGPT and ImageTransformer share their text conditioning (``TextConditioned``); the
+    weights committed before that was shared still load, strictly, under the same names."""
+    model = load_component(REPO_MODELS / component)
+    assert isinstance(model, TextConditioned)
+    saved = set(safe_open(str(REPO_MODELS / component / WEIGHTS_NAME), "pt").keys())
+    assert saved == set(model.state_dict())
+    assert {"text_norm.weight", "text_proj.weight", "text_pos", "null_cond"} <= saved
+    t = text(2)
+    prefix, mask = model.embed_prefix(t.states, t.mask, torch.tensor([False, True]))
+    assert prefix.shape == (2, 5, model.config.n_embd)
+    assert mask[1].tolist() == [True, False, False, False, False]
