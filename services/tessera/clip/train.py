@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from tessera.clip.eval import embed_images, retrieval_metrics
 from tessera.clip.model import CLIPConfig, CLIPModel
@@ -27,7 +26,7 @@ from tessera.training.cli import (
     training_run,
 )
 from tessera.training.images import random_translate, to_float
-from tessera.training.loop import Clock, due
+from tessera.training.loop import Epochs, Steps, due
 from tessera.training.optim import optimizer_step, set_lr
 from tessera.training.plots import plot_curves
 from tessera.training.state import save_train_state
@@ -88,19 +87,11 @@ def run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
         save_train_state(out, optimizer, step, history)
         plot_curves(out / "loss.png", history, ["loss", "logit_scale_exp", "heldout_r5"], "CLIP")
 
-    order = rng.permutation(len(images))
-    cursor = 0
-    bar = tqdm(total=args.steps, initial=step, desc="train clip", unit="step")
-    clock = Clock(step, args.steps, args.max_minutes)
-    while step < args.steps:
-        if clock.out_of_time():
-            bar.write(f"time limit reached at step {step}")
-            checkpoint()
-            break
-        if cursor + args.batch_size > len(order):
-            order, cursor = rng.permutation(len(images)), 0
-        idx = order[cursor : cursor + args.batch_size]
-        cursor += args.batch_size
+    batches = Epochs(len(images), args.batch_size, rng)
+    loop = Steps(step, args.steps, args.max_minutes, "train clip")
+    bar, clock = loop.bar, loop.clock
+    while loop.running(step):
+        idx = batches.next()
         cap = captions.sample_captions(per_image, idx, rng)
         x = random_translate(to_float(images[idx]), args.shift, gen).to(device)
         cap = torch.from_numpy(cap).to(device)
@@ -127,9 +118,7 @@ def run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
             )
         if due(step, args.ckpt_every, args.steps):
             checkpoint()
-    bar.close()
-    if not (out / "config.json").is_file():
-        checkpoint()
+    loop.finish(out, checkpoint)
     kind = read_config(out)["_class_name"]
     print(f"done: {step} steps in {clock.elapsed():.0f}s -> {out} ({kind})")
     return 0

@@ -149,22 +149,21 @@ def verify_component(bundle_dir: Path, component: str) -> Path:
     if entry is None:
         raise ModelNotReady(f"bundle {bundle_dir} has no {component!r} component; {REBUILD_HINT}")
     cdir = Path(bundle_dir) / component
-    for fname, expected in entry["files"].items():
-        path = cdir / fname
-        if not path.is_file():
-            raise ModelNotReady(f"missing {path}; {REBUILD_HINT}")
-        if file_sha256(path) != expected:
-            raise ModelNotReady(f"checksum mismatch for {path}; {REBUILD_HINT}")
+    _verify_files(cdir, entry["files"], REBUILD_HINT)
     external = entry.get("external")  # an imported component: the library files it reads
     if external:
-        root = Path(external["root"])
-        for rel, expected in external["files"].items():
-            path = root / rel
-            if not path.is_file():
-                raise ModelNotReady(f"missing {path}; {IMPORT_HINT}")
-            if file_sha256(path) != expected:
-                raise ModelNotReady(f"checksum mismatch for {path}; {IMPORT_HINT}")
+        _verify_files(Path(external["root"]), external["files"], IMPORT_HINT)
     return cdir
+
+
+def _verify_files(root: Path, files: dict[str, str], hint: str) -> None:
+    """ModelNotReady (with ``hint``) unless every file ``root / name`` has its checksum."""
+    for name, expected in files.items():
+        path = root / name
+        if not path.is_file():
+            raise ModelNotReady(f"missing {path}; {hint}")
+        if file_sha256(path) != expected:
+            raise ModelNotReady(f"checksum mismatch for {path}; {hint}")
 
 
 def component_format(bundle_dir: Path, component: str) -> str:

@@ -29,6 +29,8 @@ from tessera.common.errors import (
     grpc_status,
     public_message,
 )
+from tessera.common.limits import MAX_SERVICE_STEPS
+from tessera.common.protos import check_count
 from tessera.common.settings import get_settings
 
 log = logging.getLogger("tessera")
@@ -37,6 +39,18 @@ log = logging.getLogger("tessera")
 def resolve_seed(seed: int | None) -> int:
     """The request's seed, or a fresh random one (returned to the caller for replay)."""
     return int(seed) if seed is not None else random.randrange(0, 2**31)
+
+
+def diffusion_options(request: Any) -> tuple[float | None, int | None, int]:
+    """A diffusion request's (SamplePrior, SampleLatents) ``guidance_scale`` (None: the
+    model's default; its bounds are the sampler's own, checked on submit), ``steps`` (None:
+    the model's; else 1..MAX_SERVICE_STEPS) and seed (``resolve_seed``)."""
+    guidance = request.guidance_scale if request.HasField("guidance_scale") else None
+    steps = None
+    if request.HasField("steps"):
+        check_count("steps", request.steps, 1, MAX_SERVICE_STEPS)
+        steps = request.steps
+    return guidance, steps, resolve_seed(request.seed if request.HasField("seed") else None)
 
 
 def load_model(

@@ -14,7 +14,7 @@ from tessera.common import metrics
 from tessera.common.checkpoint import component_format
 from tessera.common.engine_service import EngineService
 from tessera.common.errors import InvalidArgument
-from tessera.common.limits import MAX_PROMPT_CHARS, MAX_SAMPLES_PER_CALL, MAX_SERVICE_STEPS
+from tessera.common.limits import MAX_PROMPT_CHARS, MAX_SAMPLES_PER_CALL
 from tessera.common.protos import (
     check_count,
     check_prompt,
@@ -22,7 +22,7 @@ from tessera.common.protos import (
     tensor_to_proto,
     text_states_from_proto,
 )
-from tessera.common.serving import load_model, resolve_seed
+from tessera.common.serving import diffusion_options, load_model
 from tessera.decoder.engine import DenoiseBatcher
 from tessera.decoder.kandinsky import KandinskyDenoiseBatcher, no_text
 from tessera.v1 import common_pb2, decoder_pb2
@@ -57,12 +57,7 @@ class Decoder(EngineService):
         if scheduler not in SCHEDULERS:
             raise InvalidArgument(f"scheduler must be one of {', '.join(SCHEDULERS)}")
         # guidance_scale's bounds are the sampler's own (validate_request, on submit)
-        guidance = request.guidance_scale if request.HasField("guidance_scale") else None
-        steps = None
-        if request.HasField("steps"):
-            check_count("steps", request.steps, 1, MAX_SERVICE_STEPS)
-            steps = request.steps
-        seed = resolve_seed(request.seed if request.HasField("seed") else None)
+        guidance, steps, seed = diffusion_options(request)
         text = None
         if request.HasField("text_states"):  # encoded upstream (Prior.SamplePrior)
             text = text_states_from_proto(request.text_states)

@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from tessera.common.checkpoint import CONFIG_NAME, load_component, save_component
 from tessera.common.errors import InvalidArgument
@@ -40,7 +39,7 @@ from tessera.training.captions import caption_table, encode_captions, sample_cap
 from tessera.training.cli import add_run_arguments, add_training_arguments, training_run
 from tessera.training.components import load_any
 from tessera.training.images import to_float
-from tessera.training.loop import Clock, due
+from tessera.training.loop import Steps, due
 from tessera.training.optim import lr_at, make_optimizer, optimizer_step, set_lr
 from tessera.training.plots import plot_curves
 from tessera.training.reports import write_report
@@ -259,15 +258,10 @@ def train_decoder(
             out / "loss.png", history, ["loss", "lr"], f"decoder ({config.prediction_type})"
         )
 
-    bar = tqdm(total=args.steps, initial=step, desc="train decoder", unit="step")
-    clock = Clock(step, args.steps, getattr(args, "max_minutes", None))
+    loop = Steps(step, args.steps, getattr(args, "max_minutes", None), "train decoder")
+    bar, clock = loop.bar, loop.clock
     start_step, window = step, []
-    stopped_early = False
-    while step < args.steps:
-        if clock.out_of_time():
-            bar.write(f"time limit reached at step {step}")
-            stopped_early = True
-            break
+    while loop.running(step):
         idx = rng.integers(0, n, size=args.batch_size)
         cap = torch.from_numpy(sample_captions(data.per_image, idx, rng))
         idx_t = torch.from_numpy(idx).to(device)
@@ -303,7 +297,7 @@ def train_decoder(
         if due(step, args.ckpt_every, args.steps):
             checkpoint()
     bar.close()
-    if stopped_early or not (out / CONFIG_NAME).is_file():
+    if loop.timed_out or not (out / CONFIG_NAME).is_file():
         grid = sample_grid(ema.model, vq, data, grid_rows, device, seed=args.seed)
         (out / "samples.png").write_bytes(encode_png(grid, scale=2))
         checkpoint()

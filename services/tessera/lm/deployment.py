@@ -13,26 +13,20 @@ from ray import serve
 from tessera.common import metrics
 from tessera.common.engine_service import EngineService
 from tessera.common.errors import InvalidArgument
-from tessera.common.limits import MAX_LM_IMAGES_PER_CALL, MAX_PROMPT_CHARS, MAX_TEMPERATURE
+from tessera.common.limits import MAX_LM_IMAGES_PER_CALL, MAX_PROMPT_CHARS
 from tessera.common.protos import (
     check_count,
     check_prompt,
-    check_range,
     grid_to_proto,
     text_states_from_proto,
 )
-from tessera.common.serving import resolve_seed
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.engine import ContinuousSampler
-from tessera.lm.sampling import SamplingParams, validate_params
+from tessera.lm.options import sampling_fields, sampling_params
+from tessera.lm.sampling import SamplingParams
 from tessera.v1 import common_pb2, lm_pb2
 
-# Optional SampleTokensRequest fields that are SamplingParams fields, read off the contract.
-SAMPLING_FIELDS = tuple(
-    f.name
-    for f in lm_pb2.SampleTokensRequest.DESCRIPTOR.fields
-    if f.has_presence and f.name != "seed" and f.name in SamplingParams.__dataclass_fields__
-)
+SAMPLING_FIELDS = sampling_fields(lm_pb2.SampleTokensRequest)
 DEFAULT_MAX_ROWS = 128  # KV-cache rows: 64 guided images (16 requests x 4 candidates)
 
 
@@ -60,19 +54,8 @@ class LanguageModel(EngineService):
                 )
         n = request.n or len(request.seeds) or 1
         check_count("n", n, 1, MAX_LM_IMAGES_PER_CALL)
-        # The sampling options the request sets: the sampler's own checks (validate_params,
-        # run again by the engine), then the contract's cap on temperature (the sampler takes
-        # any positive one).
-        fields = {
-            name: getattr(request, name) for name in SAMPLING_FIELDS if request.HasField(name)
-        }
-        validate_params(SamplingParams(**fields), self.model.config.vocab_size)
-        if "temperature" in fields:
-            check_range("temperature", fields["temperature"], 0.0, MAX_TEMPERATURE, open_low=True)
-        if request.seeds:
-            return [SamplingParams(seed=s, **fields) for s in request.seeds], request.seeds[0]
-        seed = resolve_seed(request.seed if request.HasField("seed") else None)
-        return [SamplingParams(seed=seed + i, **fields) for i in range(n)], seed
+        vocab = self.model.config.vocab_size
+        return sampling_params(request, SAMPLING_FIELDS, vocab, n, request.seeds)
 
     async def SampleTokens(
         self, request: lm_pb2.SampleTokensRequest

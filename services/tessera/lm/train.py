@@ -47,7 +47,7 @@ from tessera.training.cli import (
 )
 from tessera.training.components import component_dir
 from tessera.training.images import to_float
-from tessera.training.loop import Clock, due
+from tessera.training.loop import Epochs, Steps, due
 from tessera.training.optim import optimizer_step, set_lr
 from tessera.training.plots import plot_curves
 from tessera.training.state import save_train_state
@@ -336,17 +336,11 @@ def run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
         plot_curves(out / "loss.png", history, ["loss", "train_bpt", "heldout_bpt"], "ImageGPT")
 
     out.mkdir(parents=True, exist_ok=True)
-    order, cursor = rng.permutation(len(data.codes)), 0
-    bar = tqdm(total=args.steps, initial=step, desc="train lm", unit="step")
-    clock = Clock(step, args.steps, args.max_minutes)
-    while step < args.steps:
-        if clock.out_of_time():
-            bar.write(f"time limit reached at step {step}")
-            break
-        if cursor + args.batch_size > len(order):
-            order, cursor = rng.permutation(len(data.codes)), 0
-        idx = order[cursor : cursor + args.batch_size]
-        cursor += args.batch_size
+    batches = Epochs(len(data.codes), args.batch_size, rng)
+    loop = Steps(step, args.steps, args.max_minutes, "train lm")
+    bar, clock = loop.bar, loop.clock
+    while loop.running(step):
+        idx = batches.next()
         codes = data.codes[idx].to(device)
         text = data.text(torch.from_numpy(sample_captions(data.per_image, idx, rng)), device)
         # A time-boxed run plans its LR decay to end when the clock does, not at --steps.

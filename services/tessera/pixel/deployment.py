@@ -27,19 +27,14 @@ from tessera.common.limits import (
     MAX_PIXEL_IMAGES_PER_CALL,
     MAX_PIXEL_TOP_K,
     MAX_PROMPT_CHARS,
-    MAX_TEMPERATURE,
 )
-from tessera.common.protos import check_count, check_prompt, check_range
-from tessera.common.serving import resolve_seed
-from tessera.lm.sampling import SamplingParams, validate_params
+from tessera.common.protos import check_count, check_prompt
+from tessera.lm.options import sampling_fields, sampling_params
+from tessera.lm.sampling import SamplingParams
 from tessera.pixel.engine import PixelSampler, to_uint8
 from tessera.v1 import common_pb2, pixel_pb2
 
-SAMPLING_FIELDS = tuple(
-    f.name
-    for f in pixel_pb2.SamplePixelsRequest.DESCRIPTOR.fields
-    if f.has_presence and f.name != "seed" and f.name in SamplingParams.__dataclass_fields__
-)
+SAMPLING_FIELDS = sampling_fields(pixel_pb2.SamplePixelsRequest)
 DEFAULT_MAX_ROWS = 64  # cache rows: 32 guided images
 
 
@@ -84,14 +79,7 @@ class PixelModel(EngineService):
         check_prompt("prompt", request.prompt, MAX_PROMPT_CHARS)
         n = request.n or 1
         check_count("n", n, 1, MAX_PIXEL_IMAGES_PER_CALL)
-        fields = {
-            name: getattr(request, name) for name in SAMPLING_FIELDS if request.HasField(name)
-        }
-        validate_params(SamplingParams(**fields), MAX_PIXEL_TOP_K)
-        if "temperature" in fields:
-            check_range("temperature", fields["temperature"], 0.0, MAX_TEMPERATURE, open_low=True)
-        seed = resolve_seed(request.seed if request.HasField("seed") else None)
-        return [SamplingParams(seed=seed + i, **fields) for i in range(n)], seed
+        return sampling_params(request, SAMPLING_FIELDS, MAX_PIXEL_TOP_K, n)
 
     async def SamplePixels(
         self, request: pixel_pb2.SamplePixelsRequest

@@ -18,7 +18,6 @@ from tessera.common.limits import (
     MAX_ITEMS_PER_CALL,
     MAX_PROMPT_CHARS,
     MAX_SAMPLES_PER_CALL,
-    MAX_SERVICE_STEPS,
     MAX_TEXTS_PER_CALL,
 )
 from tessera.common.protos import (
@@ -29,9 +28,9 @@ from tessera.common.protos import (
 )
 from tessera.common.serving import (
     batched,
+    diffusion_options,
     item_slices,
     load_model,
-    resolve_seed,
     split_results,
 )
 from tessera.common.text_encoder import TextBatch
@@ -150,12 +149,7 @@ class Prior(EngineService):
         n = request.n or 1
         check_count("n", n, 1, MAX_SAMPLES_PER_CALL)
         # guidance_scale's bounds are the sampler's own (prior.sampling.check_sample_args)
-        guidance = request.guidance_scale if request.HasField("guidance_scale") else None
-        steps = None
-        if request.HasField("steps"):
-            check_count("steps", request.steps, 1, MAX_SERVICE_STEPS)
-            steps = request.steps
-        seed = resolve_seed(request.seed if request.HasField("seed") else None)
+        guidance, steps, seed = diffusion_options(request)
         if self.imported:
             return await self._sample_imported(request.prompt, n, seed, guidance, steps)
         text_emb, text = await asyncio.to_thread(self._embed_texts, [request.prompt] * n)

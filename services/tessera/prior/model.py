@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Required, TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -148,6 +149,15 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- model
+
+
+class SampleOptions(TypedDict, total=False):
+    """The keyword arguments of ``DiffusionPrior.sample_candidates`` (and ``sample``)."""
+
+    seeds: Required[list[int]]  # one per row
+    guidance_scale: float | None  # None: the config's
+    steps: int | None  # None: the config's
+    n_candidates: int | None  # None: the config's
 
 
 class DiffusionPrior(nn.Module):
@@ -319,16 +329,10 @@ class DiffusionPrior(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self,
-        text: TextBatch,
-        text_emb: torch.Tensor,
-        *,
-        seeds: list[int],
-        guidance_scale: float | None = None,
-        steps: int | None = None,
-        n_candidates: int | None = None,
+        self, text: TextBatch, text_emb: torch.Tensor, **options: Unpack[SampleOptions]
     ) -> torch.Tensor:
-        """Sample (B,D) L2-normalised CLIP image embeddings, one per caption.
+        """Sample (B,D) L2-normalised CLIP image embeddings, one per caption (``options``:
+        those of ``sample_candidates``).
 
         Each row's result depends only on its own caption, embedding and seed (not on the
         rest of the batch). ``guidance_scale`` 1 is the plain conditional model and 0 the
@@ -336,14 +340,7 @@ class DiffusionPrior(nn.Module):
         highest cosine to ``text_emb`` (so only at n_candidates = 1 is a scale-0 sample fully
         independent of the text).
         """
-        candidates = self.sample_candidates(
-            text,
-            text_emb,
-            seeds=seeds,
-            guidance_scale=guidance_scale,
-            steps=steps,
-            n_candidates=n_candidates,
-        )
+        candidates = self.sample_candidates(text, text_emb, **options)
         return select_candidates(candidates, F.normalize(text_emb.to(candidates).float(), dim=-1))
 
     @torch.no_grad()

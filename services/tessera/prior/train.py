@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from tessera.clip.eval import embed_images
 from tessera.common.checkpoint import load_component, save_component
@@ -28,7 +27,7 @@ from tessera.training.cli import (
     start_model,
     training_run,
 )
-from tessera.training.loop import Clock, due
+from tessera.training.loop import Steps, due
 from tessera.training.optim import optimizer_step, set_lr
 from tessera.training.plots import plot_curves
 from tessera.training.state import save_train_state
@@ -137,13 +136,9 @@ def run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
             "diffusion prior",
         )
 
-    bar = tqdm(total=args.steps, initial=step, desc="train prior", unit="step")
-    clock = Clock(step, args.steps, args.max_minutes)
-    while step < args.steps:
-        if clock.out_of_time():
-            bar.write(f"time limit reached at step {step}")
-            checkpoint()
-            break
+    loop = Steps(step, args.steps, args.max_minutes, "train prior")
+    bar, clock = loop.bar, loop.clock
+    while loop.running(step):
         idx = rng.integers(0, n_img, args.batch_size)
         cap = torch.from_numpy(captions.sample_captions(train["per_image"], idx, rng)).to(device)
         set_lr(optimizer, clock.lr(step, args.lr, args.warmup))
@@ -171,8 +166,6 @@ def run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
             )
         if due(step, args.ckpt_every, args.steps):
             checkpoint()
-    bar.close()
-    if not (out / "config.json").is_file():
-        checkpoint()
+    loop.finish(out, checkpoint)
     print(f"done: {step} steps in {clock.elapsed():.0f}s -> {out}")
     return 0

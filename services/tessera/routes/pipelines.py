@@ -30,7 +30,7 @@ from tessera.common.serving import call
 from tessera.routes.bundle import BundleInfo
 from tessera.routes.handles import ModelHandles
 from tessera.routes.pixel import sample_pixels
-from tessera.routes.schemas import GenerationParams, VariationParams
+from tessera.routes.schemas import GenerationParams, VariationParams, passed_options
 from tessera.v1 import common_pb2, decoder_pb2, generation_pb2, lm_pb2, prior_pb2, tokenizer_pb2
 
 # ar: candidates sampled per returned image when the bundle has a CLIP to rerank them (the
@@ -39,13 +39,7 @@ DEFAULT_AR_CANDIDATES = 4
 
 # The LM's sampling options that a generation request passes through as they are: the
 # optional fields the two contracts share (the seed is set per call).
-LM_SAMPLING_FIELDS = tuple(
-    f.name
-    for f in lm_pb2.SampleTokensRequest.DESCRIPTOR.fields
-    if f.has_presence
-    and f.name != "seed"
-    and f.name in generation_pb2.GenerateRequest.DESCRIPTOR.fields_by_name
-)
+LM_SAMPLING_FIELDS = passed_options(lm_pb2.SampleTokensRequest)
 
 StreamEvent = generation_pb2.GenerateStreamResponse  # one event of a streamed generation
 EventCallback = Callable[[StreamEvent], Awaitable[bool]]
@@ -189,10 +183,7 @@ class Pipelines:
             req.text_states.CopyFrom(states)
         if seed is not None:
             req.seed = seed
-        for name in LM_SAMPLING_FIELDS:
-            if getattr(params, name) is not None:
-                setattr(req, name, getattr(params, name))
-        return req
+        return params.set_options(req, LM_SAMPLING_FIELDS)
 
     async def _sample_grids(
         self,

@@ -10,27 +10,18 @@ from tessera.common.errors import Cancelled
 from tessera.common.images import decode_image, pixels_to_proto
 from tessera.common.serving import call
 from tessera.routes.handles import ModelHandles
-from tessera.routes.schemas import GenerationParams
+from tessera.routes.schemas import GenerationParams, passed_options
 from tessera.v1 import common_pb2, generation_pb2, pixel_pb2
 
 # The generation request's options that the pixel contract shares, passed on as they are.
-PIXEL_SAMPLING_FIELDS = tuple(
-    f.name
-    for f in pixel_pb2.SamplePixelsRequest.DESCRIPTOR.fields
-    if f.has_presence
-    and f.name != "seed"
-    and f.name in generation_pb2.GenerateRequest.DESCRIPTOR.fields_by_name
-)
+PIXEL_SAMPLING_FIELDS = passed_options(pixel_pb2.SamplePixelsRequest)
 
 
 def pixel_request(params: GenerationParams) -> pixel_pb2.SamplePixelsRequest:
     req = pixel_pb2.SamplePixelsRequest(prompt=params.prompt, n=params.n)
     if params.seed is not None:
         req.seed = params.seed
-    for name in PIXEL_SAMPLING_FIELDS:
-        if getattr(params, name) is not None:
-            setattr(req, name, getattr(params, name))
-    return req
+    return params.set_options(req, PIXEL_SAMPLING_FIELDS)
 
 
 async def sample_pixels(

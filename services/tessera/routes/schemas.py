@@ -90,6 +90,18 @@ GENERATION_OPTIONALS = tuple(
 )
 
 
+def passed_options(request_class: Any) -> tuple[str, ...]:
+    """The optional fields of a model service's request message class that a generation
+    request has too, passed on as they are (the seed aside: each call sets its own)."""
+    return tuple(
+        f.name
+        for f in request_class.DESCRIPTOR.fields
+        if f.has_presence
+        and f.name != "seed"
+        and f.name in generation_pb2.GenerateRequest.DESCRIPTOR.fields_by_name
+    )
+
+
 # Optional texts carry their constraints inside the type: on `Text | None` a Field's pattern
 # or max_length is enforced but left out of the JSON schema.
 Size = Annotated[str, Field(pattern=SIZE_PATTERN.pattern), AfterValidator(_utf8)]
@@ -168,7 +180,11 @@ class GenerationParams(BaseModel):
             size=self.size or "",
             model=self.model or "",
         )
-        for name in GENERATION_OPTIONALS:
+        return self.set_options(msg, GENERATION_OPTIONALS)
+
+    def set_options(self, msg: Any, names: tuple[str, ...]) -> Any:
+        """``msg`` (returned) with each of the fields ``names`` that this request sets."""
+        for name in names:
             value = getattr(self, name)
             if value is not None:
                 setattr(msg, name, value)

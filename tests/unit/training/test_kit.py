@@ -13,7 +13,7 @@ from torch import nn
 
 from tessera.training.captions import caption_table, sample_captions
 from tessera.training.images import random_translate, to_float
-from tessera.training.loop import Clock, due
+from tessera.training.loop import Clock, Epochs, Steps, due
 from tessera.training.optim import (
     cosine_decay,
     lr_at,
@@ -89,6 +89,34 @@ def test_clock_and_cadence():
     limited.t0 -= 61  # a minute and a second later
     assert limited.out_of_time() and limited.lr(50, 1.0, 10) < lr_at(50, 100, 1.0, 10)
     assert due(10, 5, 100) and due(7, 5, 7) and not due(7, 5, 100)
+
+
+def test_steps_stop_at_the_total_or_the_time_limit_and_finish_saves(tmp_path):
+    loop = Steps(3, 5, None, "test")
+    assert loop.running(3) and loop.running(4) and not loop.running(5)
+    assert not loop.timed_out
+    saved = []
+    loop.finish(tmp_path, lambda: saved.append("no checkpoint yet"))
+    (tmp_path / "config.json").write_text("{}")
+    limited = Steps(0, 100, 1.0, "test")
+    assert limited.running(0)
+    limited.clock.t0 -= 61
+    assert not limited.running(1) and limited.timed_out
+    limited.finish(tmp_path, lambda: saved.append("timed out"))
+    Steps(0, 1, None, "test").finish(tmp_path, lambda: saved.append("never"))
+    assert saved == ["no checkpoint yet", "timed out"]
+
+
+def test_epochs_draw_a_permutation_per_epoch_and_drop_the_partial_batch():
+    batches = Epochs(10, 4, np.random.default_rng(0))
+    reference = np.random.default_rng(0)
+    first, second = reference.permutation(10), reference.permutation(10)
+    drawn = [batches.next() for _ in range(3)]
+    assert [b.tolist() for b in drawn] == [
+        first[:4].tolist(),
+        first[4:8].tolist(),
+        second[:4].tolist(),
+    ]
 
 
 def test_no_decay_on_vectors():
