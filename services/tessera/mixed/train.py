@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
-from tessera.common.checkpoint import CONFIG_NAME, save_component
+from tessera.common.checkpoint import save_component
 from tessera.common.images import make_grid
 from tessera.data.dataset import default_data_dir
 from tessera.lm.train import load_tokenizer
@@ -29,7 +28,7 @@ from tessera.mixed.model import MixedConfig, MixedTransformer
 from tessera.mixed.sequences import TASKS, Builder, collate
 from tessera.mixed.text import TOKENIZER_FILE, TextCodec, train_text_tokenizer
 from tessera.training.cli import add_training_arguments, start_model, training_run
-from tessera.training.loop import Clock, due
+from tessera.training.loop import Steps, due
 from tessera.training.optim import optimizer_step, set_lr
 from tessera.training.plots import plot_curves
 from tessera.training.state import save_train_state
@@ -155,32 +154,31 @@ def run_body(args: argparse.Namespace, device: torch.device, out: Path) -> int:
         save_train_state(out, optimizer, step, history)
         plot_curves(out / "loss.png", history, panels, "mixed-modal transformer")
 
-    bar = tqdm(total=args.steps, initial=step, desc="train mixed", unit="step")
-    clock = Clock(step, args.steps, args.max_minutes)
+    loop = Steps(step, args.steps, args.max_minutes, "train mixed")
+    bar = loop.bar
     pad = config.layout.vocab.special("<pad>")
-    while step < args.steps:
-        if clock.out_of_time():
-            bar.write(f"time limit reached at step {step}")
-            break
+    while loop.running(step):
         batch = collate(batches(args.batch_size), pad)
-        set_lr(optimizer, clock.lr(step, args.lr, args.warmup))
+        set_lr(optimizer, loop.clock.lr(step, args.lr, args.warmup))
         model.train()
         _, loss = model(*(batch[k].to(device) for k in ("inputs", "slots", "targets")))
         optimizer_step(model, optimizer, loss)
         step += 1
-        history.append({"step": step, "loss": loss.item(), "seconds": round(clock.elapsed(), 1)})
+        history.append(
+            {"step": step, "loss": loss.item(), "seconds": round(loop.clock.elapsed(), 1)}
+        )
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if due(step, args.eval_every, args.steps):
             evaluate_now()
         if due(step, args.ckpt_every, args.steps):
             checkpoint()
-    bar.close()
     if history and "heldout_loss_edit" not in history[-1] and fixed:
         evaluate_now()
-    if saved[0] != step or not (out / CONFIG_NAME).is_file():
+    if saved[0] != step:
         checkpoint()
-    print(f"done: {step} steps in {clock.elapsed():.0f}s -> {out}")
+    loop.finish(out, checkpoint)
+    print(f"done: {step} steps in {loop.clock.elapsed():.0f}s -> {out}")
     return 0
 
 
