@@ -20,6 +20,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "tokenizer": "tessera.tokenizer.train",
         "lm": "tessera.lm.train",
         "pixel": "tessera.pixel.train",
+        "mixed": "tessera.mixed.train",
         "clip": "tessera.clip.train",
         "prior": "tessera.prior.train",
         "decoder": "tessera.decoder.train",

@@ -75,7 +75,7 @@ def is_heldout(attrs: ShapeAttrs) -> bool:
 # --- rendering ---------------------------------------------------------------------------
 
 
-def _geometry(attrs: ShapeAttrs, seed: int | None) -> tuple[float, float, float]:
+def shape_geometry(attrs: ShapeAttrs, seed: int | None) -> tuple[float, float, float]:
     row, col = divmod(POSITIONS.index(attrs.position), 3)
     cx, cy, side = CELL_CENTERS[col], CELL_CENTERS[row], SIZES[attrs.size]
     if seed is not None:
@@ -84,7 +84,7 @@ def _geometry(attrs: ShapeAttrs, seed: int | None) -> tuple[float, float, float]
     return cx, cy, side
 
 
-def _draw(
+def draw_shape(
     shape: str, cx: float, cy: float, side: float, color: tuple[int, int, int]
 ) -> Image.Image:
     """Draw at SUPERSAMPLE x resolution and box-filter down: anti-aliased edges."""
@@ -114,13 +114,13 @@ def _draw(
 
 def render(attrs: ShapeAttrs, *, seed: int | None = None) -> np.ndarray:
     """(64, 64, 3) uint8; ``seed`` adds a deterministic jitter (None: the canonical image)."""
-    cx, cy, side = _geometry(attrs, seed)
-    return np.asarray(_draw(attrs.shape, cx, cy, side, COLORS[attrs.color]), dtype=np.uint8)
+    cx, cy, side = shape_geometry(attrs, seed)
+    return np.asarray(draw_shape(attrs.shape, cx, cy, side, COLORS[attrs.color]), dtype=np.uint8)
 
 
 # --- captions ----------------------------------------------------------------------------
 
-_PHRASES = {
+POSITION_PHRASES = {
     "top left": "at the top left", "top": "at the top", "top right": "at the top right",
     "left": "on the left", "center": "in the center", "right": "on the right",
     "bottom left": "at the bottom left", "bottom": "at the bottom",
@@ -132,12 +132,12 @@ _SYNONYMS = {"big": "large", "tiny": "small", "centre": "center", "middle": "cen
 
 def caption_for(attrs: ShapeAttrs) -> str:
     """'a small red circle at the top left'."""
-    return f"a {attrs.size} {attrs.color} {attrs.shape} {_PHRASES[attrs.position]}"
+    return f"a {attrs.size} {attrs.color} {attrs.shape} {POSITION_PHRASES[attrs.position]}"
 
 
 def captions_for(attrs: ShapeAttrs) -> list[str]:
     """The canonical caption first, then two paraphrases (parse_caption reads all three)."""
-    where = _PHRASES[attrs.position]
+    where = POSITION_PHRASES[attrs.position]
     return [
         caption_for(attrs),
         f"{attrs.color} {attrs.shape}, {attrs.size}, {where}",
@@ -166,7 +166,7 @@ def parse_caption(text: str) -> ShapeAttrs | None:
 # --- the checker -------------------------------------------------------------------------
 
 
-def _mask(img: np.ndarray) -> np.ndarray:
+def ink_mask(img: np.ndarray) -> np.ndarray:
     return (255 - img.min(axis=-1).astype(np.int32)) > INK_THRESHOLD
 
 
@@ -177,7 +177,7 @@ def check_image(img: np.ndarray, min_iou: float = 0.6) -> ShapeAttrs | None:
     if img.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
         return None
     img = img.astype(np.uint8)
-    mask = _mask(img)
+    mask = ink_mask(img)
     area = int(mask.sum())
     if not 25 <= area <= 450:
         return None
@@ -203,7 +203,7 @@ def check_image(img: np.ndarray, min_iou: float = 0.6) -> ShapeAttrs | None:
     cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, (h + w) / 2
     best, best_iou = None, 0.0
     for shape in SHAPES:
-        template = _mask(np.asarray(_draw(shape, cx, cy, side, (0, 0, 0))))
+        template = ink_mask(np.asarray(draw_shape(shape, cx, cy, side, (0, 0, 0))))
         iou = np.logical_and(mask, template).sum() / np.logical_or(mask, template).sum()
         if iou > best_iou:
             best, best_iou = shape, iou

@@ -1,0 +1,1 @@
+"""The mixed-modal model: one transformer over text and image tokens (edits, captions)."""

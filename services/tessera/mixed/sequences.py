@@ -1,0 +1,141 @@
+"""Mixed sequences of text and image tokens, and where the loss falls on them.
+
+Three tasks, one vocabulary (``text.Vocab``), each sequence ends with the part the model
+writes (the loss falls on it and only on it)::
+
+    t2i   <t2i> caption <boi> image <eoi>                       writes: image <eoi>
+    i2t   <i2t> <boi> image <eoi> caption <eot>                  writes: caption <eot>
+    edit  <edit> instruction <boi> source <eoi> <boi> target <eoi>    writes: target <eoi>
+
+Every position also has a *slot*, the index of its learned position embedding: text token i
+has slot i, cell c of the source (or only input) image has ``text_len + c``, cell c of the
+image being written ``text_len + n + c``, markers the last slot. There is no position over the
+whole sequence, so how a batch pads its prefixes changes no output (as in the ``ar`` LM).
+
+For guidance, a condition can be dropped: an edit's instruction (its text becomes empty) and
+/ or its source image (the source segment becomes an empty ``<boi> <eoi>``), as
+InstructPix2Pix drops its two conditions; a caption of ``t2i`` likewise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tessera.mixed.text import Vocab
+
+TASKS = ("t2i", "i2t", "edit")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sizes a vocabulary and a position table are built for."""
+
+    vocab: Vocab
+    text_len: int  # text tokens per caption or instruction, at most
+    n_cells: int  # image tokens per image (grid_size ** 2)
+
+    @property
+    def n_slots(self) -> int:
+        return self.text_len + 2 * self.n_cells + 1
+
+    @property
+    def marker_slot(self) -> int:
+        return self.n_slots - 1
+
+    @property
+    def max_len(self) -> int:
+        """The longest sequence: an edit with a full instruction (7 markers)."""
+        return 7 + self.text_len + 2 * self.n_cells
+
+
+@dataclass
+class Sequence:
+    tokens: list[int]
+    slots: list[int]
+    output_from: int  # tokens[output_from:] are written by the model (the loss's span)
+
+
+class Builder:
+    """Sequences for one layout; ``text`` and ``codes`` are already token ids / codebook
+    indices (``codes`` row-major, length n_cells)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        v = layout.vocab
+        self.ids = {name: v.special(name) for name in ("<eot>", "<boi>", "<eoi>")}
+
+    def _marker(self, seq: Sequence, name: str) -> None:
+        seq.tokens.append(self.layout.vocab.special(name))
+        seq.slots.append(self.layout.marker_slot)
+
+    def _text(self, seq: Sequence, text: list[int]) -> None:
+        text = text[: self.layout.text_len]
+        seq.tokens += text
+        seq.slots += range(len(text))
+
+    def _image(self, seq: Sequence, codes: list[int] | None, output: bool) -> None:
+        """``<boi> codes <eoi>``; None: an empty (dropped) image."""
+        self._marker(seq, "<boi>")
+        if codes is not None:
+            if len(codes) != self.layout.n_cells:
+                raise ValueError(f"an image has {self.layout.n_cells} codes, got {len(codes)}")
+            base = self.layout.text_len + (self.layout.n_cells if output else 0)
+            seq.tokens += [self.layout.vocab.image_id(int(c)) for c in codes]
+            seq.slots += range(base, base + len(codes))
+        self._marker(seq, "<eoi>")
+
+    def t2i(self, text: list[int], codes: list[int]) -> Sequence:
+        seq = Sequence([], [], 0)
+        self._marker(seq, "<t2i>")
+        self._text(seq, text)
+        seq.output_from = len(seq.tokens) + 1  # after <boi>
+        self._image(seq, codes, output=True)
+        return seq
+
+    def i2t(self, codes: list[int], text: list[int]) -> Sequence:
+        seq = Sequence([], [], 0)
+        self._marker(seq, "<i2t>")
+        self._image(seq, codes, output=False)
+        seq.output_from = len(seq.tokens)
+        self._text(seq, text)
+        self._marker(seq, "<eot>")
+        return seq
+
+    def edit(self, text: list[int], source: list[int] | None, target: list[int]) -> Sequence:
+        seq = Sequence([], [], 0)
+        self._marker(seq, "<edit>")
+        self._text(seq, text)
+        self._image(seq, source, output=False)
+        seq.output_from = len(seq.tokens) + 1
+        self._image(seq, target, output=True)
+        return seq
+
+    def prompt(self, seq: Sequence) -> Sequence:
+        """The part a sampler is given (everything before the output): for image outputs it
+        ends with the output's ``<boi>``."""
+        return Sequence(seq.tokens[: seq.output_from], seq.slots[: seq.output_from], -1)
+
+
+def collate(seqs: list[Sequence], pad: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: ``inputs`` / ``slots`` (B, T-1), ``targets`` (B, T-1) with -100
+    outside each sequence's output span (the loss ignores them), ``mask`` (B, T-1) bool."""
+    T = max(len(s.tokens) for s in seqs)
+    B = len(seqs)
+    tokens = torch.full((B, T), pad, dtype=torch.long)
+    slots = torch.zeros((B, T), dtype=torch.long)
+    targets = torch.full((B, T), -100, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        n = len(s.tokens)
+        tokens[i, :n] = torch.tensor(s.tokens)
+        slots[i, :n] = torch.tensor(s.slots)
+        mask[i, :n] = True
+        targets[i, s.output_from : n] = tokens[i, s.output_from : n]
+    return {
+        "inputs": tokens[:, :-1],
+        "slots": slots[:, :-1],
+        "targets": targets[:, 1:],
+        "mask": mask[:, :-1],
+    }

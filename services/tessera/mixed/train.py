@@ -1,0 +1,185 @@
+"""``tessera train mixed``: one transformer over text and image tokens, on mixed sequences.
+
+Reads image data sets (``shapes``, ``twemoji``: captions both ways) and edit sets
+(``edits-shapes``, ``edits-twemoji``), encoded by a bundle's image tokenizer
+(``--tokenizer``); trains a text BPE on the training captions and instructions (kept beside
+the weights as ``tokenizer.json``); minimises the cross-entropy of each sequence's output
+span. ``OUT`` gets ``config.json`` + ``model.safetensors`` + ``tokenizer.json``, the kit's
+resume state, ``loss.png`` (loss and held-out loss per task; edit and caption accuracy) and
+``samples/step_*.png`` (per row: source, target, result).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tessera.common.checkpoint import save_component
+from tessera.common.images import make_grid
+from tessera.data.dataset import default_data_dir
+from tessera.lm.train import load_tokenizer
+from tessera.mixed import evaluate
+from tessera.mixed.data import Batches, corpus, load_parts
+from tessera.mixed.model import MixedConfig, MixedTransformer
+from tessera.mixed.sequences import TASKS, Builder, collate
+from tessera.mixed.text import TOKENIZER_FILE, TextCodec, train_text_tokenizer
+from tessera.training.cli import add_training_arguments, start_model, training_run
+from tessera.training.loop import Steps, due
+from tessera.training.optim import optimizer_step, set_lr
+from tessera.training.plots import plot_curves
+from tessera.training.state import save_train_state
+
+PRESETS: dict[str, dict] = {
+    "small": dict(n_layer=6, n_head=4, n_embd=192),  # ~3M params
+    "mini": dict(n_layer=4, n_head=4, n_embd=128),
+    "tiny": dict(n_layer=2, n_head=2, n_embd=32),
+}
+EVAL_EDITS = 48  # held-out and training shapes edits scored at each evaluation
+EVAL_CAPTIONS = 32
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", nargs="+", default=["shapes", "edits-shapes"],
+        help="image data sets and edit sets to train on",
+    )  # fmt: skip
+    parser.add_argument("--tokenizer", type=Path, required=True, help="bundle (or its dir)")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint directory")
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--resume", action="store_true", help="continue from --out")
+    parser.add_argument("--preset", choices=list(PRESETS), default="mini")
+    parser.add_argument("--text-vocab", type=int, default=512, help="BPE vocabulary size")
+    parser.add_argument("--text-len", type=int, default=24, help="text tokens, at most")
+    add_training_arguments(
+        parser, batch_size=32, lr=1e-3, weight_decay=0.05, warmup=100, every=250, threads=2
+    )
+
+
+def _held_out_batches(builder: Builder, parts: tuple, seed: int, size: int = 64) -> dict:
+    """Fixed held-out batches, one per task present (their loss is a curve)."""
+    out = {}
+    for task in TASKS:
+        try:
+            batches = Batches(builder, *parts, np.random.default_rng(seed), {task: 1.0})
+        except ValueError:
+            continue
+        out[task] = collate(batches(size), builder.layout.vocab.special("<pad>"))
+    return out
+
+
+def run_body(args: argparse.Namespace, device: torch.device, out: Path) -> int:
+    torch.manual_seed(args.seed)
+    data_dir = default_data_dir(args.data_dir)
+    tokenizer, digest = load_tokenizer(args.tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / TOKENIZER_FILE).is_file():
+        codec = TextCodec.load(out, args.text_len)
+    else:
+        codec = TextCodec(train_text_tokenizer(corpus(args.data, data_dir), args.text_vocab),
+                          args.text_len)  # fmt: skip
+        codec.save(out)
+    config = MixedConfig(
+        text_vocab=codec.vocab_size,
+        image_vocab=tokenizer.codebook_size,
+        grid_size=tokenizer.grid_size,
+        text_len=args.text_len,
+        **PRESETS[args.preset],
+    )
+    train = load_parts(args.data, "train", tokenizer, digest, codec, data_dir)
+    held = load_parts(args.data, "heldout", tokenizer, digest, codec, data_dir)
+    model, optimizer, step, history = start_model(
+        args, out, lambda: MixedTransformer(config), device
+    )
+    config = model.config
+    builder = Builder(config.layout)
+    batches = Batches(builder, *train, np.random.default_rng(args.seed + step))
+    fixed = _held_out_batches(builder, held, args.seed)
+    counts = [f"{p.name} {len(p.codes)}" for p in train[0]] + [
+        f"{p.name} {len(p.source)}" for p in train[1]
+    ]
+    print(
+        f"MixedTransformer {model.num_params() / 1e6:.2f}M params; text vocab "
+        f"{config.text_vocab}, image vocab {config.image_vocab} ({config.grid_size}^2 cells); "
+        f"train: {', '.join(counts)}"
+    )
+    shapes_edits = [p for p in held[1] if p.name == "edits-shapes"]
+    train_shapes_edits = [p for p in train[1] if p.name == "edits-shapes"]
+    shapes_captions = [p for p in held[0] if p.name == "shapes"]
+    extra = {"data": args.data, "tokenizer": str(args.tokenizer), "tokenizer_digest": digest}
+
+    def evaluate_now() -> None:
+        h = history[-1]
+        model.eval()
+        with torch.no_grad():
+            for task, batch in fixed.items():
+                _, loss = model(*(batch[k].to(device) for k in ("inputs", "slots", "targets")))
+                h[f"heldout_loss_{task}"] = loss.item()
+        for label, parts in (("heldout", shapes_edits), ("train", train_shapes_edits)):
+            if parts:
+                part = parts[0]
+                rows = np.linspace(0, len(part.source) - 1, EVAL_EDITS).astype(int).tolist()
+                results = evaluate.run_edits(model, tokenizer, part, rows)
+                scores = evaluate.score_shapes_edits(part, rows, results)
+                h[f"edit_accuracy_{label}"] = scores["all"]["accuracy"]
+                if label == "heldout":
+                    picture = [
+                        im for i, r in zip(rows[:8], results[:8], strict=True)
+                        for im in (part.source_images[i], part.target_images[i], r)
+                    ]  # fmt: skip
+                    (out / "samples").mkdir(exist_ok=True)
+                    grid = make_grid(picture, columns=3)
+                    Image.fromarray(grid).save(out / "samples" / f"step_{step:06d}.png")
+        if shapes_captions:
+            part = shapes_captions[0]
+            rows = np.linspace(0, len(part.codes) - 1, EVAL_CAPTIONS).astype(int).tolist()
+            h["caption_accuracy_heldout"], _ = evaluate.shapes_caption_accuracy(
+                model, codec, part, rows
+            )
+        shown = {k: round(v, 3) for k, v in h.items() if k not in ("step", "seconds")}
+        bar.write(f"step {step}: {shown}")
+
+    saved = [step]
+    panels: list = [
+        ("loss", *(f"heldout_loss_{t}" for t in TASKS)),
+        ("edit_accuracy_train", "edit_accuracy_heldout", "caption_accuracy_heldout"),
+    ]
+
+    def checkpoint() -> None:
+        saved[0] = step
+        save_component(out, model, config, extra={**extra, "step": step})
+        save_train_state(out, optimizer, step, history)
+        plot_curves(out / "loss.png", history, panels, "mixed-modal transformer")
+
+    loop = Steps(step, args.steps, args.max_minutes, "train mixed")
+    bar = loop.bar
+    pad = config.layout.vocab.special("<pad>")
+    while loop.running(step):
+        batch = collate(batches(args.batch_size), pad)
+        set_lr(optimizer, loop.clock.lr(step, args.lr, args.warmup))
+        model.train()
+        _, loss = model(*(batch[k].to(device) for k in ("inputs", "slots", "targets")))
+        optimizer_step(model, optimizer, loss)
+        step += 1
+        history.append(
+            {"step": step, "loss": loss.item(), "seconds": round(loop.clock.elapsed(), 1)}
+        )
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if due(step, args.eval_every, args.steps):
+            evaluate_now()
+        if due(step, args.ckpt_every, args.steps):
+            checkpoint()
+    if history and "heldout_loss_edit" not in history[-1] and fixed:
+        evaluate_now()
+    if saved[0] != step:
+        checkpoint()
+    loop.finish(out, checkpoint)
+    print(f"done: {step} steps in {loop.clock.elapsed():.0f}s -> {out}")
+    return 0
+
+
+run = training_run(run_body)

@@ -1,0 +1,98 @@
+import torch
+
+from tessera.mixed.generate import (
+    edit_weights,
+    generate_images,
+    generate_text,
+    left_pad,
+    score_sequences,
+    text_weights,
+)
+from tessera.mixed.model import MixedConfig, MixedTransformer
+from tessera.mixed.sequences import Builder, collate
+
+torch.manual_seed(0)
+CONFIG = MixedConfig.tiny()
+B = Builder(CONFIG.layout)
+W0 = len(("<pad>", "<eot>", "<boi>", "<eoi>", "<t2i>", "<i2t>", "<edit>"))
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return MixedTransformer(CONFIG).eval()
+
+
+def test_forward_shapes_and_loss_on_outputs_only():
+    model = _model()
+    batch = collate(
+        [B.t2i([W0, W0 + 1], [1, 2, 3, 4]), B.edit([W0 + 2], [0, 1, 2, 3], [3, 2, 1, 0])], 0
+    )
+    logits, loss = model(batch["inputs"], batch["slots"], batch["targets"])
+    assert logits.shape == (*batch["inputs"].shape, CONFIG.layout.vocab.size)
+    assert torch.isfinite(loss) and abs(loss.item() - torch.log(torch.tensor(88.0)).item()) < 0.5
+
+
+def test_cached_sampling_matches_the_full_forward_whatever_the_padding():
+    model = _model(1)
+    short = B.prompt(B.t2i([W0], [0, 0, 0, 0]))
+    long = B.prompt(B.edit([W0, W0 + 3, W0 + 4], [5, 6, 7, 8], [0, 0, 0, 0]))
+    tokens, slots, mask = left_pad([short, long], pad=0)
+    cache = model.new_cache(2)
+    cached = model.prefill(tokens, slots, mask, cache)
+    for i, p in enumerate([short, long]):
+        full, _ = model(torch.tensor([p.tokens]), torch.tensor([p.slots]))
+        assert torch.allclose(cached[i], full[0, -1], atol=1e-5)
+    # one decode step equals the full forward on the prompt plus that token
+    token = torch.tensor([CONFIG.layout.vocab.image_id(3)] * 2)
+    slot = torch.tensor([CONFIG.text_len + 4] * 2)  # output cell 0
+    step = model.decode(token, slot, cache)
+    for i, p in enumerate([short, long]):
+        full, _ = model(torch.tensor([[*p.tokens, int(token[i])]]), torch.tensor([[*p.slots, 12]]))
+        assert torch.allclose(step[i], full[0, -1], atol=1e-5)
+
+
+def test_forced_cells_are_kept_and_the_rest_are_image_codes():
+    model = _model(2)
+    prompt = B.prompt(B.edit([W0], [1, 2, 3, 4], [0, 0, 0, 0]))
+    forced = torch.tensor([[7, -1, -1, 9]])
+    g = torch.Generator().manual_seed(0)
+    codes = generate_images(model, [[prompt]], [1.0], forced=forced, generator=g)
+    assert codes[0, 0] == 7 and codes[0, 3] == 9
+    assert ((codes >= 0) & (codes < CONFIG.image_vocab)).all()
+
+
+def test_guidance_weights():
+    assert sum(edit_weights(1.5, 4.0)) == 1.0 and sum(text_weights(3.0)) == 1.0
+    model = _model(3)
+    full = B.prompt(B.t2i([W0, W0 + 1], [0, 0, 0, 0]))
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    # weights [1, 0]: the unconditional row has no say; equals sampling the prompt alone
+    a = generate_images(
+        model, [[full, B.prompt(B.t2i([], [0, 0, 0, 0]))]], [1.0, 0.0], generator=g1
+    )
+    b = generate_images(model, [[full]], [1.0], generator=g2)
+    assert torch.equal(a, b)
+
+
+def test_a_tiny_model_learns_to_edit_and_caption():
+    """Overfit three tasks on a handful of sequences: the whole path (sequences, loss,
+    cached sampling, captions) must carry what training put in."""
+    torch.manual_seed(0)
+    model = MixedTransformer(CONFIG)
+    seqs = [B.edit([W0], [1, 2, 3, 4], [1, 2, 3, 5]), B.edit([W0 + 1], [1, 2, 3, 4], [6, 2, 3, 4]),
+            B.i2t([1, 2, 3, 4], [W0 + 5, W0 + 6]), B.t2i([W0 + 7], [8, 8, 9, 9])]  # fmt: skip
+    batch = collate(seqs, 0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(120):
+        _, loss = model(batch["inputs"], batch["slots"], batch["targets"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    model.eval()
+    edits = generate_images(model, [[B.prompt(seqs[0])], [B.prompt(seqs[1])]], [1.0], temperature=0)
+    assert edits.tolist() == [[1, 2, 3, 5], [6, 2, 3, 4]]
+    text, score = generate_text(model, [B.prompt(seqs[2])])
+    assert text == [[W0 + 5, W0 + 6]] and score[0] > -0.5
+    right, wrong = score_sequences(model, [seqs[2], B.i2t([1, 2, 3, 4], [W0 + 9, W0 + 6])])
+    assert right > wrong
