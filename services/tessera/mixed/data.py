@@ -36,6 +36,9 @@ class CaptionPart:
     texts: list[list[str]]  # the captions as written (for evaluation)
     images: np.ndarray  # (N, 64, 64, 3) uint8
 
+    def __len__(self) -> int:
+        return len(self.codes)
+
 
 @dataclass
 class EditPart:
@@ -51,6 +54,9 @@ class EditPart:
     keys: list[str]
     source_images: np.ndarray  # (N, 64, 64, 3) uint8
     target_images: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.source)
 
 
 def _codes(tokenizer: torch.nn.Module, digest: str, images: np.ndarray, cache: Path):
@@ -143,9 +149,10 @@ class Batches:
         self.weights = weights / weights.sum()
 
     def _pick(self, parts: list) -> tuple:
-        sizes = np.array([len(p.codes if hasattr(p, "codes") else p.source) for p in parts])
-        part = parts[int(self.rng.choice(len(parts), p=sizes / sizes.sum()))]
-        return part, int(self.rng.integers(sizes[parts.index(part)]))
+        """A part drawn in proportion to its size, and a row of it."""
+        sizes = np.array([len(p) for p in parts])
+        k = int(self.rng.choice(len(parts), p=sizes / sizes.sum()))
+        return parts[k], int(self.rng.integers(sizes[k]))
 
     def example(self) -> Sequence:
         b, rng = self.builder, self.rng

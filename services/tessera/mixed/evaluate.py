@@ -23,6 +23,7 @@ from tessera.mixed.data import CaptionPart, EditPart
 from tessera.mixed.generate import edit_weights, generate_images, generate_text
 from tessera.mixed.model import MixedTransformer
 from tessera.mixed.sequences import Builder
+from tessera.mixed.text import TextCodec
 
 
 def scene_text(img: np.ndarray) -> str:
@@ -110,13 +111,13 @@ def tokenizer_ceiling(tokenizer: torch.nn.Module, part: EditPart, rows: list[int
 
 @torch.no_grad()
 def shapes_caption_accuracy(
-    model: MixedTransformer, codec: object, part: CaptionPart, rows: list[int]
+    model: MixedTransformer, codec: TextCodec, part: CaptionPart, rows: list[int]
 ) -> tuple[float, list[str]]:
     """Greedy captions parsed back against each image's canonical caption."""
     b = Builder(model.config.layout)
     prompts = [b.prompt(b.i2t(part.codes[i].tolist(), [])) for i in rows]
     ids, _ = generate_text(model, prompts)
-    said = [codec.decode(t) for t in ids]  # type: ignore[attr-defined]
+    said = [codec.decode(t) for t in ids]
     right = [
         parse_caption(s) is not None and parse_caption(s) == parse_caption(part.texts[i][0])
         for s, i in zip(said, rows, strict=True)

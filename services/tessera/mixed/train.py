@@ -98,9 +98,7 @@ def run_body(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     builder = Builder(config.layout)
     batches = Batches(builder, *train, np.random.default_rng(args.seed + step))
     fixed = _held_out_batches(builder, held, args.seed)
-    counts = [f"{p.name} {len(p.codes)}" for p in train[0]] + [
-        f"{p.name} {len(p.source)}" for p in train[1]
-    ]
+    counts = [f"{p.name} {len(p)}" for p in (*train[0], *train[1])]
     print(
         f"MixedTransformer {model.num_params() / 1e6:.2f}M params; text vocab "
         f"{config.text_vocab}, image vocab {config.image_vocab} ({config.grid_size}^2 cells); "
