@@ -41,10 +41,7 @@ class TextConditioned(nn.Module):
     def init_weights(self) -> None:
         """N(0, 0.02) linears and embeddings, zero biases, GPT-2's scaled init of the
         residual projections, N(0, 0.02) prefix positions and null condition."""
-        self.apply(_init_weights)
-        for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+        gpt2_init(self, self.config.n_layer)
         nn.init.normal_(self.text_pos, std=0.02)
         nn.init.normal_(self.null_cond, std=0.02)
 
@@ -76,6 +73,15 @@ class TextConditioned(nn.Module):
             slot0 = torch.arange(T, device=mask.device).view(1, T) == 0
             mask = torch.where(drop, slot0, mask)
         return x, mask
+
+
+def gpt2_init(model: nn.Module, n_layer: int) -> None:
+    """GPT-2's init: N(0, 0.02) linears and embeddings, zero biases, and the residual
+    projections (``c_proj``) scaled down by sqrt(2 * n_layer)."""
+    model.apply(_init_weights)
+    for name, p in model.named_parameters():
+        if name.endswith("c_proj.weight"):
+            nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -12,7 +12,6 @@ an image is written, text while a caption is).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 
 from tessera.lm.kv import KVCache
 from tessera.lm.model import Block
+from tessera.lm.prefix import gpt2_init
 from tessera.mixed.sequences import Layout
 from tessera.mixed.text import SPECIALS, Vocab
 
@@ -71,17 +71,7 @@ class MixedTransformer(nn.Module):
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])  # type: ignore[arg-type]
         self.ln_f = nn.LayerNorm(C, bias=config.bias)
         self.lm_head = nn.Linear(C, layout.vocab.size, bias=False)
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
+        gpt2_init(self, config.n_layer)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
