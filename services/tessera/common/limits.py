@@ -26,6 +26,7 @@ MAX_SEED = 2**63 - 1  # seeds are int64 on the wire
 MAX_OUTPUT_SIDE = 1024  # output sizes: the native size and integer upscales of it, at most
 MAX_MODEL_NAME_CHARS = 64
 MAX_ROUTE_CHARS = 32
+MAX_CAPTIONS = 8  # captions per image-to-text request (n)
 
 # -- images in ------------------------------------------------------------------------------
 MAX_IMAGE_BYTES = 4 * 1024 * 1024  # one uploaded PNG / JPEG
