@@ -26,6 +26,7 @@ MAX_SEED = 2**63 - 1  # seeds are int64 on the wire
 MAX_OUTPUT_SIDE = 1024  # output sizes: the native size and integer upscales of it, at most
 MAX_MODEL_NAME_CHARS = 64
 MAX_ROUTE_CHARS = 32
+MAX_CAPTIONS = 8  # captions per image-to-text request (n)
 
 # -- images in ------------------------------------------------------------------------------
 MAX_IMAGE_BYTES = 4 * 1024 * 1024  # one uploaded PNG / JPEG
@@ -38,6 +39,7 @@ MAX_IMAGE_B64_CHARS = 4 * -(-MAX_IMAGE_BYTES // 3) + MAX_DATA_URL_PREFIX_CHARS
 # -- model-service contracts (per call) ----------------------------------------------------
 MAX_LM_IMAGES_PER_CALL = 8  # SampleTokens: n or len(seeds)
 MAX_PIXEL_IMAGES_PER_CALL = 8  # SamplePixels: n
+MAX_MIXED_IMAGES_PER_CALL = 8  # GenerateGrids / EditGrids: n
 MAX_ITEMS_PER_CALL = 16  # Tokenize / Detokenize images or grids, EmbedImage images
 MAX_TEXTS_PER_CALL = 64  # EmbedText texts
 MAX_SAMPLES_PER_CALL = 8  # SamplePrior n, SampleLatents image_embeddings

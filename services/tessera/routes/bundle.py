@@ -23,6 +23,7 @@ class BundleInfo:
     family: str = "tessera"  # an imported bundle's family (e.g. "kandinsky22")
     pixel_size: int | None = None  # the pixel route's native side (its model's image_size)
     tokenizer_kind: str = "vq"  # vq | gumbel (discrete) | kl (continuous: no ar route)
+    edits: bool = False  # a mixed-modal model: edits, captions and the mixed route
 
     def native_size(self, route: str) -> int:
         """A route's native output side: the pixel model's own, else the tokenizer's."""
@@ -46,6 +47,7 @@ class BundleInfo:
                 ("ar", ("lm",)),
                 ("unclip", ("clip", "prior", "decoder")),
                 ("pixel", ("pixel",)),
+                ("mixed", ("mixed",)),
             )
             if all(c in comps for c in needs)
         )
@@ -66,4 +68,5 @@ class BundleInfo:
             family=index.get("family", "tessera"),
             pixel_size=pixel_size,
             tokenizer_kind=kind,
+            edits="mixed" in comps,
         )

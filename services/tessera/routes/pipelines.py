@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from tessera.common.errors import Cancelled, InvalidArgument, NotFound
@@ -29,8 +29,15 @@ from tessera.common.limits import MAX_ITEMS_PER_CALL, MAX_LM_IMAGES_PER_CALL
 from tessera.common.serving import call
 from tessera.routes.bundle import BundleInfo
 from tessera.routes.handles import ModelHandles
+from tessera.routes.mixed import MixedRoutes
 from tessera.routes.pixel import sample_pixels
-from tessera.routes.schemas import GenerationParams, VariationParams, passed_options
+from tessera.routes.schemas import (
+    EventCallback,
+    GenerationParams,
+    StreamEvent,
+    VariationParams,
+    passed_options,
+)
 from tessera.v1 import common_pb2, decoder_pb2, generation_pb2, lm_pb2, prior_pb2, tokenizer_pb2
 
 # ar: candidates sampled per returned image when the bundle has a CLIP to rerank them (the
@@ -41,12 +48,9 @@ DEFAULT_AR_CANDIDATES = 4
 # optional fields the two contracts share (the seed is set per call).
 LM_SAMPLING_FIELDS = passed_options(lm_pb2.SampleTokensRequest)
 
-StreamEvent = generation_pb2.GenerateStreamResponse  # one event of a streamed generation
-EventCallback = Callable[[StreamEvent], Awaitable[bool]]
 
-
-class Pipelines:
-    """Route composition over model handles."""
+class Pipelines(MixedRoutes):
+    """Route composition over model handles (edits and captions: ``routes/mixed.py``)."""
 
     def __init__(
         self, handles: ModelHandles, info: BundleInfo, ar_candidates: int | None = None
@@ -93,6 +97,8 @@ class Pipelines:
         self.scale_for(params.size, params.route)
         if params.route == "unclip":
             self.check_steps(params.steps)
+        elif params.route == "mixed":
+            self.check_mixed_params(params)
 
     # -- routes ------------------------------------------------------------------------
     async def generate(
@@ -106,6 +112,8 @@ class Pipelines:
             images, seed = await self._ar(params, on_event)
         elif params.route == "pixel":
             images, seed = await sample_pixels(self.handles, params, on_event)
+        elif params.route == "mixed":
+            images, seed = await self._mixed(params, on_event)
         else:
             images, seed = await self._unclip(params, on_event)
         return generation_pb2.GenerateResponse(

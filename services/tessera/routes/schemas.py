@@ -8,6 +8,8 @@ point validates with the same rules, once.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,11 +19,13 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from tessera.common.errors import InvalidArgument
 from tessera.common.limits import (
     MAX_CANDIDATES,
+    MAX_CAPTIONS,
     MAX_GUIDANCE,
     MAX_IMAGES_PER_REQUEST,
     MAX_MODEL_NAME_CHARS,
@@ -35,7 +39,10 @@ from tessera.common.limits import (
 )
 from tessera.v1 import generation_pb2
 
-ROUTES = ("ar", "unclip", "pixel")
+ROUTES = ("ar", "unclip", "pixel", "mixed")
+StreamEvent = generation_pb2.GenerateStreamResponse  # one event of a streamed generation
+# Gets each progress event (with previews); returning False cancels the generation.
+EventCallback = Callable[[StreamEvent], Awaitable[bool]]
 SIZE_PATTERN = re.compile(r"^([0-9]{1,4})x([0-9]{1,4})$")  # ASCII: `\d` is any Unicode digit
 SIZE_DESCRIPTION = (
     "WxH, square, at most 1024x1024: the model's native size (GET /v1/models, image_size) or "
@@ -131,7 +138,7 @@ class GenerationParams(BaseModel):
         default="ar",
         min_length=1,
         max_length=MAX_ROUTE_CHARS,
-        description="ar, unclip or pixel, as the model offers (GET /v1/models, routes); "
+        description="ar, unclip, pixel or mixed, as the model offers (GET /v1/models, routes); "
         "another route answers 404",
     )
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
@@ -263,3 +270,68 @@ class VariationParams(BaseModel):
     def from_proto(cls, msg: generation_pb2.VariationsRequest) -> VariationParams:
         """Validate a gRPC request with the HTTP rules (raises InvalidArgument)."""
         return validate(cls, proto_fields(msg, {}))
+
+
+class EditParams(BaseModel):
+    """POST /v1/images/edits form fields (the image and the optional mask travel as file
+    parts): an instruction edit through the mixed-modal model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Prompt  # the instruction
+    n: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_REQUEST)
+    size: Size | None = Field(default=None, description=SIZE_DESCRIPTION)
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    model: ModelName | None = None
+    user: User | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    guidance_scale: float | None = Field(
+        default=None, ge=0.0, le=MAX_GUIDANCE, description="guidance on the instruction"
+    )
+    image_guidance_scale: float | None = Field(
+        default=None, ge=0.0, le=MAX_GUIDANCE, description="guidance on the source image"
+    )
+    temperature: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=MAX_TEMPERATURE,
+        description="unset: greedy (the most likely code at every cell: every n the same)",
+    )
+    top_k: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TOP_K,
+        description="0 is off; at most the image vocabulary (the codebook size), else 400",
+    )
+
+    _size_format = field_validator("size")(GenerationParams._size_format.__func__)
+
+
+class CaptionParams(BaseModel):
+    """Image → text: ``n`` captions of one image, best first, each with its score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(default=1, ge=1, le=MAX_CAPTIONS)
+    model: ModelName | None = None
+    temperature: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=MAX_TEMPERATURE,
+        description="unset or 0: greedy (every caption the same: n > 1 needs temperature > 0)",
+    )
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+
+    @model_validator(mode="after")
+    def _sampled_when_several(self) -> CaptionParams:
+        if self.n > 1 and not self.temperature:
+            raise ValueError("n > 1 captions need temperature > 0 (greedy gives one caption)")
+        return self
+
+
+@dataclass(frozen=True)
+class Caption:
+    """One caption and its score: the sum of its tokens' log-probabilities under the model."""
+
+    text: str
+    score: float

@@ -18,7 +18,13 @@ from tessera.common.errors import NotFound
 from tessera.routes.bundle import BundleInfo
 from tessera.routes.handles import ModelHandles
 from tessera.routes.pipelines import EventCallback, Pipelines
-from tessera.routes.schemas import GenerationParams, VariationParams
+from tessera.routes.schemas import (
+    Caption,
+    CaptionParams,
+    EditParams,
+    GenerationParams,
+    VariationParams,
+)
 from tessera.v1 import generation_pb2
 
 
@@ -28,7 +34,8 @@ def bundle_slug(name: str) -> str:
 
 
 class ServedModels:
-    """The same calls as ``Pipelines`` (generate, stream, variations, check_params), each
+    """The same calls as ``Pipelines`` (generate, stream, variations, edit, caption,
+    check_params), each
     sent to the ``Pipelines`` of the bundle its request names."""
 
     def __init__(
@@ -78,3 +85,15 @@ class ServedModels:
         self, image: bytes, params: VariationParams, on_event: EventCallback | None = None
     ) -> generation_pb2.GenerateResponse:
         return await self.for_model(params.model).variations(image, params, on_event)
+
+    async def edit(
+        self,
+        image: bytes,
+        params: EditParams,
+        mask: bytes | None = None,
+        on_event: EventCallback | None = None,
+    ) -> generation_pb2.GenerateResponse:
+        return await self.for_model(params.model).edit(image, params, mask, on_event)
+
+    async def caption(self, image: bytes, params: CaptionParams) -> list[Caption]:
+        return await self.for_model(params.model).caption(image, params)
