@@ -14,7 +14,10 @@ from tessera.common.serving import unwrap_error
 # Label values of the public routes; anything else a client sends is counted as "other", so
 # a client cannot mint label values.
 METRIC_ROUTES = frozenset(
-    ("ar", "unclip", "pixel", "variations", "tokenize", "detokenize", "embed_text", "embed_image")
+    (
+        *("ar", "unclip", "pixel", "mixed", "variations", "edit", "caption"),
+        *("tokenize", "detokenize", "embed_text", "embed_image"),
+    )
 )
 
 
