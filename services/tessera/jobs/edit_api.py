@@ -7,38 +7,45 @@ cancel and SSE are every job's (``jobs/api.py``). ``check_edit(image, params, ma
 gateway's) runs before the job is queued: a request that could never run is a 4xx now.
 """
 
-# No `from __future__ import annotations` here: FastAPI resolves the handler's annotations
-# (UploadFile, Form) at definition time.
+# No `from __future__ import annotations` here: Ray Serve rebuilds the FastAPI routes in the
+# replica, where string annotations (Request) no longer resolve.
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
 
 from tessera.common.errors import InvalidArgument
 from tessera.common.http import error_response
-from tessera.common.limits import (
-    MAX_GUIDANCE,
-    MAX_IMAGES_PER_REQUEST,
-    MAX_JOB_IMAGE_BYTES,
-    MAX_MODEL_NAME_CHARS,
-    MAX_PROMPT_CHARS,
-    MAX_SEED,
-    MAX_TEMPERATURE,
-    MAX_TOP_K,
-)
+from tessera.common.limits import MAX_JOB_IMAGE_BYTES
 from tessera.jobs.redis_retry import store_errors
 from tessera.routes.edit_requests import EditJobRequest, check_image_bytes
-from tessera.routes.schemas import SIZE_DESCRIPTION, SIZE_PATTERN, EditParams, validate
+from tessera.routes.schemas import EditParams, validate
 
 EditCheck = Callable[[bytes, EditParams, bytes | None], None]
 
 
-async def _read(upload: UploadFile | None, what: str) -> bytes | None:
+FIELDS = tuple(EditParams.model_fields)
+_FORM_SCHEMA = {
+    "type": "object",
+    "required": ["image", "prompt"],
+    "properties": {
+        "image": {"type": "string", "format": "binary", "description": "the source PNG"},
+        "mask": {"type": "string", "format": "binary", "description": "alpha 0: may change"},
+        **EditParams.model_json_schema()["properties"],
+        "priority": {"type": "string", "enum": ["normal", "high"], "default": "normal"},
+    },
+}
+
+
+async def _read(upload: object, what: str) -> bytes | None:
     """An upload's bytes, one byte over the job limit read so an oversize one is a 400."""
     if upload is None:
         return None
+    if not isinstance(upload, UploadFile):
+        raise InvalidArgument(f"{what} must be a file part")
     data = await upload.read(MAX_JOB_IMAGE_BYTES + 1)
     check_image_bytes(data, what, MAX_JOB_IMAGE_BYTES)
     return data
@@ -61,49 +68,20 @@ def add_edit_job_route(
             429: {"description": "queue full; see Retry-After"},
             503: {"description": "job store unavailable"},
         },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}},
+            }
+        },
         summary="Submit an edit job",
     )
-    async def submit_edit_job(
-        request: Request,
-        image: UploadFile = File(
-            ..., description=f"the source PNG (native size), at most {MAX_JOB_IMAGE_BYTES} bytes"
-        ),
-        prompt: str = Form(..., min_length=1, max_length=MAX_PROMPT_CHARS),
-        mask: UploadFile = File(None, description="PNG, alpha 0 where the image may change"),
-        n: int = Form(1, ge=1, le=MAX_IMAGES_PER_REQUEST),
-        size: str = Form(None, pattern=SIZE_PATTERN.pattern, description=SIZE_DESCRIPTION),
-        response_format: Literal["b64_json", "url"] = Form("b64_json"),
-        model: str = Form(None, max_length=MAX_MODEL_NAME_CHARS),
-        user: str = Form(None, max_length=256),
-        seed: int = Form(None, ge=0, le=MAX_SEED),
-        guidance_scale: float = Form(None, ge=0.0, le=MAX_GUIDANCE),
-        image_guidance_scale: float = Form(None, ge=0.0, le=MAX_GUIDANCE),
-        temperature: float = Form(None, gt=0.0, le=MAX_TEMPERATURE),
-        top_k: int = Form(None, ge=0, le=MAX_TOP_K),
-        priority: Literal["normal", "high"] = Form("normal"),
-    ) -> Response:
+    async def submit_edit_job(request: Request) -> Response:
         try:
-            fields = {
-                "prompt": prompt,
-                "n": n,
-                "size": size,
-                "response_format": response_format,
-                "model": model,
-                "user": user,
-                "seed": seed,
-                "guidance_scale": guidance_scale,
-                "image_guidance_scale": image_guidance_scale,
-                "temperature": temperature,
-                "top_k": top_k,
-            }
-            params = validate(EditParams, {k: v for k, v in fields.items() if v is not None})
-            source = await _read(image, "image")
-            if source is None:
-                raise InvalidArgument("image is required")
-            mask_bytes = await _read(mask, "mask")
+            source, params, mask, priority = await _read_form(request)
             if check_edit is not None:
-                check_edit(source, params, mask_bytes)
-            payload = EditJobRequest.build(source, params, mask_bytes)
+                check_edit(source, params, mask)
+            payload = EditJobRequest.build(source, params, mask)
             key = request.headers.get("idempotency-key")
             with store_errors():
                 job = await get_queue().submit(payload, priority=priority, idempotency_key=key)
@@ -114,3 +92,24 @@ def add_edit_job_route(
             status_code=202,
             headers={"Location": f"/v1/jobs/{job.id}"},
         )
+
+
+async def _read_form(request: Request) -> tuple[bytes, EditParams, bytes | None, str]:
+    """(image, params, mask, priority) of the multipart body; InvalidArgument otherwise.
+    Parsed here (not by FastAPI parameters) so the router answers its own 400s."""
+    try:
+        form = await request.form(max_files=2, max_fields=len(FIELDS) + 4)
+    except Exception as e:  # noqa: BLE001 - malformed multipart of any kind
+        raise InvalidArgument(f"body must be multipart/form-data: {e}") from e
+    texts = {k: v for k, v in form.items() if isinstance(v, str)}
+    unknown = set(texts) - set(FIELDS) - {"priority"}
+    if unknown:
+        raise InvalidArgument(f"unknown fields: {sorted(unknown)}")
+    priority = texts.pop("priority", "normal")
+    if priority not in ("normal", "high"):
+        raise InvalidArgument("priority must be 'normal' or 'high'")
+    params = validate(EditParams, texts)
+    image = await _read(form.get("image"), "image")
+    if image is None:
+        raise InvalidArgument("image is required (a multipart file field)")
+    return image, params, await _read(form.get("mask"), "mask"), priority  # type: ignore[return-value]

@@ -53,7 +53,11 @@ def edit_from_proto(msg: generation_pb2.EditRequest) -> tuple[bytes, EditParams,
 
 def caption_from_proto(msg: generation_pb2.CaptionRequest) -> CaptionParams:
     """A gRPC caption request's params, validated with the HTTP rules (InvalidArgument)."""
-    params = validate(CaptionParams, proto_fields(msg, {}))
+    data = {"n": msg.n or 1, **({"model": msg.model} if msg.model else {})}
+    for name in ("temperature", "seed"):
+        if msg.HasField(name):
+            data[name] = getattr(msg, name)
+    params = validate(CaptionParams, data)
     check_image_bytes(msg.image, "image")
     return params  # type: ignore[return-value]
 
