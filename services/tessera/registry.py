@@ -245,10 +245,26 @@ SERVICES: tuple[ModelService, ...] = (
         "KV-cache rows (a guided image takes 2, each bounded by the attention window).",
         profiles=_model_profiles(
             local_cpus=0.2,
-            gpus=0.1,
+            gpus=0.05,  # with the mixed model's 0.05: one replica of each shares one GPU
             max_ongoing_requests=32,
             local={"max_rows": 64},
             gpu={"max_rows": 256},
+        ),
+    ),
+    ModelService(
+        name="mixed",
+        deployment="tessera.mixed.deployment:MixedModel",
+        proto="mixed",
+        components=("mixed",),
+        note="One transformer over text and image tokens: text -> grids, instruction edits, "
+        "captions; continuous batching (the LM's engine). Budget: KV-cache rows (an edit "
+        "takes 3, a guided text -> image 2).",
+        profiles=_model_profiles(
+            local_cpus=0.2,
+            gpus=0.05,  # one replica of every service shares one GPU (the sum stays under 1)
+            max_ongoing_requests=32,
+            local={"max_rows": 48},
+            gpu={"max_rows": 192},
         ),
     ),
 )

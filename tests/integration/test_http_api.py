@@ -116,7 +116,7 @@ def test_meta_endpoints(http):
     assert ready.status_code == 200 and ready.json()["ready"] is True
     models = http.get("/v1/models").json()
     routes = set(models["data"][0]["routes"])
-    assert models["object"] == "list" and routes == {"ar", "unclip", "pixel"}
+    assert models["object"] == "list" and routes == {"ar", "unclip", "pixel", "mixed"}
     assert http.get("/docs").status_code == 200
     spec = http.get("/openapi.json").json()
     assert "/v1/images/generations" in spec["paths"]

@@ -109,7 +109,9 @@ def tiny_bundle(tmp_path_factory):
 
 
 def test_the_registry_is_consistent():
-    assert registry.names() == ("tokenizer", "detokenizer", "lm", "prior", "decoder", "pixel")
+    assert registry.names() == (
+        "tokenizer", "detokenizer", "lm", "prior", "decoder", "pixel", "mixed",
+    )  # fmt: skip
     for entry in registry.SERVICES:
         assert entry.grpc_service == f"{entry.service}Service"
         assert entry.contract == f"tessera.v1.{entry.grpc_service}"
@@ -117,7 +119,7 @@ def test_the_registry_is_consistent():
         assert entry.deployment_class().name == entry.service  # contract: this + "Service"
     from tessera.common.checkpoint import COMPONENTS
 
-    assert COMPONENTS == ("tokenizer", "lm", "clip", "prior", "decoder", "pixel")
+    assert COMPONENTS == ("tokenizer", "lm", "clip", "prior", "decoder", "pixel", "mixed")
 
 
 def test_one_entry_adds_a_service_to_the_app_graph(with_echo, tiny_bundle):
@@ -176,7 +178,7 @@ def test_one_entry_adds_a_service_to_the_deploy_files(with_echo):
         servicers = config["grpc_options"]["grpc_servicer_functions"]
         assert "tessera.common.grpc_ingress.add_EchoServiceServicer_to_server" in servicers
     spare = gen_kuberay.CLUSTER.group("gpu-worker").spare_cpus
-    assert gen_kuberay.worker_cpus() == 6 + 1 + spare  # six model services + echo
+    assert gen_kuberay.worker_cpus() == 7 + 1 + spare  # seven model services + echo
 
 
 class FakeContext:

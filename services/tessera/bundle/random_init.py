@@ -3,7 +3,9 @@
 Stands in for the trained bundle where only the plumbing is under test (the integration
 tests use the tiny one). The configs agree with each other the way trained ones must: the
 LM's vocabulary is the tokenizer's codebook, the decoder works on the tokenizer's latent
-grid and the CLIP embedding width. The pixel model (the ``pixel`` route) stands alone.
+grid and the CLIP embedding width. The pixel model (the ``pixel`` route) stands alone. The
+mixed-modal model (edits, captions, the ``mixed`` route) reads the tokenizer's codes, with a
+text BPE trained here on a few sentences (``RANDOM_TEXTS``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from pathlib import Path
 import torch
 
 from tessera.common.checkpoint import save_component, write_bundle_index
+
+# What the random bundle's text BPE is trained on (deterministic: the same ids every time).
+RANDOM_TEXTS = (
+    "a red circle", "a small blue square at the top left", "make the circle red",
+    "remove the blue square", "add a small green cross at the top left",
+    "move the triangle to the right", "make the square bigger",
+    "turn the circle into a square", "give it a dark skin tone",
+)  # fmt: skip
 
 
 def build_random_bundle(
@@ -52,10 +62,26 @@ def build_random_bundle(
     save_component(out / "decoder", LatentDecoder(dec_config), dec_config)
     pixel_config = make(PixelConfig)
     save_component(out / "pixel", ImageTransformer(pixel_config), pixel_config)
+    if vq.discrete:
+        save_random_mixed(out / "mixed", vq, tiny)
     training = {"kind": "random-init", "tiny": tiny, "seed": seed}
     if tokenizer_kind != "vq":
         training["tokenizer_kind"] = tokenizer_kind
     return write_bundle_index(out, name, training)
+
+
+def save_random_mixed(out: Path, vq: object, tiny: bool) -> None:
+    """A random mixed-modal model over ``vq``'s codes, with its text BPE."""
+    from tessera.mixed.model import MixedConfig, MixedTransformer
+    from tessera.mixed.text import TextCodec, train_text_tokenizer
+
+    fields = dict(image_vocab=vq.codebook_size, grid_size=vq.grid_size)
+    text_len = (MixedConfig.tiny() if tiny else MixedConfig()).text_len
+    codec = TextCodec(train_text_tokenizer(RANDOM_TEXTS, vocab_size=300), text_len)
+    fields["text_vocab"] = codec.vocab_size
+    config = MixedConfig.tiny(**fields) if tiny else MixedConfig(**fields)
+    save_component(out, MixedTransformer(config), config)
+    codec.save(out)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,9 @@ from tessera.common.errors import ModelNotReady
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model_index.json"
+# Files a component may have besides its config and weights, checksummed when present: the
+# mixed model's text BPE (JSON, the `tokenizers` library's format).
+EXTRA_FILES = ("tokenizer.json",)
 COMPONENTS = registry.components()  # every component some registered service loads
 IMPORT_HINT = "the library files changed since the import; run `tessera models import` again"
 REBUILD_HINT = "rebuild it with `tessera models init` (random weights) or `tessera train all`"
@@ -117,7 +120,11 @@ def write_bundle_index(bundle_dir: Path, name: str, training: dict | None = None
         meta = read_config(cdir)
         components[component] = {
             "class": meta["_class_name"],
-            "files": {fname: file_sha256(cdir / fname) for fname in (CONFIG_NAME, WEIGHTS_NAME)},
+            "files": {
+                fname: file_sha256(cdir / fname)
+                for fname in (CONFIG_NAME, WEIGHTS_NAME, *EXTRA_FILES)
+                if fname in (CONFIG_NAME, WEIGHTS_NAME) or (cdir / fname).is_file()
+            },
         }
     index = {
         "_class_name": "TesseraBundle",

@@ -114,3 +114,46 @@ def pixels_to_image(msg: common_pb2.Pixels, scale: int = 1) -> common_pb2.Image:
     array = pixels_from_proto(msg)
     h, w, _ = array.shape
     return common_pb2.Image(png=encode_png(array, scale=scale), width=w * scale, height=h * scale)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_png(data: bytes, size: int, name: str = "image") -> Image.Image:
+    """A PNG of exactly ``size``×``size`` (an edit's source or mask), else InvalidArgument
+    naming ``name``: empty, oversized, not a PNG, unreadable or of another size."""
+    if not data:
+        raise InvalidArgument(f"{name} is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InvalidArgument(f"{name} is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES}")
+    if not data.startswith(PNG_SIGNATURE):
+        raise InvalidArgument(f"{name} must be a PNG")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
+        raise InvalidArgument(f"{name} is not a readable PNG: {e}") from e
+    if img.size != (size, size):
+        w, h = img.size
+        raise InvalidArgument(f"{name} is {w}x{h}; this model edits {size}x{size} images")
+    return img
+
+
+def mask_alpha(data: bytes, size: int) -> np.ndarray:
+    """An edit mask (OpenAI's: a PNG with an alpha channel, fully transparent where the image
+    may change) -> its alpha, uint8 (size, size)."""
+    img = read_png(data, size, "mask")
+    if "A" not in img.getbands() and "transparency" not in img.info:
+        raise InvalidArgument("mask must have an alpha channel (transparent where to edit)")
+    return np.asarray(img.convert("RGBA"), dtype=np.uint8)[..., 3]
+
+
+def editable_cells(alpha: np.ndarray, grid: int) -> list[bool]:
+    """Row-major flags of a ``grid``×``grid`` token grid over ``alpha``: a cell may change
+    when any pixel of its patch is fully transparent."""
+    side = alpha.shape[0]
+    if side % grid:
+        raise InvalidArgument(f"a {side}px mask does not split into {grid}x{grid} cells")
+    p = side // grid
+    clear = (alpha == 0).reshape(grid, p, grid, p).any(axis=(1, 3))
+    return clear.reshape(-1).tolist()

@@ -42,6 +42,7 @@ MAX_IMAGE_B64_CHARS = 4 * -(-MAX_IMAGE_BYTES // 3) + MAX_DATA_URL_PREFIX_CHARS
 # -- model-service contracts (per call) ----------------------------------------------------
 MAX_LM_IMAGES_PER_CALL = 8  # SampleTokens: n or len(seeds)
 MAX_PIXEL_IMAGES_PER_CALL = 8  # SamplePixels: n
+MAX_MIXED_IMAGES_PER_CALL = 8  # GenerateGrids / EditGrids: n
 MAX_ITEMS_PER_CALL = 16  # Tokenize / Detokenize images or grids, EmbedImage images
 MAX_TEXTS_PER_CALL = 64  # EmbedText texts
 MAX_SAMPLES_PER_CALL = 8  # SamplePrior n, SampleLatents image_embeddings

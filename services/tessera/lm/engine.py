@@ -7,7 +7,11 @@ joins the running batch at the next step; a sequence that has all its tokens lea
 freeing its rows for the next request. Requests never wait for a whole batch to finish.
 
 Guidance is handled inside: a guided sequence holds two rows (its condition and the null
-condition) whose logits are mixed before drawing; an unguided one holds one row. Rows are kept
+condition) whose logits are mixed before drawing; an unguided one holds one row. The loop
+itself knows only "K rows per sequence": a subclass with other prompts (``_prefill_rows``),
+another decode call (``_decode_rows``), another mixing of a sequence's K rows (``_mix``) or
+pinned tokens (``_force``) serves another model through the same loop
+(``tessera.mixed.engine``: K weighted rows over token + slot prompts, forced cells). Rows are kept
 packed at the front of the cache, so a step is one model call on ``cache.rows(active)``: when a
 request leaves, the last rows move into its holes (a few rows copied, not the whole cache).
 
@@ -31,6 +35,7 @@ import torch
 from tessera.common.errors import Cancelled, InvalidArgument
 from tessera.common.step_loop import StepLoop
 from tessera.common.text_encoder import TextBatch
+from tessera.lm.kv import KVCache
 from tessera.lm.model import ImageGPT, trim_text
 from tessera.lm.sampling import (
     SamplingParams,
@@ -61,11 +66,18 @@ class _Request:
     reported: int = 0  # tokens done at the last progress call
     cache_rows: list[int] = field(default_factory=list)  # see ContinuousSampler
     guided: list[bool] = field(init=False)
-    rows: int = field(init=False)  # cache rows it takes: two per guided sequence
+    row_counts: list[int] = field(init=False)  # cache rows per sequence: two when guided
+    rows: int = field(init=False)  # cache rows it takes
 
     def __post_init__(self) -> None:
         self.guided = [s != 1.0 for s in self.scale.tolist()]
-        self.rows = sum(2 if g else 1 for g in self.guided)
+        self.row_counts = [2 if g else 1 for g in self.guided]
+        self.rows = sum(self.row_counts)
+
+    @property
+    def n(self) -> int:
+        """Sequences in this request."""
+        return len(self.row_counts)
 
     def stopped(self) -> Cancelled:
         total = self.uniforms.shape[1]
@@ -82,6 +94,8 @@ class ContinuousSampler(StepLoop):
 
     resize_when_idle = True  # the cache is reallocated for a new max_rows
     rows_name = "cache rows"
+    # Per-sequence tensors (one row per running sequence) besides ``tokens`` and ``counts``.
+    seq_fields: tuple[str, ...] = ("uniforms", "scale", "temperature", "top_k", "top_p")
 
     def __init__(self, model: ImageGPT, max_rows: int = 32, *, static: bool = False) -> None:
         """``static=True`` turns iteration-level admission off: waiting requests join only
@@ -133,6 +147,11 @@ class ContinuousSampler(StepLoop):
         return self._enqueue(request)
 
     # ---------------------------------------------------------------- the loop's hooks
+    @property
+    def length(self) -> int:
+        """Tokens one sequence samples."""
+        return self.config.n_tokens
+
     def _resize(self, max_rows: int) -> None:
         self.cache = self.model.new_cache(max_rows)
         self.offsets = torch.zeros(max_rows, dtype=torch.long, device=self.device)
@@ -151,7 +170,7 @@ class ContinuousSampler(StepLoop):
     # ---------------------------------------------------------------- per-sequence tables
     def _reset(self) -> None:
         """Empty tables: at the start, and after a failed step dropped every request."""
-        L, dev = self.config.n_tokens, self.device
+        L, dev = self.length, self.device
         self.tokens = torch.empty(0, L, dtype=torch.long, device=dev)  # (S, L), -1 = not yet
         self.uniforms = torch.empty(0, L, device=dev)  # (S, L)
         self.counts = torch.empty(0, dtype=torch.long, device=dev)  # (S,) tokens so far
@@ -163,66 +182,78 @@ class ContinuousSampler(StepLoop):
 
     def _layout(self) -> None:
         """Row <-> sequence indices of the running requests. Sequences are numbered in
-        request order; each has its conditional row, then its null-condition twin if guided."""
+        request order; each has its K rows in order (the LM: its conditional row, then its
+        null-condition twin if guided). ``seq_rows`` (S, K) pads a sequence with fewer rows
+        with its first row."""
         R = sum(len(r.cache_rows) for r in self.running)
         row_seq, drop = [0] * R, [False] * R
-        cond_row, uncond_row, first_seq = [], [], []
+        seq_rows: list[list[int]] = []
+        first_seq = []
         for request in self.running:
-            first_seq.append(len(cond_row))
+            first_seq.append(len(seq_rows))
             rows = iter(request.cache_rows)
-            for guided in request.guided:
-                seq, cond = len(cond_row), next(rows)
-                uncond = next(rows) if guided else cond  # unguided: guide() is not called
-                cond_row.append(cond)
-                uncond_row.append(uncond)
-                row_seq[cond] = row_seq[uncond] = seq
-                drop[uncond] = guided
+            for k in request.row_counts:
+                mine = [next(rows) for _ in range(k)]
+                for j, row in enumerate(mine):
+                    row_seq[row], drop[row] = len(seq_rows), j > 0
+                seq_rows.append(mine)
+        K = max((len(r) for r in seq_rows), default=1)
+        table = [r + r[:1] * (K - len(r)) for r in seq_rows]
         as_long = dict(dtype=torch.long, device=self.device)
         self.row_seq = torch.tensor(row_seq, **as_long)  # (R,) by cache row
-        self.cond_row = torch.tensor(cond_row, **as_long)  # (S,)
-        self.uncond_row = torch.tensor(uncond_row, **as_long)  # (S,)
-        self.row_drop = drop  # (R,) the null-condition rows
+        self.seq_rows = torch.tensor(table, **as_long).view(-1, K)  # (S, K)
+        self.cond_row = self.seq_rows[:, 0]  # (S,)
+        self.uncond_row = self.seq_rows[:, min(1, K - 1)]  # (S,) unguided: its cond row
+        self.row_drop = drop  # (R,) the null-condition rows (every row after a sequence's first)
         self.first_seq = first_seq  # per running request: its first sequence index
-        self.n_rows, self.n_seqs = R, len(cond_row)
+        self.n_rows, self.n_seqs = R, len(seq_rows)
 
-    def _prefill(self, requests: list[_Request]) -> None:
-        """Run the newcomers' prefixes + BOS, draw their first token, append their rows."""
+    def _prefill(self, requests: list) -> None:
+        """Prefill the newcomers' rows, draw their first token, append their sequences."""
         start, first_seq = self.n_rows, self.n_seqs
-        states, masks = [], []
         row = start
         for request in requests:  # newcomers take the rows after the running ones
             request.cache_rows = list(range(row, row + request.rows))
             row += request.rows
-            for i, guided in enumerate(request.guided):
-                for _ in range(2 if guided else 1):
-                    states.append(request.text.states[i])
-                    masks.append(request.text.mask[i])
         fresh_tokens = [torch.full_like(r.uniforms, -1, dtype=torch.long) for r in requests]
         self.tokens = torch.cat([self.tokens, *fresh_tokens])
         self.counts = torch.cat([self.counts, *(torch.zeros_like(t[:, 0]) for t in fresh_tokens)])
-        for name in ("uniforms", "scale", "temperature", "top_k", "top_p"):
+        for name in self.seq_fields:
             setattr(
                 self, name, torch.cat([getattr(self, name), *(getattr(r, name) for r in requests)])
             )
         self._layout()
+        logits = self._prefill_rows(requests, start, self.n_rows - start)
+        self._draw(logits, first_seq, self.n_seqs, row_base=start)
+        for request in requests:
+            request.count += 1
 
+    def _prefill_rows(self, requests: list[_Request], start: int, n: int) -> torch.Tensor:
+        """Run the newcomers' prompts into cache rows ``start..start+n`` (one per row, in
+        row order) and set their ``offsets`` -> the logits of each row's first token (n, V).
+        The LM: text prefix + BOS, the null condition on the rows after a sequence's first."""
+        states, masks = [], []
+        for request in requests:
+            for i, k in enumerate(request.row_counts):
+                states += [request.text.states[i]] * k
+                masks += [request.text.mask[i]] * k
         states_t, mask_t = trim_text(
             torch.stack(states).to(self.device), torch.stack(masks).to(self.device)
         )
         drop = torch.tensor(self.row_drop[start:], device=self.device)
-        n = self.n_rows - start
         fresh = self.model.new_cache(n)
         logits = self.model.prefill(states_t, mask_t, fresh, drop_cond=drop)
-        used = fresh.length  # prefix + BOS
+        self._store_rows(fresh, start, n, fresh.length)  # prefix + BOS
+        self.offsets[start : start + n] = fresh.prefix_len  # BOS sits at the prefix length
+        return logits
+
+    def _store_rows(self, fresh: KVCache, start: int, n: int, used: int) -> None:
+        """Copy a prefilled cache's first ``used`` positions into rows ``start..start+n``."""
         for layer in range(self.config.n_layer):
             self.cache.k[layer][start : start + n, :, :used] = fresh.k[layer][:, :, :used]
             self.cache.v[layer][start : start + n, :, :used] = fresh.v[layer][:, :, :used]
         self.cache.key_mask[start : start + n, :used] = fresh.key_mask[:, :used]
-        self.cache.key_mask[start : start + n, used:] = True  # image slots (a leaver's mask)
-        self.offsets[start : start + n] = fresh.prefix_len  # BOS sits at the prefix length
-        self._draw(logits, first_seq, self.n_seqs, row_base=start)
-        for request in requests:
-            request.count += 1
+        self.cache.key_mask[start : start + n, used:] = True  # sampled slots (a leaver's mask)
 
     def _decode(self, n_requests: int, n_rows: int, n_seqs: int) -> None:
         """One token for the first ``n_rows`` rows (those running before this step's
@@ -230,42 +261,55 @@ class ContinuousSampler(StepLoop):
         seq = self.row_seq[:n_rows]
         count = self.counts[seq]  # (R,) the cell each row writes next
         token = self.tokens[seq, count - 1]  # (R,) the code it sampled last
-        logits = self.model.decode_rows(
-            token, count, self.offsets[:n_rows], self.cache.rows(n_rows)
-        )
+        logits = self._decode_rows(token, count, n_rows)
         self.steps += 1
         self._draw(logits, 0, n_seqs, row_base=0)
         for request in self.running[:n_requests]:
             request.count += 1
 
-    def _draw(self, logits: torch.Tensor, s0: int, s1: int, row_base: int) -> None:
-        """Mix each guided pair, draw one token for sequences s0..s1-1 (logits row 0 is
-        cache row ``row_base``)."""
+    def _decode_rows(self, token: torch.Tensor, count: torch.Tensor, n_rows: int) -> torch.Tensor:
+        """The first ``n_rows`` rows' next logits (R, V): ``token`` (R,) each row's last
+        sample, ``count`` (R,) its sequence's tokens so far."""
+        return self.model.decode_rows(token, count, self.offsets[:n_rows], self.cache.rows(n_rows))
+
+    def _mix(self, logits: torch.Tensor, s0: int, s1: int, row_base: int) -> torch.Tensor:
+        """Sequences s0..s1-1's logits from their rows' (logits row 0 is cache row
+        ``row_base``): the LM mixes each guided pair by its scale."""
         cond = logits[self.cond_row[s0:s1] - row_base]
         scale = self.scale[s0:s1]
         if bool((scale != 1).any()):
             cond = guide(cond, logits[self.uncond_row[s0:s1] - row_base], scale)
+        return cond
+
+    def _force(self, picks: torch.Tensor, seqs: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """The tokens kept for sequences ``seqs`` at positions ``count`` (none pinned here)."""
+        return picks
+
+    def _draw(self, logits: torch.Tensor, s0: int, s1: int, row_base: int) -> None:
+        """Mix each sequence's rows, draw one token for sequences s0..s1-1 (logits row 0 is
+        cache row ``row_base``)."""
+        mixed = self._mix(logits, s0, s1, row_base)
         seqs = torch.arange(s0, s1, device=self.device)
         count = self.counts[s0:s1]
         picks = filter_and_draw(
-            cond,
+            mixed,
             self.temperature[s0:s1],
             self.top_k[s0:s1],
             self.top_p[s0:s1],
             self.uniforms[seqs, count],
         )
-        self.tokens[seqs, count] = picks
+        self.tokens[seqs, count] = self._force(picks, seqs, count)
         self.counts[s0:s1] += 1
 
     def _grids(self, k: int) -> torch.Tensor:
         """Running request k's grids so far, (n, g, g), -1 where not yet sampled."""
         g, first = self.config.grid_size, self.first_seq[k]
-        n = len(self.running[k].guided)
+        n = self.running[k].n
         return self.tokens[first : first + n].view(n, g, g).clone()
 
     def _retire(self) -> None:
         """Report progress; drop finished or cancelled requests' rows and compact the cache."""
-        L = self.config.n_tokens
+        L = self.length
         gone: set[int] = set()
         for k, request in enumerate(self.running):
             done = request.count
@@ -303,10 +347,10 @@ class ContinuousSampler(StepLoop):
             self.first_seq[k] + i
             for k, request in enumerate(self.running)
             if k not in gone
-            for i in range(len(request.guided))
+            for i in range(request.n)
         ]
         seqs = torch.tensor(keep_seqs, dtype=torch.long, device=self.device)
-        for name in ("tokens", "uniforms", "counts", "scale", "temperature", "top_k", "top_p"):
+        for name in ("tokens", "counts", *self.seq_fields):
             setattr(self, name, getattr(self, name)[seqs])
         self.running = kept
         self._layout()

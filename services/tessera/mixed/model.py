@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tessera.lm.kv import KVCache
+from tessera.lm.kv import KVCache, additive_mask
 from tessera.lm.model import Block
 from tessera.lm.prefix import gpt2_init
 from tessera.mixed.sequences import Layout
@@ -130,4 +130,18 @@ class MixedTransformer(nn.Module):
         bias = bias.masked_fill(~visible, float("-inf"))
         h = self._blocks(x, bias, cache, start)
         cache.length = start + 1
+        return self.lm_head(h[:, -1]).float()
+
+    def decode_rows(
+        self, token: torch.Tensor, slot: torch.Tensor, pos: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
+        """One decode step for rows at different places (continuous batching): token, slot
+        (B,) the input of each row, pos (B,) the cache index it goes to -> logits of the next
+        token (B, V). Each row attends to its own unmasked keys up to ``pos``."""
+        x = (self.tok_emb(token) + self.slot_emb(slot)).unsqueeze(1)  # (B, 1, C)
+        keys = torch.arange(int(pos.max()) + 1, device=token.device)
+        visible = cache.key_mask[:, None, : keys.numel()] & (
+            keys.view(1, 1, -1) <= pos.view(-1, 1, 1)
+        )
+        h = self._blocks(x, additive_mask(visible[:, None], x.dtype), cache, pos)
         return self.lm_head(h[:, -1]).float()

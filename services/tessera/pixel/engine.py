@@ -32,7 +32,7 @@ class PixelSampler(ContinuousSampler):
 
     def _grids(self, k: int) -> torch.Tensor:
         S, first = self.config.image_size, self.first_seq[k]
-        n = len(self.running[k].guided)
+        n = self.running[k].n
         return self.tokens[first : first + n].view(n, S, S, CHANNELS).clone()
 
 

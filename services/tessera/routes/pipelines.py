@@ -97,6 +97,8 @@ class Pipelines(MixedRoutes):
         self.scale_for(params.size, params.route)
         if params.route == "unclip":
             self.check_steps(params.steps)
+        elif params.route == "mixed":
+            self.check_mixed_params(params)
 
     # -- routes ------------------------------------------------------------------------
     async def generate(

@@ -65,7 +65,7 @@ def test_serve_config_is_the_gpu_config(rayservice):
     names = {d["name"] for d in app["deployments"]}
     assert names == {
         "Gateway", "Tokenizer", "Detokenizer", "LanguageModel", "Prior", "Decoder", "PixelModel",
-        "JobWorker",
+        "MixedModel", "JobWorker",
     }  # fmt: skip
     for deployment in app["deployments"]:
         if deployment["name"] not in ("Gateway", "JobWorker"):
