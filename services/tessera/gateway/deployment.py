@@ -30,7 +30,6 @@ from tessera.routes.bundle import BundleInfo
 from tessera.routes.edit_requests import (
     caption_from_proto,
     captions_to_proto,
-    check_edit_inputs,
     edit_from_proto,
     stream_events,
 )
@@ -78,10 +77,7 @@ class GatewayService(JobsServicerMixin):
     def check_edit_job(self, image: bytes, params: EditParams, mask: bytes | None) -> None:
         """Reject an edit job that could never run before it is queued: model, a mixed-modal
         component, size, and the source image and mask (PNGs of the model's size)."""
-        pipelines = self.pipelines.for_model(params.model)
-        pipelines.check_mixed()
-        pipelines.scale_for(params.size, "mixed")
-        check_edit_inputs(pipelines.info, image, mask)
+        self.pipelines.for_model(params.model).check_edit(image, params, mask)
 
     # ------------------------------------------------------------ gRPC: GenerationService
     @grpc_edge

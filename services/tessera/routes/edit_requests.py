@@ -8,17 +8,14 @@ an edit with the same rules (``EditParams``, ``CaptionParams``) before anything 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from PIL import Image, UnidentifiedImageError
 from pydantic import AfterValidator, Base64Bytes
 
 from tessera.common.errors import InvalidArgument
 from tessera.common.limits import MAX_IMAGE_BYTES, MAX_JOB_IMAGE_BYTES
-from tessera.routes.bundle import BundleInfo
 from tessera.routes.schemas import (
     Caption,
     CaptionParams,
@@ -30,8 +27,6 @@ from tessera.routes.schemas import (
     validate,
 )
 from tessera.v1 import common_pb2, generation_pb2
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def check_image_bytes(data: bytes, what: str, limit: int = MAX_IMAGE_BYTES) -> None:
@@ -156,24 +151,3 @@ def job_executor(pipelines: Any) -> Callable[..., Awaitable[generation_pb2.Gener
         return await pipelines.generate(request, on_event)
 
     return execute
-
-
-def check_edit_inputs(info: BundleInfo, image: bytes, mask: bytes | None) -> None:
-    """The source image is a PNG of the bundle's native size and the mask (if any) a PNG of
-    the same size (InvalidArgument): what an edit job is checked for before it is queued."""
-    side = info.image_size
-    for what, data in (("image", image), ("mask", mask)):
-        if data is None:
-            continue
-        check_image_bytes(data, what)
-        if not data.startswith(PNG_SIGNATURE):
-            raise InvalidArgument(f"{what} must be a PNG")
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                size = img.size
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-            raise InvalidArgument(f"{what} is not a readable PNG: {e}") from e
-        if size != (side, side):
-            raise InvalidArgument(
-                f"{what} is {size[0]}x{size[1]}; model {info.name!r} edits {side}x{side} images"
-            )
