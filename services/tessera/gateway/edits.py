@@ -19,7 +19,6 @@ from fastapi import FastAPI, File, Form, UploadFile
 from pydantic import BaseModel
 
 from tessera.common import metrics
-from tessera.common.errors import InvalidArgument
 from tessera.common.limits import (
     MAX_CAPTIONS,
     MAX_GUIDANCE,
@@ -34,6 +33,7 @@ from tessera.common.limits import (
 from tessera.gateway.observed import observed
 from tessera.routes.edit_requests import check_image_bytes
 from tessera.routes.schemas import (
+    NOT_BLANK,
     SIZE_DESCRIPTION,
     SIZE_PATTERN,
     Caption,
@@ -78,16 +78,6 @@ async def read_upload(upload: UploadFile | None, what: str) -> bytes | None:
     return data
 
 
-def one_image(image: UploadFile | None, images: list[UploadFile] | None) -> UploadFile:
-    """The source image: OpenAI's ``image`` part, or ``image[]`` (what its client sends for a
-    list) holding exactly one file."""
-    if image is not None and not images:
-        return image
-    if image is None and images and len(images) == 1:
-        return images[0]
-    raise InvalidArgument("send exactly one source image (the multipart field `image`)")
-
-
 def captions_response(captions: list[Caption], model: str, elapsed_ms: float) -> CaptionsResponse:
     return CaptionsResponse(
         created=int(time.time()),
@@ -103,15 +93,13 @@ def add_edit_routes(app: FastAPI, gateway: Any) -> None:
 
     @app.post("/v1/images/edits", response_model=ImagesResponse, tags=["images"])
     async def edits(
+        image: UploadFile = File(..., description=IMAGE_DESCRIPTION),
         prompt: str = Form(
             ...,
             min_length=1,
             max_length=MAX_PROMPT_CHARS,
+            json_schema_extra={"pattern": NOT_BLANK},
             description='the instruction ("make the circle red"), not blank',
-        ),
-        image: UploadFile = File(None, description=IMAGE_DESCRIPTION),
-        images: list[UploadFile] = File(
-            None, alias="image[]", description="OpenAI's list form: exactly one image"
         ),
         mask: UploadFile = File(None, description=MASK_DESCRIPTION),
         n: int = Form(1, ge=1, le=MAX_IMAGES_PER_REQUEST),
@@ -147,7 +135,7 @@ def add_edit_routes(app: FastAPI, gateway: Any) -> None:
                 "top_k": top_k,
             }
             params = validate(EditParams, {k: v for k, v in fields.items() if v is not None})
-            source = await read_upload(one_image(image, images), "image")
+            source = await read_upload(image, "image")
             mask_bytes = await read_upload(mask, "mask")
             res = await gateway.pipelines.edit(source, params, mask_bytes)
             metrics.add_images("edit", len(res.images))

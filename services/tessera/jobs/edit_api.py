@@ -28,13 +28,28 @@ EditCheck = Callable[[bytes, EditParams, bytes | None], None]
 
 
 FIELDS = tuple(EditParams.model_fields)
+
+
+def _form_property(prop: dict) -> dict:
+    """An EditParams property as a form field: a multipart form has no null, so an optional
+    field is its non-null type (absent means unset)."""
+    prop = dict(prop)
+    for option in prop.pop("anyOf", []):
+        if option.get("type") != "null":
+            prop = {**option, **prop}
+    if prop.get("default", 0) is None:
+        del prop["default"]
+    return prop
+
+
 _FORM_SCHEMA = {
     "type": "object",
+    "additionalProperties": False,
     "required": ["image", "prompt"],
     "properties": {
         "image": {"type": "string", "format": "binary", "description": "the source PNG"},
         "mask": {"type": "string", "format": "binary", "description": "alpha 0: may change"},
-        **EditParams.model_json_schema()["properties"],
+        **{k: _form_property(v) for k, v in EditParams.model_json_schema()["properties"].items()},
         "priority": {"type": "string", "enum": ["normal", "high"], "default": "normal"},
     },
 }
