@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo test test-fast lint format protos protos-check protos-lint protos-breaking \
-	protos-release configs configs-check kuberay kuberay-check bench lm-bench pixel-bench tokenizer-bench \
+	protos-release configs configs-check kuberay kuberay-check bench lm-bench pixel-bench mixed-bench tokenizer-bench \
 	cluster-bench serve \
 	clean
 
@@ -103,6 +103,11 @@ lm-bench: install
 ## benchmarks/results/pixel_sequence_length.{json,md}
 pixel-bench: install
 	$(PY) -m benchmarks.pixel_costs
+
+## mixed-bench: the mixed model's edits through the LM's engine vs request-level batching and
+## the offline sampler, in benchmarks/results/mixed_engine.{json,md}
+mixed-bench: install
+	$(PY) -m benchmarks.mixed_engine
 
 ## tokenizer-bench: the tokenizer kinds (VQ-GAN, VQ-VAE, dVAE, KL autoencoder, VAE) trained
 ## with one step budget (runs/, git-ignored) and measured in one run in

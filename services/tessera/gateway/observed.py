@@ -15,8 +15,17 @@ from tessera.common.serving import unwrap_error
 # a client cannot mint label values.
 METRIC_ROUTES = frozenset(
     (
-        *("ar", "unclip", "pixel", "mixed", "variations", "edit", "caption"),
-        *("tokenize", "detokenize", "embed_text", "embed_image"),
+        "ar",
+        "unclip",
+        "pixel",
+        "mixed",
+        "variations",
+        "edit",
+        "caption",
+        "tokenize",
+        "detokenize",
+        "embed_text",
+        "embed_image",
     )
 )
 
