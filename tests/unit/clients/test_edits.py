@@ -95,6 +95,7 @@ def test_cli_caption_prints_captions_best_first(http_server, tmp_path, capsys):
     )
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(None, 1)[1] for line in lines] == ["a red circle", "a red square"]
+    assert caption.printable("two\nlines\x00") == "two\\nlines\\x00"
     assert http_server.seen[0].path == "/v1/images/captions"
     assert b'name="temperature"' in http_server.seen[0].body
     assert cli(["caption", str(src), "--json", "--url", http_server.url]) == 0

@@ -35,9 +35,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         _common.print_json(found.model_dump(mode="json"))
     else:
-        for c in found.captions:
-            print(f"{c.score:9.3f}  {c.text}")
+        for c in found.captions:  # one line each: control characters escaped
+            print(f"{c.score:9.3f}  {printable(c.text)}")
     return _common.EXIT_OK
+
+
+def printable(text: str) -> str:
+    """``text`` with each non-printable character (a newline, a control code) escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def run(args: argparse.Namespace) -> int:
