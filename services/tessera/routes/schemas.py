@@ -291,7 +291,12 @@ class EditParams(BaseModel):
     image_guidance_scale: float | None = Field(
         default=None, ge=0.0, le=MAX_GUIDANCE, description="guidance on the source image"
     )
-    temperature: float | None = Field(default=None, gt=0.0, le=MAX_TEMPERATURE)
+    temperature: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=MAX_TEMPERATURE,
+        description="unset: greedy (the most likely code at every cell: every n the same)",
+    )
     top_k: int | None = Field(
         default=None,
         ge=0,
