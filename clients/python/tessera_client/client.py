@@ -73,7 +73,7 @@ class EditOptions(TypedDict, total=False):
     seed: int
     guidance_scale: float  # on the instruction, [0, MAX_GUIDANCE]
     image_guidance_scale: float  # on the source image, [0, MAX_GUIDANCE]
-    temperature: float  # (0, MAX_TEMPERATURE]
+    temperature: float  # (0, MAX_TEMPERATURE]; unset: greedy
     top_k: int  # 0 = off
 
 

@@ -114,7 +114,9 @@ def add_edit_routes(app: FastAPI, gateway: Any) -> None:
         image_guidance_scale: float = Form(
             None, ge=0.0, le=MAX_GUIDANCE, description="guidance on the source image"
         ),
-        temperature: float = Form(None, gt=0.0, le=MAX_TEMPERATURE),
+        temperature: float = Form(
+            None, gt=0.0, le=MAX_TEMPERATURE, description="unset: greedy (every n the same)"
+        ),
         top_k: int = Form(None, ge=0, le=MAX_TOP_K, description="0 is off"),
     ) -> ImagesResponse:
         """OpenAI-compatible image edit through the mixed-modal model: source image +
