@@ -35,7 +35,8 @@ $(NODE_STAMP): package.json package-lock.json
 
 install: $(STAMP) $(NODE_STAMP)
 
-## demo: start the stack on the committed bundle and write a sample grid from both routes
+## demo: start the stack on the committed bundle and write a sample grid from every route it
+## serves (and its edits and captions when it has a mixed-modal model)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 

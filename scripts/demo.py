@@ -1,6 +1,8 @@
 """`make demo`: start the stack on the default bundle, generate through every route it
-serves (ar, unclip, and pixel when the bundle carries a pixel model) over the HTTP API, and
-write a labelled sample grid to out/demo.png."""
+serves (ar, unclip, and pixel / mixed when the bundle carries those models) over the HTTP
+API, and write a labelled sample grid to out/demo.png. When the bundle has a mixed-modal
+model it also edits the first row's pictures by instructions (a source row captioned by the
+model, an edited row under it, each cell labelled with its instruction)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import base64
 import io
 import socket
 import sys
+import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -25,8 +29,40 @@ PROMPTS = [
     "sun",
     "a green tree",
 ]
-ROUTES = ("ar", "unclip", "pixel")  # in this order, those the bundle serves (GET /v1/models)
+ROUTES = ("ar", "unclip", "pixel", "mixed")  # in this order, those the bundle serves
+# Instructions for the edits row, one per column, in the words of each bundle's edit data
+# (Twemoji variant pairs; shapes scenes): any bundle but shapes gets the Twemoji ones.
+INSTRUCTIONS = {
+    "twemoji": [
+        "give it a dark skin tone",
+        "give it a light skin tone",
+        "make it a woman",
+        "make it a man",
+        "give it a medium skin tone",
+        "give it the default yellow skin tone",
+        "make it a person",
+        "give it a medium-dark skin tone",
+    ],
+    "shapes": [
+        "make the circle red",
+        "remove the blue square",
+        "add a small green cross at the top left",
+        "move the triangle to the right",
+        "make the square bigger",
+        "turn the circle into a square",
+        "make the triangle blue",
+        "make the circle smaller",
+    ],
+}
 CELL = 128
+NOTE_H = 26  # two lines of text under a cell of a captioned / instructed row
+
+
+@dataclass
+class Row:
+    label: str
+    images: list[Image.Image]
+    notes: list[str] | None = None  # a text under each cell (captions, instructions)
 
 
 def port_free(port: int) -> bool:
@@ -72,10 +108,11 @@ def main() -> int:
     try:
         rows = []
         with httpx.Client(base_url=endpoints["http"], timeout=300) as client:
-            served = client.get("/v1/models").json()["data"][0]["routes"]
-            routes = [r for r in ROUTES if r in served]
+            model = client.get("/v1/models").json()["data"][0]
+            routes = [r for r in ROUTES if r in model["routes"]]
+            pngs = {}  # route -> the PNGs of its row, as returned (native size)
             for route in routes:
-                row = []
+                pngs[route] = []
                 for i, prompt in enumerate(PROMPTS):
                     t0 = time.perf_counter()
                     r = client.post(
@@ -83,34 +120,75 @@ def main() -> int:
                         json={"prompt": prompt, "route": route, "seed": 1000 + i, "n": 1},
                     )
                     r.raise_for_status()
-                    png = base64.b64decode(r.json()["data"][0]["b64_json"])
-                    row.append(Image.open(io.BytesIO(png)).convert("RGB"))
+                    pngs[route].append(base64.b64decode(r.json()["data"][0]["b64_json"]))
                     ms = (time.perf_counter() - t0) * 1000
                     print(f"  {route:6s} {prompt!r:24s} {ms:7.0f} ms")
-                rows.append(row)
+                rows.append(Row(route, [open_png(p) for p in pngs[route]]))
+            if model.get("edits"):
+                rows += edit_rows(client, model, pngs)
         out = ROOT / "out" / "demo.png"
         out.parent.mkdir(exist_ok=True)
-        grid_image(routes, rows).save(out)
-        print(f"wrote {out.relative_to(ROOT)} ({len(routes)} routes x {len(PROMPTS)} prompts)")
+        grid_image(rows).save(out)
+        what = f"{len(routes)} routes x {len(PROMPTS)} prompts"
+        if model.get("edits"):
+            what += ", edits and captions"
+        print(f"wrote {out.relative_to(ROOT)} ({what})")
         print("Twemoji images: Copyright Twitter, Inc and other contributors, CC-BY 4.0.")
     finally:
         runtime.stop()
     return 0
 
 
-def grid_image(routes: list[str], rows: list[list[Image.Image]]) -> Image.Image:
+def open_png(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def edit_rows(client: httpx.Client, model: dict, pngs: dict[str, list[bytes]]) -> list[Row]:
+    """The mixed-modal model's rows: the first native-size row's pictures captioned by the
+    model (source), then each edited by its column's instruction."""
+    side = model["image_size"]
+    sources = next((row for row in pngs.values() if open_png(row[0]).size == (side, side)), None)
+    if sources is None:
+        return []
+    kind = "shapes" if "shapes" in model["id"] else "twemoji"
+    captions, edited = [], []
+    for i, (png, instruction) in enumerate(zip(sources, INSTRUCTIONS[kind], strict=False)):
+        t0 = time.perf_counter()
+        image = {"image": ("source.png", png, "image/png")}
+        r = client.post("/v1/images/captions", files=image)
+        r.raise_for_status()
+        text = r.json()["captions"][0]["text"]
+        captions.append("".join(c if c.isprintable() else "?" for c in text))
+        r = client.post(
+            "/v1/images/edits", files=image, data={"prompt": instruction, "seed": str(2000 + i)}
+        )
+        r.raise_for_status()
+        edited.append(open_png(base64.b64decode(r.json()["data"][0]["b64_json"])))
+        ms = (time.perf_counter() - t0) * 1000
+        print(f"  edit   {instruction!r:40s} {ms:7.0f} ms  (caption: {captions[-1]!r})")
+    return [
+        Row("source", [open_png(p) for p in sources[: len(edited)]], captions),
+        Row("edit", edited, INSTRUCTIONS[kind][: len(edited)]),
+    ]
+
+
+def grid_image(rows: list[Row]) -> Image.Image:
     label_w, head_h = 70, 34
-    grid = Image.new("RGB", (label_w + CELL * len(PROMPTS), head_h + CELL * len(rows)), "white")
+    heights = [CELL + (NOTE_H if row.notes else 0) for row in rows]
+    grid = Image.new("RGB", (label_w + CELL * len(PROMPTS), head_h + sum(heights)), "white")
     draw = ImageDraw.Draw(grid)
     for j, prompt in enumerate(PROMPTS):
         draw.text((label_w + j * CELL + 4, 4), prompt[:20], fill="black")
-    for i, (route, row) in enumerate(zip(routes, rows, strict=True)):
-        draw.text((6, head_h + i * CELL + CELL // 2), route, fill="black")
-        for j, img in enumerate(row):
-            grid.paste(
-                img.resize((CELL, CELL), Image.Resampling.NEAREST),
-                (label_w + j * CELL, head_h + i * CELL),
-            )
+    top = head_h
+    for row, height in zip(rows, heights, strict=True):
+        draw.text((6, top + CELL // 2), row.label, fill="black")
+        for j, img in enumerate(row.images):
+            x = label_w + j * CELL
+            grid.paste(img.resize((CELL, CELL), Image.Resampling.NEAREST), (x, top))
+            if row.notes:
+                lines = textwrap.wrap(row.notes[j], 21)[:2]
+                draw.multiline_text((x + 3, top + CELL + 1), "\n".join(lines), fill="black")
+        top += height
     return grid
 
 

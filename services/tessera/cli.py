@@ -54,6 +54,8 @@ TOP_LEVEL: dict[str, str] = {
         for name in (
             "generate",
             "variations",
+            "edit",
+            "caption",
             "submit",
             "status",
             "cancel",

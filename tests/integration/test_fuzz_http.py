@@ -41,7 +41,24 @@ FLOAT_SEED = r"seed: Input should be less than or equal to 9223372036854775807"
 GENERATION = Budget(
     6, (*SIZE, r"steps must be in \[1, \d+\]", r"top_k must be an integer in", FLOAT_SEED)
 )
+# Edits and captions: a PNG of the bundle's size (and a mask of it with alpha), bytes the
+# schema cannot bound (a file part), and n > 1 captions only with a temperature.
+EDIT_IMAGES = (
+    r"(image|mask) is empty",
+    r"(image|mask) must be a PNG",
+    r"(image|mask) is not a readable PNG",
+    r"(image|mask) is \d+x\d+; this model edits",
+    r"(image|mask) is over \d+ bytes, the limit",
+    "mask must have an alpha channel",
+    r"mask does not split into",
+)
+EDIT = Budget(6, (*SIZE, *EDIT_IMAGES, r"top_k must be in \[0, \d+\]", FLOAT_SEED))
 OPERATIONS = {
+    "POST /v1/images/edits": EDIT,
+    "POST /v1/images/captions": Budget(
+        6, (*EDIT_IMAGES, "n > 1 captions need temperature", FLOAT_SEED)
+    ),
+    "POST /v1/jobs/edits": EDIT,  # queued jobs are cancelled at once, as /v1/jobs
     "POST /v1/images/generations": GENERATION,
     "POST /v1/images/variations": Budget(
         6, (*SIZE, *IMAGE_BYTES, r"steps must be in \[1, ", FLOAT_SEED)

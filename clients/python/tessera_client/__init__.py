@@ -9,10 +9,24 @@ __version__ = "0.1.0"
 
 from tessera_client import errors, types  # noqa: E402
 from tessera_client._retry import RetryPolicy  # noqa: E402
-from tessera_client.client import AsyncClient, Client, GenerationOptions  # noqa: E402
+from tessera_client.client import (  # noqa: E402
+    AsyncClient,
+    CaptionOptions,
+    Client,
+    EditOptions,
+    GenerationOptions,
+)
 from tessera_client.errors import *  # noqa: E402, F403
 from tessera_client.types import *  # noqa: E402, F403
 
-__all__ = ["AsyncClient", "Client", "GenerationOptions", "RetryPolicy", "__version__"]
+__all__ = [
+    "AsyncClient",
+    "CaptionOptions",
+    "Client",
+    "EditOptions",
+    "GenerationOptions",
+    "RetryPolicy",
+    "__version__",
+]
 __all__ += errors.__all__
 __all__ += types.__all__

@@ -17,3 +17,4 @@ MAX_TEMPERATURE = 2.0  # (0, MAX_TEMPERATURE]
 MAX_TOP_K = 65536  # 0 = off; a model service also caps it at its vocabulary
 MAX_CANDIDATES = 8  # ar reranking: candidates sampled per returned image
 MAX_PIXEL_TOP_K = 256  # pixel route: top_k over the 256 intensities of a sub-pixel
+MAX_CAPTIONS = 8  # captions per image-to-text request (n)

@@ -331,11 +331,17 @@ def list_models() -> Call[list[ModelInfo]]:
         HTTPRequest("GET", "/v1/models"),
         GRPCRequest("GenerationService", "ListModels", generation_pb2.ListModelsRequest()),
         lambda b: [
-            ModelInfo(id=m["id"], routes=m.get("routes", []), image_size=m.get("image_size", 0))
+            ModelInfo(
+                id=m["id"],
+                routes=m.get("routes", []),
+                image_size=m.get("image_size", 0),
+                edits=bool(m.get("edits", False)),
+            )
             for m in b.get("data", [])
         ],
         lambda m: [
-            ModelInfo(id=x.id, routes=list(x.routes), image_size=x.image_size) for x in m.models
+            ModelInfo(id=x.id, routes=list(x.routes), image_size=x.image_size, edits=x.edits)
+            for x in m.models
         ],
     )
 

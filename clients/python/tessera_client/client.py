@@ -13,13 +13,14 @@ from typing import Literal, TypedDict, Unpack
 
 import grpc
 
-from tessera_client import _wire
+from tessera_client import _edits, _wire
 from tessera_client._grpc import AsyncGRPCTransport, GRPCTransport
 from tessera_client._http import AsyncHTTPTransport, HTTPTransport
 from tessera_client._retry import RetryPolicy
 from tessera_client._wire import ImageInput
 from tessera_client.errors import JobFailed
 from tessera_client.types import (
+    Captions,
     Embeddings,
     GeneratedImages,
     Images,
@@ -41,7 +42,7 @@ class GenerationOptions(TypedDict, total=False):
     """Optional generation fields; unset ones take the server's defaults. The bounds are the
     server's public limits (copied in :mod:`tessera_client._limits`)."""
 
-    route: str  # "ar" (default), "unclip" or "pixel"
+    route: str  # "ar" (default), "unclip", "pixel" or "mixed"
     n: int  # images, 1..MAX_IMAGES_PER_REQUEST
     size: str  # "WxH": the native size or an integer upscale
     seed: int  # image i uses seed + i; unset: random (returned in the result)
@@ -61,6 +62,25 @@ class VariationOptions(TypedDict, total=False):
     guidance_scale: float
     steps: int
     model: str
+
+
+class EditOptions(TypedDict, total=False):
+    """Optional edit fields (the mixed-modal model); unset ones take the server's defaults."""
+
+    n: int  # edited images, 1..MAX_IMAGES_PER_REQUEST
+    size: str  # "WxH": the native size or an integer upscale
+    model: str  # bundle name; unset: the served default
+    seed: int
+    guidance_scale: float  # on the instruction, [0, MAX_GUIDANCE]
+    image_guidance_scale: float  # on the source image, [0, MAX_GUIDANCE]
+    temperature: float  # (0, MAX_TEMPERATURE]; unset: greedy
+    top_k: int  # 0 = off
+
+
+class CaptionOptions(TypedDict, total=False):
+    model: str
+    temperature: float  # unset or 0: greedy (one caption); n > 1 needs temperature > 0
+    seed: int
 
 
 def _final_result(event: ProgressEvent, fetched: Job | None = None) -> ProgressEvent:
@@ -150,6 +170,67 @@ class Client(_Settings):
         call = _wire.variations(image, _wire.variation_fields(**params))
         return self._transport.unary(call, self._t(timeout))
 
+    def edit(
+        self,
+        image: ImageInput,
+        prompt: str,
+        mask: ImageInput | None = None,
+        *,
+        timeout: float | None = None,
+        **params: Unpack[EditOptions],
+    ) -> GeneratedImages:
+        """Edit an image (PNG bytes, a PIL image or a path; the model's native size) by an
+        instruction. ``mask``: a PNG of the same size whose transparent pixels mark where the
+        image may change (everything else stays the source's)."""
+        call = _edits.edit(_edits.EditInputs(image, prompt, mask, _edits.edit_fields(**params)))
+        return self._transport.unary(call, self._t(timeout))
+
+    def submit_edit(
+        self,
+        image: ImageInput,
+        prompt: str,
+        mask: ImageInput | None = None,
+        *,
+        priority: Literal["normal", "high"] = "normal",
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+        **params: Unpack[EditOptions],
+    ) -> Job:
+        """Queue an async edit job (``stream`` / ``wait`` follow it as any job)."""
+        inputs = _edits.EditInputs(image, prompt, mask, _edits.edit_fields(**params))
+        call = _edits.submit_edit(inputs, priority, idempotency_key)
+        return self._transport.unary(call, self._t(timeout))
+
+    def edit_stream(
+        self,
+        image: ImageInput,
+        prompt: str,
+        mask: ImageInput | None = None,
+        *,
+        timeout: float | None = None,
+        **params: Unpack[EditOptions],
+    ) -> Iterator[ProgressEvent]:
+        """``edit`` with progress events (previews); the last event's ``result`` holds the
+        images. gRPC: the EditStream RPC; HTTP: an edit job and its event stream."""
+        inputs = _edits.EditInputs(image, prompt, mask, _edits.edit_fields(**params))
+        if self.transport == "grpc":
+            yield from self._transport.stream(_edits.edit_stream(inputs), timeout)
+            return
+        job = self._transport.unary(_edits.submit_edit(inputs, "normal", None), self._t(timeout))
+        yield from self._follow(job, timeout)
+
+    def caption(
+        self,
+        image: ImageInput,
+        *,
+        n: int = 1,
+        timeout: float | None = None,
+        **params: Unpack[CaptionOptions],
+    ) -> Captions:
+        """``n`` captions of an image, best first, each with its score."""
+        call = _edits.caption(image, _edits.caption_fields(n=n, **params))
+        return self._transport.unary(call, self._t(timeout))
+
     def submit(
         self,
         prompt: str,
@@ -193,6 +274,10 @@ class Client(_Settings):
             yield from self._transport.stream(_wire.generate_stream(fields), timeout)
             return
         job = self.submit(prompt, timeout=timeout, **params)
+        yield from self._follow(job, timeout)
+
+    def _follow(self, job: Job, timeout: float | None) -> Iterator[ProgressEvent]:
+        """A submitted job's events as a generation's stream (cancelled if left early)."""
         finished = False
         try:
             for event in self.stream(job.id, timeout=timeout):
@@ -279,6 +364,63 @@ class AsyncClient(_Settings):
         call = _wire.variations(image, _wire.variation_fields(**params))
         return await self._transport.unary(call, self._t(timeout))
 
+    async def edit(
+        self,
+        image: ImageInput,
+        prompt: str,
+        mask: ImageInput | None = None,
+        *,
+        timeout: float | None = None,
+        **params: Unpack[EditOptions],
+    ) -> GeneratedImages:
+        call = _edits.edit(_edits.EditInputs(image, prompt, mask, _edits.edit_fields(**params)))
+        return await self._transport.unary(call, self._t(timeout))
+
+    async def submit_edit(
+        self,
+        image: ImageInput,
+        prompt: str,
+        mask: ImageInput | None = None,
+        *,
+        priority: Literal["normal", "high"] = "normal",
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+        **params: Unpack[EditOptions],
+    ) -> Job:
+        inputs = _edits.EditInputs(image, prompt, mask, _edits.edit_fields(**params))
+        call = _edits.submit_edit(inputs, priority, idempotency_key)
+        return await self._transport.unary(call, self._t(timeout))
+
+    async def edit_stream(
+        self,
+        image: ImageInput,
+        prompt: str,
+        mask: ImageInput | None = None,
+        *,
+        timeout: float | None = None,
+        **params: Unpack[EditOptions],
+    ) -> AsyncIterator[ProgressEvent]:
+        inputs = _edits.EditInputs(image, prompt, mask, _edits.edit_fields(**params))
+        if self.transport == "grpc":
+            async for event in self._transport.stream(_edits.edit_stream(inputs), timeout):
+                yield event
+            return
+        call = _edits.submit_edit(inputs, "normal", None)
+        job = await self._transport.unary(call, self._t(timeout))
+        async for event in self._follow(job, timeout):
+            yield event
+
+    async def caption(
+        self,
+        image: ImageInput,
+        *,
+        n: int = 1,
+        timeout: float | None = None,
+        **params: Unpack[CaptionOptions],
+    ) -> Captions:
+        call = _edits.caption(image, _edits.caption_fields(n=n, **params))
+        return await self._transport.unary(call, self._t(timeout))
+
     async def submit(
         self,
         prompt: str,
@@ -315,6 +457,10 @@ class AsyncClient(_Settings):
                 yield event
             return
         job = await self.submit(prompt, timeout=timeout, **params)
+        async for event in self._follow(job, timeout):
+            yield event
+
+    async def _follow(self, job: Job, timeout: float | None) -> AsyncIterator[ProgressEvent]:
         finished = False
         try:
             async for event in self.stream(job.id, timeout=timeout):

@@ -10,6 +10,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [  # re-exported by the package
+    "Caption",
+    "Captions",
     "Embeddings",
     "GeneratedImages",
     "Images",
@@ -168,8 +170,35 @@ class Embeddings(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    """A served model (bundle): its id, routes and native image size in pixels."""
+    """A served model (bundle): its id, routes, native image size in pixels and whether it
+    edits and captions images (a mixed-modal model)."""
 
     id: str
     routes: list[str]
     image_size: int
+    edits: bool = False
+
+
+class Caption(BaseModel):
+    """One caption and its score: the sum of its tokens' log-probabilities (higher: likelier)."""
+
+    text: str
+    score: float
+
+
+class Captions(BaseModel):
+    """Captions of one image, best first."""
+
+    captions: list[Caption]
+    model: str = ""
+    elapsed_ms: float = 0.0
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.captions]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, i: int) -> Caption:
+        return self.captions[i]

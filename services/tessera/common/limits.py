@@ -31,6 +31,10 @@ MAX_CAPTIONS = 8  # captions per image-to-text request (n)
 # -- images in ------------------------------------------------------------------------------
 MAX_IMAGE_BYTES = 4 * 1024 * 1024  # one uploaded PNG / JPEG
 MAX_IMAGE_SIDE = 1024
+# An edit job's source image and mask are stored with the job in Redis until it ends: each
+# at most this, so the queue's memory stays bounded (max_depth x 2 images). A native-size PNG
+# is far smaller: 64x64 RGBA noise is 16 KiB, 256x256 RGBA noise 257 KiB.
+MAX_JOB_IMAGE_BYTES = 512 * 1024
 # An image inside a JSON body: base64 of at most MAX_IMAGE_BYTES, optionally after a short
 # `data:...;base64,` prefix.
 MAX_DATA_URL_PREFIX_CHARS = 128

@@ -8,6 +8,7 @@ Its HTTP app is built in the replica from this instance (:mod:`tessera.gateway.h
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,15 @@ from tessera.gateway.observed import observed
 from tessera.jobs.grpc_handlers import JobsServicerMixin
 from tessera.jobs.queue import JobQueue, QueueConfig
 from tessera.routes.bundle import BundleInfo
+from tessera.routes.edit_requests import (
+    caption_from_proto,
+    captions_to_proto,
+    edit_from_proto,
+    stream_events,
+)
 from tessera.routes.handles import ModelHandles
 from tessera.routes.pipelines import Pipelines
-from tessera.routes.schemas import GenerationParams, VariationParams
+from tessera.routes.schemas import EditParams, GenerationParams, VariationParams
 from tessera.routes.served import ServedModels
 from tessera.v1 import generation_pb2
 
@@ -67,6 +74,11 @@ class GatewayService(JobsServicerMixin):
         decoder's steps), with the synchronous path's messages."""
         self.pipelines.check_params(params)
 
+    def check_edit_job(self, image: bytes, params: EditParams, mask: bytes | None) -> None:
+        """Reject an edit job that could never run before it is queued: model, a mixed-modal
+        component, size, and the source image and mask (PNGs of the model's size)."""
+        self.pipelines.for_model(params.model).check_edit(image, params, mask)
+
     # ------------------------------------------------------------ gRPC: GenerationService
     @grpc_edge
     @returns(generation_pb2.GenerateResponse)
@@ -99,12 +111,55 @@ class GatewayService(JobsServicerMixin):
             return generation_pb2.VariationsResponse(result=result)
 
     @grpc_edge
+    @returns(generation_pb2.EditResponse)
+    async def Edit(
+        self, request: generation_pb2.EditRequest, grpc_context: Any = None
+    ) -> generation_pb2.EditResponse:
+        image, params, mask = edit_from_proto(request)
+        async with observed("edit", "grpc"):
+            result = await self.pipelines.edit(image, params, mask)
+            metrics.add_images("edit", len(result.images))
+            return generation_pb2.EditResponse(result=result)
+
+    @grpc_edge
+    async def EditStream(
+        self, request: generation_pb2.EditStreamRequest, grpc_context: Any = None
+    ) -> AsyncIterator[generation_pb2.EditStreamResponse]:
+        image, params, mask = edit_from_proto(request.request)
+
+        async def run(on_event: Any) -> generation_pb2.GenerateResponse:
+            return await self.pipelines.edit(image, params, mask, on_event)
+
+        async with observed("edit", "grpc"):
+            async for event in stream_events(run):
+                out = generation_pb2.EditStreamResponse(
+                    progress=event.progress, previews=event.previews
+                )
+                if event.HasField("result"):
+                    out.result.CopyFrom(event.result)
+                yield out
+
+    @grpc_edge
+    @returns(generation_pb2.CaptionResponse)
+    async def Caption(
+        self, request: generation_pb2.CaptionRequest, grpc_context: Any = None
+    ) -> generation_pb2.CaptionResponse:
+        params = caption_from_proto(request)
+        async with observed("caption", "grpc"):
+            start = time.perf_counter()
+            captions = await self.pipelines.caption(request.image, params)
+            name = self.pipelines.for_model(params.model).info.name
+            return captions_to_proto(captions, name, (time.perf_counter() - start) * 1000)
+
+    @grpc_edge
     @returns(generation_pb2.ListModelsResponse)
     async def ListModels(
         self, request: generation_pb2.ListModelsRequest, grpc_context: Any = None
     ) -> generation_pb2.ListModelsResponse:
         models = [
-            generation_pb2.ModelInfo(id=i.name, routes=list(i.routes), image_size=i.image_size)
+            generation_pb2.ModelInfo(
+                id=i.name, routes=list(i.routes), image_size=i.image_size, edits=i.edits
+            )
             for i in self.pipelines.infos
         ]
         return generation_pb2.ListModelsResponse(models=models)

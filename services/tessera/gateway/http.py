@@ -41,6 +41,7 @@ from tessera.common.limits import (
     MAX_TEXTS_PER_CALL,
 )
 from tessera.common.serving import call
+from tessera.gateway.edits import add_edit_routes
 from tessera.gateway.observed import observed
 from tessera.gateway.playground import add_playground
 from tessera.jobs.api import build_jobs_router
@@ -64,10 +65,17 @@ def build_http_app(gateway: Any) -> FastAPI:
     app = create_app(
         title="Tessera",
         version="1",
-        description="Text-to-image generation: autoregressive (`ar`) and unCLIP (`unclip`) routes.",
+        description="Text-to-image generation (routes `ar`, `unclip`, `pixel`, `mixed`), "
+        "instruction edits and captions.",
     )
     handles = gateway.handles
-    app.include_router(build_jobs_router(gateway.require_job_queue, check=gateway.check_job_params))
+    app.include_router(
+        build_jobs_router(
+            gateway.require_job_queue,
+            check=gateway.check_job_params,
+            check_edit=gateway.check_edit_job,
+        )
+    )
 
     # ---------------------------------------------------------------- images
     @app.post("/v1/images/generations", response_model=ImagesResponse, tags=["images"])
@@ -121,6 +129,8 @@ def build_http_app(gateway: Any) -> FastAPI:
             res = await gateway.pipelines.variations(data, params)
             metrics.add_images("variations", len(res.images))
             return images_response(res, params.response_format)
+
+    add_edit_routes(app, gateway)  # /v1/images/edits and /v1/images/captions (mixed model)
 
     # ---------------------------------------------------------------- components
     @app.post("/v1/tokenize", tags=["components"])
@@ -185,6 +195,8 @@ def build_http_app(gateway: Any) -> FastAPI:
                     "routes": list(info.routes),
                     "image_size": info.image_size,
                     "family": info.family,
+                    "edits": info.edits,
+                    "captions": info.edits,
                 }
                 for info in gateway.pipelines.infos
             ],

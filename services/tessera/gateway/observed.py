@@ -20,6 +20,8 @@ METRIC_ROUTES = frozenset(
         "pixel",
         "mixed",
         "variations",
+        "edit",
+        "caption",
         "tokenize",
         "detokenize",
         "embed_text",

@@ -32,9 +32,17 @@ from pydantic import BaseModel
 
 from tessera.common.errors import InvalidArgument, NotFound, error_code_name, public_message
 from tessera.common.http import error_response
+from tessera.jobs.edit_api import EditCheck, add_edit_job_route
 from tessera.jobs.queue import JobQueue, JobRecord, JobUpdate
 from tessera.jobs.redis_retry import store_errors
-from tessera.routes.schemas import GenerationParams, ImageData, ImagesResponse, validate
+from tessera.routes.edit_requests import EditJobRequest
+from tessera.routes.schemas import (
+    EditParams,
+    GenerationParams,
+    ImageData,
+    ImagesResponse,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
@@ -68,7 +76,7 @@ class JobView(BaseModel):
     result_expires_at: float | None
     result_expired: bool
     result: ImagesResponse | None
-    request: GenerationParams
+    request: GenerationParams | EditParams  # an edit job's, without its images
 
 
 class PreviewView(BaseModel):
@@ -119,7 +127,7 @@ def job_view(job: JobRecord, *, include_result: bool = True) -> JobView:
         result_expires_at=job.result_expires_at,
         result_expired=job.result_expired,
         result=result,
-        request=job.request,
+        request=job.request.params() if isinstance(job.request, EditJobRequest) else job.request,
     )
 
 
@@ -162,12 +170,14 @@ _SUBMIT_SCHEMA = JobSubmitRequest.model_json_schema()
 def build_jobs_router(
     get_queue: Callable[[], JobQueue],
     check: Callable[[GenerationParams], None] | None = None,
+    check_edit: EditCheck | None = None,
 ) -> APIRouter:
     """The /v1/jobs routes over the queue ``get_queue()`` returns (called per request).
 
     ``check(params)``, if given, runs before a job is enqueued and may raise a tessera error
     (e.g. the gateway's model/route/size checks), so requests that can never run get their
-    4xx now instead of a failed job later."""
+    4xx now instead of a failed job later; ``check_edit(image, params, mask)`` does the
+    same for an edit job (``POST /v1/jobs/edits``, ``jobs/edit_api.py``)."""
     router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     errors = {
         400: {"description": "invalid request"},
@@ -300,4 +310,5 @@ def build_jobs_router(
             return error_response(e)
         return Response(job.result.images[i].png, media_type="image/png")
 
+    add_edit_job_route(router, get_queue, check_edit, job_view)
     return router

@@ -85,6 +85,7 @@ class JobWorker:
     async def _run(self) -> None:
         if self._executor_spec is None:
             from tessera.routes.bundle import BundleInfo
+            from tessera.routes.edit_requests import job_executor
             from tessera.routes.pipelines import Pipelines
             from tessera.routes.served import ServedModels
 
@@ -93,7 +94,7 @@ class JobWorker:
                 self._peers,
                 self._ar_candidates,
             )
-            executor = pipelines.generate
+            executor = job_executor(pipelines)  # generations and edits
         else:
             executor = await build_executor(self._executor_spec, **self._executor_kwargs)
         self.worker = Worker(self.queue, executor, concurrency=self.concurrency)

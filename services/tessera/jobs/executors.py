@@ -1,9 +1,10 @@
 """What runs a job: the executor signature and ``build_executor(spec)``.
 
-An executor is any ``async def execute(params: GenerationParams, on_event) ->
+An executor is any ``async def execute(params: JobRequest, on_event) ->
 GenerateResponse`` (``on_event(GenerateStreamResponse) -> bool``; False asks it to stop, and it
 raises ``tessera.common.errors.Cancelled``). In production it is the route code,
-``tessera.routes.pipelines.Pipelines.generate``: over Serve handles in the ``JobWorker``
+``tessera.routes.edit_requests.job_executor`` (``Pipelines.generate``, or ``Pipelines.edit``
+for an edit job): over Serve handles in the ``JobWorker``
 deployment, over in-process models (``LOCAL_ROUTES``) in the standalone worker.
 ``SYNTHETIC`` renders fake images without models, for tests and benchmarks only.
 """
@@ -15,11 +16,11 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tessera.routes.schemas import GenerationParams
+from tessera.routes.edit_requests import JobRequest, job_executor
 from tessera.v1 import generation_pb2
 
 Executor = Callable[
-    [GenerationParams, Callable[[generation_pb2.GenerateStreamResponse], Awaitable[bool]]],
+    [JobRequest, Callable[[generation_pb2.GenerateStreamResponse], Awaitable[bool]]],
     Awaitable[generation_pb2.GenerateResponse],
 ]
 # The real routes over a bundle's models loaded in this process (kwargs: bundle_dir, device,
@@ -47,6 +48,8 @@ async def build_executor(spec: str, *args: Any, **kwargs: Any) -> Executor:
     obj = obj(*args, **kwargs)
     if inspect.isawaitable(obj):
         obj = await obj
+    if hasattr(obj, "edit") and hasattr(obj, "generate"):  # route code: edit jobs too
+        return job_executor(obj)
     executor = getattr(obj, "generate", obj)
     if not callable(executor):
         raise TypeError(f"{spec} built {type(obj).__name__}, which is not an executor")

@@ -15,6 +15,7 @@ from typing import Any
 from tessera.common.errors import InvalidArgument, Unavailable
 from tessera.jobs.queue import JobQueue
 from tessera.jobs.redis_retry import store_errors
+from tessera.routes.edit_requests import EditJobRequest, edit_from_proto
 from tessera.routes.schemas import GenerationParams
 from tessera.v1 import generation_pb2
 
@@ -33,12 +34,17 @@ class JobsServicerMixin:
     async def SubmitJob(  # noqa: N802
         self, request: generation_pb2.SubmitJobRequest, grpc_context: Any = None
     ) -> generation_pb2.SubmitJobResponse:
-        if not request.HasField("request"):
-            raise InvalidArgument("request is required")
-        params = GenerationParams.from_proto(request.request)
-        check = getattr(self, "check_job_params", None)
-        if check is not None:  # the gateway's model/route/size checks, before enqueueing
-            check(params)
+        if request.HasField("edit"):
+            if request.HasField("request"):
+                raise InvalidArgument("set either request or edit, not both")
+            params = self._edit_job(request.edit)
+        elif not request.HasField("request"):
+            raise InvalidArgument("request (or edit) is required")
+        else:
+            params = GenerationParams.from_proto(request.request)
+            check = getattr(self, "check_job_params", None)
+            if check is not None:  # the gateway's model/route/size checks, before enqueueing
+                check(params)
         with store_errors():
             job = await self.require_job_queue().submit(
                 params,
@@ -46,6 +52,14 @@ class JobsServicerMixin:
                 idempotency_key=request.idempotency_key or None,
             )
         return generation_pb2.SubmitJobResponse(job=job.to_proto())
+
+    def _edit_job(self, msg: generation_pb2.EditRequest) -> EditJobRequest:
+        """An edit job's payload, checked as the synchronous Edit is before it is queued."""
+        image, params, mask = edit_from_proto(msg)
+        check = getattr(self, "check_edit_job", None)
+        if check is not None:
+            check(image, params, mask)
+        return EditJobRequest.build(image, params, mask)
 
     async def GetJob(  # noqa: N802
         self, request: generation_pb2.GetJobRequest, grpc_context: Any = None

@@ -62,7 +62,7 @@ from tessera.jobs.records import (  # noqa: F401 - re-exported: callers import t
     _s,
 )
 from tessera.jobs.store import QueueStore
-from tessera.routes.schemas import GenerationParams
+from tessera.routes.edit_requests import JobRequest
 from tessera.v1 import common_pb2, generation_pb2
 
 
@@ -88,7 +88,7 @@ class JobQueue:
 
     async def submit(
         self,
-        params: GenerationParams,
+        params: JobRequest,
         *,
         priority: str = "normal",
         idempotency_key: str | None = None,

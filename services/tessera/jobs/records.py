@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from tessera.routes.schemas import GenerationParams
+from tessera.routes.edit_requests import JobRequest, parse_job_request
 from tessera.v1 import common_pb2, generation_pb2
 
 Priority = Literal["normal", "high"]
@@ -62,7 +62,7 @@ class JobRecord:
     priority: str
     attempts: int
     created_at: float
-    request: GenerationParams
+    request: JobRequest  # a generation, or an edit with its images (routes/edit_requests.py)
     started_at: float | None = None
     finished_at: float | None = None
     result_expires_at: float | None = None
@@ -96,7 +96,7 @@ class JobRecord:
             priority=h.get("priority", "normal"),
             attempts=int(h.get("attempts") or 0),
             created_at=float(h["created_at"]),
-            request=GenerationParams.model_validate_json(h["request"]),
+            request=parse_job_request(h["request"]),
             started_at=num("started_at"),
             finished_at=num("finished_at"),
             result_expires_at=num("result_expires_at"),

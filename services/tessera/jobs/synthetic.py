@@ -84,7 +84,7 @@ class SyntheticExecutor:
         self._record(f"start\t{os.getpid()}\t{prompt}")
         if prompt.startswith("invalid:"):
             raise InvalidArgument(f"synthetic executor rejects {prompt!r}")
-        steps = params.steps or self.steps
+        steps = getattr(params, "steps", None) or self.steps  # an edit job has none
         finals = [render(prompt, seed, i, self.size) for i in range(params.n)]
         for step in range(1, steps + 1):
             await asyncio.sleep(self.step_s)

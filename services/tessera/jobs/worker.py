@@ -46,7 +46,7 @@ from tessera.jobs import redis_retry
 from tessera.jobs.executors import Executor
 from tessera.jobs.queue import Delivery, JobQueue
 from tessera.jobs.redis_retry import REDIS_DOWN, Backoff, retrying
-from tessera.routes.schemas import GenerationParams
+from tessera.routes.edit_requests import JobRequest, parse_job_request
 from tessera.v1 import generation_pb2
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ class Worker:
             if started.attempts == 1:  # stream ids are "<enqueue ms>-<seq>"
                 held.queue_s = time.time() - int(d.msg_id.split("-")[0]) / 1000
             try:
-                params = GenerationParams.model_validate_json(started.request_json)
+                params = parse_job_request(started.request_json)
             except ValueError as e:
                 await self._fail(held, InvalidArgument(f"stored request is invalid: {e}"))
                 return
@@ -252,7 +252,7 @@ class Worker:
             if self.held.get(d.key) is held:
                 del self.held[d.key]
 
-    async def _execute(self, held: _Held, params: GenerationParams) -> None:
+    async def _execute(self, held: _Held, params: JobRequest) -> None:
         d = held.delivery
 
         async def on_event(event: generation_pb2.GenerateStreamResponse) -> bool:

@@ -90,19 +90,101 @@ class VariationsResponse(_message.Message):
     result: GenerateResponse
     def __init__(self, result: _Optional[_Union[GenerateResponse, _Mapping]] = ...) -> None: ...
 
+class EditRequest(_message.Message):
+    __slots__ = ("image", "prompt", "mask", "n", "size", "model", "seed", "guidance_scale", "image_guidance_scale", "temperature", "top_k")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    prompt: str
+    mask: bytes
+    n: int
+    size: str
+    model: str
+    seed: int
+    guidance_scale: float
+    image_guidance_scale: float
+    temperature: float
+    top_k: int
+    def __init__(self, image: _Optional[bytes] = ..., prompt: _Optional[str] = ..., mask: _Optional[bytes] = ..., n: _Optional[int] = ..., size: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., image_guidance_scale: _Optional[float] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class EditResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: GenerateResponse
+    def __init__(self, result: _Optional[_Union[GenerateResponse, _Mapping]] = ...) -> None: ...
+
+class EditStreamRequest(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: EditRequest
+    def __init__(self, request: _Optional[_Union[EditRequest, _Mapping]] = ...) -> None: ...
+
+class EditStreamResponse(_message.Message):
+    __slots__ = ("progress", "previews", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    PREVIEWS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: _common_pb2.Progress
+    previews: _containers.RepeatedCompositeFieldContainer[_common_pb2.Image]
+    result: GenerateResponse
+    def __init__(self, progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., previews: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., result: _Optional[_Union[GenerateResponse, _Mapping]] = ...) -> None: ...
+
+class CaptionRequest(_message.Message):
+    __slots__ = ("image", "n", "model", "temperature", "seed")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    n: int
+    model: str
+    temperature: float
+    seed: int
+    def __init__(self, image: _Optional[bytes] = ..., n: _Optional[int] = ..., model: _Optional[str] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class ImageCaption(_message.Message):
+    __slots__ = ("text", "score")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    score: float
+    def __init__(self, text: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class CaptionResponse(_message.Message):
+    __slots__ = ("captions", "model", "elapsed_ms")
+    CAPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    captions: _containers.RepeatedCompositeFieldContainer[ImageCaption]
+    model: str
+    elapsed_ms: float
+    def __init__(self, captions: _Optional[_Iterable[_Union[ImageCaption, _Mapping]]] = ..., model: _Optional[str] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "routes", "image_size")
+    __slots__ = ("id", "routes", "image_size", "edits")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    EDITS_FIELD_NUMBER: _ClassVar[int]
     id: str
     routes: _containers.RepeatedScalarFieldContainer[str]
     image_size: int
-    def __init__(self, id: _Optional[str] = ..., routes: _Optional[_Iterable[str]] = ..., image_size: _Optional[int] = ...) -> None: ...
+    edits: bool
+    def __init__(self, id: _Optional[str] = ..., routes: _Optional[_Iterable[str]] = ..., image_size: _Optional[int] = ..., edits: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
@@ -111,14 +193,16 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("request", "idempotency_key", "priority")
+    __slots__ = ("request", "idempotency_key", "priority", "edit")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    EDIT_FIELD_NUMBER: _ClassVar[int]
     request: GenerateRequest
     idempotency_key: str
     priority: str
-    def __init__(self, request: _Optional[_Union[GenerateRequest, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., priority: _Optional[str] = ...) -> None: ...
+    edit: EditRequest
+    def __init__(self, request: _Optional[_Union[GenerateRequest, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., priority: _Optional[str] = ..., edit: _Optional[_Union[EditRequest, _Mapping]] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)

@@ -50,6 +50,21 @@ class GenerationServiceStub:
                 request_serializer=tessera_dot_v1_dot_generation__pb2.VariationsRequest.SerializeToString,
                 response_deserializer=tessera_dot_v1_dot_generation__pb2.VariationsResponse.FromString,
                 _registered_method=True)
+        self.Edit = channel.unary_unary(
+                '/tessera.v1.GenerationService/Edit',
+                request_serializer=tessera_dot_v1_dot_generation__pb2.EditRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_generation__pb2.EditResponse.FromString,
+                _registered_method=True)
+        self.EditStream = channel.unary_stream(
+                '/tessera.v1.GenerationService/EditStream',
+                request_serializer=tessera_dot_v1_dot_generation__pb2.EditStreamRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_generation__pb2.EditStreamResponse.FromString,
+                _registered_method=True)
+        self.Caption = channel.unary_unary(
+                '/tessera.v1.GenerationService/Caption',
+                request_serializer=tessera_dot_v1_dot_generation__pb2.CaptionRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_generation__pb2.CaptionResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/tessera.v1.GenerationService/ListModels',
                 request_serializer=tessera_dot_v1_dot_generation__pb2.ListModelsRequest.SerializeToString,
@@ -96,6 +111,28 @@ class GenerationServiceServicer:
 
     def Variations(self, request, context):
         """Variations of an image (image → CLIP embedding → decoder → de-tokenizer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Edit(self, request, context):
+        """Edits an image from an instruction (the mixed model: instruction + source image → image);
+        a mask restricts where it may change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EditStream(self, request, context):
+        """Same as Edit, streaming progress events with preview images.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Caption(self, request, context):
+        """Captions of an image (the mixed model: image → text), best first, with scores.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +188,21 @@ def add_GenerationServiceServicer_to_server(servicer, server):
                     servicer.Variations,
                     request_deserializer=tessera_dot_v1_dot_generation__pb2.VariationsRequest.FromString,
                     response_serializer=tessera_dot_v1_dot_generation__pb2.VariationsResponse.SerializeToString,
+            ),
+            'Edit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Edit,
+                    request_deserializer=tessera_dot_v1_dot_generation__pb2.EditRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_generation__pb2.EditResponse.SerializeToString,
+            ),
+            'EditStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.EditStream,
+                    request_deserializer=tessera_dot_v1_dot_generation__pb2.EditStreamRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_generation__pb2.EditStreamResponse.SerializeToString,
+            ),
+            'Caption': grpc.unary_unary_rpc_method_handler(
+                    servicer.Caption,
+                    request_deserializer=tessera_dot_v1_dot_generation__pb2.CaptionRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_generation__pb2.CaptionResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -259,6 +311,87 @@ class GenerationService:
             '/tessera.v1.GenerationService/Variations',
             tessera_dot_v1_dot_generation__pb2.VariationsRequest.SerializeToString,
             tessera_dot_v1_dot_generation__pb2.VariationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Edit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.GenerationService/Edit',
+            tessera_dot_v1_dot_generation__pb2.EditRequest.SerializeToString,
+            tessera_dot_v1_dot_generation__pb2.EditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EditStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tessera.v1.GenerationService/EditStream',
+            tessera_dot_v1_dot_generation__pb2.EditStreamRequest.SerializeToString,
+            tessera_dot_v1_dot_generation__pb2.EditStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Caption(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.GenerationService/Caption',
+            tessera_dot_v1_dot_generation__pb2.CaptionRequest.SerializeToString,
+            tessera_dot_v1_dot_generation__pb2.CaptionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -145,6 +145,7 @@ class Method:
 
 
 SAMPLERS = {"Generate", "GenerateStream", "Variations", "SubmitJob"}
+SAMPLERS |= {"Edit", "EditStream", "Caption"}  # the mixed model's public methods
 
 
 def public_methods() -> list[Method]:

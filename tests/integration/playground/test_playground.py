@@ -201,7 +201,51 @@ def test_variations_of_a_dropped_and_an_uploaded_image(pg, native):
     assert "Variation of red.png" in images.first.get_attribute("alt")
     assert images.first.evaluate("img => img.naturalWidth") == native
     assert page.text_content("#var-submit") == "Make variations" and page.is_enabled("#var-submit")
-    assert page.is_hidden("#edits")  # no edit route on this server: no edit panel
+
+
+def test_edit_with_a_mask_and_caption(pg, native, stack):
+    """The session's bundle has a mixed-modal model: the panel shows, an edit with a mask
+    returns PNGs of the native size, a caption lists the model's captions, and a refused
+    edit shows the server's message."""
+    page = pg.page
+    pg.allowed = (REFUSED,)
+    assert page.is_visible("#edits")  # /v1/models says "edits": true
+    src, mask = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (native, native), (20, 40, 200)).save(src, format="PNG")
+    Image.new("RGBA", (native, native), (0, 0, 0, 0)).save(mask, format="PNG")
+    page.set_input_files(
+        "#edit-image",
+        files=[{"name": "blue.png", "mimeType": "image/png", "buffer": src.getvalue()}],
+    )
+    assert "blue.png" in page.get_attribute("#edit-source", "alt")
+    page.set_input_files(
+        "#edit-mask", files=[{"name": "m.png", "mimeType": "image/png", "buffer": mask.getvalue()}]
+    )
+    page.fill("#edit-prompt", "make the square red")
+    page.fill("#edit-n", "2")
+    page.fill("#edit-seed", "5")
+    page.click("#edit-submit")
+    page.wait_for_selector("#images img.final")
+    images = page.locator("#images img.final")
+    assert images.count() == 2
+    assert "make the square red" in images.first.get_attribute("alt")
+    assert images.first.evaluate("img => img.naturalWidth") == native
+    files = {"image": ("blue.png", src.getvalue(), "image/png")}
+    form = {"prompt": "make the square red", "n": "2", "seed": "5"}
+    files["mask"] = ("m.png", mask.getvalue(), "image/png")
+    direct = httpx.post(f"{stack['http']}/v1/images/edits", files=files, data=form, timeout=120)
+    assert png_bytes(images.first.get_attribute("src")) == base64.b64decode(
+        direct.json()["data"][0]["b64_json"]
+    )
+    page.click("#caption-submit")
+    page.wait_for_selector("#captions:not([hidden]) li")
+    assert page.locator("#captions li").count() == 1
+    assert "score" in page.text_content("#captions li")
+    page.fill("#edit-prompt", "   ")  # blank: the server refuses it, the page says why
+    page.click("#edit-submit")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "blank" in page.text_content("#error")
+    assert page.is_enabled("#edit-submit") and page.text_content("#edit-submit") == "Edit"
 
 
 def test_the_servers_messages_are_shown(pg, stack):

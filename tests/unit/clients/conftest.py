@@ -136,6 +136,14 @@ class ScriptedGeneration(generation_pb2_grpc.GenerationServiceServicer):
     def GenerateStream(self, request, context):  # noqa: N802
         yield from self._next("GenerateStream", context)
 
+    def Edit(self, request, context):  # noqa: N802
+        self.calls.append(("Edit.request", {"request": request}, time.monotonic()))
+        return self._next("Edit", context)
+
+    def Caption(self, request, context):  # noqa: N802
+        self.calls.append(("Caption.request", {"request": request}, time.monotonic()))
+        return self._next("Caption", context)
+
 
 @pytest.fixture
 def grpc_server() -> Iterator[tuple[ScriptedGeneration, str]]:

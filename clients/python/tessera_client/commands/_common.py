@@ -88,7 +88,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per ``GenerateRequest`` field (a test checks none is missing)."""
     group = parser.add_argument_group("generation")
     group.add_argument(
-        "--route", choices=["ar", "unclip", "pixel"], default=None, help="default: ar"
+        "--route", choices=["ar", "unclip", "pixel", "mixed"], default=None, help="default: ar"
     )
     add_image_arguments(group, "images")
     group.add_argument(

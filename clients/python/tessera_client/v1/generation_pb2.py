@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from tessera_client.v1 import common_pb2 as tessera_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btessera/v1/generation.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\xd0\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\t\n\x01n\x18\x03 \x01(\x05\x12\x0c\n\x04size\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x08 \x01(\x05H\x02\x88\x01\x01\x12\x18\n\x0btemperature\x18\t \x01(\x02H\x03\x88\x01\x01\x12\x12\n\x05top_k\x18\n \x01(\x05H\x04\x88\x01\x01\x12\x12\n\x05top_p\x18\x0b \x01(\x02H\x05\x88\x01\x01\x12\x17\n\ncandidates\x18\x0c \x01(\x05H\x06\x88\x01\x01\x42\x07\n\x05_seedB\x11\n\x0f_guidance_scaleB\x08\n\x06_stepsB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\r\n\x0b_candidates\"u\n\x10GenerateResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.tessera.v1.Image\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\r\n\x05route\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nelapsed_ms\x18\x05 \x01(\x01\"E\n\x15GenerateStreamRequest\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.tessera.v1.GenerateRequest\"\x93\x01\n\x16GenerateStreamResponse\x12&\n\x08progress\x18\x01 \x01(\x0b\x32\x14.tessera.v1.Progress\x12#\n\x08previews\x18\x02 \x03(\x0b\x32\x11.tessera.v1.Image\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1c.tessera.v1.GenerateResponse\"\xb4\x01\n\x11VariationsRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x0c\n\x04size\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x07 \x01(\x05H\x02\x88\x01\x01\x42\x07\n\x05_seedB\x11\n\x0f_guidance_scaleB\x08\n\x06_steps\"B\n\x12VariationsResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1c.tessera.v1.GenerateResponse\"\x13\n\x11ListModelsRequest\";\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06routes\x18\x02 \x03(\t\x12\x12\n\nimage_size\x18\x03 \x01(\x05\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.tessera.v1.ModelInfo\"k\n\x10SubmitJobRequest\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.tessera.v1.GenerateRequest\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\t\"1\n\x11SubmitJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.tessera.v1.Job\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\".\n\x0eGetJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.tessera.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"1\n\x11\x43\x61ncelJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.tessera.v1.Job\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x81\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x12\n\nstarted_at\x18\x06 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x07 \x01(\x01\x12\x19\n\x11result_expires_at\x18\x08 \x01(\x01\x12,\n\x06result\x18\t \x01(\x0b\x32\x1c.tessera.v1.GenerateResponse\x12\r\n\x05\x65rror\x18\n \x01(\t\x12&\n\x08progress\x18\x0b \x01(\x0b\x32\x14.tessera.v1.Progress\"U\n\x10WatchJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.tessera.v1.Job\x12#\n\x08previews\x18\x02 \x03(\x0b\x32\x11.tessera.v1.Image2\xed\x04\n\x11GenerationService\x12\x45\n\x08Generate\x12\x1b.tessera.v1.GenerateRequest\x1a\x1c.tessera.v1.GenerateResponse\x12Y\n\x0eGenerateStream\x12!.tessera.v1.GenerateStreamRequest\x1a\".tessera.v1.GenerateStreamResponse0\x01\x12K\n\nVariations\x12\x1d.tessera.v1.VariationsRequest\x1a\x1e.tessera.v1.VariationsResponse\x12K\n\nListModels\x12\x1d.tessera.v1.ListModelsRequest\x1a\x1e.tessera.v1.ListModelsResponse\x12H\n\tSubmitJob\x12\x1c.tessera.v1.SubmitJobRequest\x1a\x1d.tessera.v1.SubmitJobResponse\x12?\n\x06GetJob\x12\x19.tessera.v1.GetJobRequest\x1a\x1a.tessera.v1.GetJobResponse\x12H\n\tCancelJob\x12\x1c.tessera.v1.CancelJobRequest\x1a\x1d.tessera.v1.CancelJobResponse\x12G\n\x08WatchJob\x12\x1b.tessera.v1.WatchJobRequest\x1a\x1c.tessera.v1.WatchJobResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btessera/v1/generation.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\xd0\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\t\n\x01n\x18\x03 \x01(\x05\x12\x0c\n\x04size\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x08 \x01(\x05H\x02\x88\x01\x01\x12\x18\n\x0btemperature\x18\t \x01(\x02H\x03\x88\x01\x01\x12\x12\n\x05top_k\x18\n \x01(\x05H\x04\x88\x01\x01\x12\x12\n\x05top_p\x18\x0b \x01(\x02H\x05\x88\x01\x01\x12\x17\n\ncandidates\x18\x0c \x01(\x05H\x06\x88\x01\x01\x42\x07\n\x05_seedB\x11\n\x0f_guidance_scaleB\x08\n\x06_stepsB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\r\n\x0b_candidates\"u\n\x10GenerateResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.tessera.v1.Image\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\r\n\x05route\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nelapsed_ms\x18\x05 \x01(\x01\"E\n\x15GenerateStreamRequest\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.tessera.v1.GenerateRequest\"\x93\x01\n\x16GenerateStreamResponse\x12&\n\x08progress\x18\x01 \x01(\x0b\x32\x14.tessera.v1.Progress\x12#\n\x08previews\x18\x02 \x03(\x0b\x32\x11.tessera.v1.Image\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1c.tessera.v1.GenerateResponse\"\xb4\x01\n\x11VariationsRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x0c\n\x04size\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x07 \x01(\x05H\x02\x88\x01\x01\x42\x07\n\x05_seedB\x11\n\x0f_guidance_scaleB\x08\n\x06_steps\"B\n\x12VariationsResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1c.tessera.v1.GenerateResponse\"\xb2\x02\n\x0b\x45\x64itRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0c\n\x04mask\x18\x03 \x01(\x0c\x12\t\n\x01n\x18\x04 \x01(\x05\x12\x0c\n\x04size\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x08 \x01(\x02H\x01\x88\x01\x01\x12!\n\x14image_guidance_scale\x18\t \x01(\x02H\x02\x88\x01\x01\x12\x18\n\x0btemperature\x18\n \x01(\x02H\x03\x88\x01\x01\x12\x12\n\x05top_k\x18\x0b \x01(\x05H\x04\x88\x01\x01\x42\x07\n\x05_seedB\x11\n\x0f_guidance_scaleB\x17\n\x15_image_guidance_scaleB\x0e\n\x0c_temperatureB\x08\n\x06_top_k\"<\n\x0c\x45\x64itResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1c.tessera.v1.GenerateResponse\"=\n\x11\x45\x64itStreamRequest\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.tessera.v1.EditRequest\"\x8f\x01\n\x12\x45\x64itStreamResponse\x12&\n\x08progress\x18\x01 \x01(\x0b\x32\x14.tessera.v1.Progress\x12#\n\x08previews\x18\x02 \x03(\x0b\x32\x11.tessera.v1.Image\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1c.tessera.v1.GenerateResponse\"\x7f\n\x0e\x43\x61ptionRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\t\n\x01n\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x07\n\x05_seed\"+\n\x0cImageCaption\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"`\n\x0f\x43\x61ptionResponse\x12*\n\x08\x63\x61ptions\x18\x01 \x03(\x0b\x32\x18.tessera.v1.ImageCaption\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\"\x13\n\x11ListModelsRequest\"J\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06routes\x18\x02 \x03(\t\x12\x12\n\nimage_size\x18\x03 \x01(\x05\x12\r\n\x05\x65\x64its\x18\x04 \x01(\x08\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.tessera.v1.ModelInfo\"\x92\x01\n\x10SubmitJobRequest\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.tessera.v1.GenerateRequest\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\t\x12%\n\x04\x65\x64it\x18\x04 \x01(\x0b\x32\x17.tessera.v1.EditRequest\"1\n\x11SubmitJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.tessera.v1.Job\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\".\n\x0eGetJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.tessera.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"1\n\x11\x43\x61ncelJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.tessera.v1.Job\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x81\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x12\n\nstarted_at\x18\x06 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x07 \x01(\x01\x12\x19\n\x11result_expires_at\x18\x08 \x01(\x01\x12,\n\x06result\x18\t \x01(\x0b\x32\x1c.tessera.v1.GenerateResponse\x12\r\n\x05\x65rror\x18\n \x01(\t\x12&\n\x08progress\x18\x0b \x01(\x0b\x32\x14.tessera.v1.Progress\"U\n\x10WatchJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.tessera.v1.Job\x12#\n\x08previews\x18\x02 \x03(\x0b\x32\x11.tessera.v1.Image2\xbb\x06\n\x11GenerationService\x12\x45\n\x08Generate\x12\x1b.tessera.v1.GenerateRequest\x1a\x1c.tessera.v1.GenerateResponse\x12Y\n\x0eGenerateStream\x12!.tessera.v1.GenerateStreamRequest\x1a\".tessera.v1.GenerateStreamResponse0\x01\x12K\n\nVariations\x12\x1d.tessera.v1.VariationsRequest\x1a\x1e.tessera.v1.VariationsResponse\x12\x39\n\x04\x45\x64it\x12\x17.tessera.v1.EditRequest\x1a\x18.tessera.v1.EditResponse\x12M\n\nEditStream\x12\x1d.tessera.v1.EditStreamRequest\x1a\x1e.tessera.v1.EditStreamResponse0\x01\x12\x42\n\x07\x43\x61ption\x12\x1a.tessera.v1.CaptionRequest\x1a\x1b.tessera.v1.CaptionResponse\x12K\n\nListModels\x12\x1d.tessera.v1.ListModelsRequest\x1a\x1e.tessera.v1.ListModelsResponse\x12H\n\tSubmitJob\x12\x1c.tessera.v1.SubmitJobRequest\x1a\x1d.tessera.v1.SubmitJobResponse\x12?\n\x06GetJob\x12\x19.tessera.v1.GetJobRequest\x1a\x1a.tessera.v1.GetJobResponse\x12H\n\tCancelJob\x12\x1c.tessera.v1.CancelJobRequest\x1a\x1d.tessera.v1.CancelJobResponse\x12G\n\x08WatchJob\x12\x1b.tessera.v1.WatchJobRequest\x1a\x1c.tessera.v1.WatchJobResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,30 +45,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VARIATIONSREQUEST']._serialized_end=928
   _globals['_VARIATIONSRESPONSE']._serialized_start=930
   _globals['_VARIATIONSRESPONSE']._serialized_end=996
-  _globals['_LISTMODELSREQUEST']._serialized_start=998
-  _globals['_LISTMODELSREQUEST']._serialized_end=1017
-  _globals['_MODELINFO']._serialized_start=1019
-  _globals['_MODELINFO']._serialized_end=1078
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1080
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1139
-  _globals['_SUBMITJOBREQUEST']._serialized_start=1141
-  _globals['_SUBMITJOBREQUEST']._serialized_end=1248
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=1250
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=1299
-  _globals['_GETJOBREQUEST']._serialized_start=1301
-  _globals['_GETJOBREQUEST']._serialized_end=1328
-  _globals['_GETJOBRESPONSE']._serialized_start=1330
-  _globals['_GETJOBRESPONSE']._serialized_end=1376
-  _globals['_CANCELJOBREQUEST']._serialized_start=1378
-  _globals['_CANCELJOBREQUEST']._serialized_end=1408
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1410
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1459
-  _globals['_WATCHJOBREQUEST']._serialized_start=1461
-  _globals['_WATCHJOBREQUEST']._serialized_end=1490
-  _globals['_JOB']._serialized_start=1493
-  _globals['_JOB']._serialized_end=1750
-  _globals['_WATCHJOBRESPONSE']._serialized_start=1752
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1837
-  _globals['_GENERATIONSERVICE']._serialized_start=1840
-  _globals['_GENERATIONSERVICE']._serialized_end=2461
+  _globals['_EDITREQUEST']._serialized_start=999
+  _globals['_EDITREQUEST']._serialized_end=1305
+  _globals['_EDITRESPONSE']._serialized_start=1307
+  _globals['_EDITRESPONSE']._serialized_end=1367
+  _globals['_EDITSTREAMREQUEST']._serialized_start=1369
+  _globals['_EDITSTREAMREQUEST']._serialized_end=1430
+  _globals['_EDITSTREAMRESPONSE']._serialized_start=1433
+  _globals['_EDITSTREAMRESPONSE']._serialized_end=1576
+  _globals['_CAPTIONREQUEST']._serialized_start=1578
+  _globals['_CAPTIONREQUEST']._serialized_end=1705
+  _globals['_IMAGECAPTION']._serialized_start=1707
+  _globals['_IMAGECAPTION']._serialized_end=1750
+  _globals['_CAPTIONRESPONSE']._serialized_start=1752
+  _globals['_CAPTIONRESPONSE']._serialized_end=1848
+  _globals['_LISTMODELSREQUEST']._serialized_start=1850
+  _globals['_LISTMODELSREQUEST']._serialized_end=1869
+  _globals['_MODELINFO']._serialized_start=1871
+  _globals['_MODELINFO']._serialized_end=1945
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1947
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2006
+  _globals['_SUBMITJOBREQUEST']._serialized_start=2009
+  _globals['_SUBMITJOBREQUEST']._serialized_end=2155
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=2157
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=2206
+  _globals['_GETJOBREQUEST']._serialized_start=2208
+  _globals['_GETJOBREQUEST']._serialized_end=2235
+  _globals['_GETJOBRESPONSE']._serialized_start=2237
+  _globals['_GETJOBRESPONSE']._serialized_end=2283
+  _globals['_CANCELJOBREQUEST']._serialized_start=2285
+  _globals['_CANCELJOBREQUEST']._serialized_end=2315
+  _globals['_CANCELJOBRESPONSE']._serialized_start=2317
+  _globals['_CANCELJOBRESPONSE']._serialized_end=2366
+  _globals['_WATCHJOBREQUEST']._serialized_start=2368
+  _globals['_WATCHJOBREQUEST']._serialized_end=2397
+  _globals['_JOB']._serialized_start=2400
+  _globals['_JOB']._serialized_end=2657
+  _globals['_WATCHJOBRESPONSE']._serialized_start=2659
+  _globals['_WATCHJOBRESPONSE']._serialized_end=2744
+  _globals['_GENERATIONSERVICE']._serialized_start=2747
+  _globals['_GENERATIONSERVICE']._serialized_end=3574
 # @@protoc_insertion_point(module_scope)

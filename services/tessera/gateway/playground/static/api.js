@@ -84,6 +84,8 @@ export const getJob = (id, includeResult = true) =>
   request(`v1/jobs/${encodeURIComponent(id)}?include_result=${includeResult}`);
 export const cancelJob = (id) => request(`v1/jobs/${encodeURIComponent(id)}`, { method: "DELETE" });
 export const variations = (form) => request("v1/images/variations", { method: "POST", form });
+export const edit = (form) => request("v1/images/edits", { method: "POST", form });
+export const caption = (form) => request("v1/images/captions", { method: "POST", form });
 
 /**
  * A job's Server-Sent Events, read with fetch (EventSource cannot send the key).

@@ -5,7 +5,8 @@ import * as form from "./form.js";
 import * as history from "./history.js";
 import * as jobs from "./jobs.js";
 import * as snippets from "./snippets.js";
-import { initVariations, showEdits } from "./variations.js";
+import { initEdits, showEdits } from "./edits.js";
+import { initVariations } from "./variations.js";
 import { showError, clearError } from "./notice.js";
 
 const $ = (id) => document.getElementById(id);
@@ -21,7 +22,7 @@ async function loadModels() {
     const body = await api.listModels();
     const models = body.data;
     form.fillModels(models);
-    showEdits(models.flatMap((m) => m.routes));
+    showEdits(models);
     const m = models[0];
     $("server-info").textContent =
       `${models.length === 1 ? `Model ${m.id}` : `${models.length} models`} · ` +
@@ -58,6 +59,7 @@ function init() {
   initKey();
   form.initForm(refreshSnippets);
   initVariations();
+  initEdits();
   history.init({
     show: (entry) => jobs.view(entry),
     reuse: (entry, withSeed) => {

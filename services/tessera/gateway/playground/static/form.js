@@ -2,7 +2,7 @@
 // Bounds are the server's: the form sends what was typed and shows the server's message.
 
 // Routes that sample image tokens (temperature / top-k apply); the others denoise (steps).
-const TOKEN_ROUTES = new Set(["ar"]);
+const TOKEN_ROUTES = new Set(["ar", "mixed"]);
 // Routes that are not text-to-image (kept out of the generate form's route list).
 const IMAGE_IN_ROUTES = new Set(["edit", "edits"]);
 const SIZE_FACTORS = [1, 2, 4, 8, 16];

@@ -74,8 +74,3 @@ export function initVariations() {
   });
   $("variations-form").addEventListener("submit", submit);
 }
-
-/** The edits panel appears only when the server reports an edit route (none exists yet). */
-export function showEdits(routes) {
-  $("edits").hidden = !routes.some((r) => r === "edit" || r === "edits");
-}
