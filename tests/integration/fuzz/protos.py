@@ -146,6 +146,9 @@ class Method:
 
 SAMPLERS = {"Generate", "GenerateStream", "Variations", "SubmitJob"}
 SAMPLERS |= {"Edit", "EditStream", "Caption"}  # the mixed model's public methods
+# ... and its own contract's (forwarded by the gateway like every registered service)
+SAMPLERS |= {"GenerateGrids", "GenerateGridsStream", "EditGrids", "EditGridsStream"}
+SAMPLERS |= {"CaptionGrids"}
 
 
 def public_methods() -> list[Method]:
