@@ -111,6 +111,10 @@ def render_markdown(report: dict) -> str:
             "",
         ]
     text = "\n".join(lines)
+    if "mixed" in report:  # the mixed-modal model's section (tessera.evaluation.mixed)
+        from tessera.evaluation.mixed import render
+
+        text += "\n" + render(report["mixed"], dataset)
     if "pixel" in report:  # `tessera eval pixel`'s section (tessera.pixel.eval)
         from tessera.pixel.eval import render
 

@@ -18,9 +18,22 @@ from PIL import Image
 from tessera.common.checkpoint import load_component
 from tessera.common.images import arrays_to_tensor, make_grid, tensor_to_arrays
 from tessera.data import load_dataset
+from tessera.data.edit_sets import read_edit_set
+from tessera.data.scenes import check_scene
 from tessera.tokenizer.losses import code_statistics, gmsd, psnr, sharpness, ssim
 from tessera.training.cli import add_dataset_arguments
 from tessera.training.reports import write_report
+
+
+def scene_read_rates(originals: np.ndarray, reconstructions: np.ndarray) -> dict[int, float]:
+    """Shapes scenes: the share of reconstructions the checker reads back as the original's
+    scene, by the original's shape count (unreadable originals are skipped)."""
+    hits: dict[int, list[bool]] = {}
+    for original, rec in zip(originals, reconstructions, strict=True):
+        scene = check_scene(original)
+        if scene is not None:
+            hits.setdefault(len(scene), []).append(check_scene(rec) == scene)
+    return {n: float(np.mean(v)) for n, v in sorted(hits.items())}
 
 
 @torch.no_grad()
@@ -74,6 +87,16 @@ def shapes_checker_accuracy(images: np.ndarray, captions: list[list[str]]) -> fl
     return float(np.mean(hits))
 
 
+def edit_set_metrics(model: torch.nn.Module, name: str, split: str, data_dir: Path | None) -> dict:
+    """Reconstruction PSNR on an edit set's sources and targets, and the scene read rates."""
+    edits = read_edit_set(name, data_dir)
+    rows = np.ones(len(edits), bool) if split == "all" else edits.heldout == (split == "heldout")
+    images = np.concatenate([edits.source[rows], edits.target[rows]])
+    m = evaluate(model, images)
+    rates = scene_read_rates(images, m["reconstructions"]) if name == "edits-shapes" else {}
+    return {"images": len(images), "psnr_db": m["psnr_db"], "scene_read": rates}
+
+
 def comparison_grid(rows: list[np.ndarray], columns: int = 16, scale: int = 2) -> np.ndarray:
     """Stack image rows (each (N, S, S, 3)) in bands of ``columns``: for each band, the
     originals' row on top, then each model's row below it."""
@@ -99,6 +122,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", type=Path, default=None, help="a second tokenizer to show")
     parser.add_argument("--out", type=Path, default=None, help="default: CHECKPOINT/eval")
     parser.add_argument("--grid-images", type=int, default=48, help="images in the PNG")
+    parser.add_argument(
+        "--edit-set", default=None,
+        help="also score an edit set's images of the split (sources and targets): PSNR and, "
+        "for edits-shapes, the share the checker reads back as the same scene, by shape count",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
 
 
@@ -126,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset == "shapes":  # the ceiling the tokenizer sets for generators
             metrics["checker_accuracy"] = shapes_checker_accuracy(recons, ds.captions)
         rows.append(recons[picks])
+        if args.edit_set:
+            metrics["edit_set"] = edit_set_metrics(model, args.edit_set, args.split, args.data_dir)
         report[role] = metrics
     if args.compare:  # the compared model goes in the middle row: original / compare / model
         rows = [rows[0], rows[2], rows[1]]
@@ -146,5 +176,12 @@ def run(args: argparse.Namespace) -> int:
             + f"sharpness {m['sharpness_ratio']:.3f}"
             + (f", checker {m['checker_accuracy']:.1%}" if "checker_accuracy" in m else "")
         )
+        if "edit_set" in m:
+            e = m["edit_set"]
+            reads = ", ".join(f"{n} shapes {v:.1%}" for n, v in e["scene_read"].items())
+            print(
+                f"  {args.edit_set} ({e['images']} images): PSNR {e['psnr_db']:.2f} dB; "
+                f"read back: {reads}"
+            )
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'reconstructions.png'}")
     return 0

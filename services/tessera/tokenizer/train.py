@@ -30,9 +30,8 @@ from tqdm import tqdm
 from tessera.common.checkpoint import load_component, read_config, save_component
 from tessera.common.errors import InvalidArgument
 from tessera.common.images import arrays_to_tensor
-from tessera.data import load_dataset
 from tessera.tokenizer.discriminator import DiscriminatorConfig, PatchDiscriminator
-from tessera.tokenizer.eval import comparison_grid, evaluate
+from tessera.tokenizer.eval import comparison_grid, evaluate, scene_read_rates
 from tessera.tokenizer.losses import (
     ReconstructionWeights,
     adaptive_weight,
@@ -41,9 +40,11 @@ from tessera.tokenizer.losses import (
     reconstruction_loss,
 )
 from tessera.tokenizer.model import VQConfig, VQModel
+from tessera.tokenizer.plots import plot_history
+from tessera.tokenizer.trainset import training_images
 from tessera.training.cli import add_run_arguments
+from tessera.training.components import component_dir
 from tessera.training.optim import cosine_decay, optimizer_step
-from tessera.training.plots import pyplot
 from tessera.training.state import optimizer_from_files, optimizer_to_files
 
 STATE_DIR = "train_state"
@@ -75,6 +76,8 @@ class TrainConfig:
     log_every: int = 25
     eval_images: int = 128  # held-out images scored at each checkpoint (monitoring only)
     seed: int = 0
+    edit_images: list[str] = field(default_factory=list)  # edit sets' scenes, trained on too
+    init_from: str | None = None  # a tokenizer component whose weights the run starts from
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -225,7 +228,11 @@ class Trainer:
         grid = comparison_grid([self.eval_images[:16], recon[:16]], columns=16)
         Image.fromarray(grid).save(self.out / "samples.png")
         keys = ("psnr_db", "ssim", "usage_pct", "perplexity", "sharpness_ratio")
-        return {k: m[k] for k in keys if m[k] is not None}  # kl: no codes, no usage
+        out = {k: m[k] for k in keys if m[k] is not None}  # kl: no codes, no usage
+        if self.cfg.dataset == "shapes":  # scenes read back by the checker, per shape count
+            rates = scene_read_rates(self.eval_images, recon)
+            out |= {f"read_{n}_shapes_pct": 100 * v for n, v in rates.items()}
+        return out
 
     def fit(self, progress: bool = True) -> dict:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -263,37 +270,6 @@ class Trainer:
         return final
 
 
-# --- plotting --------------------------------------------------------------------------------
-
-
-def plot_history(history: list[dict], path: Path) -> None:
-    plt = pyplot()
-
-    panels = [
-        ("reconstruction", ["l1", "mse", "grad"]),
-        ("codebook or KL / GAN", ["quant", "g_loss", "d_loss"]),
-        ("held-out PSNR (dB)", ["eval_psnr_db"]),
-        ("held-out codebook usage (%)", ["eval_usage_pct"]),
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
-    for ax, (title, keys) in zip(axes, panels, strict=True):
-        for key in keys:
-            pts = [(h["step"], h[key]) for h in history if key in h]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, label=key, marker="." if key.startswith("eval") else None)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        if title == "reconstruction":
-            ax.set_yscale("log")
-        if ax.get_lines():
-            ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 # --- CLI ---------------------------------------------------------------------------------------
 
 
@@ -307,6 +283,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gan-start", type=int, default=None, help="step the GAN starts")
     parser.add_argument("--no-gan", action="store_true", help="VQ-VAE only (baseline)")
+    parser.add_argument(
+        "--init-from", type=Path, default=None,
+        help="start from this tokenizer's weights and config (a component dir or a bundle); "
+        "the preset and architecture flags are then ignored",
+    )  # fmt: skip
+    parser.add_argument(
+        "--edit-images", nargs="+", default=None, metavar="EDIT_SET",
+        help="also train on these edit sets' training images (sources and targets), e.g. "
+        "edits-shapes: scenes of several shapes; their held-out images join the monitor",
+    )  # fmt: skip
     parser.add_argument(
         "--kind", choices=["vq", "gumbel", "kl", "vae"], default="vq",
         help="bottleneck: vq (VQ-VAE/GAN), gumbel (dVAE), kl (KL autoencoder), vae (kl at KL "
@@ -334,6 +320,8 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
         "dataset": args.dataset, "steps": args.steps, "gan_start": args.gan_start,
         "batch_size": args.batch_size, "lr": args.lr, "disc_weight": args.disc_weight,
         "max_minutes": args.max_minutes, "ckpt_every": args.ckpt_every, "seed": args.seed,
+        "edit_images": args.edit_images,
+        "init_from": str(args.init_from) if args.init_from else None,
     }  # fmt: skip
     cfg = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
     if args.no_gan or args.kind != "vq":
@@ -350,6 +338,9 @@ def run(args: argparse.Namespace) -> int:
         cfg = _train_config(args, TrainConfig.from_dict(state["train_config"]))
         meta = read_config(out)
         model_cfg = VQConfig.from_dict(meta)
+    elif args.init_from:
+        cfg = _train_config(args, TrainConfig())
+        model_cfg = VQConfig.from_dict(read_config(component_dir(args.init_from, "tokenizer")))
     else:
         cfg = _train_config(args, TrainConfig())
         preset = dict(PRESETS[args.preset])
@@ -365,20 +356,22 @@ def run(args: argparse.Namespace) -> int:
         if args.kl_weight is not None or args.kind == "vae":
             preset["kl_weight"] = 1.0 if args.kl_weight is None else args.kl_weight
         model_cfg = VQConfig(**preset)
-    train = load_dataset(cfg.dataset, "train", args.data_dir)
-    heldout = load_dataset(cfg.dataset, "heldout", args.data_dir)
-    rng = np.random.default_rng(0)  # a fixed, spread sample of held-out images to monitor
-    eval_images = heldout.images[rng.permutation(len(heldout))]
-    trainer = Trainer(model_cfg, cfg, out, train.images, eval_images)
+    train_images, eval_images = training_images(cfg.dataset, cfg.edit_images, args.data_dir)
+    trainer = Trainer(model_cfg, cfg, out, train_images, eval_images)
     if resuming:
         trainer.load()
+    elif args.init_from:
+        start = load_component(component_dir(args.init_from, "tokenizer"))
+        trainer.model.load_state_dict(start.state_dict())
     n_params = sum(p.numel() for p in trainer.model.parameters())
     print(
         f"tokenizer: {n_params / 1e6:.2f}M params, {model_cfg.image_size}px -> "
         f"{model_cfg.grid_size}x{model_cfg.grid_size} x {trainer.model.codebook_size or 'no'} "
         f"codes ({model_cfg.kind if model_cfg.kind != 'vq' else model_cfg.quantizer}); "
-        f"{len(train)} {cfg.dataset} train images; "
-        f"{'resuming at step ' + str(trainer.step) if resuming else 'from scratch'}"
+        f"{len(train_images)} train images ({cfg.dataset}"
+        f"{''.join(' + ' + e for e in cfg.edit_images)}); "
+        f"{'resuming at step ' + str(trainer.step) if resuming else ''}"
+        f"{'' if resuming else 'from ' + (cfg.init_from or 'scratch')}"
     )
     final = trainer.fit(progress=not args.no_progress)
     print(

@@ -131,3 +131,48 @@ def test_gmsd_ranks_blur_and_identity():
     assert torch.allclose(gmsd(x, x), torch.zeros(4), atol=1e-6)
     assert (gmsd(blurred, x) > 0.01).all()
     assert (sharpness(blurred) < sharpness(x)).all()
+
+
+def test_init_from_and_edit_images(tmp_path, capsys):
+    """`--init-from` starts from a tokenizer's weights; `--edit-images` adds an edit set's
+    scenes to the training images and the monitor (read back by the checker per count)."""
+    from tessera.data import edit_sets, load_dataset
+
+    data = tmp_path / "data"
+    shapes.prepare(data, per_combo=1)
+    edit_sets.prepare("edits-shapes", data, per_kind=3, progress=False)
+    base = ["--dataset", "shapes", "--preset", "tiny", "--batch-size", "4",
+            "--data-dir", str(data), "--no-progress"]  # fmt: skip
+
+    def train(*extra: str) -> int:
+        parser = argparse.ArgumentParser()
+        tok_train.add_arguments(parser)
+        return tok_train.run(parser.parse_args([*base, *extra]))
+
+    assert train("--out", str(tmp_path / "a"), "--steps", "2") == 0
+    start = load_component(tmp_path / "a").state_dict()
+    capsys.readouterr()
+    out = tmp_path / "b"
+    args = ["--out", str(out), "--init-from", str(tmp_path / "a"), "--edit-images",
+            "edits-shapes", "--steps", "0"]  # fmt: skip
+    assert train(*args) == 0
+    said = capsys.readouterr().out
+    edits = edit_sets.read_edit_set("edits-shapes", data)
+    n_train = int((~load_dataset("shapes", "all", data).heldout).sum())
+    expected = n_train + 2 * int((~edits.heldout).sum())  # every training source and target
+    assert f"{expected} train images (shapes + edits-shapes)" in said
+    assert f"from {tmp_path / 'a'}" in said
+    after = load_component(out).state_dict()  # no steps: exactly the weights it started from
+    assert all(torch.equal(start[k], after[k]) for k in start)
+    final = json.loads((out / "history.json").read_text())[-1]
+    assert "eval_read_1_shapes_pct" in final and "eval_read_2_shapes_pct" in final
+    state = json.loads((out / "train_state" / "state.json").read_text())
+    assert state["train_config"]["edit_images"] == ["edits-shapes"]
+    parser = argparse.ArgumentParser()
+    tok_eval.add_arguments(parser)
+    args = parser.parse_args(["--checkpoint", str(out), "--dataset", "shapes", "--data-dir",
+                              str(data), "--edit-set", "edits-shapes",
+                              "--grid-images", "4"])  # fmt: skip
+    assert tok_eval.run(args) == 0
+    scored = json.loads((out / "eval" / "metrics.json").read_text())["model"]["edit_set"]
+    assert set(scored["scene_read"]) <= {"1", "2"} and scored["images"] > 0
