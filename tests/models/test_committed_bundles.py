@@ -36,10 +36,11 @@ def weight_bytes(bundle: str) -> int:
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_bundle_verifies_against_its_index(bundle):
     index = read_bundle_index(MODELS / bundle)
-    # `tessera train all` trains the five; the pixel route's model is trained on its own
-    # (`tessera train pixel`, docs/decisions/pixel-route.md) and added to the shapes bundle.
+    # `tessera train all` trains the five; the pixel route's model (`tessera train pixel`,
+    # shapes only) and the mixed-modal model (`tessera train mixed`) are trained on their own
+    # and added to the bundle.
     trained_together = {"tokenizer", "clip", "lm", "prior", "decoder"}
-    assert set(index["components"]) - {"pixel"} == trained_together
+    assert set(index["components"]) - {"pixel", "mixed"} == trained_together
     for component in index["components"]:
         verify_component(MODELS / bundle, component)
     training = index["training"]
@@ -89,3 +90,36 @@ def test_report_md_is_rendered_from_report_json(bundle):
 
     report = json.loads((MODELS / bundle / "report.json").read_text())
     assert render_markdown(report) == (MODELS / bundle / "REPORT.md").read_text()
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_mixed_component_is_trained_on_its_own(bundle):
+    """The mixed-modal model is trained by ``tessera train mixed`` on the bundle's tokenizer
+    (not by ``tessera train all``) and verified like every component."""
+    index = read_bundle_index(MODELS / bundle)
+    assert "mixed" in index["components"]
+    assert "tokenizer.json" in index["components"]["mixed"]["files"]  # its text BPE
+    training = json.loads((MODELS / bundle / "training.json").read_text())
+    assert "mixed" in training
+
+
+def test_shapes_mixed_model_captions_training_shapes(pipelines):
+    """Greedy captions of canonical training-combination shapes, through the route code,
+    read back by the caption parser (the report measures 75% on 200 training images)."""
+    import asyncio
+
+    from tessera.common.images import encode_png
+    from tessera.data.shapes import all_attrs, is_heldout, parse_caption, render
+    from tessera.routes.schemas import CaptionParams
+
+    seen = [a for a in all_attrs() if not is_heldout(a)]
+    picked = [seen[i] for i in np.linspace(0, len(seen) - 1, 16).round().astype(int)]
+    shapes = pipelines["shapes"]
+
+    async def caption_all() -> list[str]:
+        params = CaptionParams()
+        return [(await shapes.caption(encode_png(render(a)), params))[0].text for a in picked]
+
+    texts = asyncio.run(caption_all())
+    hits = [parse_caption(t) == a for t, a in zip(texts, picked, strict=True)]
+    assert np.mean(hits) >= 0.4, list(zip(texts, [a.key for a in picked], strict=True))
