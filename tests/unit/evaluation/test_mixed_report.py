@@ -33,7 +33,7 @@ def test_mixed_section_refreshed_alone(tmp_path):
     save_component(out / "tokenizer", VQModel(vq_config), vq_config)
     write_bundle_index(out, "shapes", {"kind": "random-init"})
     codec = TextCodec(train_text_tokenizer(corpus(["shapes", "edits-shapes"], data_dir), 300), 8)
-    (out / "mixed").mkdir()
+    (out / "mixed").mkdir(exist_ok=True)  # replaces the random bundle's own mixed model
     codec.save(out / "mixed")
     config = MixedConfig.tiny(text_vocab=codec.vocab_size, image_vocab=64, grid_size=4)
     save_component(out / "mixed", MixedTransformer(config), config)
