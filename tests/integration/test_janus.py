@@ -36,20 +36,16 @@ from tessera.v1 import (
 
 pytestmark = [
     pytest.mark.integration,
-    # Since the MixedModel deployment joined the registry (2026-12-03) the second "janus" app
-    # never reaches RUNNING inside the session stack (setup times out after 600 s), and the
-    # half-deployed second app then breaks every later gRPC call without application metadata.
-    # Skipped until that is found; see the session note.
-    pytest.mark.skip(reason="the janus app stays pending beside the session stack"),
 ]
 
 APP = "janus"
 METADATA = (("application", APP),)  # two applications: Serve routes gRPC by this key
 PROMPT = "a red cat"
 GUIDANCE = 5.0
-SMALL = {"ray_actor_options": {"num_cpus": 0.05}, "num_replicas": 1}
-# Every deployment of the second app gets a sliver of a CPU: the session stack already holds
-# most of the 2 logical CPUs, and a replica that does not fit leaves the app pending forever.
+SMALL = {"ray_actor_options": {"num_cpus": 0}, "num_replicas": 1}
+# The second app's replicas ask for no logical CPU: the session stack's deployments already
+# reserve 1.9 of the 2 (local.yaml), and a replica that does not fit leaves the app pending
+# forever (with MixedModel's 0.2 the old 0.05-CPU slivers stopped fitting).
 DEPLOYMENTS = (*(entry.service for entry in registry.SERVICES), "Gateway", "JobWorker")
 
 
@@ -70,13 +66,31 @@ def janus(stack: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         "redis_url": redis_url,
         "job_queue": {"prefix": "tessera:janus-jobs"},  # its own queue and workers
     }
-    serve.run(
-        build_app(args, {name: SMALL for name in DEPLOYMENTS}), name=APP, route_prefix=f"/{APP}"
+    app = build_app(args, {name: SMALL for name in DEPLOYMENTS})
+    # Not serve.run: it waits for RUNNING with no limit. Deploy, then wait with one.
+    serve.run_many(
+        [serve.RunTarget(app, name=APP, route_prefix=f"/{APP}")],
+        wait_for_applications_running=False,
     )
     try:
+        wait_until_running(APP, timeout_s=240)
         yield {"http": f"{stack['http']}/{APP}", "snapshot": snapshot}
     finally:
+        # Always: a half-deployed second app breaks every later gRPC call of the session.
         serve.delete(APP)
+
+
+def wait_until_running(app: str, timeout_s: float) -> None:
+    """Fail fast, with Serve's own reasons, when the app does not come up (a replica that
+    cannot be placed waits forever, and pytest's timeout would say nothing useful)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(app)
+        if status is not None and status.status == "RUNNING":
+            return
+        time.sleep(1.0)
+    reasons = {name: d.message for name, d in status.deployments.items()} if status else {}
+    pytest.fail(f"app {app!r} not RUNNING after {timeout_s:.0f} s: {reasons}")
 
 
 @pytest.fixture(scope="module")
