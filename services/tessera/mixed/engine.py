@@ -156,7 +156,7 @@ class MixedSampler(ContinuousSampler):
     def _decode_rows(self, token: torch.Tensor, count: torch.Tensor, n_rows: int) -> torch.Tensor:
         """Feed each row's last code (cell count-1) at its output slot."""
         layout = self.layout
-        slot = layout.text_len + layout.n_cells + count - 1
+        slot = layout.output_slot(count - 1)
         pos = self.offsets[:n_rows] + count
         return self.model.decode_rows(token + layout.vocab.text, slot, pos, self.cache.rows(n_rows))
 

@@ -93,7 +93,7 @@ def generate_images(
             codes[:, cell] = code
             if cell + 1 < n:
                 token = (code + first).repeat_interleave(K)
-                slot = torch.full_like(token, layout.text_len + n + cell)
+                slot = torch.full_like(token, layout.output_slot(cell))
                 logits = model.decode(token, slot, cache)
     finally:
         model.train(was_training)

@@ -6,8 +6,10 @@ instruction + source image -> edited image). The blocks are the ``ar`` LM's own
 (``tessera.lm.model.Block``: causal self-attention with a KV cache, GELU MLP); what is new
 is only the embedding: a token embedding over the joint vocabulary plus a learned *slot*
 embedding (text position, source-image cell or output-image cell), and one head over the
-joint vocabulary. Sampling masks the head to the ids a position may take (image codes while
-an image is written, text while a caption is).
+joint vocabulary. With ``copy_cells`` an output position shares the embedding of the source
+cell it predicts, plus one learned "output" vector (``sequences`` says why). Sampling
+masks the head to the ids a position may take (image codes while an image is written,
+text while a caption is).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class MixedConfig:
     bias: bool = False
     image_guidance: float = 1.5  # default scale on the source image (edits)
     text_guidance: float = 3.0  # default scale on the instruction / caption
+    copy_cells: bool = False  # output positions share the source cell's embedding
     tasks: list[str] = field(default_factory=lambda: ["t2i", "i2t", "edit"])
 
     @classmethod
@@ -48,7 +51,8 @@ class MixedConfig:
 
     @property
     def layout(self) -> Layout:
-        return Layout(Vocab(self.text_vocab, self.image_vocab), self.text_len, self.grid_size**2)
+        vocab = Vocab(self.text_vocab, self.image_vocab)
+        return Layout(vocab, self.text_len, self.grid_size**2, self.copy_cells)
 
     @property
     def block_size(self) -> int:  # what KVCache allocates
@@ -68,6 +72,8 @@ class MixedTransformer(nn.Module):
         C = config.n_embd
         self.tok_emb = nn.Embedding(layout.vocab.size, C)
         self.slot_emb = nn.Embedding(layout.n_slots, C)
+        if config.copy_cells:  # what tells "writing cell c" from "source cell c"
+            self.output_emb = nn.Parameter(torch.zeros(C))
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])  # type: ignore[arg-type]
         self.ln_f = nn.LayerNorm(C, bias=config.bias)
         self.lm_head = nn.Linear(C, layout.vocab.size, bias=False)
@@ -75,6 +81,15 @@ class MixedTransformer(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def _embed(self, tokens: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """tokens, slots (B, T) -> (B, T, C)."""
+        if not self.config.copy_cells:
+            return self.tok_emb(tokens) + self.slot_emb(slots)
+        layout = self.config.layout
+        out = (slots >= layout.output_base) & (slots < layout.output_base + layout.n_cells)
+        shared = torch.where(out, slots - layout.n_cells, slots)  # -> the source cell's slot
+        return self.tok_emb(tokens) + self.slot_emb(shared) + out.unsqueeze(-1) * self.output_emb
 
     def _blocks(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None, start: int):
         for i, block in enumerate(self.blocks):
@@ -92,7 +107,7 @@ class MixedTransformer(nn.Module):
         also the mean cross-entropy over the output spans. Right padding needs no key mask:
         a causal query never sees the padding after it."""
         T = inputs.shape[1]
-        x = self.tok_emb(inputs) + self.slot_emb(slots)  # (B, T, C)
+        x = self._embed(inputs, slots)  # (B, T, C)
         causal = torch.ones(T, T, dtype=torch.bool, device=inputs.device).tril().view(1, 1, T, T)
         logits = self.lm_head(self._blocks(x, causal, None, 0)).float()  # (B, T, V)
         loss = None
@@ -111,7 +126,7 @@ class MixedTransformer(nn.Module):
         """Left-padded prompts (B, P) with ``mask`` False on the padding -> logits of the next
         token (B, V). Padding positions attend to themselves only; nothing attends to them."""
         P = tokens.shape[1]
-        x = self.tok_emb(tokens) + self.slot_emb(slots)
+        x = self._embed(tokens, slots)
         causal = torch.ones(P, P, dtype=torch.bool, device=tokens.device).tril()
         keys = causal.view(1, P, P) & mask.view(-1, 1, P)
         keys = keys | torch.eye(P, dtype=torch.bool, device=tokens.device).view(1, P, P)
@@ -124,7 +139,7 @@ class MixedTransformer(nn.Module):
     def decode(self, token: torch.Tensor, slot: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Feed one token per row (B,) at slot (B,) -> logits of the next, (B, V)."""
         start = cache.length
-        x = (self.tok_emb(token) + self.slot_emb(slot)).unsqueeze(1)  # (B, 1, C)
+        x = self._embed(token, slot).unsqueeze(1)  # (B, 1, C)
         visible = cache.key_mask[:, None, None, : start + 1]
         bias = torch.zeros(visible.shape, dtype=x.dtype, device=x.device)
         bias = bias.masked_fill(~visible, float("-inf"))
@@ -138,7 +153,7 @@ class MixedTransformer(nn.Module):
         """One decode step for rows at different places (continuous batching): token, slot
         (B,) the input of each row, pos (B,) the cache index it goes to -> logits of the next
         token (B, V). Each row attends to its own unmasked keys up to ``pos``."""
-        x = (self.tok_emb(token) + self.slot_emb(slot)).unsqueeze(1)  # (B, 1, C)
+        x = self._embed(token, slot).unsqueeze(1)  # (B, 1, C)
         keys = torch.arange(int(pos.max()) + 1, device=token.device)
         visible = cache.key_mask[:, None, : keys.numel()] & (
             keys.view(1, 1, -1) <= pos.view(-1, 1, 1)

@@ -12,6 +12,11 @@ has slot i, cell c of the source (or only input) image has ``text_len + c``, cel
 image being written ``text_len + n + c``, markers the last slot. There is no position over the
 whole sequence, so how a batch pads its prefixes changes no output (as in the ``ar`` LM).
 
+With ``copy_cells`` (``Layout.output_slot``) an output position is named by the cell it
+*predicts*, and the model embeds it as that cell of the source plus an "output" vector: the
+position that writes cell c then looks like source cell c, so copying a cell is attending to
+the key that matches the query (an edit changes few cells and copies the rest).
+
 For guidance, a condition can be dropped: an edit's instruction (its text becomes empty) and
 / or its source image (the source segment becomes an empty ``<boi> <eoi>``), as
 InstructPix2Pix drops its two conditions; a caption of ``t2i`` likewise.
@@ -35,6 +40,7 @@ class Layout:
     vocab: Vocab
     text_len: int  # text tokens per caption or instruction, at most
     n_cells: int  # image tokens per image (grid_size ** 2)
+    copy_cells: bool = False  # output slots name the cell they predict (module docstring)
 
     @property
     def n_slots(self) -> int:
@@ -43,6 +49,27 @@ class Layout:
     @property
     def marker_slot(self) -> int:
         return self.n_slots - 1
+
+    @property
+    def output_base(self) -> int:
+        """The first output-image slot."""
+        return self.text_len + self.n_cells
+
+    @property
+    def output_boi_slot(self) -> int:
+        """The slot of the output image's ``<boi>``: with ``copy_cells`` it predicts cell 0."""
+        return self.output_base if self.copy_cells else self.marker_slot
+
+    def output_slot(self, cell: int | torch.Tensor) -> int | torch.Tensor:
+        """The slot of output cell ``cell``'s token (an int or a tensor of cells). With
+        ``copy_cells`` that position predicts cell + 1, and the last cell (which predicts
+        ``<eoi>``) takes the marker slot."""
+        if not self.copy_cells:
+            return self.output_base + cell
+        if isinstance(cell, torch.Tensor):
+            following = self.output_base + cell + 1
+            return torch.where(cell + 1 < self.n_cells, following, self.marker_slot)
+        return self.output_base + cell + 1 if cell + 1 < self.n_cells else self.marker_slot
 
     @property
     def max_len(self) -> int:
@@ -77,13 +104,18 @@ class Builder:
 
     def _image(self, seq: Sequence, codes: list[int] | None, output: bool) -> None:
         """``<boi> codes <eoi>``; None: an empty (dropped) image."""
+        layout = self.layout
         self._marker(seq, "<boi>")
+        if output:
+            seq.slots[-1] = layout.output_boi_slot
         if codes is not None:
-            if len(codes) != self.layout.n_cells:
-                raise ValueError(f"an image has {self.layout.n_cells} codes, got {len(codes)}")
-            base = self.layout.text_len + (self.layout.n_cells if output else 0)
-            seq.tokens += [self.layout.vocab.image_id(int(c)) for c in codes]
-            seq.slots += range(base, base + len(codes))
+            if len(codes) != layout.n_cells:
+                raise ValueError(f"an image has {layout.n_cells} codes, got {len(codes)}")
+            seq.tokens += [layout.vocab.image_id(int(c)) for c in codes]
+            cells = range(len(codes))
+            seq.slots += [layout.output_slot(c) for c in cells] if output else [
+                layout.text_len + c for c in cells
+            ]  # fmt: skip
         self._marker(seq, "<eoi>")
 
     def t2i(self, text: list[int], codes: list[int]) -> Sequence:

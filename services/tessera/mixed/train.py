@@ -12,18 +12,19 @@ resume state, ``loss.png`` (loss and held-out loss per task; edit and caption ac
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from tessera.common.checkpoint import save_component
+from tessera.common.checkpoint import load_component, save_component
 from tessera.common.images import make_grid
 from tessera.data.dataset import default_data_dir
 from tessera.lm.train import load_tokenizer
 from tessera.mixed import evaluate
-from tessera.mixed.data import Batches, corpus, load_parts
+from tessera.mixed.data import TASK_MIX, Batches, corpus, load_parts
 from tessera.mixed.model import MixedConfig, MixedTransformer
 from tessera.mixed.sequences import TASKS, Builder, collate
 from tessera.mixed.text import TOKENIZER_FILE, TextCodec, train_text_tokenizer
@@ -54,9 +55,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=list(PRESETS), default="mini")
     parser.add_argument("--text-vocab", type=int, default=512, help="BPE vocabulary size")
     parser.add_argument("--text-len", type=int, default=24, help="text tokens, at most")
+    parser.add_argument(
+        "--cell-slots", choices=["copy", "separate"], default="copy",
+        help="copy: an output position shares the embedding of the source cell it predicts "
+        "(copying is the default); separate: its own table (the first committed models)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--edit-share", type=float, default=TASK_MIX["edit"],
+        help="share of each batch that is edits (the rest is t2i and i2t, 3:2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--init-from", type=Path, default=None,
+        help="a mixed checkpoint to start from (its text tokenizer and sizes; new parameters "
+        "start at zero)",
+    )  # fmt: skip
     add_training_arguments(
         parser, batch_size=32, lr=1e-3, weight_decay=0.05, warmup=100, every=250, threads=2
     )
+
+
+def _build(config: MixedConfig, init_from: Path | None) -> MixedTransformer:
+    """A fresh model, or one holding ``init_from``'s weights (same sizes; parameters it lacks,
+    such as ``copy_cells``' output vector, keep their fresh values)."""
+    model = MixedTransformer(config)
+    if init_from is None:
+        return model
+    start = load_component(Path(init_from))
+    if not isinstance(start, MixedTransformer):
+        raise SystemExit(f"--init-from {init_from} is not a mixed-modal checkpoint")
+    theirs = start.config.to_dict()
+    ours = config.to_dict()
+    differ = {k for k in ours if k not in ("copy_cells", "image_guidance", "text_guidance")
+              and theirs.get(k) != ours[k]}  # fmt: skip
+    if differ:
+        raise SystemExit(f"--init-from {init_from} differs in {sorted(differ)}")
+    missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+    if unexpected:
+        raise SystemExit(f"--init-from {init_from} has unknown weights {unexpected}")
+    print(f"starting from {init_from}" + (f" (new: {', '.join(missing)})" if missing else ""))
+    return model
 
 
 def _held_out_batches(builder: Builder, parts: tuple, seed: int, size: int = 64) -> dict:
@@ -76,6 +113,9 @@ def run_body(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     data_dir = default_data_dir(args.data_dir)
     tokenizer, digest = load_tokenizer(args.tokenizer)
     out.mkdir(parents=True, exist_ok=True)
+    if args.init_from and not (out / TOKENIZER_FILE).is_file():
+        # the text ids must be the ones the weights learned
+        shutil.copyfile(Path(args.init_from) / TOKENIZER_FILE, out / TOKENIZER_FILE)
     if (out / TOKENIZER_FILE).is_file():
         codec = TextCodec.load(out, args.text_len)
     else:
@@ -87,16 +127,19 @@ def run_body(args: argparse.Namespace, device: torch.device, out: Path) -> int:
         image_vocab=tokenizer.codebook_size,
         grid_size=tokenizer.grid_size,
         text_len=args.text_len,
+        copy_cells=args.cell_slots == "copy",
         **PRESETS[args.preset],
     )
     train = load_parts(args.data, "train", tokenizer, digest, codec, data_dir)
     held = load_parts(args.data, "heldout", tokenizer, digest, codec, data_dir)
     model, optimizer, step, history = start_model(
-        args, out, lambda: MixedTransformer(config), device
+        args, out, lambda: _build(config, args.init_from), device
     )
     config = model.config
     builder = Builder(config.layout)
-    batches = Batches(builder, *train, np.random.default_rng(args.seed + step))
+    share = args.edit_share
+    mix = {"t2i": 0.6 * (1 - share), "i2t": 0.4 * (1 - share), "edit": share}
+    batches = Batches(builder, *train, np.random.default_rng(args.seed + step), mix)
     fixed = _held_out_batches(builder, held, args.seed)
     counts = [f"{p.name} {len(p)}" for p in (*train[0], *train[1])]
     print(

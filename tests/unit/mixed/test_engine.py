@@ -143,3 +143,25 @@ def test_bad_requests_are_refused(engine):
         engine.submit([p], [w], [0], temperature=0.0)
     with pytest.raises(InvalidArgument):
         engine.submit([p], [w], [0], forced=torch.full((1, N), 99))
+
+
+def test_copy_cells_engine_matches_the_offline_sampler():
+    """The engine feeds each row's code at ``Layout.output_slot`` as the offline sampler does,
+    whichever slot layout the model was trained with."""
+    config = MixedConfig.tiny(grid_size=3, image_vocab=32, copy_cells=True)
+    torch.manual_seed(1)
+    model = MixedTransformer(config).eval()
+    b = Builder(config.layout)
+    items = [
+        ([b.prompt(b.t2i([W0, W0 + 5], BLANK)), b.prompt(b.t2i([], BLANK))], text_weights(3.0)),
+        ([b.prompt(b.edit([W0 + 2], SOURCE, BLANK))], [1.0]),
+    ]
+    sampler = MixedSampler(model, max_rows=12)
+    try:
+        got = sampler.submit([p for p, _ in items], [w for _, w in items], [0, 0], top_k=1).result(
+            TIMEOUT
+        )
+    finally:
+        sampler.close()
+    for i, (p, w) in enumerate(items):
+        assert torch.equal(got[i].view(-1), generate_images(model, [p], w, temperature=0.0)[0])

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from tessera.mixed.generate import (
@@ -17,9 +18,12 @@ B = Builder(CONFIG.layout)
 W0 = len(("<pad>", "<eot>", "<boi>", "<eoi>", "<t2i>", "<i2t>", "<edit>"))
 
 
-def _model(seed=0):
+COPY = MixedConfig.tiny(copy_cells=True)
+
+
+def _model(seed=0, config=CONFIG):
     torch.manual_seed(seed)
-    return MixedTransformer(CONFIG).eval()
+    return MixedTransformer(config).eval()
 
 
 def test_forward_shapes_and_loss_on_outputs_only():
@@ -32,8 +36,10 @@ def test_forward_shapes_and_loss_on_outputs_only():
     assert torch.isfinite(loss) and abs(loss.item() - torch.log(torch.tensor(88.0)).item()) < 0.5
 
 
-def test_cached_sampling_matches_the_full_forward_whatever_the_padding():
-    model = _model(1)
+@pytest.mark.parametrize("config", [CONFIG, COPY], ids=["separate", "copy_cells"])
+def test_cached_sampling_matches_the_full_forward_whatever_the_padding(config):
+    model = _model(1, config)
+    B = Builder(config.layout)
     short = B.prompt(B.t2i([W0], [0, 0, 0, 0]))
     long = B.prompt(B.edit([W0, W0 + 3, W0 + 4], [5, 6, 7, 8], [0, 0, 0, 0]))
     tokens, slots, mask = left_pad([short, long], pad=0)
@@ -44,10 +50,11 @@ def test_cached_sampling_matches_the_full_forward_whatever_the_padding():
         assert torch.allclose(cached[i], full[0, -1], atol=1e-5)
     # one decode step equals the full forward on the prompt plus that token
     token = torch.tensor([CONFIG.layout.vocab.image_id(3)] * 2)
-    slot = torch.tensor([CONFIG.text_len + 4] * 2)  # output cell 0
+    slot = torch.tensor([config.layout.output_slot(0)] * 2)  # output cell 0's token
     step = model.decode(token, slot, cache)
     for i, p in enumerate([short, long]):
-        full, _ = model(torch.tensor([[*p.tokens, int(token[i])]]), torch.tensor([[*p.slots, 12]]))
+        seq = torch.tensor([[*p.tokens, int(token[i])]])
+        full, _ = model(seq, torch.tensor([[*p.slots, int(slot[i])]]))
         assert torch.allclose(step[i], full[0, -1], atol=1e-5)
 
 
@@ -74,11 +81,32 @@ def test_guidance_weights():
     assert torch.equal(a, b)
 
 
-def test_a_tiny_model_learns_to_edit_and_caption():
+def test_copy_cells_embed_the_predicted_cell_as_the_source_cell():
+    """With ``copy_cells`` the position that writes cell c (the output ``<boi>`` for c = 0,
+    else cell c-1's token) carries source cell c's slot embedding plus the output vector."""
+    model = _model(4, COPY)
+    layout = COPY.layout
+    with torch.no_grad():
+        model.output_emb.normal_()
+    token = torch.zeros(1, layout.n_cells, dtype=torch.long)
+    source = torch.tensor([[layout.text_len + c for c in range(layout.n_cells)]])
+    predicting = torch.tensor([[layout.output_boi_slot] + [
+        layout.output_slot(c) for c in range(layout.n_cells - 1)
+    ]])  # fmt: skip
+    assert torch.allclose(
+        model._embed(token, predicting), model._embed(token, source) + model.output_emb
+    )
+    # the last cell predicts <eoi>: a marker, as the <eoi> itself
+    assert layout.output_slot(layout.n_cells - 1) == layout.marker_slot
+
+
+@pytest.mark.parametrize("config", [CONFIG, COPY], ids=["separate", "copy_cells"])
+def test_a_tiny_model_learns_to_edit_and_caption(config):
     """Overfit three tasks on a handful of sequences: the whole path (sequences, loss,
     cached sampling, captions) must carry what training put in."""
     torch.manual_seed(0)
-    model = MixedTransformer(CONFIG)
+    model = MixedTransformer(config)
+    B = Builder(config.layout)
     seqs = [B.edit([W0], [1, 2, 3, 4], [1, 2, 3, 5]), B.edit([W0 + 1], [1, 2, 3, 4], [6, 2, 3, 4]),
             B.i2t([1, 2, 3, 4], [W0 + 5, W0 + 6]), B.t2i([W0 + 7], [8, 8, 9, 9])]  # fmt: skip
     batch = collate(seqs, 0)

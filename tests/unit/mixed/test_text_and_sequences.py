@@ -57,6 +57,17 @@ def test_sequences_put_the_loss_on_what_the_model_writes():
         b.t2i([10], [1, 2])
 
 
+def test_copy_cells_name_output_positions_by_the_cell_they_predict():
+    layout = Layout(Vocab(text=20, image=10), text_len=5, n_cells=4, copy_cells=True)
+    t2i = Builder(layout).t2i([10, 11], [1, 2, 3, 4])
+    # <boi> predicts cell 0 (slot 9), cells 0-2 predict cells 1-3, cell 3 predicts <eoi>
+    assert t2i.slots[3:9] == [9, 10, 11, 12, layout.marker_slot, layout.marker_slot]
+    cells = torch.arange(4)
+    assert layout.output_slot(cells).tolist() == [layout.output_slot(c) for c in range(4)]
+    i2t = Builder(layout).i2t([0, 0, 9, 9], [12, 13])
+    assert i2t.slots[2:6] == [5, 6, 7, 8]  # input images are unchanged
+
+
 def test_collate_pads_right_and_ignores_everything_but_outputs():
     b = Builder(LAYOUT)
     seqs = [b.t2i([10, 11, 12], [1, 2, 3, 4]), b.i2t([1, 2, 3, 4], [15])]
