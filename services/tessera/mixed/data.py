@@ -3,10 +3,11 @@ image-tokenizer codes and text ids, and the batches of mixed sequences drawn fro
 
 Codes come from the bundle's image tokenizer through the ``ar`` LM's code cache
 (``lm.train.encode_images``: computed once per tokenizer and images). An edit's target codes
-are made *canonical* (``canonical_targets``): the tokenizer sees the whole image, so
-re-encoding an edited scene changes most codes even where no pixel changed (on the shapes
-edit set only 32% of the cells whose pixels are untouched keep their code), and a model
-asked to predict them must redraw the scene; the source's codes are kept there instead.
+can be made *canonical* (``canonical_targets``, ``train mixed --edit-targets canonical``):
+the tokenizer sees the whole image, so re-encoding an edited scene changes most codes even
+where no pixel changed (on the shapes edit set only 32% of the cells whose pixels are
+untouched keep their code), and a model asked to predict them must redraw the scene; the
+source's codes are kept there instead.
 A batch row draws its task (``TASK_MIX``), then an example; conditions are dropped for
 guidance at ``DROP`` rates (InstructPix2Pix drops each of its two conditions 5% of the
 time, and both 5%).
@@ -175,8 +176,10 @@ def load_parts(
     digest: str,
     codec: TextCodec,
     data_dir: Path,
+    canonical: bool = False,
 ) -> tuple[list[CaptionPart], list[EditPart]]:
-    """Every named data set's ``split``, encoded (codes cached under ``<data_dir>/cache/lm``)."""
+    """Every named data set's ``split``, encoded (codes cached under ``<data_dir>/cache/lm``);
+    edit targets re-encoded, or ``canonical`` (``canonical_targets``)."""
     cache = Path(data_dir) / "cache" / "lm"
     captions, edits = [], []
     for name in names:
@@ -196,7 +199,8 @@ def load_parts(
             es = es.subset(split_rows(es.heldout, split))
             source = _codes(tokenizer, digest, es.source, cache)
             target = _codes(tokenizer, digest, es.target, cache)
-            target = _canonical(tokenizer, digest, source, target, es.source, es.target, cache)
+            if canonical:
+                target = _canonical(tokenizer, digest, source, target, es.source, es.target, cache)
             edits.append(
                 EditPart(
                     name,

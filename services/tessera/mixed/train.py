@@ -56,9 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-vocab", type=int, default=512, help="BPE vocabulary size")
     parser.add_argument("--text-len", type=int, default=24, help="text tokens, at most")
     parser.add_argument(
-        "--cell-slots", choices=["copy", "separate"], default="copy",
-        help="copy: an output position shares the embedding of the source cell it predicts "
-        "(copying is the default); separate: its own table (the first committed models)",
+        "--cell-slots", choices=["copy", "separate"], default="separate",
+        help="separate: every output cell its own slot (the committed models); copy: an "
+        "output position shares the embedding of the source cell it predicts (not yet "
+        "better: docs/decisions/mixed-modal-sequences.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--edit-targets", choices=["reencoded", "canonical"], default="reencoded",
+        help="reencoded: the target image's own codes (the committed models); canonical: the "
+        "source's codes wherever the edit left the picture alone (data.canonical_targets)",
     )  # fmt: skip
     parser.add_argument(
         "--edit-share", type=float, default=TASK_MIX["edit"],
@@ -130,8 +136,9 @@ def run_body(args: argparse.Namespace, device: torch.device, out: Path) -> int:
         copy_cells=args.cell_slots == "copy",
         **PRESETS[args.preset],
     )
-    train = load_parts(args.data, "train", tokenizer, digest, codec, data_dir)
-    held = load_parts(args.data, "heldout", tokenizer, digest, codec, data_dir)
+    canonical = args.edit_targets == "canonical"
+    train = load_parts(args.data, "train", tokenizer, digest, codec, data_dir, canonical)
+    held = load_parts(args.data, "heldout", tokenizer, digest, codec, data_dir, canonical)
     model, optimizer, step, history = start_model(
         args, out, lambda: _build(config, args.init_from), device
     )

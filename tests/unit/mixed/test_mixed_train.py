@@ -60,3 +60,20 @@ def test_train_and_resume(workdir):
     codec = TextCodec.load(out, model.config.text_len)
     assert codec.vocab_size == model.config.text_vocab
     assert codec.decode(codec.encode("make the circle red")) == "make the circle red"
+
+
+def test_copy_slots_and_canonical_targets_from_a_checkpoint(workdir):
+    """A second leg: starts from a separate-slot checkpoint, switches to copy slots and
+    canonical edit targets; the text ids (tokenizer.json) and learned weights carry over."""
+    start = workdir / "mixed"
+    if not (start / "model.safetensors").is_file():
+        assert train(workdir, "--steps", "3") == 0
+    out = workdir / "copy"
+    args = ["--out", str(out), "--steps", "3", "--cell-slots", "copy",
+            "--edit-targets", "canonical", "--init-from", str(start)]  # fmt: skip
+    assert train(workdir, *args) == 0
+    model, before = load_component(out), load_component(start)
+    assert model.config.copy_cells and not before.config.copy_cells
+    assert (out / "tokenizer.json").read_bytes() == (start / "tokenizer.json").read_bytes()
+    assert model.output_emb.shape == (model.config.n_embd,)
+    assert list((workdir / "data" / "cache" / "lm").glob("canonical-*.npy"))  # cached
