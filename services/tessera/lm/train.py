@@ -38,6 +38,7 @@ from tessera.common.images import make_grid, tensor_to_arrays
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, LMConfig, trim_text
 from tessera.lm.sampling import SamplingParams, sample_tokens
+from tessera.training.cache import cached_array
 from tessera.training.captions import encode_split_captions, sample_captions, text_cache_dir
 from tessera.training.cli import (
     add_run_arguments,
@@ -90,25 +91,17 @@ def encode_images(
     """uint8 (N, S, S, 3) -> VQ codes (N, h, w) int32, computed once per tokenizer + images."""
     image_digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
     path = Path(cache_dir) / f"codes-{tokenizer_digest}-{image_digest}.npy"
-    if path.is_file():
-        try:
-            codes = np.load(path, allow_pickle=False)
-            if codes.shape[0] == len(images):
-                return codes
-        except (OSError, ValueError):
-            pass  # a torn cache file: encode again
-    device = next(tokenizer.parameters()).device
-    tokenizer.eval()
-    chunks = []
-    for i in tqdm(range(0, len(images), batch_size), desc="VQ codes", unit="batch"):
-        x = to_float(torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])))
-        chunks.append(tokenizer.encode(x.to(device)).to(torch.int32).cpu().numpy())
-    codes = np.concatenate(chunks)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, codes)
-    tmp.replace(path)
-    return codes
+
+    def encode() -> np.ndarray:
+        device = next(tokenizer.parameters()).device
+        tokenizer.eval()
+        chunks = []
+        for i in tqdm(range(0, len(images), batch_size), desc="VQ codes", unit="batch"):
+            x = to_float(torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])))
+            chunks.append(tokenizer.encode(x.to(device)).to(torch.int32).cpu().numpy())
+        return np.concatenate(chunks)
+
+    return cached_array(path, encode, len(images))
 
 
 @dataclass

@@ -30,6 +30,7 @@ from tessera.data.edit_sets import EDIT_SETS, read_edit_set
 from tessera.lm.train import encode_images
 from tessera.mixed.sequences import Builder, Sequence
 from tessera.mixed.text import TextCodec
+from tessera.training.cache import cached_array
 
 CANONICAL_VERSION = 1  # bump when canonical_targets changes (its results are cached)
 TASK_MIX = {"t2i": 0.3, "i2t": 0.2, "edit": 0.5}
@@ -150,19 +151,12 @@ def _canonical(
     pairs = np.concatenate([source_images, target_images], axis=1)
     image_digest = hashlib.sha256(np.ascontiguousarray(pairs).tobytes()).hexdigest()[:16]
     path = cache / f"canonical-{CANONICAL_VERSION}-{digest}-{image_digest}.npy"
-    if path.is_file():
-        try:
-            codes = np.load(path, allow_pickle=False)
-            if codes.shape == target.shape:
-                return codes.astype(np.int64)
-        except (OSError, ValueError):
-            pass  # a torn cache file: compute again
-    codes = canonical_targets(tokenizer, source, target, source_images, target_images)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, codes)
-    tmp.replace(path)
-    return codes
+    codes = cached_array(
+        path,
+        lambda: canonical_targets(tokenizer, source, target, source_images, target_images),
+        len(target),
+    )
+    return codes.astype(np.int64)
 
 
 def split_rows(heldout: np.ndarray, split: str) -> np.ndarray:
