@@ -9,14 +9,10 @@ __version__ = "0.1.0"
 
 from tessera_client import errors, types  # noqa: E402
 from tessera_client._retry import RetryPolicy  # noqa: E402
-from tessera_client.client import (  # noqa: E402
-    AsyncClient,
-    CaptionOptions,
-    Client,
-    EditOptions,
-    GenerationOptions,
-)
+from tessera_client.async_client import AsyncClient  # noqa: E402
+from tessera_client.client import Client  # noqa: E402
 from tessera_client.errors import *  # noqa: E402, F403
+from tessera_client.options import CaptionOptions, EditOptions, GenerationOptions  # noqa: E402
 from tessera_client.types import *  # noqa: E402, F403
 
 __all__ = [

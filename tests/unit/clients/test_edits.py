@@ -12,8 +12,8 @@ from PIL import Image
 
 from tessera.cli import main as cli
 from tessera_client import Client, _edits
-from tessera_client.client import CaptionOptions, EditOptions
 from tessera_client.commands import caption, edit
+from tessera_client.options import CaptionOptions, EditOptions
 from tessera_client.v1 import generation_pb2
 
 from .conftest import Reply, png

@@ -9,8 +9,8 @@ from types import ModuleType
 import pytest
 
 from tessera_client import _wire
-from tessera_client.client import GenerationOptions, VariationOptions
 from tessera_client.commands import _common, generate, submit, variations
+from tessera_client.options import GenerationOptions, VariationOptions
 from tessera_client.v1 import generation_pb2
 
 GENERATE_OPTIONS = [
