@@ -7,10 +7,12 @@ held-out images:
   kinds only);
 - in the judge's space (Twemoji, ``models/judge-twemoji``): the Fréchet distance of the
   reconstructions to the originals and the judge's subgroup accuracy on them (beside its
-  accuracy on the originals);
+  accuracy on the originals); on shapes, the exact checker's read-back of the
+  reconstructions (colour, shape, position and size all right, beside the originals');
 - the bottleneck's own prior decoded (``VQModel.sample_prior``: uniform codes, or
   z ~ N(0, I) for kl) and its Fréchet distance to the real images: what each kind can
-  generate with no learned prior over its latents;
+  generate with no learned prior over its latents (shapes: the share the checker reads as
+  one clean shape);
 - encode and decode throughput, images/s, on one batch in this process (same threads for all).
 
 Writes ``metrics.json``, ``TABLE.md``, ``reconstructions.png`` (originals on top, one row per
@@ -70,9 +72,13 @@ def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
 def compare(
     checkpoints: dict[str, Path], images: np.ndarray, labels: np.ndarray | None,
     judge: torch.nn.Module | None, grid_images: int = 16, prior_samples: int = 16, seed: int = 0,
+    captions: list[list[str]] | None = None,
 ) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:  # fmt: skip
-    """Metrics per tokenizer; the reconstruction rows (originals first) and prior-sample rows."""
-    from tessera.tokenizer.eval import evaluate
+    """Metrics per tokenizer; the reconstruction rows (originals first) and prior-sample rows.
+
+    ``captions`` (shapes) adds the exact checker: its read-back of the reconstructions and the
+    share of prior samples it reads as one clean shape."""
+    from tessera.tokenizer.eval import evaluate, shapes_checker_accuracy
 
     picks = np.linspace(0, len(images) - 1, min(grid_images, len(images))).astype(int)
     recon_rows, prior_rows = [images[picks]], []
@@ -83,6 +89,8 @@ def compare(
         n_prior = max(prior_samples, 2)
         rng = np.random.default_rng(seed)
         results["frechet_floor_real_vs_real"] = real_floor(real["features"], n_prior, rng)
+    if captions is not None:
+        results["checker_on_originals"] = shapes_checker_accuracy(images, captions)
     for name, path in checkpoints.items():
         model = load_component(path).eval()
         t0 = time.perf_counter()
@@ -100,12 +108,22 @@ def compare(
         prior = tensor_to_arrays(model.sample_prior(max(prior_samples, 2), gen).clamp(-1, 1))
         if real is not None:
             m["prior_frechet"] = frechet_distance(judge.score(prior)["features"], real["features"])
+        if captions is not None:
+            m["checker_acc"] = shapes_checker_accuracy(recons, captions)
+            m["prior_clean"] = clean_share(prior)
         m |= throughput(model, images)
         recon_rows.append(recons[picks])
         prior_rows.append(prior[:prior_samples])
         results["models"][name] = m
         print(f"{name}: {summary(m)}", flush=True)
     return results, recon_rows, prior_rows
+
+
+def clean_share(images: np.ndarray) -> float:
+    """Share of images the shapes checker reads as one clean shape on white (any attributes)."""
+    from tessera.data.shapes import check_image
+
+    return float(np.mean([check_image(img) is not None for img in images]))
 
 
 def load_extra(path: Path) -> dict:
@@ -136,33 +154,56 @@ def summary(m: dict) -> str:
 
 
 def table(results: dict) -> str:
-    """The comparison as a markdown table."""
+    """The comparison as a markdown table (the judge's columns on Twemoji, the checker's on
+    shapes)."""
+    checker = "checker_on_originals" in results
+    space = (
+        "| checker acc | prior clean % |" if checker else "| judge FD ↓ | judge acc | prior FD ↓ |"
+    )
     head = (
         "| tokenizer | kind | steps (min) | PSNR dB | SSIM | sharpness | usage % | perplexity "
-        "| judge FD ↓ | judge acc | prior FD ↓ | encode img/s | decode img/s |"
+        f"{space} encode img/s | decode img/s |"
     )
-    lines = [head, "|" + "---|" * 13]
-    if "judge_on_originals" in results:
+    lines = [head, "|" + "---|" * (12 if checker else 13)]
+    if checker:
+        lines.append(
+            f"| originals | – | – | – | – | 1.00 | – | – | {fmt(results['checker_on_originals'])} "
+            "| – | – | – |"
+        )
+    elif "judge_on_originals" in results:
         floor = fmt(results["frechet_floor_real_vs_real"])
         lines.append(
             f"| originals | – | – | – | – | 1.00 | – | – | 0 | "
             f"{fmt(results['judge_on_originals'])} | {floor} (real vs real) | – | – |"
         )
     for name, m in results["models"].items():
+        if checker:
+            measured = f"{fmt(m.get('checker_acc'))} | {fmt(100 * m['prior_clean'], 1)} |"
+        else:
+            measured = (
+                f"{fmt(m.get('frechet'))} | {fmt(m.get('judge_acc'))} | "
+                f"{fmt(m.get('prior_frechet'))} |"
+            )
         lines.append(
             f"| {name} | {m['kind']} | {fmt(m['train_steps'])} ({fmt(m['train_minutes'], 1)}) | "
             f"{fmt(m['psnr_db'])} | {fmt(m['ssim'], 3)} | {fmt(m['sharpness_ratio'])} | "
-            f"{fmt(m['usage_pct'], 1)} | {fmt(m['perplexity'], 0)} | {fmt(m.get('frechet'))} | "
-            f"{fmt(m.get('judge_acc'))} | {fmt(m.get('prior_frechet'))} | "
+            f"{fmt(m['usage_pct'], 1)} | {fmt(m['perplexity'], 0)} | {measured} "
             f"{fmt(m['encode_images_per_s'], 0)} | {fmt(m['decode_images_per_s'], 0)} |"
         )
+    space_note = (
+        "checker acc: the exact shapes checker reads colour, shape, position and size of the "
+        "reconstruction as the caption's; prior clean: decoded prior samples (uniform codes, or "
+        "z ~ N(0, I) for kl) the checker reads as one clean shape on white"
+        if checker
+        else "judge FD: the reconstructions vs the same originals in the judge's feature space; "
+        "prior FD: decoded prior samples (uniform codes, or z ~ N(0, I) for kl) vs the "
+        "originals, beside two disjoint draws of real images of the same size"
+    )
     notes = [
         "",
         f"{results['images']} {results.get('dataset', '')} {results.get('split', '')} images. "
-        "judge FD: the reconstructions vs the same originals in the judge's feature space; "
-        "prior FD: decoded prior samples (uniform codes, or z ~ N(0, I) for kl) vs the "
-        "originals, beside two disjoint draws of real images of the same size; encode / decode "
-        f"on one batch of {SPEED_BATCH}, {results.get('threads', 1)} thread(s), this process.",
+        f"{space_note}; encode / decode on one batch of {SPEED_BATCH}, "
+        f"{results.get('threads', 1)} thread(s), this process.",
     ]
     return "\n".join(lines + notes) + "\n"
 
@@ -193,9 +234,11 @@ def run(args: argparse.Namespace) -> int:
     judge = load_judge(args.judge) if twemoji and args.judge.is_dir() else None
     labels = ds.labels["subgroup"] if judge is not None else None
     t0 = time.time()
+    captions = ds.captions if args.dataset == "shapes" else None
     results, recon_rows, prior_rows = compare(
-        checkpoints, ds.images, labels, judge, args.grid_images, args.prior_samples
-    )
+        checkpoints, ds.images, labels, judge, args.grid_images, args.prior_samples,
+        captions=captions,
+    )  # fmt: skip
     results |= {"dataset": args.dataset, "split": args.split, "threads": args.threads}
     results["wall_s"] = round(time.time() - t0, 1)
     out: Path = args.out

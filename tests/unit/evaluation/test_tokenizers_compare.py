@@ -63,9 +63,16 @@ def test_the_command_writes_the_table_and_the_grids(checkpoints, tmp_path, capsy
     assert tokenizers.run(parser.parse_args(argv)) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert list(metrics["models"]) == list(KINDS) and "judge_on_originals" not in metrics
+    # shapes: the exact checker instead of the judge; it reads every generated original
+    assert metrics["checker_on_originals"] == 1.0
+    for m in metrics["models"].values():  # untrained tokenizers: grey blur, no clean shape
+        assert m["checker_acc"] < 0.5 and 0 <= m["prior_clean"] <= 1
     recon = np.asarray(Image.open(tmp_path / "out" / "reconstructions.png"))
     prior = np.asarray(Image.open(tmp_path / "out" / "prior_samples.png"))
     assert recon.shape[0] > prior.shape[0] >= 2 * 64 * 3  # 4 rows and 3, scaled x2
-    assert "| vq | vq |" in (tmp_path / "out" / "TABLE.md").read_text()
+    md = (tmp_path / "out" / "TABLE.md").read_text()
+    assert "| vq | vq |" in md and "checker acc" in md and "judge FD" not in md
+    rows = [line for line in md.splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in rows}) == 1  # every row has the header's columns
     with pytest.raises(SystemExit):
         tokenizers.parse_checkpoints(["no-equals-sign"])
