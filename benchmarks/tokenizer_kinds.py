@@ -3,16 +3,20 @@ VAE, each trained by ``tessera train tokenizer`` with the same trunk, data and b
 and/or training minutes, whichever ends first), then measured in one run by
 ``tessera eval tokenizers``.
 
-    python -m benchmarks.tokenizer_kinds [--steps 1000] [--max-minutes 9] [--dataset twemoji]
-        [--downstream-steps 2000]
+    python -m benchmarks.tokenizer_kinds [--steps 6000] [--max-minutes 25] [--dataset twemoji]
+        [--jobs 2] [--downstream-steps 8000 --downstream-minutes 15]
+
+``--jobs N`` trains N kinds at a time, each in its own process on ``--threads`` threads (on an
+idle two-core machine, ``--jobs 2`` with one thread each gives every kind a core).
 
 The ``vqvae`` row defaults to the VQ-GAN run's own snapshot at its GAN switch (65% of its
 budget, ``OUT/vqvae``); ``--kinds ... vqvae`` trains a GAN-free VQ-VAE on the full budget.
 
 ``--downstream-steps N`` adds the downstream row (Twemoji): the ``unclip`` route with a
 ``vq`` (the vqgan run) and a ``kl`` tokenizer, each with its own diffusion decoder trained
-for the same N steps (the ``tessera train all`` recipe's small decoder) and the committed
-bundle's CLIP and prior (neither depends on the tokenizer), judged on the same prompts.
+for the same N steps or ``--downstream-minutes`` (the ``tessera train all`` recipe's small
+decoder) and the committed bundle's CLIP and prior (neither depends on the tokenizer), judged
+on the same prompts; the row is appended to ``TABLE.md``.
 
 Weights go under ``runs/tokenizer-kinds/<dataset>/<name>`` (git-ignored); a finished run is
 reused, an interrupted one resumed. Results: ``benchmarks/results/tokenizer_kinds/<dataset>/``
@@ -24,6 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tessera.common.settings import REPO_ROOT
@@ -45,21 +52,38 @@ def trained_steps(out: Path) -> int:
     return int(json.loads(state.read_text())["step"]) if state.is_file() else 0
 
 
+def is_trained(out: Path, steps: int, minutes: float | None) -> bool:
+    """The run reached its step budget, or its minutes (a finished run is reused)."""
+    state = out / "train_state" / "state.json"
+    if not state.is_file():
+        return False
+    done = json.loads(state.read_text())
+    return done["step"] >= steps or bool(minutes and done["elapsed_s"] >= 60 * minutes)
+
+
 def train(
-    name: str, out: Path, dataset: str, steps: int, threads: int, minutes: float | None
+    name: str,
+    out: Path,
+    dataset: str,
+    steps: int,
+    threads: int,
+    minutes: float | None,
+    data_dir: Path | None = None,
+    preset: str = "default",
 ) -> None:
     from tessera.tokenizer import train as tok_train
 
-    state = out / "train_state" / "state.json"
-    if trained_steps(out) >= steps or (
-        minutes and state.is_file() and json.loads(state.read_text())["elapsed_s"] >= 60 * minutes
-    ):
+    if is_trained(out, steps, minutes):
         print(f"{name}: {out} is trained", flush=True)
         return
     argv = ["--dataset", dataset, "--out", str(out), "--steps", str(steps)]
     argv += ["--threads", str(threads), "--no-progress", "--resume", *KINDS[name]]
     if minutes:
         argv += ["--max-minutes", str(minutes)]
+    if data_dir:
+        argv += ["--data-dir", str(data_dir)]
+    if preset != "default":  # the tests' tiny trunk
+        argv += ["--preset", preset]
     if dataset == "shapes":  # the shapes recipe's codebook (bundle/train_all.py)
         argv += ["--codebook-size", "256"]
     parser = argparse.ArgumentParser(prog="tessera train tokenizer")
@@ -69,11 +93,38 @@ def train(
         raise SystemExit(f"training {name} failed")
 
 
+def train_in_parallel(args: argparse.Namespace) -> None:
+    """Each kind in its own ``--train-only`` process, ``args.jobs`` at a time; logs beside
+    the runs (``<runs>/<name>.log``)."""
+    runs = args.runs / args.dataset
+    runs.mkdir(parents=True, exist_ok=True)
+
+    def one(name: str) -> int:
+        argv = [sys.executable, "-m", "benchmarks.tokenizer_kinds", "--train-only", "--kinds",
+                name, "--dataset", args.dataset, "--steps", str(args.steps), "--threads",
+                str(args.threads), "--runs", str(args.runs)]  # fmt: skip
+        if args.max_minutes:
+            argv += ["--max-minutes", str(args.max_minutes)]
+        if args.data_dir:
+            argv += ["--data-dir", str(args.data_dir)]
+        argv += ["--preset", args.preset]
+        print(f"== {name}: training (log: {runs / name}.log)", flush=True)
+        with open(runs / f"{name}.log", "w") as log:
+            code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        print(f"== {name}: {'done' if code == 0 else f'failed ({code})'}", flush=True)
+        return code
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        failed = [n for n, code in zip(args.kinds, pool.map(one, args.kinds), strict=True) if code]
+    if failed:
+        raise SystemExit(f"training failed: {failed}")
+
+
 DOWNSTREAM = ("vqgan", "kl")  # unclip on VQ codes (snapped) vs kl latents (latent diffusion)
 DOWNSTREAM_PROMPTS = 100  # distinct captions per split
 
 
-def downstream(runs: Path, steps: int, threads: int) -> dict:
+def downstream(runs: Path, steps: int, threads: int, minutes: float | None = None) -> dict:
     """unclip judge accuracy per tokenizer under one decoder budget (see the docstring)."""
     import shutil
 
@@ -89,13 +140,17 @@ def downstream(runs: Path, steps: int, threads: int) -> dict:
 
     committed = REPO_ROOT / "models" / "twemoji"
     judge = load_judge(DEFAULT_JUDGE)
-    results: dict = {"decoder_steps": steps, "prompts_per_split": DOWNSTREAM_PROMPTS}
+    results: dict = {"decoder_steps": steps, "decoder_minutes": minutes}
+    results["prompts_per_split"] = DOWNSTREAM_PROMPTS
     for name in DOWNSTREAM:
         bundle = runs / f"bundle-{name}"
         if not (bundle / "decoder" / "config.json").is_file():
             argv = ["--dataset", "twemoji", "--tokenizer", str(runs / name), "--clip",
                     str(committed / "clip"), "--out", str(bundle / "decoder"), "--steps",
-                    str(steps), "--threads", str(threads), *SMALL_DECODER]  # fmt: skip
+                    str(steps), "--threads", str(threads), "--seed", "0",
+                    *SMALL_DECODER]  # fmt: skip
+            if minutes:
+                argv += ["--max-minutes", str(minutes)]
             parser = argparse.ArgumentParser(prog="tessera train decoder")
             dec_train.add_arguments(parser)
             print(f"== tessera train decoder {' '.join(argv)}", flush=True)
@@ -108,7 +163,8 @@ def downstream(runs: Path, steps: int, threads: int) -> dict:
         shutil.rmtree(bundle / "decoder" / "cache", ignore_errors=True)
         write_bundle_index(bundle, "twemoji", {"dataset": "twemoji", "tokenizer_run": name})
         pipelines = local_pipelines(bundle)
-        row: dict = {}
+        state = json.loads((bundle / "decoder" / "train_state" / "state.json").read_text())
+        row: dict = {"decoder_steps": state["step"], "decoder_minutes": state["elapsed_s"] / 60}
         for split in ("train", "heldout"):
             ds = load_dataset("twemoji", split)
             rows = distinct_caption_rows(ds, DOWNSTREAM_PROMPTS)
@@ -121,7 +177,29 @@ def downstream(runs: Path, steps: int, threads: int) -> dict:
     return results
 
 
-def main() -> int:
+def downstream_table(results: dict) -> str:
+    """The downstream row as markdown, appended to TABLE.md."""
+    lines = [
+        "",
+        "Downstream: the `unclip` route with each tokenizer, its own diffusion decoder "
+        "(same recipe and budget) and the committed CLIP and prior; judge subgroup accuracy on "
+        f"{results['prompts_per_split']} distinct captions per split:",
+        "",
+        "| tokenizer | decoder on | decoder steps (min) | unclip judge acc, train | held out |",
+        "|---|---|---|---|---|",
+    ]
+    for name in DOWNSTREAM:
+        if name in results:
+            r = results[name]
+            space = "kl latents (latent diffusion)" if name == "kl" else "VQ codes (snapped)"
+            lines.append(
+                f"| {name} | {space} | {r['decoder_steps']} ({r['decoder_minutes']:.1f}) | "
+                f"{r['train_judge_acc']:.3f} | {r['heldout_judge_acc']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
     from tessera.evaluation import tokenizers
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -135,31 +213,47 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-only", action="store_true", help="measure what is trained")
     parser.add_argument("--downstream-steps", type=int, default=0, help="0: no downstream row")
+    parser.add_argument("--downstream-minutes", type=float, default=None)
     parser.add_argument("--reference", type=Path, default=None, help="another tokenizer to show")
-    args = parser.parse_args()
-    runs = RUNS / args.dataset
-    if not args.eval_only:
+    parser.add_argument("--jobs", type=int, default=1, help="kinds trained at a time")
+    parser.add_argument("--runs", type=Path, default=RUNS, help="where the weights go")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the tables go")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--preset", default="default", help="tokenizer preset (tests: tiny)")
+    parser.add_argument("--prior-samples", type=int, default=128, help="per kind, measured")
+    args = parser.parse_args(argv)
+    runs = args.runs / args.dataset
+    if not args.eval_only and args.jobs > 1 and len(args.kinds) > 1:
+        train_in_parallel(args)
+    elif not args.eval_only:
         for name in args.kinds:
-            train(name, runs / name, args.dataset, args.steps, args.threads, args.max_minutes)
+            train(name, runs / name, args.dataset, args.steps, args.threads, args.max_minutes,
+                  args.data_dir, args.preset)  # fmt: skip
     if args.train_only:
         return 0
     dirs = {k: runs / k for k in args.kinds if (runs / k / "config.json").is_file()}
     if "vqvae" not in dirs and (runs / "vqgan" / "vqvae" / "config.json").is_file():
         dirs["vqvae"] = runs / "vqgan" / "vqvae"  # the VQ-GAN run at its GAN switch
-    argv = ["--dataset", args.dataset, "--out", str(RESULTS / args.dataset)]
-    argv += ["--threads", str(args.threads)]
+    eval_argv = ["--dataset", args.dataset, "--out", str(args.results / args.dataset)]
+    eval_argv += ["--threads", str(args.threads), "--prior-samples", str(args.prior_samples)]
+    if args.data_dir:
+        eval_argv += ["--data-dir", str(args.data_dir)]
     for name, path in dirs.items():
-        argv += ["--checkpoint", f"{name}={path}"]
+        eval_argv += ["--checkpoint", f"{name}={path}"]
     if args.reference:
-        argv += ["--checkpoint", f"committed-vqgan={args.reference}"]
+        eval_argv += ["--checkpoint", f"committed-vqgan={args.reference}"]
     eval_parser = argparse.ArgumentParser(prog="tessera eval tokenizers")
     tokenizers.add_arguments(eval_parser)
-    status = tokenizers.run(eval_parser.parse_args(argv))
+    status = tokenizers.run(eval_parser.parse_args(eval_argv))
     if status or not args.downstream_steps or args.dataset != "twemoji":
         return status
-    out = RESULTS / args.dataset / "downstream.json"
-    out.write_text(json.dumps(downstream(runs, args.downstream_steps, args.threads), indent=1))
-    print(f"wrote {out}")
+    results = downstream(runs, args.downstream_steps, args.threads, args.downstream_minutes)
+    out = args.results / args.dataset
+    (out / "downstream.json").write_text(json.dumps(results, indent=1))
+    with open(out / "TABLE.md", "a") as table:
+        table.write(downstream_table(results))
+    print(downstream_table(results))
+    print(f"wrote {out / 'downstream.json'}, appended to TABLE.md")
     return 0
 
 
