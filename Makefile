@@ -111,10 +111,17 @@ mixed-bench: install
 	$(PY) -m benchmarks.mixed_engine
 
 ## tokenizer-bench: the tokenizer kinds (VQ-GAN, VQ-VAE, dVAE, KL autoencoder, VAE) trained
-## with one step budget (runs/, git-ignored) and measured in one run in
-## benchmarks/results/tokenizer_kinds/<dataset>/ (1,000 steps per kind: ~25 min on a quiet core)
+## with one budget, two at a time on one thread each (runs/, git-ignored), and measured in one
+## run in benchmarks/results/tokenizer_kinds/<dataset>/. Twemoji: the committed tokenizer's
+## recipe (6,000 steps or 25 min per kind) plus the downstream unclip row (a decoder per vq / kl
+## tokenizer, 15 min each); shapes: 10 min per kind. About 1 h 50 min on two idle cores.
 tokenizer-bench: install
-	$(PY) -m benchmarks.tokenizer_kinds
+	$(PY) -m tessera.cli data prepare twemoji
+	$(PY) -m tessera.cli data prepare shapes
+	$(PY) -m benchmarks.tokenizer_kinds --dataset twemoji --steps 6000 --max-minutes 25 --jobs 2 \
+		--downstream-steps 8000 --downstream-minutes 15 --reference models/twemoji/tokenizer
+	$(PY) -m benchmarks.tokenizer_kinds --dataset shapes --steps 6000 --max-minutes 10 --jobs 2 \
+		--reference models/shapes/tokenizer
 
 ## cluster-bench: a load ramp on the simulated cluster (tessera cluster up): GPU nodes and
 ## replicas over time in benchmarks/results/cluster_ramp.{json,png}

@@ -121,43 +121,63 @@ def train_in_parallel(args: argparse.Namespace) -> None:
 
 
 DOWNSTREAM = ("vqgan", "kl")  # unclip on VQ codes (snapped) vs kl latents (latent diffusion)
+COMMITTED = REPO_ROOT / "models" / "twemoji"  # its CLIP and prior serve both downstream bundles
 DOWNSTREAM_PROMPTS = 100  # distinct captions per split
 
 
-def downstream(runs: Path, steps: int, threads: int, minutes: float | None = None) -> dict:
-    """unclip judge accuracy per tokenizer under one decoder budget (see the docstring)."""
+def decoder_argv(runs: Path, name: str, steps: int, threads: int, minutes: float | None) -> list:
+    """``tessera train decoder`` arguments for the downstream decoder on tokenizer ``name``:
+    the ``tessera train all`` recipe's small decoder over the committed CLIP."""
+    from tessera.bundle.train_all import SMALL_DECODER
+
+    argv = ["--dataset", "twemoji", "--tokenizer", str(runs / name), "--clip",
+            str(COMMITTED / "clip"), "--out", str(runs / f"bundle-{name}" / "decoder"),
+            "--steps", str(steps), "--threads", str(threads), "--seed", "0",
+            *SMALL_DECODER]  # fmt: skip
+    return argv + (["--max-minutes", str(minutes)] if minutes else [])
+
+
+def train_decoders(runs: Path, steps: int, threads: int, minutes: float | None, jobs: int) -> None:
+    """The downstream decoders not trained yet, ``jobs`` at a time in their own processes."""
+    todo = [
+        n for n in DOWNSTREAM if not (runs / f"bundle-{n}" / "decoder" / "config.json").is_file()
+    ]
+
+    def one(name: str) -> int:
+        argv = decoder_argv(runs, name, steps, threads, minutes)
+        log = runs / f"decoder-{name}.log"
+        print(f"== tessera train decoder {' '.join(argv)} (log: {log})", flush=True)
+        with open(log, "w") as out:
+            return subprocess.call(
+                [sys.executable, "-m", "tessera.cli", "train", "decoder", *argv],
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            )  # fmt: skip
+
+    with ThreadPoolExecutor(max(jobs, 1)) as pool:
+        failed = [n for n, code in zip(todo, pool.map(one, todo), strict=True) if code]
+    if failed:
+        raise SystemExit(f"downstream decoders failed: {failed}")
+
+
+def downstream(runs: Path) -> dict:
+    """unclip judge accuracy per tokenizer under one decoder budget (see the docstring); the
+    decoders are trained (``train_decoders``)."""
     import shutil
 
     import numpy as np
 
-    from tessera.bundle.train_all import SMALL_DECODER
     from tessera.common.checkpoint import write_bundle_index
     from tessera.data import load_dataset
-    from tessera.decoder import train as dec_train
     from tessera.evaluation.bundle import DEFAULT_JUDGE, distinct_caption_rows, generate
     from tessera.evaluation.judge import load_judge
     from tessera.routes.local import local_pipelines
 
-    committed = REPO_ROOT / "models" / "twemoji"
     judge = load_judge(DEFAULT_JUDGE)
-    results: dict = {"decoder_steps": steps, "decoder_minutes": minutes}
-    results["prompts_per_split"] = DOWNSTREAM_PROMPTS
+    results: dict = {"prompts_per_split": DOWNSTREAM_PROMPTS}
     for name in DOWNSTREAM:
         bundle = runs / f"bundle-{name}"
-        if not (bundle / "decoder" / "config.json").is_file():
-            argv = ["--dataset", "twemoji", "--tokenizer", str(runs / name), "--clip",
-                    str(committed / "clip"), "--out", str(bundle / "decoder"), "--steps",
-                    str(steps), "--threads", str(threads), "--seed", "0",
-                    *SMALL_DECODER]  # fmt: skip
-            if minutes:
-                argv += ["--max-minutes", str(minutes)]
-            parser = argparse.ArgumentParser(prog="tessera train decoder")
-            dec_train.add_arguments(parser)
-            print(f"== tessera train decoder {' '.join(argv)}", flush=True)
-            if dec_train.run(parser.parse_args(argv)):
-                raise SystemExit(f"decoder for {name} failed")
         for component in ("tokenizer", "clip", "prior"):
-            src = runs / name if component == "tokenizer" else committed / component
+            src = runs / name if component == "tokenizer" else COMMITTED / component
             shutil.rmtree(bundle / component, ignore_errors=True)
             shutil.copytree(src, bundle / component, ignore=shutil.ignore_patterns("train_state"))
         shutil.rmtree(bundle / "decoder" / "cache", ignore_errors=True)
@@ -247,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     status = tokenizers.run(eval_parser.parse_args(eval_argv))
     if status or not args.downstream_steps or args.dataset != "twemoji":
         return status
-    results = downstream(runs, args.downstream_steps, args.threads, args.downstream_minutes)
+    train_decoders(runs, args.downstream_steps, args.threads, args.downstream_minutes, args.jobs)
+    results = downstream(runs)
     out = args.results / args.dataset
     (out / "downstream.json").write_text(json.dumps(results, indent=1))
     with open(out / "TABLE.md", "a") as table:
