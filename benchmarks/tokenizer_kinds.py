@@ -183,8 +183,8 @@ def downstream(runs: Path) -> dict:
         shutil.rmtree(bundle / "decoder" / "cache", ignore_errors=True)
         write_bundle_index(bundle, "twemoji", {"dataset": "twemoji", "tokenizer_run": name})
         pipelines = local_pipelines(bundle)
-        state = json.loads((bundle / "decoder" / "train_state" / "state.json").read_text())
-        row: dict = {"decoder_steps": state["step"], "decoder_minutes": state["elapsed_s"] / 60}
+        trained = json.loads((bundle / "decoder" / "train_summary.json").read_text())
+        row: dict = {"decoder_steps": trained["steps"], "decoder_minutes": trained["seconds"] / 60}
         for split in ("train", "heldout"):
             ds = load_dataset("twemoji", split)
             rows = distinct_caption_rows(ds, DOWNSTREAM_PROMPTS)
