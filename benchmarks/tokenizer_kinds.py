@@ -39,6 +39,8 @@ from tessera.common.settings import REPO_ROOT
 KINDS: dict[str, list[str]] = {
     "vqgan": ["--kind", "vq"],  # today's recipe: VQ-VAE, then the GAN phase (last 35%)
     "dvae": ["--kind", "gumbel"],  # DALL·E: relaxed one-hot, annealed tau, KL to uniform
+    # the dVAE plus KL(the batch's code distribution || uniform): against its codebook collapse
+    "dvae-usage": ["--kind", "gumbel", "--usage-weight", "1"],
     "kl": ["--kind", "kl"],  # KL autoencoder (latent diffusion's), KL weight 1e-3
     "vae": ["--kind", "vae"],  # plain VAE: KL weight 1
     "vqvae": ["--kind", "vq", "--no-gan"],  # VQ-VAE for the whole budget

@@ -32,9 +32,15 @@ from tessera.tokenizer.quantizer import QuantizerOutput
 class GumbelQuantizer(nn.Module):
     """z: (B, K, h, w) logits -> relaxed (train) or hard (eval) codes, embedded to (B, C, h, w)."""
 
-    def __init__(self, size: int, dim: int, kl_weight: float, pixels: int) -> None:
+    def __init__(
+        self, size: int, dim: int, kl_weight: float, pixels: int, usage_weight: float = 0.0
+    ) -> None:
         super().__init__()
         self.size, self.dim, self.kl_weight, self.pixels = size, dim, kl_weight, pixels
+        # DALL-E's per-cell KL asks each cell to be uncertain, not the batch to use many codes
+        # (a run settled on 4% of them); this optional term is KL(mean q || uniform) over the
+        # batch's cells, on the per-cell term's scale: 0 when codes are used evenly
+        self.usage_weight = usage_weight
         self.embedding = nn.Embedding(size, dim)  # (K, C)
         self.temperature = 1.0  # set by the trainer each step (annealed); not saved
 
@@ -59,6 +65,10 @@ class GumbelQuantizer(nn.Module):
         log_q = F.log_softmax(logits, dim=1)
         kl = (log_q.exp() * log_q).sum(1) + math.log(self.size)  # (B, h, w)
         loss = self.kl_weight * kl.flatten(1).sum(1).mean() / self.pixels
+        if self.usage_weight:
+            mean_q = log_q.exp().mean(dim=(0, 2, 3))  # (K,) the batch's code distribution
+            marginal = (mean_q * mean_q.clamp_min(1e-12).log()).sum() + math.log(self.size)
+            loss = loss + self.usage_weight * marginal * h * w / self.pixels
         return QuantizerOutput(z_q, loss, indices)
 
 

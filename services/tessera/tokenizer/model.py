@@ -54,6 +54,7 @@ class VQConfig:
     restart_threshold: float = 0.03
     kind: str = "vq"  # "vq" | "gumbel" | "kl" (a config without it is vq)
     kl_weight: float | None = None  # gumbel / kl: the KL term's weight (None: the kind's default)
+    usage_weight: float = 0.0  # gumbel: weight of KL(batch code distribution || uniform)
     tau_start: float = 1.0  # gumbel: the relaxation's temperature, annealed over training
     tau_end: float = 1.0 / 16
 
@@ -208,8 +209,9 @@ class VQModel(nn.Module):
         pixels = 3 * config.image_size**2
         if config.kind == "gumbel":
             self.quantizer: nn.Module = GumbelQuantizer(
-                config.codebook_size, config.codebook_dim, config.kl_weight, pixels
-            )
+                config.codebook_size, config.codebook_dim, config.kl_weight, pixels,
+                config.usage_weight,
+            )  # fmt: skip
         elif config.kind == "kl":
             self.quantizer = GaussianBottleneck(config.codebook_dim, config.kl_weight, pixels)
         else:

@@ -299,6 +299,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "weight 1); only vq has a GAN phase",
     )  # fmt: skip
     parser.add_argument("--kl-weight", type=float, default=None, help="gumbel / kl")
+    parser.add_argument(
+        "--usage-weight", type=float, default=None,
+        help="gumbel: weight of KL(the batch's code distribution || uniform); default 0",
+    )  # fmt: skip
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--quantizer", choices=["l2", "ema", "fsq"], default=None)
     parser.add_argument("--codebook-size", type=int, default=None)
@@ -355,6 +359,10 @@ def run(args: argparse.Namespace) -> int:
         preset["kind"] = "kl" if args.kind == "vae" else args.kind
         if args.kl_weight is not None or args.kind == "vae":
             preset["kl_weight"] = 1.0 if args.kl_weight is None else args.kl_weight
+        if args.usage_weight is not None:
+            if args.kind != "gumbel":
+                raise SystemExit("--usage-weight is for --kind gumbel")
+            preset["usage_weight"] = args.usage_weight
         model_cfg = VQConfig(**preset)
     train_images, eval_images = training_images(cfg.dataset, cfg.edit_images, args.data_dir)
     trainer = Trainer(model_cfg, cfg, out, train_images, eval_images)

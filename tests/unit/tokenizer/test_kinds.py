@@ -85,6 +85,25 @@ def test_gumbel_kl_term_is_zero_at_uniform_and_log_k_when_certain():
     assert float(q(certain).loss) == pytest.approx(4 * math.log(8), rel=1e-4)  # 4 positions
 
 
+def test_gumbel_usage_term_is_zero_for_even_use_and_grows_with_collapse():
+    plain = GumbelQuantizer(size=8, dim=2, kl_weight=0.0, pixels=1)
+    usage = GumbelQuantizer(size=8, dim=2, kl_weight=0.0, pixels=1, usage_weight=1.0)
+    even = torch.full((1, 8, 2, 4), -1e4)  # 8 confident cells, each on another code
+    for cell in range(8):
+        even[0, cell, cell // 4, cell % 4] = 1e4
+    assert float(usage(even).loss) == pytest.approx(0.0, abs=1e-5)
+    collapsed = torch.full((1, 8, 2, 4), -1e4)
+    collapsed[:, 3] = 1e4  # every cell on code 3: KL(one-hot || uniform) = log 8 per cell
+    assert float(usage(collapsed).loss) == pytest.approx(8 * math.log(8), rel=1e-4)
+    assert float(plain(collapsed).loss) == 0.0  # off by default: the dVAE as DALL-E trains it
+    # its gradient raises the logits of the codes the batch does not use
+    logits = torch.zeros(1, 8, 2, 4)
+    logits[:, 3] = 2.0
+    logits.requires_grad_(True)
+    usage(logits).loss.backward()
+    assert (logits.grad[:, 3] > 0).all() and (logits.grad[:, 0] < 0).all()
+
+
 def test_gaussian_kl_term_matches_the_closed_form():
     b = GaussianBottleneck(dim=2, kl_weight=1.0, pixels=1).train()
     prior = torch.zeros(3, 4, 2, 2)  # mean 0, log-variance 0: the prior itself
