@@ -95,31 +95,41 @@ def train(
         raise SystemExit(f"training {name} failed")
 
 
+def run_logged(commands: dict[str, tuple[list[str], Path]], jobs: int) -> None:
+    """Run ``{name: (argv, log)}`` as processes, ``jobs`` at a time, each writing its log;
+    raise naming the ones that failed."""
+
+    def one(name: str) -> int:
+        argv, log = commands[name]
+        print(f"== {name}: {' '.join(argv[1:])} (log: {log})", flush=True)
+        with open(log, "w") as out:
+            code = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        print(f"== {name}: {'done' if code == 0 else f'failed ({code})'}", flush=True)
+        return code
+
+    names = list(commands)
+    with ThreadPoolExecutor(max(jobs, 1)) as pool:
+        failed = [n for n, code in zip(names, pool.map(one, names), strict=True) if code]
+    if failed:
+        raise SystemExit(f"failed: {failed}")
+
+
 def train_in_parallel(args: argparse.Namespace) -> None:
     """Each kind in its own ``--train-only`` process, ``args.jobs`` at a time; logs beside
     the runs (``<runs>/<name>.log``)."""
     runs = args.runs / args.dataset
     runs.mkdir(parents=True, exist_ok=True)
-
-    def one(name: str) -> int:
+    commands = {}
+    for name in args.kinds:
         argv = [sys.executable, "-m", "benchmarks.tokenizer_kinds", "--train-only", "--kinds",
                 name, "--dataset", args.dataset, "--steps", str(args.steps), "--threads",
-                str(args.threads), "--runs", str(args.runs)]  # fmt: skip
+                str(args.threads), "--runs", str(args.runs), "--preset", args.preset]  # fmt: skip
         if args.max_minutes:
             argv += ["--max-minutes", str(args.max_minutes)]
         if args.data_dir:
             argv += ["--data-dir", str(args.data_dir)]
-        argv += ["--preset", args.preset]
-        print(f"== {name}: training (log: {runs / name}.log)", flush=True)
-        with open(runs / f"{name}.log", "w") as log:
-            code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-        print(f"== {name}: {'done' if code == 0 else f'failed ({code})'}", flush=True)
-        return code
-
-    with ThreadPoolExecutor(args.jobs) as pool:
-        failed = [n for n, code in zip(args.kinds, pool.map(one, args.kinds), strict=True) if code]
-    if failed:
-        raise SystemExit(f"training failed: {failed}")
+        commands[name] = (argv, runs / f"{name}.log")
+    run_logged(commands, args.jobs)
 
 
 DOWNSTREAM = ("vqgan", "kl")  # unclip on VQ codes (snapped) vs kl latents (latent diffusion)
@@ -141,24 +151,24 @@ def decoder_argv(runs: Path, name: str, steps: int, threads: int, minutes: float
 
 def train_decoders(runs: Path, steps: int, threads: int, minutes: float | None, jobs: int) -> None:
     """The downstream decoders not trained yet, ``jobs`` at a time in their own processes."""
-    todo = [
-        n for n in DOWNSTREAM if not (runs / f"bundle-{n}" / "decoder" / "config.json").is_file()
-    ]
-
-    def one(name: str) -> int:
-        argv = decoder_argv(runs, name, steps, threads, minutes)
-        log = runs / f"decoder-{name}.log"
-        print(f"== tessera train decoder {' '.join(argv)} (log: {log})", flush=True)
-        with open(log, "w") as out:
-            return subprocess.call(
-                [sys.executable, "-m", "tessera.cli", "train", "decoder", *argv],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+    run_logged(
+        {
+            f"decoder-{n}": (
+                [
+                    sys.executable,
+                    "-m",
+                    "tessera.cli",
+                    "train",
+                    "decoder",
+                    *decoder_argv(runs, n, steps, threads, minutes),
+                ],
+                runs / f"decoder-{n}.log",
             )  # fmt: skip
-
-    with ThreadPoolExecutor(max(jobs, 1)) as pool:
-        failed = [n for n, code in zip(todo, pool.map(one, todo), strict=True) if code]
-    if failed:
-        raise SystemExit(f"downstream decoders failed: {failed}")
+            for n in DOWNSTREAM
+            if not (runs / f"bundle-{n}" / "decoder" / "config.json").is_file()
+        },
+        jobs,
+    )
 
 
 def downstream(runs: Path) -> dict:
