@@ -78,6 +78,7 @@ def compare(
 
     ``captions`` (shapes) adds the exact checker: its read-back of the reconstructions and the
     share of prior samples it reads as one clean shape."""
+    from tessera.evaluation.bundle import clean_share
     from tessera.tokenizer.eval import evaluate, shapes_checker_accuracy
 
     picks = np.linspace(0, len(images) - 1, min(grid_images, len(images))).astype(int)
@@ -117,13 +118,6 @@ def compare(
         results["models"][name] = m
         print(f"{name}: {summary(m)}", flush=True)
     return results, recon_rows, prior_rows
-
-
-def clean_share(images: np.ndarray) -> float:
-    """Share of images the shapes checker reads as one clean shape on white (any attributes)."""
-    from tessera.data.shapes import check_image
-
-    return float(np.mean([check_image(img) is not None for img in images]))
 
 
 def load_extra(path: Path) -> dict:
