@@ -218,6 +218,11 @@ def check_image(img: np.ndarray, min_iou: float = 0.6) -> ShapeAttrs | None:
 # --- the data set ------------------------------------------------------------------------
 
 
+def clean_share(images: np.ndarray) -> float:
+    """Share of images the checker reads as one clean shape on white (any attributes)."""
+    return float(np.mean([check_image(img) is not None for img in images]))
+
+
 def make_dataset(seed: int = 0, per_combo: int = 8) -> tuple[ImageTextDataset, np.ndarray]:
     """All 432 combinations x ``per_combo`` jittered renders; returns (data set, held-out
     flags). Deterministic: image k of a combination uses seed (seed, combination, k)."""

@@ -113,14 +113,9 @@ def checks(image: np.ndarray, prompt: str) -> bool:
     return check_image(image) == parse_caption(prompt)
 
 
-def clean_share(images: np.ndarray) -> float:
-    """Share of images the shapes checker reads as one clean shape on white (any attributes)."""
-    from tessera.data.shapes import check_image
-
-    return float(np.mean([check_image(img) is not None for img in images]))
-
-
 def shapes_verdicts(images: np.ndarray, prompts: list[str]) -> dict:
+    from tessera.data.shapes import clean_share
+
     hits = [checks(img, p) for img, p in zip(images, prompts, strict=True)]
     return {"checker_acc": float(np.mean(hits)), "clean_single_shape": clean_share(images)}
 

@@ -78,7 +78,7 @@ def compare(
 
     ``captions`` (shapes) adds the exact checker: its read-back of the reconstructions and the
     share of prior samples it reads as one clean shape."""
-    from tessera.evaluation.bundle import clean_share
+    from tessera.data.shapes import clean_share
     from tessera.tokenizer.eval import evaluate, shapes_checker_accuracy
 
     picks = np.linspace(0, len(images) - 1, min(grid_images, len(images))).astype(int)
