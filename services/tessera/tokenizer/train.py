@@ -306,6 +306,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--quantizer", choices=["l2", "ema", "fsq"], default=None)
     parser.add_argument("--codebook-size", type=int, default=None)
+    parser.add_argument("--fsq-levels", type=str, default=None, help="fsq, e.g. 8,8,8,6,5")
     parser.add_argument("--channels", type=int, default=None, help="first-level width")
     parser.add_argument("--channel-mult", type=str, default=None, help="e.g. 1,2,4")
     parser.add_argument("--batch-size", type=int, default=None)
@@ -352,6 +353,8 @@ def run(args: argparse.Namespace) -> int:
             preset["quantizer"] = args.quantizer
         if args.codebook_size:
             preset["codebook_size"] = args.codebook_size
+        if args.fsq_levels:
+            preset["fsq_levels"] = tuple(int(v) for v in args.fsq_levels.split(","))
         if args.channels:
             preset["channels"] = args.channels
         if args.channel_mult:

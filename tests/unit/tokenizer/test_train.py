@@ -102,6 +102,23 @@ def test_train_and_eval_commands(tmp_path, capsys):
     assert "PSNR" in capsys.readouterr().out
 
 
+def test_fsq_levels_choose_the_codebook(tmp_path):
+    """`--quantizer fsq --fsq-levels` sets the bits per cell: the product of the levels."""
+    shapes.prepare(tmp_path / "data", per_combo=1)
+    parser = argparse.ArgumentParser()
+    tok_train.add_arguments(parser)
+    out = tmp_path / "tok"
+    args = parser.parse_args(["--dataset", "shapes", "--out", str(out), "--preset", "tiny",
+                              "--quantizer", "fsq", "--fsq-levels", "5,4,3", "--steps", "2",
+                              "--batch-size", "4", "--data-dir", str(tmp_path / "data"),
+                              "--no-progress"])  # fmt: skip
+    assert tok_train.run(args) == 0
+    model = load_component(out)
+    assert model.codebook_size == 60
+    codes = model.encode(torch.zeros(2, 3, 64, 64))
+    assert codes.shape == (2, 8, 8) and int(codes.max()) < 60
+
+
 def test_measures():
     from tessera.tokenizer.losses import code_statistics, psnr, ssim
 
