@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2
 from ray import serve
 
 from tessera.common import metrics
+from tessera.common.errors import InvalidArgument
 from tessera.common.grpc_ingress import MalformedRequest
 from tessera.common.serving import grpc_edge, returns
 from tessera.gateway.forwarding import forward_contracts
@@ -187,8 +188,12 @@ class GatewayService(JobsServicerMixin):
         self, request: health_pb2.HealthCheckRequest, grpc_context: Any = None
     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
         """The current status, once (the gateway does not change it while it runs)."""
-        if _health_request_ok(request, grpc_context):
-            yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+        if not _health_request_ok(request, grpc_context):
+            # Raise, not return: a Serve stream that ends with no message may lose the
+            # replica's "accepted" metadata and reach the client as INTERNAL (Ray's own note in
+            # replica.py); a raised error travels as a message and keeps the code set above.
+            raise InvalidArgument(request.describe())
+        yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
     async def List(
         self, request: health_pb2.HealthListRequest, grpc_context: Any = None
