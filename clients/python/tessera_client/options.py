@@ -17,9 +17,9 @@ class GenerationOptions(TypedDict, total=False):
     seed: int  # image i uses seed + i; unset: random (returned in the result)
     guidance_scale: float  # [0, MAX_GUIDANCE]
     steps: int  # unclip denoising steps, 1..MAX_STEPS
-    temperature: float  # ar, pixel: (0, MAX_TEMPERATURE]
+    temperature: float  # ar, pixel: [MIN_TEMPERATURE, MAX_TEMPERATURE]
     top_k: int  # ar 0..MAX_TOP_K, pixel 0..MAX_PIXEL_TOP_K; 0 = off
-    top_p: float  # ar, pixel: (0, 1]
+    top_p: float  # ar, pixel: [MIN_TOP_P, 1]
     candidates: int  # ar, 1..MAX_CANDIDATES: sampled per image; CLIP's best is returned
     model: str  # bundle name; unset: the served default
 
@@ -42,7 +42,7 @@ class EditOptions(TypedDict, total=False):
     seed: int
     guidance_scale: float  # on the instruction, [0, MAX_GUIDANCE]
     image_guidance_scale: float  # on the source image, [0, MAX_GUIDANCE]
-    temperature: float  # (0, MAX_TEMPERATURE]; unset: greedy
+    temperature: float  # [MIN_TEMPERATURE, MAX_TEMPERATURE]; unset: greedy
     top_k: int  # 0 = off
 
 

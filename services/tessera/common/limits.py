@@ -13,12 +13,18 @@ model service is still bounded by the looser contract limit.
 
 from __future__ import annotations
 
+import struct
+
 # -- public API (HTTP + gRPC Generation) ---------------------------------------------------
 MAX_PROMPT_CHARS = 500  # every text a request carries: prompts, EmbedText texts
 MAX_IMAGES_PER_REQUEST = 4  # n
 MAX_STEPS = 250  # diffusion steps (unclip, variations)
 MAX_GUIDANCE = 20.0  # classifier-free guidance scale, [0, MAX_GUIDANCE] everywhere
-MAX_TEMPERATURE = 2.0  # (0, MAX_TEMPERATURE]
+MAX_TEMPERATURE = 2.0  # [MIN_TEMPERATURE, MAX_TEMPERATURE]
+# Floors, not "> 0": the wire type is float32, where a tiny positive double (1e-311) is 0.0,
+# and logits / a denormal temperature overflow. Below these, sampling is greedy in all but name.
+MIN_TEMPERATURE = 0.01
+MIN_TOP_P = 1e-6  # nucleus mass, [MIN_TOP_P, 1]
 MAX_TOP_K = 65536  # 0 = off; a model service also caps it at its vocabulary
 MAX_CANDIDATES = 8  # ar reranking: candidates sampled per returned image
 MAX_PIXEL_TOP_K = 256  # pixel route: top_k over the 256 intensities of a sub-pixel
@@ -54,3 +60,9 @@ MAX_LATENT_VALUES = 65536  # values of one latent tensor [channels, height, widt
 # -- the wire's number types ----------------------------------------------------------------
 INT32_MAX = 2**31 - 1
 FLOAT32_MAX = 3.4028234663852886e38  # a larger JSON number would become inf in a float field
+
+
+def as_float32(value: float) -> float:
+    """``value`` as a float32 field carries it: a service compares a wire value against the
+    float32 of a bound (0.01 sent over gRPC arrives as 0.0099999998)."""
+    return struct.unpack("<f", struct.pack("<f", value))[0]

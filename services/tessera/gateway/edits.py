@@ -29,6 +29,7 @@ from tessera.common.limits import (
     MAX_SEED,
     MAX_TEMPERATURE,
     MAX_TOP_K,
+    MIN_TEMPERATURE,
 )
 from tessera.gateway.observed import observed
 from tessera.routes.edit_requests import check_image_bytes
@@ -115,7 +116,10 @@ def add_edit_routes(app: FastAPI, gateway: Any) -> None:
             None, ge=0.0, le=MAX_GUIDANCE, description="guidance on the source image"
         ),
         temperature: float = Form(
-            None, gt=0.0, le=MAX_TEMPERATURE, description="unset: greedy (every n the same)"
+            None,
+            ge=MIN_TEMPERATURE,
+            le=MAX_TEMPERATURE,
+            description="unset: greedy (every n the same)",
         ),
         top_k: int = Form(None, ge=0, le=MAX_TOP_K, description="0 is off"),
     ) -> ImagesResponse:

@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tessera.common.limits import MAX_TEMPERATURE
+from tessera.common.limits import MAX_TEMPERATURE, MIN_TEMPERATURE, as_float32
 from tessera.common.protos import check_range
 from tessera.common.serving import resolve_seed
 from tessera.lm.sampling import SamplingParams, validate_params
+
+MIN_WIRE_TEMPERATURE = as_float32(MIN_TEMPERATURE)  # 0.01 as a float32 field carries it
 
 
 def sampling_fields(request_class: Any) -> tuple[str, ...]:
@@ -30,7 +32,7 @@ def request_options(request: Any, fields: tuple[str, ...], top_k_bound: int) -> 
     options = {name: getattr(request, name) for name in fields if request.HasField(name)}
     validate_params(SamplingParams(**options), top_k_bound)
     if "temperature" in options:
-        check_range("temperature", options["temperature"], 0.0, MAX_TEMPERATURE, open_low=True)
+        check_range("temperature", options["temperature"], MIN_WIRE_TEMPERATURE, MAX_TEMPERATURE)
     return options
 
 

@@ -23,31 +23,38 @@ import torch
 
 from tessera.common.device import make_generator
 from tessera.common.errors import Cancelled, InvalidArgument
-from tessera.common.limits import MAX_GUIDANCE
+from tessera.common.limits import MAX_GUIDANCE, MIN_TEMPERATURE, MIN_TOP_P, as_float32
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, trim_text
 
 
 @dataclass
 class SamplingParams:
-    temperature: float | None = None  # > 0; None = the model's default
+    temperature: float | None = None  # >= MIN_TEMPERATURE; None = the model's default
     top_k: int = 0  # keep the k most likely codes; 0 = off
-    top_p: float = 1.0  # nucleus mass in (0, 1]; 1 = off
+    top_p: float = 1.0  # nucleus mass in [MIN_TOP_P, 1]; 1 = off
     guidance_scale: float | None = None  # [0, 20]; None = the model's default
     seed: int = 0
 
 
 def validate_params(params: SamplingParams, vocab_size: int) -> None:
-    """Raise InvalidArgument naming the first bad field."""
+    """Raise InvalidArgument naming the first bad field.
+
+    The floors are the float32 of MIN_TEMPERATURE / MIN_TOP_P, so the bound itself passes
+    after a float32 wire field has carried it, and a value a float32 tensor turns into 0
+    (or a temperature whose logits / t overflow) does not."""
     t = params.temperature
-    if t is not None and (not isinstance(t, int | float) or not math.isfinite(t) or t <= 0):
-        raise InvalidArgument(f"temperature must be a finite number > 0, got {t!r}")
+    if t is not None and (
+        not isinstance(t, int | float) or not math.isfinite(t) or t < as_float32(MIN_TEMPERATURE)
+    ):
+        raise InvalidArgument(f"temperature must be a number >= {MIN_TEMPERATURE:g}, got {t!r}")
     k = params.top_k
     if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k > vocab_size:
         raise InvalidArgument(f"top_k must be an integer in [0, {vocab_size}], got {k!r}")
     p = params.top_p
-    if not isinstance(p, int | float) or not math.isfinite(p) or not 0 < p <= 1:
-        raise InvalidArgument(f"top_p must be in (0, 1], got {p!r}")
+    in_range = isinstance(p, int | float) and as_float32(MIN_TOP_P) <= p <= 1
+    if not in_range or not math.isfinite(p):
+        raise InvalidArgument(f"top_p must be in [{MIN_TOP_P:g}, 1], got {p!r}")
     s = params.guidance_scale
     if s is not None and (
         not isinstance(s, int | float) or not math.isfinite(s) or not 0 <= s <= MAX_GUIDANCE

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tessera.common.errors import Cancelled, InvalidArgument
+from tessera.common.limits import MIN_TEMPERATURE, as_float32
 from tessera.lm.engine import ContinuousSampler, ProgressFn
 from tessera.lm.sampling import draw_uniforms
 from tessera.mixed.generate import left_pad
@@ -106,8 +107,10 @@ class MixedSampler(ContinuousSampler):
                 raise InvalidArgument("a sequence needs 1..3 prompts and one weight each")
             if not all(math.isfinite(x) for x in w):
                 raise InvalidArgument(f"guidance weights must be finite, got {w}")
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise InvalidArgument(f"temperature must be a finite number > 0, got {temperature}")
+        if not (math.isfinite(temperature) and temperature >= as_float32(MIN_TEMPERATURE)):
+            raise InvalidArgument(
+                f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {temperature}"
+            )
         if not 0 <= top_k <= self.layout.vocab.image:
             raise InvalidArgument(f"top_k must be in [0, {self.layout.vocab.image}], got {top_k}")
         if progress_every < 1:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -36,6 +37,8 @@ from tessera.common.limits import (
     MAX_STEPS,
     MAX_TEMPERATURE,
     MAX_TOP_K,
+    MIN_TEMPERATURE,
+    MIN_TOP_P,
 )
 from tessera.v1 import generation_pb2
 
@@ -150,7 +153,7 @@ class GenerationParams(BaseModel):
         description="unclip: diffusion steps; a bundle whose decoder has fewer timesteps "
         "allows fewer (400 with its bound)",
     )
-    temperature: float | None = Field(default=None, gt=0.0, le=MAX_TEMPERATURE)
+    temperature: float | None = Field(default=None, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE)
     top_k: int | None = Field(
         default=None,
         ge=0,
@@ -158,7 +161,7 @@ class GenerationParams(BaseModel):
         description="ar: 0 is off; at most the LM's vocabulary (the bundle's codebook size); "
         "pixel: at most 256; else 400 with its bound",
     )
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_p: float | None = Field(default=None, ge=MIN_TOP_P, le=1.0)
     candidates: int | None = Field(
         default=None,
         ge=1,
@@ -206,14 +209,20 @@ class GenerationParams(BaseModel):
 
 def proto_fields(msg: Any, data: dict) -> dict:
     """``data`` plus what a generation-like request message sets: n (0 means 1), size and
-    model when not empty, and every optional field that is present (HasField)."""
+    model when not empty, and every optional field that is present (HasField).
+
+    A float field is read as the shortest decimal its float32 stands for: a client's 0.01
+    arrives as 0.0099999998, which would fail the ``ge=0.01`` its HTTP twin passes."""
     data = {**data, "n": msg.n or 1}
     for name in ("size", "model"):
         if getattr(msg, name):
             data[name] = getattr(msg, name)
     for field in msg.DESCRIPTOR.fields:
         if field.has_presence and msg.HasField(field.name):
-            data[field.name] = getattr(msg, field.name)
+            value = getattr(msg, field.name)
+            if field.type == field.TYPE_FLOAT:
+                value = float(str(np.float32(value)))
+            data[field.name] = value
     return data
 
 
@@ -293,7 +302,7 @@ class EditParams(BaseModel):
     )
     temperature: float | None = Field(
         default=None,
-        gt=0.0,
+        ge=MIN_TEMPERATURE,
         le=MAX_TEMPERATURE,
         description="unset: greedy (the most likely code at every cell: every n the same)",
     )

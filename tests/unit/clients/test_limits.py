@@ -6,7 +6,7 @@ from __future__ import annotations
 from tessera.common import limits as server
 from tessera_client import _limits as sdk
 
-COPIED = [name for name in vars(sdk) if name.startswith("MAX_")]
+COPIED = [name for name in vars(sdk) if name.startswith(("MAX_", "MIN_"))]
 
 
 def test_the_sdk_copies_some_bounds():

@@ -133,7 +133,9 @@ def test_top_k_one_is_greedy_and_temperature_free(trained):
         SamplingParams(temperature=0.0),
         SamplingParams(temperature=-1.0),
         SamplingParams(temperature=float("nan")),
+        SamplingParams(temperature=0.001),  # below MIN_TEMPERATURE
         SamplingParams(top_p=0.0),
+        SamplingParams(top_p=2.2e-311),  # > 0, but 0.0 as a float32
         SamplingParams(top_p=1.01),
         SamplingParams(top_k=-1),
         SamplingParams(top_k=10_000),

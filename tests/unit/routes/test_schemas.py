@@ -1,8 +1,10 @@
 import pytest
 
 from tessera.common.errors import InvalidArgument
+from tessera.common.limits import MIN_TEMPERATURE, MIN_TOP_P
+from tessera.lm.options import request_options, sampling_fields
 from tessera.routes.schemas import GenerationParams, VariationParams, validate
-from tessera.v1 import generation_pb2
+from tessera.v1 import generation_pb2, lm_pb2
 
 
 def test_proto_round_trip_keeps_unset_fields_unset():
@@ -43,3 +45,26 @@ def test_candidates_are_bounded_on_both_ingresses(candidates):
         GenerationParams.from_proto(msg)
     ok = GenerationParams.from_proto(generation_pb2.GenerateRequest(prompt="a", candidates=8))
     assert ok.candidates == 8 and ok.to_proto().candidates == 8
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p"])
+def test_sampling_floors_hold_over_http_and_grpc(field):
+    """The floor itself passes both ways (over gRPC it arrives as a float32: 0.0099999998);
+    a positive value a float32 makes 0 (the fuzzer's top_p=2.2e-311) is refused at the edge."""
+    floor = {"temperature": MIN_TEMPERATURE, "top_p": MIN_TOP_P}[field]
+    assert getattr(GenerationParams(prompt="a", **{field: floor}), field) == floor
+    msg = generation_pb2.GenerateRequest(prompt="a", **{field: floor})
+    assert getattr(GenerationParams.from_proto(msg), field) == floor
+    for below in (floor / 2, 2.2e-311):
+        with pytest.raises(InvalidArgument, match=field):
+            validate(GenerationParams, {"prompt": "a", field: below})
+
+
+def test_lm_contract_takes_the_floors_as_float32():
+    fields = sampling_fields(lm_pb2.SampleTokensRequest)
+    ok = lm_pb2.SampleTokensRequest(temperature=MIN_TEMPERATURE, top_p=MIN_TOP_P)
+    assert request_options(ok, fields, 16)["temperature"] < MIN_TEMPERATURE  # float32's 0.01
+    with pytest.raises(InvalidArgument, match="top_p"):
+        request_options(lm_pb2.SampleTokensRequest(top_p=1e-7), fields, 16)
+    with pytest.raises(InvalidArgument, match="temperature"):
+        request_options(lm_pb2.SampleTokensRequest(temperature=0.005), fields, 16)

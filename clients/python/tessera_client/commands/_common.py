@@ -21,6 +21,8 @@ from tessera_client._limits import (
     MAX_STEPS,
     MAX_TEMPERATURE,
     MAX_TOP_K,
+    MIN_TEMPERATURE,
+    MIN_TOP_P,
 )
 from tessera_client.client import DEFAULT_TIMEOUT, Client
 from tessera_client.types import Images, Job, ProgressEvent
@@ -92,7 +94,10 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_image_arguments(group, "images")
     group.add_argument(
-        "--temperature", type=float, default=None, help=f"ar, pixel: (0, {MAX_TEMPERATURE:g}]"
+        "--temperature",
+        type=float,
+        default=None,
+        help=f"ar, pixel: [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]",
     )
     group.add_argument(
         "--top-k",
@@ -100,7 +105,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"ar 0..{MAX_TOP_K}, pixel 0..{MAX_PIXEL_TOP_K}; 0 = off",
     )
-    group.add_argument("--top-p", type=float, default=None, help="ar, pixel: (0, 1]")
+    group.add_argument("--top-p", type=float, default=None, help=f"ar, pixel: [{MIN_TOP_P:g}, 1]")
     group.add_argument(
         "--candidates",
         type=int,

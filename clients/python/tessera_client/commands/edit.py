@@ -13,6 +13,7 @@ from tessera_client._limits import (
     MAX_PROMPT_CHARS,
     MAX_TEMPERATURE,
     MAX_TOP_K,
+    MIN_TEMPERATURE,
 )
 from tessera_client.commands import _common
 
@@ -50,7 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"on the source image, [0, {MAX_GUIDANCE:g}]",
     )
-    group.add_argument("--temperature", type=float, default=None, help=f"(0, {MAX_TEMPERATURE:g}]")
+    group.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help=f"[{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]",
+    )
     group.add_argument("--top-k", type=int, default=None, help=f"0..{MAX_TOP_K}; 0 = off")
     group.add_argument("--model", default=None, help="bundle name (default: the served one)")
     _common.add_connection_arguments(parser)
