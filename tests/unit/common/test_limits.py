@@ -18,13 +18,16 @@ def _g(x: float) -> str:
     return f"{x:g}"
 
 
+TEMPERATURE_RANGE = f"[{_g(limits.MIN_TEMPERATURE)}, {_g(limits.MAX_TEMPERATURE)}]"
+
+
 # (proto file, message, field, text its comment must contain)
 DOCUMENTED = [
     ("generation", "GenerateRequest", "prompt", f"1..{limits.MAX_PROMPT_CHARS} characters"),
     ("generation", "GenerateRequest", "n", f"1..{limits.MAX_IMAGES_PER_REQUEST}"),
     ("generation", "GenerateRequest", "guidance_scale", f"[0, {_g(limits.MAX_GUIDANCE)}]"),
     ("generation", "GenerateRequest", "steps", f"1..{limits.MAX_STEPS}"),
-    ("generation", "GenerateRequest", "temperature", f"(0, {_g(limits.MAX_TEMPERATURE)}]"),
+    ("generation", "GenerateRequest", "temperature", TEMPERATURE_RANGE),
     ("generation", "GenerateRequest", "candidates", f"1..{limits.MAX_CANDIDATES}"),
     ("generation", "VariationsRequest", "n", f"1..{limits.MAX_IMAGES_PER_REQUEST}"),
     ("lm", "SampleTokensRequest", "prompt", f"1..{limits.MAX_PROMPT_CHARS} characters"),
@@ -33,7 +36,7 @@ DOCUMENTED = [
     ("lm", "SampleTokensRequest", "guidance_scale", f"[0, {_g(limits.MAX_GUIDANCE)}]"),
     ("pixel", "SamplePixelsRequest", "prompt", f"1..{limits.MAX_PROMPT_CHARS} characters"),
     ("pixel", "SamplePixelsRequest", "n", f"1..{limits.MAX_PIXEL_IMAGES_PER_CALL}"),
-    ("pixel", "SamplePixelsRequest", "temperature", f"(0, {_g(limits.MAX_TEMPERATURE)}]"),
+    ("pixel", "SamplePixelsRequest", "temperature", TEMPERATURE_RANGE),
     ("pixel", "SamplePixelsRequest", "top_k", f"0 (off) .. {limits.MAX_PIXEL_TOP_K}"),
     ("pixel", "SamplePixelsRequest", "guidance_scale", f"[0, {_g(limits.MAX_GUIDANCE)}]"),
     ("prior", "EmbedTextRequest", "texts", f"1..{limits.MAX_TEXTS_PER_CALL} texts"),
@@ -88,6 +91,9 @@ def test_public_models_enforce_the_limits():
     }
     for name, bound in bounded.items():
         assert schema[name]["anyOf"][0]["maximum"] == bound, name
+    floors = {"temperature": limits.MIN_TEMPERATURE, "top_p": limits.MIN_TOP_P}
+    for name, floor in floors.items():  # floors, not > 0: a float32 field makes 1e-311 zero
+        assert schema[name]["anyOf"][0]["minimum"] == floor, name
     variation = VariationParams.model_json_schema()["properties"]
     assert variation["n"]["maximum"] == limits.MAX_IMAGES_PER_REQUEST
     assert variation["steps"]["anyOf"][0]["maximum"] == limits.MAX_STEPS
