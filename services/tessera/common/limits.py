@@ -66,3 +66,8 @@ def as_float32(value: float) -> float:
     """``value`` as a float32 field carries it: a service compares a wire value against the
     float32 of a bound (0.01 sent over gRPC arrives as 0.0099999998)."""
     return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+# The floors as a float32 wire field carries them: what the services compare against.
+MIN_WIRE_TEMPERATURE = as_float32(MIN_TEMPERATURE)
+MIN_WIRE_TOP_P = as_float32(MIN_TOP_P)

@@ -7,12 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tessera.common.limits import MAX_TEMPERATURE, MIN_TEMPERATURE, as_float32
+from tessera.common.limits import MAX_TEMPERATURE, MIN_WIRE_TEMPERATURE
 from tessera.common.protos import check_range
 from tessera.common.serving import resolve_seed
 from tessera.lm.sampling import SamplingParams, validate_params
-
-MIN_WIRE_TEMPERATURE = as_float32(MIN_TEMPERATURE)  # 0.01 as a float32 field carries it
 
 
 def sampling_fields(request_class: Any) -> tuple[str, ...]:

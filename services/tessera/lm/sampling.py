@@ -23,7 +23,13 @@ import torch
 
 from tessera.common.device import make_generator
 from tessera.common.errors import Cancelled, InvalidArgument
-from tessera.common.limits import MAX_GUIDANCE, MIN_TEMPERATURE, MIN_TOP_P, as_float32
+from tessera.common.limits import (
+    MAX_GUIDANCE,
+    MIN_TEMPERATURE,
+    MIN_TOP_P,
+    MIN_WIRE_TEMPERATURE,
+    MIN_WIRE_TOP_P,
+)
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.model import ImageGPT, trim_text
 
@@ -45,14 +51,14 @@ def validate_params(params: SamplingParams, vocab_size: int) -> None:
     (or a temperature whose logits / t overflow) does not."""
     t = params.temperature
     if t is not None and (
-        not isinstance(t, int | float) or not math.isfinite(t) or t < as_float32(MIN_TEMPERATURE)
+        not isinstance(t, int | float) or not math.isfinite(t) or t < MIN_WIRE_TEMPERATURE
     ):
         raise InvalidArgument(f"temperature must be a number >= {MIN_TEMPERATURE:g}, got {t!r}")
     k = params.top_k
     if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k > vocab_size:
         raise InvalidArgument(f"top_k must be an integer in [0, {vocab_size}], got {k!r}")
     p = params.top_p
-    in_range = isinstance(p, int | float) and as_float32(MIN_TOP_P) <= p <= 1
+    in_range = isinstance(p, int | float) and MIN_WIRE_TOP_P <= p <= 1
     if not in_range or not math.isfinite(p):
         raise InvalidArgument(f"top_p must be in [{MIN_TOP_P:g}, 1], got {p!r}")
     s = params.guidance_scale

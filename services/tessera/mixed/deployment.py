@@ -28,8 +28,7 @@ from tessera.common.limits import (
     MAX_MIXED_IMAGES_PER_CALL,
     MAX_PROMPT_CHARS,
     MAX_TEMPERATURE,
-    MIN_TEMPERATURE,
-    as_float32,
+    MIN_WIRE_TEMPERATURE,
 )
 from tessera.common.protos import (
     check_count,
@@ -102,8 +101,7 @@ class MixedModel(EngineService):
         """temperature / top_k of a request, checked; unset temperature: greedy or 1."""
         options: dict = {}
         if request.HasField("temperature"):
-            low = as_float32(MIN_TEMPERATURE)  # the bound as the float32 field carries it
-            check_range("temperature", request.temperature, low, MAX_TEMPERATURE)
+            check_range("temperature", request.temperature, MIN_WIRE_TEMPERATURE, MAX_TEMPERATURE)
             options["temperature"] = float(request.temperature)
         if request.HasField("top_k"):
             check_range("top_k", request.top_k, 0, self.model.config.image_vocab)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tessera.common.errors import Cancelled, InvalidArgument
-from tessera.common.limits import MIN_TEMPERATURE, as_float32
+from tessera.common.limits import MIN_TEMPERATURE, MIN_WIRE_TEMPERATURE
 from tessera.lm.engine import ContinuousSampler, ProgressFn
 from tessera.lm.sampling import draw_uniforms
 from tessera.mixed.generate import left_pad
@@ -107,7 +107,7 @@ class MixedSampler(ContinuousSampler):
                 raise InvalidArgument("a sequence needs 1..3 prompts and one weight each")
             if not all(math.isfinite(x) for x in w):
                 raise InvalidArgument(f"guidance weights must be finite, got {w}")
-        if not (math.isfinite(temperature) and temperature >= as_float32(MIN_TEMPERATURE)):
+        if not (math.isfinite(temperature) and temperature >= MIN_WIRE_TEMPERATURE):
             raise InvalidArgument(
                 f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {temperature}"
             )
