@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,16 +34,17 @@ RAY_SYSTEM = "Ray system (raylet, GCS, agents)"
 CLIENT = "load generator (this process)"
 
 
-def stage_of(proc: psutil.Process) -> str | None:
-    """Which row a descendant process's CPU goes to (None: not part of the stack)."""
-    try:
-        cmd = proc.cmdline()
-        name = proc.name()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-    title = cmd[0] if cmd else name
-    if title.startswith("ray::ServeReplica:"):
-        return title.rsplit(":", 1)[-1]  # the deployment
+# A replica's process title is ``ray::ServeReplica:<app>:<deployment>`` while idle and
+# ``ray::ServeReplica:<app>:<deployment>.<method>`` while Ray runs one of its tasks (plus
+# ``::Exiting`` on the way out), so the deployment is the name up to the first "." or ":".
+REPLICA_TITLE = re.compile(r"^ray::ServeReplica:[^:]*:([^.:\s]+)")
+
+
+def stage_of_title(title: str, name: str) -> str:
+    """Which row a process with this title (argv[0]) and executable name belongs to."""
+    replica = REPLICA_TITLE.match(title)
+    if replica:
+        return replica.group(1)  # the deployment
     if title.startswith("ray::ProxyActor"):
         return "Ray proxy (HTTP/gRPC ingress)"
     if title.startswith("ray::ServeController"):
@@ -52,6 +54,16 @@ def stage_of(proc: psutil.Process) -> str | None:
     if "redis" in name:
         return "Redis (job queue, idle here)"
     return RAY_SYSTEM
+
+
+def stage_of(proc: psutil.Process) -> str | None:
+    """Which row a descendant process's CPU goes to (None: gone or unreadable)."""
+    try:
+        cmd = proc.cmdline()
+        name = proc.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    return stage_of_title(cmd[0] if cmd else name, name)
 
 
 class CpuMeter:
