@@ -170,6 +170,11 @@ def test_bad_edits_answer_400_with_a_message(http, native, mixed):
     assert r.status_code == 400 and "temperature" in r.json()["error"]["message"]
     r = http.post("/v1/images/captions", files={"image": ("x.png", b"nope", "image/png")})
     assert r.status_code == 400
+    # a positive temperature under the floor (it would overflow the softmax) is refused
+    r = http.post("/v1/images/captions", files=files, data={"temperature": "1e-30"})
+    assert r.status_code == 400 and "0 (greedy) or at least 0.01" in r.text
+    r = http.post("/v1/images/captions", files=files, data={"n": "2", "temperature": "0.01"})
+    assert r.status_code == 200 and len(r.json()["captions"]) == 2, r.text
 
 
 # ---------------------------------------------------------------- gRPC
@@ -204,9 +209,16 @@ def test_grpc_bad_input_is_invalid_argument(gen, native, mixed):
             gen.Edit(req, timeout=TIMEOUT)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, req.prompt
         assert info.value.details()
-    with pytest.raises(grpc.RpcError) as info:
-        gen.Caption(generation_pb2.CaptionRequest(image=scene(native), n=2), timeout=TIMEOUT)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for req in (
+        generation_pb2.CaptionRequest(image=scene(native), n=2),  # greedy, several
+        generation_pb2.CaptionRequest(image=scene(native), temperature=1e-30),  # under the floor
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            gen.Caption(req, timeout=TIMEOUT)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, req
+    # the floor itself passes, though float32 carries it as 0.0099999998
+    at_floor = generation_pb2.CaptionRequest(image=scene(native), n=2, temperature=0.01)
+    assert len(gen.Caption(at_floor, timeout=TIMEOUT).captions) == 2
 
 
 # ---------------------------------------------------------------- jobs

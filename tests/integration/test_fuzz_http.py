@@ -56,7 +56,13 @@ EDIT = Budget(6, (*SIZE, *EDIT_IMAGES, r"top_k must be in \[0, \d+\]", FLOAT_SEE
 OPERATIONS = {
     "POST /v1/images/edits": EDIT,
     "POST /v1/images/captions": Budget(
-        6, (*EDIT_IMAGES, "n > 1 captions need temperature", FLOAT_SEED)
+        6,
+        (
+            *EDIT_IMAGES,
+            "n > 1 captions need temperature",
+            r"temperature must be 0 \(greedy\) or at least",  # (0, 0.01): no JSON-schema form
+            FLOAT_SEED,
+        ),
     ),
     "POST /v1/jobs/edits": EDIT,  # queued jobs are cancelled at once, as /v1/jobs
     "POST /v1/images/generations": GENERATION,

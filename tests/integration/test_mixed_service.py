@@ -98,6 +98,7 @@ def test_bad_contract_requests_are_invalid_argument(channel, source_grid):
         (stub.EditGrids, mixed_pb2.EditGridsRequest(instruction="x")),  # no source grid
         (stub.GenerateGrids, mixed_pb2.GenerateGridsRequest(prompt="x", top_k=10**6)),
         (stub.CaptionGrids, mixed_pb2.CaptionGridsRequest(grid=source_grid, n=2)),
+        (stub.CaptionGrids, mixed_pb2.CaptionGridsRequest(grid=source_grid, temperature=1e-30)),
     ):  # fmt: skip
         with pytest.raises(grpc.RpcError) as err:
             method(req, timeout=TIMEOUT)

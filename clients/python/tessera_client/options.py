@@ -48,5 +48,5 @@ class EditOptions(TypedDict, total=False):
 
 class CaptionOptions(TypedDict, total=False):
     model: str
-    temperature: float  # unset or 0: greedy (one caption); n > 1 needs temperature > 0
+    temperature: float  # unset or 0: greedy (one caption); else [MIN_TEMPERATURE, MAX_TEMPERATURE]
     seed: int

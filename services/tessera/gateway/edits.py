@@ -156,7 +156,7 @@ def add_edit_routes(app: FastAPI, gateway: Any) -> None:
             None,
             ge=0.0,
             le=MAX_TEMPERATURE,
-            description="unset or 0: greedy (one caption); n > 1 needs temperature > 0",
+            description="unset or 0: greedy (one caption, n must be 1); otherwise [0.01, 2]",
         ),
         seed: int = Form(None, ge=0, le=MAX_SEED),
     ) -> CaptionsResponse:

@@ -28,6 +28,7 @@ from tessera.common.limits import (
     MAX_MIXED_IMAGES_PER_CALL,
     MAX_PROMPT_CHARS,
     MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
     MIN_WIRE_TEMPERATURE,
 )
 from tessera.common.protos import (
@@ -225,6 +226,10 @@ class MixedModel(EngineService):
         check_count("n", n, 1, MAX_CAPTIONS)
         temperature = float(request.temperature) if request.HasField("temperature") else 0.0
         check_range("temperature", temperature, 0.0, MAX_TEMPERATURE)
+        if 0 < temperature < MIN_WIRE_TEMPERATURE:
+            raise InvalidArgument(
+                f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {temperature}"
+            )
         if n > 1 and temperature == 0:
             raise InvalidArgument("n > 1 captions need temperature > 0 (greedy gives one)")
         seed = resolve_seed(request.seed if request.HasField("seed") else None)

@@ -25,6 +25,7 @@ from tessera.routes.schemas import (
     StreamEvent,
     proto_fields,
     validate,
+    wire_float,
 )
 from tessera.v1 import common_pb2, generation_pb2
 
@@ -49,9 +50,10 @@ def edit_from_proto(msg: generation_pb2.EditRequest) -> tuple[bytes, EditParams,
 def caption_from_proto(msg: generation_pb2.CaptionRequest) -> CaptionParams:
     """A gRPC caption request's params, validated with the HTTP rules (InvalidArgument)."""
     data = {"n": msg.n or 1, **({"model": msg.model} if msg.model else {})}
-    for name in ("temperature", "seed"):
-        if msg.HasField(name):
-            data[name] = getattr(msg, name)
+    if msg.HasField("temperature"):
+        data["temperature"] = wire_float(msg.temperature)
+    if msg.HasField("seed"):
+        data["seed"] = msg.seed
     params = validate(CaptionParams, data)
     check_image_bytes(msg.image, "image")
     return params  # type: ignore[return-value]

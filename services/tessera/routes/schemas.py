@@ -207,6 +207,11 @@ class GenerationParams(BaseModel):
         return validate(cls, data)
 
 
+def wire_float(value: float) -> float:
+    """A float32 proto field as the shortest decimal it stands for (0.0099999998 -> 0.01)."""
+    return float(str(np.float32(value)))
+
+
 def proto_fields(msg: Any, data: dict) -> dict:
     """``data`` plus what a generation-like request message sets: n (0 means 1), size and
     model when not empty, and every optional field that is present (HasField).
@@ -221,7 +226,7 @@ def proto_fields(msg: Any, data: dict) -> dict:
         if field.has_presence and msg.HasField(field.name):
             value = getattr(msg, field.name)
             if field.type == field.TYPE_FLOAT:
-                value = float(str(np.float32(value)))
+                value = wire_float(value)
             data[field.name] = value
     return data
 
@@ -327,12 +332,22 @@ class CaptionParams(BaseModel):
         default=None,
         ge=0.0,
         le=MAX_TEMPERATURE,
-        description="unset or 0: greedy (every caption the same: n > 1 needs temperature > 0)",
+        description=(
+            f"unset or 0: greedy (every caption the same: n > 1 needs a temperature); "
+            f"otherwise [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]"
+        ),
     )
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _sampled_when_several(self) -> CaptionParams:
+        # a positive temperature under the floor would divide log-probabilities into
+        # overflow (or, as float32 on the wire, become 0: greedy), so it is refused
+        if self.temperature and self.temperature < MIN_TEMPERATURE:
+            raise ValueError(
+                f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, "
+                f"got {self.temperature!r}"
+            )
         if self.n > 1 and not self.temperature:
             raise ValueError("n > 1 captions need temperature > 0 (greedy gives one caption)")
         return self

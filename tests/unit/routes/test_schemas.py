@@ -3,7 +3,7 @@ import pytest
 from tessera.common.errors import InvalidArgument
 from tessera.common.limits import MIN_TEMPERATURE, MIN_TOP_P
 from tessera.lm.options import request_options, sampling_fields
-from tessera.routes.schemas import GenerationParams, VariationParams, validate
+from tessera.routes.schemas import CaptionParams, GenerationParams, VariationParams, validate
 from tessera.v1 import generation_pb2, lm_pb2
 
 
@@ -68,3 +68,11 @@ def test_lm_contract_takes_the_floors_as_float32():
         request_options(lm_pb2.SampleTokensRequest(top_p=1e-7), fields, 16)
     with pytest.raises(InvalidArgument, match="temperature"):
         request_options(lm_pb2.SampleTokensRequest(temperature=0.005), fields, 16)
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 1e-30, 0.009])
+def test_caption_temperature_is_greedy_zero_or_at_least_the_floor(temperature):
+    with pytest.raises(InvalidArgument, match=r"0 \(greedy\) or at least 0.01"):
+        validate(CaptionParams, {"temperature": temperature})
+    assert validate(CaptionParams, {"temperature": 0.0}).temperature == 0.0  # greedy
+    assert validate(CaptionParams, {"n": 2, "temperature": MIN_TEMPERATURE}).n == 2
