@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from tessera.cluster.nodes import NODE_ENV
+
 log = logging.getLogger("tessera")
 
 APP_NAME = "tessera"
@@ -120,6 +122,11 @@ def start(config: StackConfig) -> dict[str, Any]:
     if config.quiet:
         env["RAY_SERVE_ENABLE_ACCESS_LOG"] = "0"
     os.environ.update(env)
+    if not config.address:
+        # the raylet this starts (and the workers it spawns) read these from the environment;
+        # an operator's own value wins
+        for name, value in NODE_ENV.items():
+            os.environ.setdefault(name, value)
     init_kwargs: dict[str, Any] = {
         "runtime_env": {"env_vars": env},
         "log_to_driver": not config.quiet,

@@ -41,9 +41,21 @@ HEAD_NODE_TYPE = "ray.head.default"  # the head's node type name in Ray's autosc
 # See docs/decisions/idle-nodes-and-serve-metadata.md.
 INLINE_RESULT_BYTES = 512 * 1024
 
-# Environment every Ray node of a Tessera cluster starts with (the simulated cluster's head
-# and the nodes its autoscaler launches; the KubeRay pods; `ray start` on a real cluster).
-NODE_ENV: dict[str, str] = {"RAY_max_direct_call_object_size": str(INLINE_RESULT_BYTES)}
+# Ray starts worker processes at nice 15 (``RAY_worker_niceness``), so that a driver on the
+# same machine keeps priority over its tasks. In Tessera the replicas are the work: at nice
+# 15 they give way to Ray's own daemons, the proxy's load and anything else on the node. With
+# two nice-15 jobs sharing the two cores, one LanguageModel.SampleTokens call took 0.30 s
+# served against 0.10 s in-process; at niceness 0, 0.096 s against 0.089 s
+# (docs/decisions/replica-niceness.md).
+WORKER_NICENESS = 0
+
+# Environment every Ray node of a Tessera cluster starts with (the local stack; the simulated
+# cluster's head and the nodes its autoscaler launches; the KubeRay pods; compose's Ray
+# containers; `ray start` on a real cluster).
+NODE_ENV: dict[str, str] = {
+    "RAY_max_direct_call_object_size": str(INLINE_RESULT_BYTES),
+    "RAY_worker_niceness": str(WORKER_NICENESS),
+}
 
 
 @dataclass(frozen=True)
