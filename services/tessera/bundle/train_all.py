@@ -13,6 +13,9 @@ machine.
 ``vq`` (default), ``gumbel``, ``kl`` or ``vae``. A continuous tokenizer (kl, vae) has no token
 ids, so its bundle has no LM and serves the unclip route only (latent diffusion on its
 latents).
+
+``--tokenizer-recipe 4k-wide`` trains the tokenizer that reaches 26 dB on held-out Twemoji
+(4,096 codes, a wider trunk, no GAN phase; ~55 minutes instead of 25).
 """
 
 from __future__ import annotations
@@ -70,10 +73,21 @@ RECIPES: dict[str, dict[str, list[str]]] = {
 
 CONTINUOUS_KINDS = ("kl", "vae")
 
+# The tokenizer that meets issue 20's bar (held-out Twemoji 26.08 dB at the 8x8 grid, 97.5% of
+# codes used; benchmarks/results/tokenizer_kinds/twemoji-rate/): 4,096 codes (12 bits per
+# cell), a 1.5x wider trunk, no GAN phase.
+WIDE_4K = ["--codebook-size", "4096", "--channels", "48", "--no-gan"]
+# Tokenizer recipes, appended after the dataset's (the later flag wins). "4k-wide" takes ~55
+# minutes on one thread instead of 25, and its 4,096-code vocabulary makes the LM's larger.
+TOKENIZER_RECIPES: dict[str, list[str]] = {
+    "default": [],
+    "4k-wide": [*WIDE_4K, "--steps", "12000", "--max-minutes", "60"],
+}
+
 
 def component_args(
     component: str, out: Path, dataset: str, seed: int, resume: bool, threads: int = 1,
-    tokenizer_kind: str = "vq",
+    tokenizer_kind: str = "vq", tokenizer_recipe: str = "default",
 ) -> list[str]:  # fmt: skip
     args = ["--dataset", dataset, "--out", str(out / component), "--seed", str(seed)]
     args += ["--threads", str(threads)]
@@ -85,7 +99,10 @@ def component_args(
         args.append("--resume")
     if component == "tokenizer" and tokenizer_kind != "vq":
         args += ["--kind", tokenizer_kind]
-    return args + RECIPES[dataset][component]
+    args += RECIPES[dataset][component]
+    if component == "tokenizer":
+        args += TOKENIZER_RECIPES[tokenizer_recipe]
+    return args
 
 
 def recorded_args(argv: list[str], out: Path) -> list[str]:
@@ -120,6 +137,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the tokenizer's bottleneck; kl / vae bundles have no LM (unclip route only)",
     )  # fmt: skip
     parser.add_argument(
+        "--tokenizer-recipe", choices=sorted(TOKENIZER_RECIPES), default="default",
+        help="4k-wide: 4,096 codes, 1.5x width, no GAN (26 dB on Twemoji; ~55 min, not 25)",
+    )  # fmt: skip
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per trainer (1: fastest on 2 cores)"
     )
     parser.add_argument(
@@ -140,8 +161,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{i}/{len(ORDER)}] lm: skipped (a {kind} tokenizer has no token ids)")
             continue
         module = importlib.import_module(MODULES[component])
+        recipe = getattr(args, "tokenizer_recipe", "default")
         argv = component_args(
-            component, out, args.dataset, args.seed, args.resume, args.threads, kind
+            component, out, args.dataset, args.seed, args.resume, args.threads, kind, recipe
         )
         print(
             f"[{i}/{len(ORDER)}] {component}: tessera train {component} {' '.join(argv)}",

@@ -43,3 +43,13 @@ def test_a_tokenizer_kind_reaches_the_tokenizer_trainer_only(tmp_path):
     assert tok[tok.index("--kind") + 1] == "gumbel"
     assert "--kind" not in component_args("tokenizer", tmp_path, "twemoji", 0, False)
     assert "--kind" not in component_args("decoder", tmp_path, "twemoji", 0, False, 1, "kl")
+
+
+def test_the_4k_wide_tokenizer_recipe_overrides_the_datasets_budget(tmp_path):
+    tok = component_args("tokenizer", tmp_path, "twemoji", 0, False, 1, "vq", "4k-wide")
+    # argparse keeps the last value of a repeated flag: the recipe's
+    steps = [tok[i + 1] for i, a in enumerate(tok) if a == "--steps"]
+    assert steps[-1] == "12000" and tok[tok.index("--codebook-size") + 1] == "4096"
+    assert "--no-gan" in tok and tok[tok.index("--channels") + 1] == "48"
+    lm = component_args("lm", tmp_path, "twemoji", 0, False, 1, "vq", "4k-wide")
+    assert lm == component_args("lm", tmp_path, "twemoji", 0, False)  # the tokenizer's only
