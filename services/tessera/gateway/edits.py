@@ -156,7 +156,10 @@ def add_edit_routes(app: FastAPI, gateway: Any) -> None:
             None,
             ge=0.0,
             le=MAX_TEMPERATURE,
-            description="unset or 0: greedy (one caption, n must be 1); otherwise [0.01, 2]",
+            description=(
+                f"unset or 0: greedy (one caption, n must be 1); "
+                f"otherwise [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]"
+            ),
         ),
         seed: int = Form(None, ge=0, le=MAX_SEED),
     ) -> CaptionsResponse:
