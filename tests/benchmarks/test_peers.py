@@ -55,7 +55,10 @@ def test_solver_quality_finds_steps_on_a_tiny_bundle(tmp_path):
 def test_guidance_doubles_the_counted_work(results):
     for name in ("lm", "decoder"):
         plain, guided = results[name]["no_guidance"], results[name]["guidance"]
-        assert guided["flops_per_run"] == pytest.approx(2 * plain["flops_per_run"], rel=0.1)
+        if name == "decoder":
+            assert guided["flops_per_run"] == pytest.approx(2 * plain["flops_per_run"], rel=0.1)
+        else:  # the LM's null-condition rows share one prefill: less than double, not much
+            assert 1.5 < guided["flops_per_run"] / plain["flops_per_run"] < 2.0
         assert plain["speedup"] > 0 and guided["speedup"] > 0
 
 

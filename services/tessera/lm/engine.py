@@ -241,7 +241,7 @@ class ContinuousSampler(StepLoop):
             torch.stack(states).to(self.device), torch.stack(masks).to(self.device)
         )
         drop = torch.tensor(self.row_drop[start:], device=self.device)
-        fresh = self.model.new_cache(n)
+        fresh = self.model.new_cache(n, positions=states_t.shape[1] + 1)  # prefix + BOS
         logits = self.model.prefill(states_t, mask_t, fresh, drop_cond=drop)
         self._store_rows(fresh, start, n, fresh.length)  # prefix + BOS
         self.offsets[start : start + n] = fresh.prefix_len  # BOS sits at the prefix length

@@ -72,12 +72,18 @@ class JanusCache(KVCache):
     """``KVCache`` with Llama's shapes: (rows, key/value heads, slots, head_dim) per layer."""
 
     def __init__(
-        self, config: JanusLMConfig, batch: int, device: torch.device, dtype: torch.dtype
+        self,
+        config: JanusLMConfig,
+        batch: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        positions: int | None = None,
     ) -> None:
-        shape = (batch, config.n_kv_head, config.block_size, config.head_dim)
+        size = config.block_size if positions is None else positions
+        shape = (batch, config.n_kv_head, size, config.head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.key_mask = torch.ones(batch, config.block_size, dtype=torch.bool, device=device)
+        self.key_mask = torch.ones(batch, size, dtype=torch.bool, device=device)
         self.length = 0
         self.prefix_len = 0
 
@@ -179,9 +185,10 @@ class JanusImageLM(nn.Module):
         return TextBatch(ids, mask, torch.zeros(len(rows), 0))
 
     # ---------------------------------------------------------------- the engine's interface
-    def new_cache(self, batch: int) -> JanusCache:
+    def new_cache(self, batch: int, positions: int | None = None) -> JanusCache:
+        """``positions``: as ``ImageGPT.new_cache`` (default: the block size)."""
         p = self.generation_embeddings.weight
-        return JanusCache(self.config, batch, p.device, p.dtype)
+        return JanusCache(self.config, batch, p.device, p.dtype, positions)
 
     def prefill(
         self, ids: torch.Tensor, mask: torch.Tensor, cache: JanusCache, drop_cond: torch.Tensor

@@ -20,15 +20,16 @@ class KVCache:
         device: torch.device,
         dtype: torch.dtype,
         extra: int = 0,
+        positions: int | None = None,
     ) -> None:
-        """``extra`` slots past the block size: room for a Jacobi window's look-ahead."""
+        """``positions`` (default: the block size) plus ``extra`` slots: room for a Jacobi
+        window's look-ahead."""
         hd = config.n_embd // config.n_head
-        shape = (batch, config.n_head, config.block_size + extra, hd)
+        size = (config.block_size if positions is None else positions) + extra
+        shape = (batch, config.n_head, size, hd)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.key_mask = torch.ones(
-            batch, config.block_size + extra, dtype=torch.bool, device=device
-        )
+        self.key_mask = torch.ones(batch, size, dtype=torch.bool, device=device)
         self.length = 0  # positions filled so far
         self.prefix_len = 0  # text slots in front of BOS (set by prefill)
         self.bias: torch.Tensor | None = None  # key_mask as 0/-inf, built by decode_step

@@ -257,7 +257,10 @@ def sample_tokens(
         return out.view(B, cfg.grid_size, cfg.grid_size)
     out = torch.full((B, L), -1, dtype=torch.long, device=device)
     try:
-        cache = model.new_cache(states.shape[0]) if use_cache else None
+        # prefix + BOS + L - 1 inputs: the trimmed prefix leaves the block's tail unused
+        cache = (
+            model.new_cache(states.shape[0], positions=states.shape[1] + L) if use_cache else None
+        )
         for i in range(L):
             if cache is not None and i == 0:
                 logits = model.prefill(states, mask, cache, drop_cond=drop)
