@@ -235,8 +235,10 @@ def peer_comparisons(bundle_dir: Path, repeats: int, device: str = "cpu") -> dic
     lm = load_bundle_component(bundle_dir, "lm", device=dev)
     decoder = load_bundle_component(bundle_dir, "decoder", device=dev)
     out = {"matmul_peak": peers.matmul_peak(device=device)}
+    # A sampling call is ~0.1 s here: three times the runs cost seconds and steady a median
+    # that five runs left to one slow spell of a shared machine.
     out["lm"] = peers.lm_vs_transformers(
-        lm, batch=16, repeats=repeats, summarize=summarize, device=device
+        lm, batch=16, repeats=3 * repeats, summarize=summarize, device=device
     )
     print("decoder: DPM-Solver++ steps at DDIM's quality…", flush=True)
     quick = decoder.config.default_steps < 25  # the tiny bundle: a smoke run
