@@ -287,7 +287,9 @@ class ImageTransformer(TextConditioned):
         return logits, loss
 
     # --- the KV-cached path the LM engine drives ------------------------------------------
-    def new_cache(self, batch: int) -> PixelCache:
+    def new_cache(self, batch: int, positions: int | None = None) -> PixelCache:
+        """``positions`` (how many slots the caller will fill, as ``ImageGPT.new_cache``)
+        changes nothing here: the prefix and the ring buffer have fixed slots."""
         p = self.lm_head.weight
         return PixelCache(self.config, batch, p.device, p.dtype)
 
