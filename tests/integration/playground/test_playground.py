@@ -172,6 +172,38 @@ def test_cancel_a_long_job(pg):
     assert page.locator("#images img.final").count() == 0
 
 
+def test_a_cancel_reply_overtaken_by_the_jobs_end_does_not_undo_it(pg):
+    """The stream can report "cancelled" before the DELETE's reply (sent while the job still
+    ran) reaches the page; the page keeps the newer state. Here the reply is held back until
+    the page shows the end (a loaded machine did it by chance: "Cancelling" for ever)."""
+    page = pg.page
+    held: list = []
+
+    def hold_cancel_reply(route) -> None:
+        if route.request.method != "DELETE":
+            route.continue_()
+            return
+        held.append((route, route.fetch()))  # the server cancels now; the page waits
+
+    page.route("**/v1/jobs/*", hold_cancel_reply)
+    page.fill("#prompt", "a long walk")
+    page.select_option("#route", "unclip")
+    page.fill("#n", "4")
+    page.fill("#steps", "100")
+    page.click("#generate")
+    expect(page.locator("#stage")).to_contain_text("Running")  # cancel early: the job is ~1.5 s
+    page.click("#cancel")
+    expect(page.locator("#stage")).to_have_text("Cancelled")
+    ((route, reply),) = held
+    assert reply.json()["state"] in ("queued", "running")  # what the page now gets
+    with page.expect_response(lambda r: r.request.method == "DELETE"):
+        route.fulfill(response=reply)
+    page.wait_for_timeout(1000)  # the reply's handler runs after its body is read
+    expect(page.locator("#stage")).to_have_text("Cancelled")
+    assert page.locator("#history-list li.job .badge").first.text_content() == "cancelled"
+    assert not page.is_enabled("#cancel")
+
+
 def test_variations_of_a_dropped_and_an_uploaded_image(pg, native):
     page = pg.page
     buf = io.BytesIO()

@@ -122,6 +122,10 @@ export async function cancel(id = viewed) {
   if (!id) return;
   try {
     const job = await api.cancelJob(id);
+    // The job's stream can report its end before this reply (sent while it still ran)
+    // arrives: a final state the page already knows is the newer one, so keep it.
+    const known = history.all().find((e) => e.id === id);
+    if (known && !history.ACTIVE.has(known.state)) return;
     history.update(id, { state: job.state });
     if (id === viewed && history.ACTIVE.has(job.state)) setStatus("Cancelling");
     else if (id === viewed) render(job);
