@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 import torch
@@ -63,3 +64,33 @@ def additive_mask(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
         ~visible, float("-inf")
     )
+
+
+def key_spans(
+    ends: list[int], min_rows: int = 16, min_saving: float = 0.2, depth: int = 2
+) -> list[tuple[int, int, int]]:
+    """Contiguous row groups ``(first, stop, keys)`` for one-step attention over rows whose
+    keys end at different places (continuous batching: ``ends[r]`` is row r's position + 1).
+
+    One group makes every row read up to the longest row's keys; past ~32 rows that read is
+    what a step waits for (the cache outgrows the caches), and the engine keeps rows in
+    arrival order, so the newer rows are the shorter ones. Each split is the single cut that
+    reads least, kept when it saves ``min_saving`` of its group's reads and leaves both parts
+    ``min_rows`` rows (a group costs a few calls a layer); at most 2**depth groups.
+    """
+
+    def split(a: int, b: int, depth: int) -> list[tuple[int, int, int]]:
+        keys = max(ends[a:b])
+        best: tuple[int, int] | None = None
+        if depth > 0 and b - a >= 2 * min_rows:
+            left = list(accumulate(ends[a:b], max))  # longest row in a..a+h-1
+            right = list(accumulate(reversed(ends[a:b]), max))[::-1]  # in a+h..b-1
+            for h in range(min_rows, b - a - min_rows + 1):
+                reads = h * left[h - 1] + (b - a - h) * right[h]
+                if best is None or reads < best[0]:
+                    best = (reads, a + h)
+        if best is None or best[0] > (1 - min_saving) * (b - a) * keys:
+            return [(a, b, keys)]
+        return split(a, best[1], depth - 1) + split(best[1], b, depth - 1)
+
+    return split(0, len(ends), depth) if ends else []

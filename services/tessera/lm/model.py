@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tessera.common.text_encoder import DEFAULT_MAX_TOKENS, TEXT_DIM
-from tessera.lm.kv import KVCache, additive_mask, attend_one
+from tessera.lm.kv import KVCache, additive_mask, attend_one, key_spans
 from tessera.lm.prefix import TextConditioned
 
 __all__ = ["ImageGPT", "KVCache", "LMConfig", "additive_mask", "attend_one", "trim_text"]
@@ -90,9 +90,11 @@ class CausalSelfAttention(nn.Module):
         attn_mask: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor] | None = None,
         start: int | torch.Tensor = 0,
+        spans: list[tuple[int, int, int]] | None = None,
     ) -> torch.Tensor:
         """``start``: the cache index of x's first position, shared by all rows (int) or one
-        per row ((B,) int64, one position each: continuous batching's decode step)."""
+        per row ((B,) int64, one position each: continuous batching's decode step), when
+        ``spans`` (``kv.key_spans``) may group the rows by how many keys they read."""
         B, T, C = x.shape
         # (B, T, 3C) -> three (B, nh, T, hd) views: one view, one permute, one unbind
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
@@ -114,7 +116,16 @@ class CausalSelfAttention(nn.Module):
             cache_k[:, :, start : start + T] = k
             cache_v[:, :, start : start + T] = v
             k, v = cache_k[:, :, : start + T], cache_v[:, :, : start + T]
-        if attn_mask.dtype != torch.bool:  # cached decoding: one (or a few) queries per row
+        if spans is not None and len(spans) > 1:  # per-row positions, rows grouped by length
+            y = torch.cat(
+                [
+                    attend_one(
+                        q[a:b], cache_k[a:b, :, :n], cache_v[a:b, :, :n], attn_mask[a:b, ..., :n]
+                    )
+                    for a, b, n in spans
+                ]
+            )
+        elif attn_mask.dtype != torch.bool:  # cached decoding: one (or a few) queries per row
             y = attend_one(q, k, v, attn_mask)
         else:
             y = F.scaled_dot_product_attention(
@@ -154,8 +165,9 @@ class Block(nn.Module):
         attn_mask: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor] | None = None,
         start: int | torch.Tensor = 0,
+        spans: list[tuple[int, int, int]] | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), attn_mask, cache, start)
+        x = x + self.attn(self.ln_1(x), attn_mask, cache, start, spans)
         return x + self.mlp(self.ln_2(x))
 
     def decode(
@@ -385,7 +397,8 @@ class ImageGPT(TextConditioned):
         q_pos = pos.view(-1, 1, 1) + torch.arange(T, device=token.device).view(1, T, 1)
         visible = cache.key_mask[:, None, : keys.numel()] & (keys.view(1, 1, -1) <= q_pos)
         attn_mask = additive_mask(visible[:, None], x.dtype)  # (B, 1, T, Tk)
+        spans = key_spans((pos + T).tolist())  # rows by how far their keys reach
         for i, block in enumerate(self.blocks):
-            x = block(x, attn_mask, (cache.k[i], cache.v[i]), pos)
+            x = block(x, attn_mask, (cache.k[i], cache.v[i]), pos, spans)
         logits = self.head(self.ln_f(x))  # (B, T, vocab)
         return logits[:, 0] if token.dim() == 1 else logits
