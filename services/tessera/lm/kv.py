@@ -73,7 +73,7 @@ def key_spans(
     keys end at different places (continuous batching: ``ends[r]`` is row r's position + 1).
 
     One group makes every row read up to the longest row's keys; past ~32 rows that read is
-    what a step waits for (the cache outgrows the caches), and the engine keeps rows in
+    what a step waits for (the KV cache outgrows the CPU caches), and the engine keeps rows in
     arrival order, so the newer rows are the shorter ones. Each split is the single cut that
     reads least, kept when it saves ``min_saving`` of its group's reads and leaves both parts
     ``min_rows`` rows (a group costs a few calls a layer); at most 2**depth groups.
