@@ -59,6 +59,24 @@ def attend_one(
     return torch.softmax(scores, dim=-1) @ v
 
 
+def attend_spans(
+    q: torch.Tensor,
+    cache_k: torch.Tensor,
+    cache_v: torch.Tensor,
+    bias: torch.Tensor,
+    spans: list[tuple[int, int, int]],
+) -> torch.Tensor:
+    """``attend_one`` per row group ``(first, stop, keys)`` of ``key_spans``, each group over
+    its own first ``keys`` cache slots: (B, nh, T, hd) queries, (B, nh, slots, hd) caches,
+    (B, 1, T, >= keys) additive mask -> (B, nh, T, hd)."""
+    return torch.cat(
+        [
+            attend_one(q[a:b], cache_k[a:b, :, :n], cache_v[a:b, :, :n], bias[a:b, ..., :n])
+            for a, b, n in spans
+        ]
+    )
+
+
 def additive_mask(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Bool "may attend" mask -> 0 / -inf of ``dtype``, built once per step for all layers."""
     return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tessera.common.text_encoder import DEFAULT_MAX_TOKENS, TEXT_DIM
-from tessera.lm.kv import KVCache, additive_mask, attend_one, key_spans
+from tessera.lm.kv import KVCache, additive_mask, attend_one, attend_spans, key_spans
 from tessera.lm.prefix import TextConditioned
 
 __all__ = ["ImageGPT", "KVCache", "LMConfig", "additive_mask", "attend_one", "trim_text"]
@@ -117,14 +117,7 @@ class CausalSelfAttention(nn.Module):
             cache_v[:, :, start : start + T] = v
             k, v = cache_k[:, :, : start + T], cache_v[:, :, : start + T]
         if spans is not None and len(spans) > 1:  # per-row positions, rows grouped by length
-            y = torch.cat(
-                [
-                    attend_one(
-                        q[a:b], cache_k[a:b, :, :n], cache_v[a:b, :, :n], attn_mask[a:b, ..., :n]
-                    )
-                    for a, b, n in spans
-                ]
-            )
+            y = attend_spans(q, cache_k, cache_v, attn_mask, spans)
         elif attn_mask.dtype != torch.bool:  # cached decoding: one (or a few) queries per row
             y = attend_one(q, k, v, attn_mask)
         else:
@@ -297,9 +290,7 @@ class ImageGPT(TextConditioned):
 
     # --- KV-cached sampling -------------------------------------------------------------
     def new_cache(self, batch: int, extra: int = 0, positions: int | None = None) -> KVCache:
-        """``positions``: room for that many positions instead of the block size (a sampler
-        that knows its prefix length; a prefill copied elsewhere), which is that much less
-        memory to zero."""
+        """``positions``: slots to allocate (default: the block size); fewer is less to zero."""
         p = self.lm_head.weight
         return KVCache(self.config, batch, p.device, p.dtype, extra, positions)
 
