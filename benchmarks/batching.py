@@ -56,11 +56,12 @@ def continuous_vs_static(
     model: torch.nn.Module, repeats: int, summarize: Callable, *, requests: int = 16
 ) -> dict:
     """p50/p99 latency of both schedules on the same arrivals; medians over ``repeats``."""
-    from tessera.common.text_encoder import TextBatch, shared_text_encoder
+    from benchmarks import texts
+    from tessera.common.text_encoder import TextBatch
 
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(requests)]
     device = next(model.parameters()).device  # the engine samples where the model is
-    text = shared_text_encoder("cpu").encode(prompts).to(device)
+    text = texts.encode(prompts).to(device)
     guided = model.config.guidance_scale != 1.0
     max_rows = requests * (2 if guided else 1)
     first = TextBatch(text.states[:1], text.mask[:1], text.pooled[:1])

@@ -14,10 +14,11 @@ default steps: see :func:`solver_quality`.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import torch
+
+from tessera.common.text_encoder import TextBatch
 
 MARGIN = 0.03  # the bundle report's DDIM-vs-DDPM margin on the CLIP cosine
 CANDIDATE_STEPS = (4, 5, 6, 8, 10, 12, 15, 20)
@@ -31,27 +32,23 @@ PROMPTS = (
 )  # fmt: skip
 
 
-def conditions(bundle_dir: Path, n: int, device: str) -> tuple[torch.Tensor, list]:
-    """The Prior's image embeddings (n, D) and each prompt's MiniLM states for ``n`` prompts."""
-    from tessera.common.protos import embedding_from_proto, text_states_from_proto
-    from tessera.prior.deployment import Prior
-    from tessera.v1 import prior_pb2
+def conditions(
+    bundle_dir: Path, n: int, device: str, clip: torch.nn.Module
+) -> tuple[torch.Tensor, TextBatch]:
+    """The Prior's image embeddings (n, D) for ``n`` prompts and their MiniLM encodings, as
+    the unclip route makes them: CLIP's text embedding of the MiniLM sentence embedding,
+    then the prior sampled with its defaults, prompt i with seed i (the model itself, not the
+    Ray deployment: a row's sample depends only on its own prompt and seed)."""
+    from benchmarks import texts
+    from tessera.common.checkpoint import load_bundle_component
 
-    prior = Prior.func_or_class(str(bundle_dir), device)
-
-    async def sample(i: int) -> prior_pb2.SamplePriorResponse:
-        req = prior_pb2.SamplePriorRequest(
-            prompt=PROMPTS[i % len(PROMPTS)], n=1, seed=i, return_states=True
-        )
-        return await prior.SamplePrior(req)
-
-    async def all_of_them() -> list:
-        return [await sample(i) for i in range(n)]
-
-    replies = asyncio.run(all_of_them())
-    emb = torch.stack([embedding_from_proto(r.embeddings[0], r.embeddings[0].dim) for r in replies])
-    texts = [text_states_from_proto(r.text_states) for r in replies]
-    return emb, texts
+    dev = torch.device(device)
+    prior = load_bundle_component(bundle_dir, "prior", device=dev)
+    text = texts.encode([PROMPTS[i % len(PROMPTS)] for i in range(n)]).to(dev)
+    with torch.inference_mode():
+        text_emb = clip.embed_text(text.pooled)
+        emb = prior.sample(text, text_emb, seeds=list(range(n)))
+    return emb, text
 
 
 def solver_quality(
@@ -69,20 +66,13 @@ def solver_quality(
     bundle report's criterion); ``fewest_steps`` also asks for a distance no larger than
     DDIM's at the default steps (at least as exact)."""
     from tessera.common.checkpoint import load_bundle_component
-    from tessera.common.text_encoder import TextBatch
     from tessera.decoder.sampling import sample_latents
 
     dev = torch.device(device)
     decoder = load_bundle_component(bundle_dir, "decoder", device=dev)
     vq = load_bundle_component(bundle_dir, "tokenizer", device=dev)
     clip = load_bundle_component(bundle_dir, "clip", device=dev)
-    emb, texts = conditions(bundle_dir, n, device)
-    emb = emb.to(dev)
-    text = TextBatch(
-        torch.cat([t.states for t in texts]),
-        torch.cat([t.mask for t in texts]),
-        torch.cat([t.pooled for t in texts]),
-    ).to(dev)
+    emb, text = conditions(bundle_dir, n, device, clip)
     seeds = list(range(n))
 
     @torch.inference_mode()

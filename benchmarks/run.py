@@ -203,13 +203,13 @@ def served(
 
 # ----------------------------------------------------------------------------- KV cache
 def kv_cache_speedup(bundle_dir: Path, repeats: int, device: str = "cpu") -> dict:
+    from benchmarks import texts
     from benchmarks.peers import synchronize
     from tessera.common.checkpoint import load_bundle_component
-    from tessera.common.text_encoder import shared_text_encoder
     from tessera.lm.sampling import SamplingParams, sample_tokens
 
     model = load_bundle_component(bundle_dir, "lm", device=torch.device(device))
-    text = shared_text_encoder("cpu").encode(["grinning face"] * 4).to(device)
+    text = texts.encode(["grinning face"] * 4).to(device)
     params = [SamplingParams(seed=i) for i in range(4)]
     result = {}
     for use_cache in (True, False):
@@ -276,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         help="gpu: models on CUDA, deploy/serve/gpu.yaml, results in benchmarks/results/gpu",
     )
     parser.add_argument("--out", type=Path, default=None, help="default: the profile's folder")
+    parser.add_argument(
+        "--text-states",
+        type=Path,
+        default=None,
+        help="prompt encodings from `python -m benchmarks.texts` (for a machine without MiniLM)",
+    )
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--no-jobs", action="store_true")
     parser.add_argument("--no-peers", action="store_true", help="skip transformers/diffusers")
@@ -287,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     device, out_dir = profile["device"], args.out or profile["out"]
     if device == "cuda" and not torch.cuda.is_available():
         parser.error("--profile gpu needs a CUDA device, and torch sees none")
+    if args.text_states:
+        from benchmarks import texts
+
+        print(f"{texts.load(args.text_states)} prompt encodings from {args.text_states}")
 
     from tessera.bundle.random_init import build_random_bundle
     from tessera.common.settings import get_settings
