@@ -16,6 +16,13 @@ Two measures, both in `make bench`:
    apart, with ``time.process_time``: every protobuf message one request sends between
    deployments (recorded on the in-process handles) serialised and parsed once each, as the
    handles' gRPC transport does; that time is part of the Gateway's and the replicas' rows.
+   The in-process side is split by thread too (engine threads, the worker threads that run
+   MiniLM, CLIP and the detokenizer, the event loop), so its work lines up with the served
+   rows.
+3. What each hop adds at concurrency 1 (``hop_latency``): every handle call of one request,
+   recorded in-process, replayed through the in-process instance and through a Serve handle
+   from this process, alternating; the rest of the paired gap is HTTP, the proxy and the
+   gateway.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import statistics
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -101,6 +110,54 @@ class CpuMeter:
         return per_stage
 
 
+def thread_group(name: str | None) -> str:
+    """Which in-process row a thread of this process belongs to, by its Python name."""
+    if name is None:
+        return "native threads (torch, gRPC)"
+    if name.endswith("-step-batch"):
+        return f"engine thread {name}"  # tessera.common.step_loop
+    if name.startswith("asyncio_"):
+        return "worker threads (MiniLM, CLIP, detokenizer)"  # asyncio.to_thread
+    if name == "MainThread":
+        return "event loop (route code, PNG, load generator)"
+    return "other threads"
+
+
+class ThreadCpuMeter:
+    """This process's CPU seconds by thread group between :meth:`start` and :meth:`stop`
+    (``psutil`` reads each thread's times from /proc; Python names them by native id)."""
+
+    ENDED = "threads that ended"
+
+    def __init__(self) -> None:
+        self.me = psutil.Process(os.getpid())
+        self.before: dict[int, tuple[str, float]] = {}
+        self.total = 0.0
+
+    def _sample(self) -> tuple[dict[int, tuple[str, float]], float]:
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        threads = {
+            t.id: (thread_group(names.get(t.id)), t.user_time + t.system_time)
+            for t in self.me.threads()
+        }
+        times = self.me.cpu_times()
+        return threads, times.user + times.system
+
+    def start(self) -> None:
+        self.before, self.total = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        after, total = self._sample()
+        groups: dict[str, float] = {}
+        for tid, (group, cpu) in after.items():
+            base = self.before.get(tid, (group, 0.0))[1]
+            groups[group] = groups.get(group, 0.0) + max(0.0, cpu - base)
+        ended = (total - self.total) - sum(groups.values())
+        if ended > 0.001:
+            groups[self.ENDED] = ended
+        return groups
+
+
 async def closed_loop(
     send: Callable[[int], Awaitable[Any]], concurrency: int, requests: int, first: int
 ) -> dict:
@@ -164,19 +221,27 @@ def platform_overhead(
                 await local(route, 0)
                 sides: dict = {"served": [], "in_process": []}
                 cpu_ms: dict = {"served": {}, "in_process": {}}
+                by_thread: dict = {}
                 for _ in range(rounds):
                     for side, send in (("served", served), ("in_process", local)):
-                        meter = CpuMeter()
+                        meter, threads = CpuMeter(), ThreadCpuMeter()
                         meter.start()
+                        threads.start()
                         r = await closed_loop(
                             lambda i, s=send, rt=route: s(rt, i), concurrency, requests, n
                         )
+                        split = threads.stop()
                         used = meter.stop()
                         n += requests
                         sides[side].append(r["throughput_rps"])
+                        per_request = 1000 / (requests * rounds)
                         for stage, sec in used.items():
                             acc = cpu_ms[side]
-                            acc[stage] = acc.get(stage, 0.0) + 1000 * sec / (requests * rounds)
+                            acc[stage] = acc.get(stage, 0.0) + sec * per_request
+                        if side == "in_process":
+                            for group, sec in split.items():
+                                by_thread[group] = by_thread.get(group, 0.0) + sec * per_request
+                cpu_ms["in_process_by_thread"] = by_thread
                 row = {side: summarize(v) for side, v in sides.items()}
                 row["served_over_in_process"] = (
                     row["served"]["median"] / row["in_process"]["median"]
@@ -195,43 +260,48 @@ def platform_overhead(
 
 # ------------------------------------------------------------------------- serialisation
 class RecordingHandle:
-    """An in-process handle that keeps every unary call's request and reply."""
+    """An in-process handle that keeps every unary call as (service, method, request,
+    reply)."""
 
-    def __init__(self, inner: Any, log: list) -> None:
-        self._inner, self._log = inner, log
+    def __init__(self, inner: Any, log: list, service: str = "") -> None:
+        self._inner, self._log, self._service = inner, log, service
 
     def options(self, **kwargs: Any) -> Any:
         return self._inner.options(**kwargs)
 
     def __getattr__(self, method: str) -> Any:
-        inner, log = getattr(self._inner, method), self._log
+        inner, log, service = getattr(self._inner, method), self._log, self._service
 
         class Method:
             async def remote(self, request: Any) -> Any:
                 reply = await inner.remote(request)
-                log.append((request, reply))
+                log.append((service, method, request, reply))
                 return reply
 
         return Method()
 
 
-def serialisation_ms(pipelines: Any, route: str, repeats: int = 20) -> dict:
-    """CPU ms to serialise and parse every message one ``route`` request sends between
-    deployments (requests and replies, once each side), and their bytes."""
+def record_calls(pipelines: Any, route: str, prompt: str) -> tuple[list, Any]:
+    """Every handle call one in-process ``route`` request makes, as (service, method,
+    request, reply), and the request's own reply."""
     from tessera.routes.pipelines import Pipelines
     from tessera.routes.schemas import GenerationParams
 
     log: list = []
     handles = pipelines.handles.replace(
-        **{
-            name: RecordingHandle(getattr(pipelines.handles, name), log)
-            for name in ("lm", "prior", "decoder", "detokenizer")
-        }
+        **{name: RecordingHandle(handle, log, name) for name, handle in pipelines.handles.items()}
     )
     recorder = Pipelines(handles, pipelines.info, pipelines.ar_candidates)
-    params = GenerationParams(prompt="serialisation probe", route=route, seed=0)
-    reply = asyncio.run(recorder.generate(params))
-    messages = [m for pair in log for m in pair] + [reply]  # + the gateway's public reply
+    reply = asyncio.run(recorder.generate(GenerationParams(prompt=prompt, route=route, seed=0)))
+    return log, reply
+
+
+def serialisation_ms(pipelines: Any, route: str, repeats: int = 20) -> dict:
+    """CPU ms to serialise and parse every message one ``route`` request sends between
+    deployments (requests and replies, once each side), and their bytes."""
+    log, reply = record_calls(pipelines, route, "serialisation probe")
+    # + the gateway's public reply
+    messages = [m for _, _, request, answer in log for m in (request, answer)] + [reply]
     t0 = time.process_time()
     for _ in range(repeats):
         for m in messages:
@@ -243,3 +313,49 @@ def serialisation_ms(pipelines: Any, route: str, repeats: int = 20) -> dict:
         "bytes": sum(m.ByteSize() for m in messages),
         "cpu_ms": ms,
     }
+
+
+def hop_latency(
+    pipelines: Any, routes: tuple[str, ...], repeats: int = 20, app_name: str = "tessera"
+) -> dict:
+    """What each hop of a route adds at concurrency 1: every handle call of one request
+    (recorded in-process) replayed through the in-process instance and through a Serve
+    handle from this process (the Ray driver of a stack it started), alternating call by
+    call. Per route: each hop's in-process and served medians (ms), and their sum."""
+    from ray import serve
+
+    from tessera import registry
+
+    deployments = {entry.name: entry.service for entry in registry.SERVICES}
+
+    async def replay(log: list) -> dict:
+        hops: dict = {}
+        for service, method, request, _ in log:
+            local = getattr(getattr(pipelines.handles, service), method)
+            handle = serve.get_deployment_handle(deployments[service], app_name=app_name)
+            served = getattr(handle, method)
+            await local.remote(request)  # warm both (a served replica's first call pays more)
+            await served.remote(request)
+            times: dict[str, list[float]] = {"in_process": [], "served": []}
+            for _ in range(repeats):
+                for side, fn in (("in_process", local), ("served", served)):
+                    t0 = time.perf_counter()
+                    await fn.remote(request)
+                    times[side].append(1000 * (time.perf_counter() - t0))
+            name = f"{deployments[service]}.{method}"
+            key, k = name, 2
+            while key in hops:  # a route calling one method twice (chunks) lists both
+                key, k = f"{name} #{k}", k + 1
+            hops[key] = {side: statistics.median(v) for side, v in times.items()}
+        return hops
+
+    out: dict = {}
+    for route in routes:
+        log, _ = record_calls(pipelines, route, "hop probe")
+        hops = asyncio.run(replay(log))
+        out[route] = {
+            "hops": hops,
+            "added_ms": sum(h["served"] - h["in_process"] for h in hops.values()),
+        }
+    out["repeats"] = repeats
+    return out

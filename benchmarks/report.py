@@ -78,6 +78,54 @@ def served_lines(results: dict) -> list[str]:
     return lines
 
 
+def thread_lines(o: dict, c: int) -> list[str]:
+    """The in-process side's CPU by thread: the same work as the served replicas' rows."""
+    split = {r: o[r]["cpu_ms_per_request"]["in_process_by_thread"] for r in ROUTES}
+    groups = sorted({g for r in ROUTES for g in split[r]}, key=lambda g: -sum(
+        split[r].get(g, 0.0) for r in ROUTES))  # fmt: skip
+    lines = [
+        "",
+        f"In-process at {c} callers, this process's CPU ms per request by thread (psutil per "
+        "thread; the served side's model work is in its replicas' rows above):",
+        "",
+        "| thread | " + " | ".join(f"{r} in-process" for r in ROUTES) + " |",
+        "|---|" + "---|" * len(ROUTES),
+    ]
+    for g in groups:
+        lines.append(f"| {g} | " + " | ".join(f"{split[r].get(g, 0.0):.1f}" for r in ROUTES) + " |")
+    return lines
+
+
+def hop_lines(results: dict) -> list[str]:
+    """What each handle call adds served, at concurrency 1, and the rest of the paired gap."""
+    h = results["hops"]
+    lines = [
+        "",
+        "What each hop adds at concurrency 1 (every handle call of one request replayed "
+        "through the in-process instance and through a Serve handle from the bench process, "
+        f"alternating, median of {h['repeats']}); the rest of the paired gap above is HTTP, "
+        "Serve's proxy and the gateway:",
+        "",
+        "| route | hop | in-process (ms) | served (ms) | added (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for route in ROUTES:
+        for name, t in h[route]["hops"].items():
+            lines.append(
+                f"| {route} | {name} | {t['in_process']:.1f} | {t['served']:.1f} "
+                f"| {t['served'] - t['in_process']:+.1f} |"
+            )
+        lines.append(f"| {route} | **all hops** | | | {h[route]['added_ms']:+.1f} |")
+        paired = results.get("paired")
+        if paired:
+            gap = 1000 * (paired["served"][route]["median"] - paired["in_process"][route]["median"])
+            rest = gap - h[route]["added_ms"]
+            lines.append(
+                f"| {route} | HTTP, proxy, gateway (paired gap {gap:.1f}) | | | {rest:+.1f} |"
+            )
+    return lines
+
+
 def overhead_lines(results: dict) -> list[str]:
     """Served vs in-process throughput under load, and CPU ms per request by stage."""
     o = results["overhead"]
@@ -128,6 +176,10 @@ def overhead_lines(results: dict) -> list[str]:
                 f"{sum(cpu['in_process'].values()):.1f}",
             ]
         lines.append("| **total** | " + " | ".join(totals) + " |")
+    if all("in_process_by_thread" in o[route].get("cpu_ms_per_request", {}) for route in ROUTES):
+        lines += thread_lines(o, c)
+    if "hops" in results:
+        lines += hop_lines(results)
     if "serialisation" in results:
         s = results["serialisation"]
         lines += [

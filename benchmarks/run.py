@@ -6,8 +6,9 @@ Ratios are measured in one run on one machine (these machines are noisy):
 2. throughput and p50/p99 latency at concurrency 1, 4 and 16, per route;
 2b. platform overhead under load (``benchmarks/overhead.py``): served throughput at 16
    clients vs the same ``Pipelines`` in-process with 16 concurrent callers, rounds
-   alternating, and CPU ms per request by stage (per-process CPU of the stack's processes),
-   plus the protobuf serialisation one request costs;
+   alternating, and CPU ms per request by stage (per-process CPU of the stack's processes;
+   in-process, by thread), plus the protobuf serialisation one request costs, and what
+   each hop adds at concurrency 1 (each handle call replayed in-process and served);
 3. LM image-token sampling vs Hugging Face ``transformers`` ``generate()`` on a GPT-2 of the
    same size (same batch and length), with and without guidance;
 4. decoder sampling vs ``diffusers`` (``UNet2DConditionModel`` built like the decoder, parameter
@@ -387,6 +388,9 @@ def served_parts(
             cpu=args.url is None,  # the stack's processes are ours to read only if we started it
         )
         out["serialisation"] = {r: overhead.serialisation_ms(pipelines, r) for r in ROUTES}
+        if args.url is None:  # Serve handles need this process to be the stack's driver
+            print("what each hop adds…", flush=True)
+            out["hops"] = overhead.hop_latency(pipelines, ROUTES, repeats=2 * repeats)
         return out
     finally:
         if args.url is None:

@@ -87,3 +87,60 @@ def test_overhead_lines_show_both_sides_and_every_stage():
     assert f"| {CLIENT} | 5.0 | 70.0 (all the work) | 5.0 | 70.0 (all the work) |" in text
     assert "| **total** | 85.0 | 70.0 | 85.0 | 70.0 |" in text
     assert "ar 0.50 ms for 9 messages, 40 KiB" in text
+
+
+def test_overhead_lines_split_in_process_cpu_by_thread_and_show_each_hop():
+    from benchmarks.report import overhead_lines
+
+    def route_row(engine: str) -> dict:
+        threads = {f"engine thread {engine}-step-batch": 44.0, "worker threads (x)": 24.0}
+        return {
+            "served": summarize([9.0]),
+            "in_process": summarize([10.0]),
+            "served_over_in_process": 0.9,
+            "cpu_ms_per_request": {
+                "served": {"Gateway": 20.0},
+                "in_process": {"client": 70.0},
+                "in_process_by_thread": threads,
+            },
+        }
+
+    def ms(seconds: float) -> dict:
+        return summarize([seconds])
+
+    results = {
+        "overhead": {
+            "concurrency": 16,
+            "rounds": 1,
+            "requests_per_round": 8,
+            "ar": route_row("lm"),
+            "unclip": route_row("decoder"),
+        },
+        "paired": {
+            "in_process": {"ar": ms(0.090), "unclip": ms(0.220)},
+            "served": {"ar": ms(0.120), "unclip": ms(0.240)},
+        },
+        "hops": {
+            "repeats": 20,
+            "ar": {
+                "hops": {
+                    "Prior.EmbedText": {"in_process": 1.5, "served": 5.5},
+                    "Detokenizer.Detokenize": {"in_process": 12.0, "served": 20.0},
+                },
+                "added_ms": 12.0,
+            },
+            "unclip": {
+                "hops": {"Decoder.SampleLatents": {"in_process": 170.0, "served": 178.0}},
+                "added_ms": 8.0,
+            },
+        },
+    }
+    text = "\n".join(overhead_lines(results))
+    assert "| engine thread lm-step-batch | 44.0 | 0.0 |" in text
+    assert "| engine thread decoder-step-batch | 0.0 | 44.0 |" in text
+    assert "| worker threads (x) | 24.0 | 24.0 |" in text
+    assert "| ar | Detokenizer.Detokenize | 12.0 | 20.0 | +8.0 |" in text
+    assert "| ar | **all hops** | | | +12.0 |" in text
+    # the paired gap (30 ms) less what the hops added (12 ms) is the ingress's share
+    assert "| ar | HTTP, proxy, gateway (paired gap 30.0) | | | +18.0 |" in text
+    assert "| unclip | HTTP, proxy, gateway (paired gap 20.0) | | | +12.0 |" in text

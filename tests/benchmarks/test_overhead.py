@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import psutil
 import pytest
 
-from benchmarks.overhead import CLIENT, RAY_SYSTEM, CpuMeter, stage_of_title
+from benchmarks.overhead import (
+    CLIENT,
+    RAY_SYSTEM,
+    CpuMeter,
+    ThreadCpuMeter,
+    stage_of_title,
+    thread_group,
+)
 
 
 @pytest.mark.parametrize(
@@ -39,3 +48,50 @@ def test_cpu_meter_charges_this_process_to_the_load_generator() -> None:
         sum(range(10_000))  # burn a little CPU here
     used = meter.stop()
     assert used[CLIENT] >= 0.04
+
+
+def burn(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        sum(range(10_000))
+
+
+@pytest.mark.parametrize(
+    "name, group",
+    [
+        ("lm-step-batch", "engine thread lm-step-batch"),
+        ("asyncio_3", "worker threads (MiniLM, CLIP, detokenizer)"),
+        ("MainThread", "event loop (route code, PNG, load generator)"),
+        (None, "native threads (torch, gRPC)"),
+        ("Thread-7", "other threads"),
+    ],
+)
+def test_thread_group_names_what_a_thread_runs(name, group) -> None:
+    assert thread_group(name) == group
+
+
+def test_thread_meter_charges_each_thread_its_own_cpu() -> None:
+    """An engine-named thread's CPU lands in its row, this thread's in the event loop's;
+    a thread that ends before the meter stops still counts."""
+    burned, release = threading.Event(), threading.Event()
+
+    def engine_loop() -> None:  # burns, then stays alive (as an engine does) until released
+        burn(0.2)
+        burned.set()
+        release.wait()
+
+    meter = ThreadCpuMeter()
+    meter.start()
+    engine = threading.Thread(target=engine_loop, name="decoder-step-batch")
+    engine.start()
+    burn(0.05)
+    gone = threading.Thread(target=burn, args=(0.1,), name="short-lived")
+    gone.start()
+    gone.join()
+    burned.wait()
+    split = meter.stop()
+    release.set()
+    engine.join()
+    assert split["engine thread decoder-step-batch"] >= 0.15
+    assert split["event loop (route code, PNG, load generator)"] >= 0.04
+    assert split[ThreadCpuMeter.ENDED] >= 0.08

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from benchmarks.run import ROUTES, load, paired_latency, served
 
 
@@ -52,6 +54,34 @@ def test_platform_overhead_reports_both_sides_and_cpu_by_stage(stack):
         assert served["Gateway"] > 0 and served["Detokenizer"] > 0
         assert served["LanguageModel" if route == "ar" else "Decoder"] > 0
         assert local[CLIENT] > 0  # in-process, this process does all the work
+        # ... which the thread split attributes: the route's engine ran on its own thread
+        threads = r["cpu_ms_per_request"]["in_process_by_thread"]
+        engine = "lm" if route == "ar" else "decoder"
+        assert threads[f"engine thread {engine}-step-batch"] > 0
     ar = serialisation_ms(pipelines, "ar")
     # EmbedText, LM, Detokenize, EmbedImage (tiny bundle: 4 candidates, one call each)
     assert ar["hops"] == 4 and ar["messages"] == 9 and ar["bytes"] > 0 and ar["cpu_ms"] > 0
+
+
+def test_hop_latency_replays_every_handle_call_of_a_route(stack):
+    from benchmarks.overhead import hop_latency
+    from tessera.routes.local import local_pipelines
+
+    pipelines = local_pipelines(stack["bundle_dir"], "cpu")
+    result = hop_latency(pipelines, ROUTES, repeats=2)
+    assert list(result["ar"]["hops"]) == [
+        "Prior.EmbedText",
+        "LanguageModel.SampleTokens",
+        "Detokenizer.Detokenize",
+        "Prior.EmbedImage",
+    ]
+    assert list(result["unclip"]["hops"]) == [
+        "Prior.SamplePrior",
+        "Decoder.SampleLatents",
+        "Detokenizer.Detokenize",
+    ]
+    for route in ROUTES:
+        hops = result[route]["hops"].values()
+        assert all(h["in_process"] > 0 and h["served"] > 0 for h in hops)
+        added = sum(h["served"] - h["in_process"] for h in hops)
+        assert result[route]["added_ms"] == pytest.approx(added)
