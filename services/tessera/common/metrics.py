@@ -215,7 +215,7 @@ def normalize_status(status: object) -> str:
         return _HTTP_TO_STATUS.get(status, "invalid_argument" if status < 500 else "internal")
     name = getattr(status, "name", status)  # grpc.StatusCode
     text = str(name).lower()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return normalize_status(int(text))
     return text if text in STATUS_CODES else "unknown"
 

@@ -295,7 +295,9 @@ def build_jobs_router(
     )
     async def job_image(job_id: str, index: str) -> Response:
         try:
-            if not index.isdigit():
+            # ASCII digits only: str.isdigit() also takes "²" or "١", which int() refuses,
+            # and a job holds a handful of images, so six digits are plenty.
+            if not (index.isascii() and index.isdigit()) or len(index) > 6:
                 raise NotFound(f"no image {index!r}")
             i = int(index)
             with store_errors():

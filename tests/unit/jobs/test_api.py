@@ -131,6 +131,15 @@ async def test_unknown_job_is_404(redis_url):
             assert_error(await http.get(path + "/images/0"), 404, "not_found")
 
 
+async def test_an_image_index_that_is_no_ascii_number_is_404_not_500(redis_url):
+    """The fuzzer's find: "²".isdigit() is True and int("²") raises."""
+    async with open_queue(redis_url) as q, client_for(q) as http:
+        job = (await http.post("/v1/jobs", json={"prompt": "p"})).json()
+        for index in ("²", "١", "x", "-1", "9" * 5000):
+            r = await http.get(f"/v1/jobs/{job['id']}/images/{index}")
+            assert_error(r, 404, "not_found")
+
+
 async def test_malformed_bodies_are_400(redis_url):
     bad_bodies = [
         b"not json",
