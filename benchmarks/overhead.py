@@ -325,6 +325,7 @@ def hop_latency(
     from ray import serve
 
     from tessera import registry
+    from tessera.common.serving import with_handle_transport
 
     deployments = {entry.name: entry.service for entry in registry.SERVICES}
 
@@ -332,7 +333,9 @@ def hop_latency(
         hops: dict = {}
         for service, method, request, _ in log:
             local = getattr(getattr(pipelines.handles, service), method)
-            handle = serve.get_deployment_handle(deployments[service], app_name=app_name)
+            handle = with_handle_transport(
+                serve.get_deployment_handle(deployments[service], app_name=app_name)
+            )
             served = getattr(handle, method)
             await local.remote(request)  # warm both (a served replica's first call pays more)
             await served.remote(request)

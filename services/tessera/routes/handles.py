@@ -12,6 +12,7 @@ from typing import Any
 
 from tessera import registry
 from tessera.common.errors import NotFound
+from tessera.common.serving import with_handle_transport
 
 
 class ModelHandles:
@@ -24,7 +25,9 @@ class ModelHandles:
             raise TypeError(
                 f"unknown model services {sorted(unknown)}; known: {', '.join(registry.names())}"
             )
-        self._handles = {name: handles.get(name) for name in registry.names()}
+        self._handles = {
+            name: with_handle_transport(handles.get(name)) for name in registry.names()
+        }
 
     def __getattr__(self, name: str) -> Any:
         try:
