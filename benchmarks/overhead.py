@@ -325,7 +325,7 @@ def hop_latency(
     from ray import serve
 
     from tessera import registry
-    from tessera.common.serving import with_handle_transport
+    from tessera.routes.handles import with_handle_transport
 
     deployments = {entry.name: entry.service for entry in registry.SERVICES}
 

@@ -30,8 +30,7 @@ def test_handles_take_the_grpc_transport_the_stack_was_started_with(stack, monke
 
     from ray import serve
 
-    from tessera.common.serving import GRPC_HANDLES_ENV, with_handle_transport
-    from tessera.routes.handles import ModelHandles
+    from tessera.routes.handles import GRPC_HANDLES_ENV, ModelHandles, with_handle_transport
     from tessera.v1 import prior_pb2
 
     assert os.environ.get(GRPC_HANDLES_ENV) == "1"  # runtime.start's default (decision 0002)

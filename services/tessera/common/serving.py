@@ -8,7 +8,6 @@ import functools
 import inspect
 import logging
 import math
-import os
 import random
 import time
 import weakref
@@ -99,27 +98,6 @@ def replica_lost(error: BaseException) -> bool:
         inner = unwrap_error(error)
         error = inner if inner is not error else error.__cause__  # type: ignore[assignment]
     return False
-
-
-# Set for every Ray worker by ``runtime.start`` when handle calls go over gRPC (decision 0002).
-GRPC_HANDLES_ENV = "RAY_SERVE_USE_GRPC_BY_DEFAULT"
-
-
-def with_handle_transport(handle: Any) -> Any:
-    """``handle`` set to the transport this process was started with: gRPC when
-    ``RAY_SERVE_USE_GRPC_BY_DEFAULT`` is 1, else Ray's object transport.
-
-    Serve builds the handles it injects into constructors in the driver, and a handle keeps
-    the transport that process read when it first imported Ray Serve, usually before
-    ``runtime.start`` set the variable: so without this the gateway's calls took Ray's
-    object transport whatever the setting. In-process stand-ins pass through unchanged."""
-    options = getattr(handle, "handle_options", None)
-    if not hasattr(options, "_by_reference"):
-        return handle  # None (a service left out) or an in-process stand-in
-    by_reference = os.environ.get(GRPC_HANDLES_ENV, "0") != "1"
-    if options._by_reference == by_reference:
-        return handle
-    return handle.options(_by_reference=by_reference)
 
 
 async def call(handle_method: Any, *args: Any) -> Any:
