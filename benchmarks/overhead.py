@@ -230,7 +230,7 @@ def platform_overhead(
                         r = await closed_loop(
                             lambda i, s=send, rt=route: s(rt, i), concurrency, requests, n
                         )
-                        split = threads.stop()
+                        split = threads.stop()  # kept for the in-process side only
                         used = meter.stop()
                         n += requests
                         sides[side].append(r["throughput_rps"])
@@ -331,12 +331,14 @@ def hop_latency(
 
     async def replay(log: list) -> dict:
         hops: dict = {}
+        served_handles = {
+            service: with_handle_transport(serve.get_deployment_handle(name, app_name=app_name))
+            for service, name in deployments.items()
+            if service in {entry[0] for entry in log}
+        }
         for service, method, request, _ in log:
             local = getattr(getattr(pipelines.handles, service), method)
-            handle = with_handle_transport(
-                serve.get_deployment_handle(deployments[service], app_name=app_name)
-            )
-            served = getattr(handle, method)
+            served = getattr(served_handles[service], method)
             await local.remote(request)  # warm both (a served replica's first call pays more)
             await served.remote(request)
             times: dict[str, list[float]] = {"in_process": [], "served": []}
