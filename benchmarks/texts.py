@@ -18,7 +18,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from tessera.common.text_encoder import TextBatch
 
@@ -55,13 +56,11 @@ def save(path: Path, prompts: list[str]) -> None:
 
 def load(path: Path) -> int:
     """Read a file ``save`` wrote; later ``encode`` calls take their rows from it. -> rows."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(path), framework="pt") as f:  # one read: metadata and tensors
         prompts = json.loads(f.metadata()["prompts"])
-    t = load_file(str(path))
+        states, mask, pooled = (f.get_tensor(n) for n in ("states", "mask", "pooled"))
     for i, p in enumerate(prompts):
-        _LOADED[p] = (t["states"][i], t["mask"][i], t["pooled"][i])
+        _LOADED[p] = (states[i], mask[i], pooled[i])
     return len(prompts)
 
 
