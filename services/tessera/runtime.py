@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tessera.cluster.nodes import NODE_ENV
+from tessera.cluster.nodes import HANDLE_ENV, NODE_ENV
 
 log = logging.getLogger("tessera")
 
@@ -117,8 +117,9 @@ def start(config: StackConfig) -> dict[str, Any]:
     app_config = next(a for a in serve_config["applications"] if a["name"] == APP_NAME)
     env = {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     if config.grpc_handles:
-        env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "1"
-        env["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"] = str(64 * 1024 * 1024)
+        env.update(HANDLE_ENV)
+    else:  # stated, so that NODE_ENV's default below does not turn it back on
+        env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "0"
     if config.quiet:
         env["RAY_SERVE_ENABLE_ACCESS_LOG"] = "0"
     os.environ.update(env)

@@ -49,12 +49,22 @@ INLINE_RESULT_BYTES = 512 * 1024
 # (docs/decisions/replica-niceness.md).
 WORKER_NICENESS = 0
 
+# Serve handles carry their protobuf messages over gRPC between replicas instead of Ray's
+# object transport (docs/decisions/0002-handles-carry-protobuf-over-grpc.md). Every replica
+# reads this from its own environment (``routes.handles.with_handle_transport``), so a node
+# started without it serves its handle calls over the slower transport.
+HANDLE_ENV: dict[str, str] = {
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(64 * 1024 * 1024),
+}
+
 # Environment every Ray node of a Tessera cluster starts with (the local stack; the simulated
 # cluster's head and the nodes its autoscaler launches; the KubeRay pods; compose's Ray
 # containers; `ray start` on a real cluster).
 NODE_ENV: dict[str, str] = {
     "RAY_max_direct_call_object_size": str(INLINE_RESULT_BYTES),
     "RAY_worker_niceness": str(WORKER_NICENESS),
+    **HANDLE_ENV,
 }
 
 

@@ -110,8 +110,6 @@ def cluster_env(autoscaler_metrics_port: int) -> dict[str, str]:
         "AUTOSCALER_METRIC_PORT": str(autoscaler_metrics_port),
         "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
         "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
-        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(64 * 1024 * 1024),
         "RAY_SERVE_ENABLE_ACCESS_LOG": "0",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
