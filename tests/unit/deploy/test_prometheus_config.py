@@ -4,6 +4,7 @@ and the dashboard speak valid PromQL about metrics that exist."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -28,10 +29,21 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=60)
 
 
-def test_configs_pass_promtool(promtool):
+RAY_SERVICE_DISCOVERY = "/tmp/ray/prom_metrics_service_discovery.json"
+
+
+def test_configs_pass_promtool(promtool, tmp_path):
+    """Checked from a copy whose service-discovery file (Ray's, under /tmp/ray) points into
+    ``tmp_path``: promtool reads that file when it exists, so a Ray session on this machine
+    (or a dangling link a deleted one left behind) would decide the result, not the config."""
+    copy = tmp_path / "prometheus"
+    shutil.copytree(PROM, copy)
     for name in ("prometheus.yml", "prometheus.local.yml"):
-        out = run(promtool, "check", "config", str(PROM / name))
+        text = (copy / name).read_text()
+        (copy / name).write_text(text.replace(RAY_SERVICE_DISCOVERY, str(tmp_path / "sd.json")))
+        out = run(promtool, "check", "config", str(copy / name))
         assert out.returncode == 0, out.stdout + out.stderr
+    assert RAY_SERVICE_DISCOVERY in (PROM / "prometheus.yml").read_text()  # what was replaced
 
 
 def test_rules_pass_promtool_and_their_unit_tests(promtool):
