@@ -157,8 +157,10 @@ class MixedModel(EngineService):
             keep = ~torch.tensor(list(request.editable), dtype=torch.bool)
             row = torch.where(keep, torch.tensor(source), torch.full((n_cells,), -1))
             forced = row.view(1, -1).repeat(len(seeds), 1)
+        sources = torch.tensor(source).view(1, -1).repeat(len(seeds), 1)  # what <keep> writes
         job = dict(prompts=[prompts] * len(seeds), weights=[weights] * len(seeds), seeds=seeds)
-        return {**job, "forced": forced, **self._options(request, greedy_default=True)}, seed
+        job |= {"forced": forced, "sources": sources}
+        return {**job, **self._options(request, greedy_default=True)}, seed
 
     # ---------------------------------------------------------------- sampling
     async def _sample(

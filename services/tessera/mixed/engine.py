@@ -13,6 +13,8 @@ its hooks do:
   states; it ends with the output's ``<boi>``, whose logits give cell 0;
 - ``forced`` cells (an edit's mask: every cell outside it) are the given codes exactly,
   whatever was drawn; the model reads them, so what it writes next fits them;
+- with a ``<keep>`` token (``Vocab.keep``) an edit's ``sources`` codes are what a drawn
+  ``<keep>`` writes; a sequence without a source (t2i) cannot draw it;
 - every sequence draws from its own seeded uniforms (``draw_uniforms``), so its codes do not
   depend on its batch companions. Greedy is ``top_k=1``.
 """
@@ -43,6 +45,7 @@ class _MixedRequest:
     prompts: list[list[Sequence]]  # per sequence its K prompts
     weights: torch.Tensor  # (n, MAX_ROWS_PER_SEQUENCE) guidance weights, 0 past K
     forced: torch.Tensor  # (n, L) int64 codes, -1 where the model draws
+    sources: torch.Tensor  # (n, L) int64 codes a drawn <keep> writes, -1: no source
     temperature: torch.Tensor  # (n,)
     top_k: torch.Tensor  # (n,) int64
     top_p: torch.Tensor  # (n,) 1: off
@@ -73,7 +76,7 @@ class MixedSampler(ContinuousSampler):
     """``submit(prompts, weights, seeds, ...)`` -> a future of (n, g, g) int64 codes;
     ``on_progress(done, partial)`` gets the same shape, -1 where not drawn yet."""
 
-    seq_fields = ("uniforms", "temperature", "top_k", "top_p", "weights", "forced")
+    seq_fields = ("uniforms", "temperature", "top_k", "top_p", "weights", "forced", "sources")
 
     def __init__(self, model: MixedTransformer, max_rows: int = 48, *, static: bool = False):
         self.layout = model.config.layout
@@ -93,12 +96,14 @@ class MixedSampler(ContinuousSampler):
         temperature: float = 1.0,
         top_k: int = 0,
         forced: torch.Tensor | None = None,
+        sources: torch.Tensor | None = None,
         on_progress: ProgressFn | None = None,
         progress_every: int = 16,
     ) -> Future:
         """Queue n sequences: ``prompts[i]`` sequence i's K prompts (each ending with the
         output ``<boi>``), ``weights[i]`` their K weights, ``seeds[i]`` its seed; ``forced``
-        (n, n_cells) int64, -1 where the model draws."""
+        (n, n_cells) int64, -1 where the model draws; ``sources`` (n, n_cells) int64, an
+        edit's source codes (what ``<keep>`` writes), -1 or None for none."""
         n, L = len(prompts), self.length
         if not n or len(weights) != n or len(seeds) != n:
             raise InvalidArgument(f"{n} prompts, {len(weights)} weights, {len(seeds)} seeds")
@@ -120,6 +125,10 @@ class MixedSampler(ContinuousSampler):
             forced = torch.full((n, L), -1, dtype=torch.long)
         if forced.shape != (n, L) or bool((forced >= self.layout.vocab.image).any()):
             raise InvalidArgument(f"forced must be (n, {L}) codes below the codebook size")
+        if sources is None:
+            sources = torch.full((n, L), -1, dtype=torch.long)
+        if sources.shape != (n, L) or bool((sources >= self.layout.vocab.image).any()):
+            raise InvalidArgument(f"sources must be (n, {L}) codes below the codebook size")
         table = torch.zeros(n, MAX_ROWS_PER_SEQUENCE, device=dev)
         for i, w in enumerate(weights):
             table[i, : len(w)] = torch.tensor(w)
@@ -127,6 +136,7 @@ class MixedSampler(ContinuousSampler):
             prompts=prompts,
             weights=table,
             forced=forced.to(dev, torch.long),
+            sources=sources.to(dev, torch.long),
             temperature=torch.full((n,), float(temperature), device=dev),
             top_k=torch.full((n,), int(top_k), dtype=torch.long, device=dev),
             top_p=torch.ones(n, device=dev),
@@ -142,6 +152,7 @@ class MixedSampler(ContinuousSampler):
         super()._reset()
         self.weights = torch.empty(0, MAX_ROWS_PER_SEQUENCE, device=self.device)
         self.forced = torch.empty(0, self.length, dtype=torch.long, device=self.device)
+        self.sources = torch.empty(0, self.length, dtype=torch.long, device=self.device)
 
     def _prefill_rows(self, requests: list, start: int, n: int) -> torch.Tensor:
         """Left-padded prompts, one per row; each row's next position is the padded length."""
@@ -168,9 +179,19 @@ class MixedSampler(ContinuousSampler):
         rows = self.seq_rows[s0:s1] - row_base  # (S, K)
         first, last = self.layout.vocab.text, self.layout.vocab.size
         w = self.weights[s0:s1, : rows.shape[1], None]  # (S, K, 1)
-        return (logits[rows][..., first:last] * w).sum(1)
+        mixed = (logits[rows][..., first:last] * w).sum(1)  # (S, image_vocab [+ <keep>])
+        if self.layout.vocab.keep:  # no source at this cell: <keep> cannot be drawn
+            keep = self.layout.vocab.image
+            seqs = torch.arange(s0, s1, device=self.device)
+            none = self.sources[seqs, self.counts[s0:s1]] < 0
+            mixed[:, keep] = mixed[:, keep].masked_fill(none, float("-inf"))
+        return mixed
 
     def _force(self, picks: torch.Tensor, seqs: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """A drawn ``<keep>`` becomes the source's code; pinned cells are their codes."""
+        if self.layout.vocab.keep:
+            source = self.sources[seqs, count]
+            picks = torch.where(picks == self.layout.vocab.image, source, picks)
         pinned = self.forced[seqs, count]
         return torch.where(pinned >= 0, pinned, picks)
 

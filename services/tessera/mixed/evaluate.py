@@ -63,7 +63,9 @@ def run_edits(
                 [b.prompt(b.edit(text, src, target)), b.prompt(b.edit([], src, target)),
                  b.prompt(b.edit([], None, target))]
             )  # fmt: skip
-        codes = generate_images(model, prompts, edit_weights(s_img, s_txt), temperature=temperature)
+        sources = torch.as_tensor(part.source[rows[start : start + batch]])
+        weights = edit_weights(s_img, s_txt)
+        codes = generate_images(model, prompts, weights, temperature=temperature, sources=sources)
         out.append(decode(tokenizer, codes))
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 

@@ -10,16 +10,21 @@ which is ``edit_weights(s_img, s_txt)``; text -> image with one scale s runs two
 
 ``forced`` pins cells to given codes (token-level inpainting: the cells outside an edit's mask
 are the source's, exactly); the model still reads them, so what it writes next fits them.
+A model with a ``<keep>`` token (``Vocab.keep``) may draw it for an edit's cell: the source's
+code is written there (``sources``), and the model reads that code, as if it had drawn it.
+Without a source (text -> image) ``<keep>`` cannot be drawn.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from tessera.mixed.model import MixedTransformer
 from tessera.mixed.sequences import Sequence, collate
-from tessera.mixed.text import SPECIALS
+from tessera.mixed.text import SPECIALS, Vocab
 
 
 def edit_weights(image_scale: float, text_scale: float) -> list[float]:
@@ -55,6 +60,26 @@ def _draw(logits: torch.Tensor, temperature: float, top_k: int, gen: torch.Gener
     return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=gen).squeeze(-1)
 
 
+@dataclass
+class Keep:
+    """Where ``<keep>`` sits in the image slice of the logits, and what it stands for."""
+
+    index: int  # the image vocabulary's size: <keep> follows the codes
+    sources: torch.Tensor  # (B, n_cells) int64 source codes, -1: no source
+
+
+def keep_index(
+    vocab: Vocab, sources: torch.Tensor | None, shape: tuple[int, int], device: torch.device
+) -> Keep | None:
+    """None for a vocabulary without ``<keep>``; else its index and the sources (all -1
+    when none are given: ``<keep>`` is masked out)."""
+    if not vocab.keep:
+        return None
+    if sources is None:
+        return Keep(vocab.image, torch.full(shape, -1, dtype=torch.long, device=device))
+    return Keep(vocab.image, sources.to(device, torch.long))
+
+
 @torch.no_grad()
 def generate_images(
     model: MixedTransformer,
@@ -64,11 +89,13 @@ def generate_images(
     temperature: float = 1.0,
     top_k: int = 0,
     forced: torch.Tensor | None = None,
+    sources: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """``prompts[b]``: item b's K condition prompts (each ending with the output ``<boi>``),
     ``weights`` their K guidance weights -> codes (B, n_cells) int64. ``forced`` (B, n_cells)
-    int64, -1 where the model draws."""
+    int64, -1 where the model draws; ``sources`` (B, n_cells) int64, the codes ``<keep>``
+    stands for (-1 or None: no source, ``<keep>`` is never drawn)."""
     layout = model.config.layout
     B, K, n = len(prompts), len(weights), layout.n_cells
     if any(len(p) != K for p in prompts):
@@ -79,14 +106,21 @@ def generate_images(
     cache = model.new_cache(B * K)
     w = torch.tensor(weights, device=device).view(1, K, 1)
     codes = torch.zeros((B, n), dtype=torch.long, device=device)
-    first, last = layout.vocab.text, layout.vocab.size  # image ids: [first, last)
+    first, last = layout.vocab.text, layout.vocab.size  # image ids (+ <keep>): [first, last)
+    keep = keep_index(layout.vocab, sources, (B, n), device)
     was_training = model.training
     model.eval()
     try:
         logits = model.prefill(tokens, slots, mask, cache)
         for cell in range(n):
-            mixed = (logits.view(B, K, -1)[..., first:last] * w).sum(1)  # (B, image_vocab)
+            mixed = (logits.view(B, K, -1)[..., first:last] * w).sum(1)  # (B, image_vocab [+1])
+            if keep is not None:
+                mixed[:, keep.index] = mixed[:, keep.index].masked_fill(
+                    keep.sources[:, cell] < 0, float("-inf")
+                )
             code = _draw(mixed, temperature, top_k, generator)
+            if keep is not None:
+                code = torch.where(code == keep.index, keep.sources[:, cell], code)
             if forced is not None:
                 pinned = forced[:, cell].to(device)
                 code = torch.where(pinned >= 0, pinned, code)

@@ -7,9 +7,10 @@ instruction + source image -> edited image). The blocks are the ``ar`` LM's own
 is only the embedding: a token embedding over the joint vocabulary plus a learned *slot*
 embedding (text position, source-image cell or output-image cell), and one head over the
 joint vocabulary. With ``copy_cells`` an output position shares the embedding of the source
-cell it predicts, plus one learned "output" vector (``sequences`` says why). Sampling
-masks the head to the ids a position may take (image codes while an image is written,
-text while a caption is).
+cell it predicts, plus one learned "output" vector (``sequences`` says why); with
+``keep_token`` an edit may answer a cell with ``<keep>`` (the source's code there). Sampling
+masks the head to the ids a position may take (image codes, and ``<keep>`` when there is a
+source, while an image is written; text while a caption is).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class MixedConfig:
     image_guidance: float = 1.5  # default scale on the source image (edits)
     text_guidance: float = 3.0  # default scale on the instruction / caption
     copy_cells: bool = False  # output positions share the source cell's embedding
+    keep_token: bool = False  # edits may write <keep>: "the source's code at this cell"
     tasks: list[str] = field(default_factory=lambda: ["t2i", "i2t", "edit"])
 
     @classmethod
@@ -51,7 +53,7 @@ class MixedConfig:
 
     @property
     def layout(self) -> Layout:
-        vocab = Vocab(self.text_vocab, self.image_vocab)
+        vocab = Vocab(self.text_vocab, self.image_vocab, self.keep_token)
         return Layout(vocab, self.text_len, self.grid_size**2, self.copy_cells)
 
     @property

@@ -17,6 +17,12 @@ With ``copy_cells`` (``Layout.output_slot``) an output position is named by the 
 position that writes cell c then looks like source cell c, so copying a cell is attending to
 the key that matches the query (an edit changes few cells and copies the rest).
 
+With a ``<keep>`` token (``Vocab.keep``) an edit's output cell whose target code equals the
+source's is *labelled* ``<keep>``, while the input stays the code itself (what a sampler
+feeds back after writing the source's code there). Keeping a cell is then one class the
+model learns once, not 256 codes to match one by one, and a kept cell is the source's code
+exactly, not "probably copied": the untouched part of a scene stays untouched.
+
 For guidance, a condition can be dropped: an edit's instruction (its text becomes empty) and
 / or its source image (the source segment becomes an empty ``<boi> <eoi>``), as
 InstructPix2Pix drops its two conditions; a caption of ``t2i`` likewise.
@@ -82,6 +88,7 @@ class Sequence:
     tokens: list[int]
     slots: list[int]
     output_from: int  # tokens[output_from:] are written by the model (the loss's span)
+    labels: list[int] | None = None  # what the loss wants per token, if not ``tokens``
 
 
 class Builder:
@@ -142,6 +149,13 @@ class Builder:
         self._image(seq, source, output=False)
         seq.output_from = len(seq.tokens) + 1
         self._image(seq, target, output=True)
+        vocab = self.layout.vocab
+        if vocab.keep and source is not None:  # cells equal to the source's: <keep>
+            start = seq.output_from
+            seq.labels = list(seq.tokens)
+            for c, (s, t) in enumerate(zip(source, target, strict=True)):
+                if int(s) == int(t):
+                    seq.labels[start + c] = vocab.keep_id
         return seq
 
     def prompt(self, seq: Sequence) -> Sequence:
@@ -164,7 +178,8 @@ def collate(seqs: list[Sequence], pad: int) -> dict[str, torch.Tensor]:
         tokens[i, :n] = torch.tensor(s.tokens)
         slots[i, :n] = torch.tensor(s.slots)
         mask[i, :n] = True
-        targets[i, s.output_from : n] = tokens[i, s.output_from : n]
+        labels = tokens[i] if s.labels is None else torch.tensor(s.labels)
+        targets[i, s.output_from : n] = labels[s.output_from : n]
     return {
         "inputs": tokens[:, :-1],
         "slots": slots[:, :-1],

@@ -38,13 +38,23 @@ def train_text_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> Tokeniz
 @dataclass(frozen=True)
 class Vocab:
     """Ids of one model's vocabulary: ``text`` text ids (specials first), then ``image``
-    codebook entries (code k is id ``text + k``)."""
+    codebook entries (code k is id ``text + k``), then, with ``keep``, one ``<keep>`` id
+    (``keep_id``): "this output cell is the source's code" (``sequences`` says why). It sits
+    right after the codes, so a sampler's slice of image logits ``[text, size)`` holds it
+    at index ``image``; the ids before it are the same with or without it."""
 
     text: int
     image: int
+    keep: bool = False
 
     @property
     def size(self) -> int:
+        return self.text + self.image + int(self.keep)
+
+    @property
+    def keep_id(self) -> int:
+        if not self.keep:
+            raise ValueError("this vocabulary has no <keep> token")
         return self.text + self.image
 
     def special(self, name: str) -> int:
@@ -54,7 +64,7 @@ class Vocab:
         return self.text + code
 
     def is_image(self, token: int) -> bool:
-        return self.text <= token < self.size
+        return self.text <= token < self.text + self.image
 
 
 class TextCodec:

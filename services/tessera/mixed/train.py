@@ -67,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "source's codes wherever the edit left the picture alone (data.canonical_targets)",
     )  # fmt: skip
     parser.add_argument(
+        "--keep-token", action="store_true",
+        help="edits answer a cell the source already has right with <keep> (its code is "
+        "then the source's exactly); best with --edit-targets canonical",
+    )  # fmt: skip
+    parser.add_argument(
         "--edit-share", type=float, default=TASK_MIX["edit"],
         help="share of each batch that is edits (the rest is t2i and i2t, 3:2)",
     )  # fmt: skip
@@ -82,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _build(config: MixedConfig, init_from: Path | None) -> MixedTransformer:
     """A fresh model, or one holding ``init_from``'s weights (same sizes; parameters it lacks,
-    such as ``copy_cells``' output vector, keep their fresh values)."""
+    such as ``copy_cells``' output vector, keep their fresh values; a ``<keep>`` token it
+    lacks is one more row of the embedding and the head, fresh, the others its own)."""
     model = MixedTransformer(config)
     if init_from is None:
         return model
@@ -91,11 +97,18 @@ def _build(config: MixedConfig, init_from: Path | None) -> MixedTransformer:
         raise SystemExit(f"--init-from {init_from} is not a mixed-modal checkpoint")
     theirs = start.config.to_dict()
     ours = config.to_dict()
-    differ = {k for k in ours if k not in ("copy_cells", "image_guidance", "text_guidance")
-              and theirs.get(k) != ours[k]}  # fmt: skip
+    free = ("copy_cells", "keep_token", "image_guidance", "text_guidance")
+    differ = {k for k in ours if k not in free and theirs.get(k, False) != ours[k]}
     if differ:
         raise SystemExit(f"--init-from {init_from} differs in {sorted(differ)}")
-    missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+    if start.config.keep_token and not config.keep_token:
+        raise SystemExit(f"--init-from {init_from} has a <keep> token; pass --keep-token")
+    state = start.state_dict()
+    for name in ("tok_emb.weight", "lm_head.weight"):  # rows [0, V) are the same ids
+        grown = model.state_dict()[name].clone()
+        grown[: len(state[name])] = state[name]
+        state[name] = grown
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise SystemExit(f"--init-from {init_from} has unknown weights {unexpected}")
     print(f"starting from {init_from}" + (f" (new: {', '.join(missing)})" if missing else ""))
@@ -134,6 +147,7 @@ def run_body(args: argparse.Namespace, device: torch.device, out: Path) -> int:
         grid_size=tokenizer.grid_size,
         text_len=args.text_len,
         copy_cells=args.cell_slots == "copy",
+        keep_token=args.keep_token,
         **PRESETS[args.preset],
     )
     canonical = args.edit_targets == "canonical"

@@ -165,3 +165,36 @@ def test_copy_cells_engine_matches_the_offline_sampler():
         sampler.close()
     for i, (p, w) in enumerate(items):
         assert torch.equal(got[i].view(-1), generate_images(model, [p], w, temperature=0.0)[0])
+
+
+def test_keep_engine_matches_the_offline_sampler():
+    """With ``<keep>`` the engine writes an edit's source code where ``<keep>`` is drawn,
+    feeds it back, masks ``<keep>`` for a sequence without a source, as ``generate_images``."""
+    config = MixedConfig.tiny(grid_size=3, image_vocab=32, keep_token=True)
+    torch.manual_seed(2)
+    model = MixedTransformer(config).eval()
+    keep = config.layout.vocab.keep_id
+    with torch.no_grad():  # a large <keep> row: it wins at some cells, not at others
+        model.lm_head.weight[keep] = torch.randn(config.n_embd) * 0.5
+    b = Builder(config.layout)
+    source = torch.tensor(SOURCE)
+    items = [
+        ([b.prompt(b.t2i([W0, W0 + 5], BLANK)), b.prompt(b.t2i([], BLANK))], text_weights(3.0)),
+        ([b.prompt(b.edit([W0 + 2], SOURCE, BLANK))], [1.0]),
+    ]
+    sources = torch.stack([torch.full((N,), -1), source])
+    sampler = MixedSampler(model, max_rows=12)
+    try:
+        got = sampler.submit(
+            [p for p, _ in items], [w for _, w in items], [0, 0], top_k=1, sources=sources
+        ).result(TIMEOUT)
+        with pytest.raises(InvalidArgument, match="sources"):
+            sampler.submit([items[1][0]], [[1.0]], [0], sources=torch.full((1, N), 32))
+    finally:
+        sampler.close()
+    for i, (p, w) in enumerate(items):
+        want = generate_images(model, [p], w, temperature=0.0, sources=sources[i : i + 1])
+        assert torch.equal(got[i].view(-1), want[0])
+    assert (got[0] < 32).all()
+    kept = got[1].view(-1) == source
+    assert kept.any() and not kept.all(), kept

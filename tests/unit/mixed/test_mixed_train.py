@@ -77,3 +77,23 @@ def test_copy_slots_and_canonical_targets_from_a_checkpoint(workdir):
     assert (out / "tokenizer.json").read_bytes() == (start / "tokenizer.json").read_bytes()
     assert model.output_emb.shape == (model.config.n_embd,)
     assert list((workdir / "data" / "cache" / "lm").glob("canonical-*.npy"))  # cached
+
+
+def test_keep_token_from_a_checkpoint_without_it(workdir):
+    """``--keep-token`` from a checkpoint without it: one more row in the embedding and the
+    head, the others the checkpoint's; the reverse is refused."""
+    start = workdir / "mixed"
+    if not (start / "model.safetensors").is_file():
+        assert train(workdir, "--steps", "3") == 0
+    out = workdir / "keep"
+    args = ["--out", str(out), "--steps", "1", "--lr", "0", "--keep-token",
+            "--edit-targets", "canonical", "--init-from", str(start)]  # fmt: skip
+    assert train(workdir, *args) == 0
+    model, before = load_component(out), load_component(start)
+    assert model.config.keep_token and not before.config.keep_token
+    V = before.config.layout.vocab.size
+    assert model.lm_head.weight.shape[0] == V + 1
+    for name in ("tok_emb.weight", "lm_head.weight"):  # lr 0: the old rows as they were
+        assert torch.equal(model.state_dict()[name][:V], before.state_dict()[name].float())
+    with pytest.raises(SystemExit, match="keep"):
+        train(workdir, "--out", str(workdir / "back"), "--steps", "1", "--init-from", str(out))

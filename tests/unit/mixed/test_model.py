@@ -124,3 +124,41 @@ def test_a_tiny_model_learns_to_edit_and_caption(config):
     assert text == [[W0 + 5, W0 + 6]] and score[0] > -0.5
     right, wrong = score_sequences(model, [seqs[2], B.i2t([1, 2, 3, 4], [W0 + 9, W0 + 6])])
     assert right > wrong
+
+
+KEEP = MixedConfig.tiny(keep_token=True)
+
+
+def _head_preferring(model: MixedTransformer, token: int) -> None:
+    """Replace the head by one that scores ``token`` 10 and every other id 0."""
+    vocab = model.config.layout.vocab.size
+    head = torch.nn.Linear(model.config.n_embd, vocab, bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[token] = 10.0
+    model.lm_head = head
+
+
+def test_keep_writes_the_source_code_and_is_never_drawn_without_a_source():
+    """A head that always prefers ``<keep>``: every edit cell becomes the source's code,
+    forced cells still win, a cell without a source and text -> image draw codes."""
+    model = _model(5, KEEP)
+    b = Builder(KEEP.layout)
+    _head_preferring(model, KEEP.layout.vocab.keep_id)
+    source = [1, 2, 3, 4]
+    prompt = b.prompt(b.edit([W0], source, [0, 0, 0, 0]))
+    sources = torch.tensor([source])
+    codes = generate_images(model, [[prompt]], [1.0], temperature=0, sources=sources)
+    assert codes.tolist() == [source]
+    forced = torch.tensor([[-1, 9, -1, -1]])
+    codes = generate_images(model, [[prompt]], [1.0], temperature=0, sources=sources,
+                            forced=forced)  # fmt: skip
+    assert codes.tolist() == [[1, 9, 3, 4]]
+    partial = torch.tensor([[1, -1, 3, -1]])  # -1: no source there, so a code is drawn
+    codes = generate_images(model, [[prompt]], [1.0], temperature=0, sources=partial)
+    assert codes[0, 0] == 1 and codes[0, 2] == 3 and codes[0, 1] == 0  # argmax of zeros
+    t2i = b.prompt(b.t2i([W0], [0, 0, 0, 0]))
+    g = torch.Generator().manual_seed(0)
+    codes = generate_images(model, [[t2i]], [1.0], generator=g)
+    assert ((codes >= 0) & (codes < KEEP.image_vocab)).all()

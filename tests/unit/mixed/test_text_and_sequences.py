@@ -78,3 +78,24 @@ def test_collate_pads_right_and_ignores_everything_but_outputs():
         got = batch["targets"][i][batch["targets"][i] >= 0]
         assert torch.equal(got, want)
     assert not batch["mask"][1, len(seqs[1].tokens) :].any() and batch["mask"][1, :3].all()
+
+
+def test_keep_labels_cells_the_source_has_right_and_feeds_the_code():
+    """With ``<keep>`` an edit's output cell equal to the source's is labelled ``<keep>``;
+    the input stays the code (what a sampler feeds back), and only edits with a source get
+    it."""
+    layout = Layout(Vocab(text=20, image=10, keep=True), text_len=5, n_cells=4)
+    v, b = layout.vocab, Builder(layout)
+    assert v.size == 31 and v.keep_id == 30 and v.image_id(9) == 29 and not v.is_image(30)
+    edit = b.edit([14], [1, 2, 3, 4], [1, 7, 3, 8])
+    out = edit.output_from
+    assert edit.tokens[out : out + 4] == [21, 27, 23, 28]  # inputs: the target's codes
+    assert edit.labels[out : out + 5] == [30, 27, 30, 28, v.special("<eoi>")]
+    assert edit.labels[:out] == edit.tokens[:out]
+    batch = collate([edit, b.t2i([10], [1, 7, 3, 8])], pad=0)
+    want = [30, 27, 30, 28, v.special("<eoi>")]
+    assert batch["targets"][0][batch["targets"][0] >= 0].tolist() == want
+    assert 30 not in batch["targets"][1].tolist() and 30 not in batch["inputs"].tolist()
+    assert b.edit([], None, [1, 7, 3, 8]).labels is None  # no source: nothing to keep
+    with pytest.raises(ValueError, match="no <keep>"):
+        _ = LAYOUT.vocab.keep_id
