@@ -31,7 +31,7 @@ from tessera.common.errors import Cancelled, InvalidArgument
 from tessera.common.limits import MIN_TEMPERATURE, MIN_WIRE_TEMPERATURE
 from tessera.lm.engine import ContinuousSampler, ProgressFn
 from tessera.lm.sampling import draw_uniforms
-from tessera.mixed.generate import left_pad
+from tessera.mixed.generate import left_pad, mask_keep, write_keep
 from tessera.mixed.model import MixedTransformer
 from tessera.mixed.sequences import Sequence
 
@@ -180,18 +180,15 @@ class MixedSampler(ContinuousSampler):
         first, last = self.layout.vocab.text, self.layout.vocab.size
         w = self.weights[s0:s1, : rows.shape[1], None]  # (S, K, 1)
         mixed = (logits[rows][..., first:last] * w).sum(1)  # (S, image_vocab [+ <keep>])
-        if self.layout.vocab.keep:  # no source at this cell: <keep> cannot be drawn
-            keep = self.layout.vocab.image
-            seqs = torch.arange(s0, s1, device=self.device)
-            none = self.sources[seqs, self.counts[s0:s1]] < 0
-            mixed[:, keep] = mixed[:, keep].masked_fill(none, float("-inf"))
-        return mixed
+        if not self.layout.vocab.keep:
+            return mixed
+        source = self.sources[torch.arange(s0, s1, device=self.device), self.counts[s0:s1]]
+        return mask_keep(mixed, source, self.layout.vocab.image)
 
     def _force(self, picks: torch.Tensor, seqs: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
         """A drawn ``<keep>`` becomes the source's code; pinned cells are their codes."""
         if self.layout.vocab.keep:
-            source = self.sources[seqs, count]
-            picks = torch.where(picks == self.layout.vocab.image, source, picks)
+            picks = write_keep(picks, self.sources[seqs, count], self.layout.vocab.image)
         pinned = self.forced[seqs, count]
         return torch.where(pinned >= 0, pinned, picks)
 

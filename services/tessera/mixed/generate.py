@@ -17,14 +17,12 @@ Without a source (text -> image) ``<keep>`` cannot be drawn.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from tessera.mixed.model import MixedTransformer
 from tessera.mixed.sequences import Sequence, collate
-from tessera.mixed.text import SPECIALS, Vocab
+from tessera.mixed.text import SPECIALS
 
 
 def edit_weights(image_scale: float, text_scale: float) -> list[float]:
@@ -60,24 +58,17 @@ def _draw(logits: torch.Tensor, temperature: float, top_k: int, gen: torch.Gener
     return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=gen).squeeze(-1)
 
 
-@dataclass
-class Keep:
-    """Where ``<keep>`` sits in the image slice of the logits, and what it stands for."""
+def mask_keep(mixed: torch.Tensor, source: torch.Tensor, keep: int) -> torch.Tensor:
+    """``mixed`` (B, image_vocab + 1) image logits at one cell with ``<keep>`` at index
+    ``keep``, ``source`` (B,) the source's code there (-1: none) -> ``<keep>`` made
+    impossible where there is no source."""
+    mixed[:, keep] = mixed[:, keep].masked_fill(source < 0, float("-inf"))
+    return mixed
 
-    index: int  # the image vocabulary's size: <keep> follows the codes
-    sources: torch.Tensor  # (B, n_cells) int64 source codes, -1: no source
 
-
-def keep_index(
-    vocab: Vocab, sources: torch.Tensor | None, shape: tuple[int, int], device: torch.device
-) -> Keep | None:
-    """None for a vocabulary without ``<keep>``; else its index and the sources (all -1
-    when none are given: ``<keep>`` is masked out)."""
-    if not vocab.keep:
-        return None
-    if sources is None:
-        return Keep(vocab.image, torch.full(shape, -1, dtype=torch.long, device=device))
-    return Keep(vocab.image, sources.to(device, torch.long))
+def write_keep(picks: torch.Tensor, source: torch.Tensor, keep: int) -> torch.Tensor:
+    """Drawn indices (B,) into the image slice -> codes: a drawn ``<keep>`` is ``source``'s."""
+    return torch.where(picks == keep, source, picks)
 
 
 @torch.no_grad()
@@ -107,20 +98,20 @@ def generate_images(
     w = torch.tensor(weights, device=device).view(1, K, 1)
     codes = torch.zeros((B, n), dtype=torch.long, device=device)
     first, last = layout.vocab.text, layout.vocab.size  # image ids (+ <keep>): [first, last)
-    keep = keep_index(layout.vocab, sources, (B, n), device)
+    if sources is None:
+        sources = torch.full((B, n), -1, dtype=torch.long)
+    sources = sources.to(device, torch.long)
     was_training = model.training
     model.eval()
     try:
         logits = model.prefill(tokens, slots, mask, cache)
         for cell in range(n):
             mixed = (logits.view(B, K, -1)[..., first:last] * w).sum(1)  # (B, image_vocab [+1])
-            if keep is not None:
-                mixed[:, keep.index] = mixed[:, keep.index].masked_fill(
-                    keep.sources[:, cell] < 0, float("-inf")
-                )
+            if layout.vocab.keep:
+                mixed = mask_keep(mixed, sources[:, cell], layout.vocab.image)
             code = _draw(mixed, temperature, top_k, generator)
-            if keep is not None:
-                code = torch.where(code == keep.index, keep.sources[:, cell], code)
+            if layout.vocab.keep:
+                code = write_keep(code, sources[:, cell], layout.vocab.image)
             if forced is not None:
                 pinned = forced[:, cell].to(device)
                 code = torch.where(pinned >= 0, pinned, code)
