@@ -121,22 +121,15 @@ class MixedSampler(ContinuousSampler):
         if progress_every < 1:
             raise InvalidArgument(f"progress_every must be >= 1, got {progress_every}")
         dev = self.device
-        if forced is None:
-            forced = torch.full((n, L), -1, dtype=torch.long)
-        if forced.shape != (n, L) or bool((forced >= self.layout.vocab.image).any()):
-            raise InvalidArgument(f"forced must be (n, {L}) codes below the codebook size")
-        if sources is None:
-            sources = torch.full((n, L), -1, dtype=torch.long)
-        if sources.shape != (n, L) or bool((sources >= self.layout.vocab.image).any()):
-            raise InvalidArgument(f"sources must be (n, {L}) codes below the codebook size")
+        forced, sources = self._cells("forced", forced, n), self._cells("sources", sources, n)
         table = torch.zeros(n, MAX_ROWS_PER_SEQUENCE, device=dev)
         for i, w in enumerate(weights):
             table[i, : len(w)] = torch.tensor(w)
         request = _MixedRequest(
             prompts=prompts,
             weights=table,
-            forced=forced.to(dev, torch.long),
-            sources=sources.to(dev, torch.long),
+            forced=forced,
+            sources=sources,
             temperature=torch.full((n,), float(temperature), device=dev),
             top_k=torch.full((n,), int(top_k), dtype=torch.long, device=dev),
             top_p=torch.ones(n, device=dev),
@@ -146,6 +139,16 @@ class MixedSampler(ContinuousSampler):
             every=progress_every,
         )
         return self._enqueue(request)
+
+    def _cells(self, name: str, codes: torch.Tensor | None, n: int) -> torch.Tensor:
+        """A per-cell code table (n, n_cells) on the engine's device, -1 where none (all -1
+        for None); InvalidArgument naming ``name`` for another shape or a code too large."""
+        L = self.length
+        if codes is None:
+            codes = torch.full((n, L), -1, dtype=torch.long)
+        if codes.shape != (n, L) or bool((codes >= self.layout.vocab.image).any()):
+            raise InvalidArgument(f"{name} must be (n, {L}) codes below the codebook size")
+        return codes.to(self.device, torch.long)
 
     # ---------------------------------------------------------------- the engine's hooks
     def _reset(self) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 from tessera import registry
 from tessera.common.errors import NotFound
 
-# Set for every Ray worker by ``runtime.start`` when handle calls go over gRPC (decision 0002).
+# Set on every Ray node when handle calls go over gRPC (``cluster.nodes.HANDLE_ENV``, decision
+# 0002; ``runtime.start`` states 0 for ``--handle-transport default``).
 GRPC_HANDLES_ENV = "RAY_SERVE_USE_GRPC_BY_DEFAULT"
 
 
