@@ -81,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "start at zero)",
     )  # fmt: skip
     parser.add_argument(
+        "--dropout", type=float, default=0.0,
+        help="dropout in every block while training (small sets such as Twemoji's)",
+    )  # fmt: skip
+    parser.add_argument(
         "--image-guidance", type=float, default=MixedConfig.image_guidance,
         help="the checkpoint's default guidance scale on an edit's source image",
     )  # fmt: skip
@@ -162,6 +166,7 @@ def run_body(args: argparse.Namespace, device: torch.device, out: Path) -> int:
         text_len=args.text_len,
         copy_cells=args.cell_slots == "copy",
         keep_token=args.keep_token,
+        dropout=args.dropout,
         image_guidance=args.image_guidance,
         text_guidance=args.text_guidance,
         **PRESETS[args.preset],

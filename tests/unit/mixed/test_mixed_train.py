@@ -99,16 +99,17 @@ def test_keep_token_from_a_checkpoint_without_it(workdir):
         train(workdir, "--out", str(workdir / "back"), "--steps", "1", "--init-from", str(out))
 
 
-def test_bf16_steps_and_guidance_defaults(workdir):
+def test_bf16_dropout_and_guidance_defaults(workdir):
     """``--bf16`` trains under bfloat16 autocast (a finite, falling loss on a repeated tiny
-    set) and still saves float32 weights; ``--image-guidance`` / ``--text-guidance`` become
-    the checkpoint's default scales."""
+    set) and still saves float32 weights; ``--dropout``, ``--image-guidance`` and
+    ``--text-guidance`` land in the checkpoint's config."""
     out = workdir / "bf16"
-    args = ["--out", str(out), "--steps", "6", "--bf16", "--lr", "3e-3",
+    args = ["--out", str(out), "--steps", "6", "--bf16", "--lr", "3e-3", "--dropout", "0.1",
             "--image-guidance", "1.25", "--text-guidance", "2.5"]  # fmt: skip
     assert train(workdir, *args) == 0
     model = load_component(out)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert (model.config.image_guidance, model.config.text_guidance) == (1.25, 2.5)
+    assert model.config.dropout == 0.1
     losses = [h["loss"] for h in json.loads((out / "train_state.json").read_text())["history"]]
     assert all(np.isfinite(losses)) and min(losses[3:]) < losses[0]
