@@ -49,7 +49,7 @@ from tessera.training.cli import (
 from tessera.training.components import component_dir
 from tessera.training.images import to_float
 from tessera.training.loop import Epochs, Steps, due
-from tessera.training.optim import optimizer_step, set_lr
+from tessera.training.optim import bf16_autocast, optimizer_step, set_lr
 from tessera.training.plots import plot_curves
 from tessera.training.state import save_train_state
 
@@ -313,8 +313,7 @@ def run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
         "train_images": len(data.codes),
     }
     rows = fixed_rows(data, SAMPLE_PROMPTS)
-    use_bf16 = device.type == "cuda"  # bf16 autocast on GPU; CPU runs in float32
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    autocast = bf16_autocast(device)  # bf16 on GPU; the CPU runs in float32
 
     def evaluate() -> None:
         history[-1]["heldout_bpt"] = bits_per_token(model, ho, device, limit=512)

@@ -30,7 +30,7 @@ from tessera.mixed.sequences import TASKS, Builder, collate
 from tessera.mixed.text import TOKENIZER_FILE, TextCodec, train_text_tokenizer
 from tessera.training.cli import add_training_arguments, start_model, training_run
 from tessera.training.loop import Steps, due
-from tessera.training.optim import optimizer_step, set_lr
+from tessera.training.optim import bf16_autocast, optimizer_step, set_lr
 from tessera.training.plots import plot_curves
 from tessera.training.state import save_train_state
 
@@ -240,12 +240,12 @@ def run_body(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     loop = Steps(step, args.steps, args.max_minutes, "train mixed")
     bar = loop.bar
     pad = config.layout.vocab.special("<pad>")
-    bf16 = args.bf16 or device.type == "cuda"
+    autocast = bf16_autocast(device, on_cpu=args.bf16)
     while loop.running(step):
         batch = collate(batches(args.batch_size), pad)
         set_lr(optimizer, loop.clock.lr(step, args.lr, args.warmup))
         model.train()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast:
             _, loss = model(*(batch[k].to(device) for k in ("inputs", "slots", "targets")))
         optimizer_step(model, optimizer, loss)
         step += 1

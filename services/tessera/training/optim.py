@@ -54,3 +54,10 @@ def optimizer_step(
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
+
+
+def bf16_autocast(device: torch.device, on_cpu: bool = False) -> torch.autocast:
+    """The training step's autocast: bfloat16 on CUDA always, on the CPU when asked (weights
+    and optimizer stay float32). A context that can be entered again, step after step."""
+    enabled = device.type == "cuda" or (on_cpu and device.type == "cpu")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
