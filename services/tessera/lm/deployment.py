@@ -19,6 +19,7 @@ from tessera.common.protos import (
     check_prompt,
     grid_to_proto,
     text_states_from_proto,
+    text_states_to_proto,
 )
 from tessera.common.text_encoder import TextBatch
 from tessera.lm.engine import ContinuousSampler
@@ -61,8 +62,11 @@ class LanguageModel(EngineService):
         self, request: lm_pb2.SampleTokensRequest
     ) -> lm_pb2.SampleTokensResponse:
         params, seed = self._params(request)
-        grids = await self._sample(request, params, self._states(request, len(params)))
-        return lm_pb2.SampleTokensResponse(grids=[grid_to_proto(g) for g in grids], seed=seed)
+        text = await self._text(request, len(params))
+        grids = await self._sample(params, text)
+        response = lm_pb2.SampleTokensResponse(grids=[grid_to_proto(g) for g in grids], seed=seed)
+        self._return_states(request, text, response)
+        return response
 
     def _states(self, request: lm_pb2.SampleTokensRequest, n: int) -> TextBatch | None:
         """The prompt's MiniLM states when encoded upstream (Prior.EmbedText), checked with
@@ -73,16 +77,32 @@ class LanguageModel(EngineService):
             raise InvalidArgument("this model tokenizes its own prompts; leave text_states unset")
         return text_states_from_proto(request.text_states, n)
 
-    async def _sample(
+    async def _text(self, request: lm_pb2.SampleTokensRequest, n: int) -> TextBatch:
+        """The prompt's encoding, ``n`` rows: the request's states, else this replica's
+        encoder (cached per prompt)."""
+        text = self._states(request, n)
+        if text is None:
+            text = await asyncio.to_thread(self.text_encoder.encode, [request.prompt] * n)
+        return text
+
+    def _return_states(
         self,
         request: lm_pb2.SampleTokensRequest,
+        text: TextBatch,
+        response: lm_pb2.SampleTokensResponse | lm_pb2.SampleTokensStreamResponse,
+    ) -> None:
+        """With ``return_states``, the MiniLM states for a downstream reranker (a model that
+        tokenizes its own prompts has none to give)."""
+        if request.return_states and getattr(self.model, "own_text_encoder", None) is None:
+            response.text_states.CopyFrom(text_states_to_proto(text))
+
+    async def _sample(
+        self,
         params: list[SamplingParams],
-        text: TextBatch | None,
+        text: TextBatch,
         on_progress: Callable[[int, torch.Tensor], bool] | None = None,
         every: int = 16,
     ) -> torch.Tensor:
-        if text is None:
-            text = await asyncio.to_thread(self.text_encoder.encode, [request.prompt] * len(params))
         metrics.observe_batch("LanguageModel", self.engine.running_rows + len(params))
         future = self.engine.submit(text.to(self.device), params, on_progress, every)
         grids = await asyncio.wrap_future(future)
@@ -98,19 +118,22 @@ class LanguageModel(EngineService):
         params, seed = self._params(request)
         if stream_request.stream_every < 0:
             raise InvalidArgument("stream_every must be >= 0")
-        text = self._states(request, len(params))
+        text = await self._text(request, len(params))
         total = self.grid_size * self.grid_size
         every = stream_request.stream_every or max(1, total // 8)
         sampling = self.stream(
-            lambda on_progress: self._sample(request, params, text, on_progress, every),
+            lambda on_progress: self._sample(params, text, on_progress, every),
             lambda done, grids: (done, grids) if done < total else None,
         )
         async with aclosing(sampling) as events:
             async for final, item in events:
                 done, grids = (total, item) if final else item
-                yield lm_pb2.SampleTokensStreamResponse(
+                event = lm_pb2.SampleTokensStreamResponse(
                     progress=common_pb2.Progress(step=done, total_steps=total, stage="lm"),
                     grids=[grid_to_proto(g) for g in grids],
                     done=final,
                     seed=seed,
                 )
+                if final:
+                    self._return_states(request, text, event)
+                yield event

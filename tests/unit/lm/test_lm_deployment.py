@@ -125,3 +125,19 @@ async def test_bad_text_states_fail_before_sampling_on_both_entry_points(lm):
         async for _ in lm.SampleTokensStream(stream_request(bad)):
             pass
     assert lm.engine.steps == calls
+
+
+async def test_return_states_answers_the_prompts_minilm_states_on_both_entry_points(lm):
+    expected = text_states_to_proto(lm.text_encoder.encode(["a red heart"]))
+    plain = await lm.SampleTokens(request("a red heart", seed=4))
+    assert not plain.HasField("text_states")  # only when asked: ~12 KB a prompt
+    unary = await lm.SampleTokens(request("a red heart", seed=4, return_states=True))
+    assert unary.text_states == expected and grids(unary) == grids(plain)
+    events = [
+        e
+        async for e in lm.SampleTokensStream(
+            stream_request(request("a red heart", seed=4, return_states=True))
+        )
+    ]
+    assert events[-1].text_states == expected
+    assert not any(e.HasField("text_states") for e in events[:-1])

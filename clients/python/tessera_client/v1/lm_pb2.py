@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from tessera_client.v1 import common_pb2 as tessera_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13tessera/v1/lm.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\xae\x02\n\x13SampleTokensRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x03\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x07 \x01(\x02H\x04\x88\x01\x01\x12\r\n\x05seeds\x18\t \x03(\x03\x12\'\n\x0btext_states\x18\n \x01(\x0b\x32\x12.tessera.v1.TensorB\x07\n\x05_seedB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x11\n\x0f_guidance_scaleJ\x04\x08\x08\x10\tR\x0cstream_every\"J\n\x14SampleTokensResponse\x12$\n\x05grids\x18\x01 \x03(\x0b\x32\x15.tessera.v1.TokenGrid\x12\x0c\n\x04seed\x18\x02 \x01(\x03\"c\n\x19SampleTokensStreamRequest\x12\x30\n\x07request\x18\x01 \x01(\x0b\x32\x1f.tessera.v1.SampleTokensRequest\x12\x14\n\x0cstream_every\x18\x02 \x01(\x05\"\x86\x01\n\x1aSampleTokensStreamResponse\x12&\n\x08progress\x18\x01 \x01(\x0b\x32\x14.tessera.v1.Progress\x12$\n\x05grids\x18\x02 \x03(\x0b\x32\x15.tessera.v1.TokenGrid\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x32\xd0\x01\n\x14LanguageModelService\x12Q\n\x0cSampleTokens\x12\x1f.tessera.v1.SampleTokensRequest\x1a .tessera.v1.SampleTokensResponse\x12\x65\n\x12SampleTokensStream\x12%.tessera.v1.SampleTokensStreamRequest\x1a&.tessera.v1.SampleTokensStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13tessera/v1/lm.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\xc5\x02\n\x13SampleTokensRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x03\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x07 \x01(\x02H\x04\x88\x01\x01\x12\r\n\x05seeds\x18\t \x03(\x03\x12\'\n\x0btext_states\x18\n \x01(\x0b\x32\x12.tessera.v1.Tensor\x12\x15\n\rreturn_states\x18\x0b \x01(\x08\x42\x07\n\x05_seedB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x11\n\x0f_guidance_scaleJ\x04\x08\x08\x10\tR\x0cstream_every\"s\n\x14SampleTokensResponse\x12$\n\x05grids\x18\x01 \x03(\x0b\x32\x15.tessera.v1.TokenGrid\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\'\n\x0btext_states\x18\x03 \x01(\x0b\x32\x12.tessera.v1.Tensor\"c\n\x19SampleTokensStreamRequest\x12\x30\n\x07request\x18\x01 \x01(\x0b\x32\x1f.tessera.v1.SampleTokensRequest\x12\x14\n\x0cstream_every\x18\x02 \x01(\x05\"\xaf\x01\n\x1aSampleTokensStreamResponse\x12&\n\x08progress\x18\x01 \x01(\x0b\x32\x14.tessera.v1.Progress\x12$\n\x05grids\x18\x02 \x03(\x0b\x32\x15.tessera.v1.TokenGrid\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\'\n\x0btext_states\x18\x05 \x01(\x0b\x32\x12.tessera.v1.Tensor2\xd0\x01\n\x14LanguageModelService\x12Q\n\x0cSampleTokens\x12\x1f.tessera.v1.SampleTokensRequest\x1a .tessera.v1.SampleTokensResponse\x12\x65\n\x12SampleTokensStream\x12%.tessera.v1.SampleTokensStreamRequest\x1a&.tessera.v1.SampleTokensStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tessera.v1.lm_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SAMPLETOKENSREQUEST']._serialized_start=61
-  _globals['_SAMPLETOKENSREQUEST']._serialized_end=363
-  _globals['_SAMPLETOKENSRESPONSE']._serialized_start=365
-  _globals['_SAMPLETOKENSRESPONSE']._serialized_end=439
-  _globals['_SAMPLETOKENSSTREAMREQUEST']._serialized_start=441
-  _globals['_SAMPLETOKENSSTREAMREQUEST']._serialized_end=540
-  _globals['_SAMPLETOKENSSTREAMRESPONSE']._serialized_start=543
-  _globals['_SAMPLETOKENSSTREAMRESPONSE']._serialized_end=677
-  _globals['_LANGUAGEMODELSERVICE']._serialized_start=680
-  _globals['_LANGUAGEMODELSERVICE']._serialized_end=888
+  _globals['_SAMPLETOKENSREQUEST']._serialized_end=386
+  _globals['_SAMPLETOKENSRESPONSE']._serialized_start=388
+  _globals['_SAMPLETOKENSRESPONSE']._serialized_end=503
+  _globals['_SAMPLETOKENSSTREAMREQUEST']._serialized_start=505
+  _globals['_SAMPLETOKENSSTREAMREQUEST']._serialized_end=604
+  _globals['_SAMPLETOKENSSTREAMRESPONSE']._serialized_start=607
+  _globals['_SAMPLETOKENSSTREAMRESPONSE']._serialized_end=782
+  _globals['_LANGUAGEMODELSERVICE']._serialized_start=785
+  _globals['_LANGUAGEMODELSERVICE']._serialized_end=993
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SampleTokensRequest(_message.Message):
-    __slots__ = ("prompt", "n", "seed", "temperature", "top_k", "top_p", "guidance_scale", "seeds", "text_states")
+    __slots__ = ("prompt", "n", "seed", "temperature", "top_k", "top_p", "guidance_scale", "seeds", "text_states", "return_states")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class SampleTokensRequest(_message.Message):
     GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
     TEXT_STATES_FIELD_NUMBER: _ClassVar[int]
+    RETURN_STATES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     n: int
     seed: int
@@ -28,15 +29,18 @@ class SampleTokensRequest(_message.Message):
     guidance_scale: float
     seeds: _containers.RepeatedScalarFieldContainer[int]
     text_states: _common_pb2.Tensor
-    def __init__(self, prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., seeds: _Optional[_Iterable[int]] = ..., text_states: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    return_states: bool
+    def __init__(self, prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., seeds: _Optional[_Iterable[int]] = ..., text_states: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., return_states: _Optional[bool] = ...) -> None: ...
 
 class SampleTokensResponse(_message.Message):
-    __slots__ = ("grids", "seed")
+    __slots__ = ("grids", "seed", "text_states")
     GRIDS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    TEXT_STATES_FIELD_NUMBER: _ClassVar[int]
     grids: _containers.RepeatedCompositeFieldContainer[_common_pb2.TokenGrid]
     seed: int
-    def __init__(self, grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., seed: _Optional[int] = ...) -> None: ...
+    text_states: _common_pb2.Tensor
+    def __init__(self, grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., seed: _Optional[int] = ..., text_states: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class SampleTokensStreamRequest(_message.Message):
     __slots__ = ("request", "stream_every")
@@ -47,13 +51,15 @@ class SampleTokensStreamRequest(_message.Message):
     def __init__(self, request: _Optional[_Union[SampleTokensRequest, _Mapping]] = ..., stream_every: _Optional[int] = ...) -> None: ...
 
 class SampleTokensStreamResponse(_message.Message):
-    __slots__ = ("progress", "grids", "done", "seed")
+    __slots__ = ("progress", "grids", "done", "seed", "text_states")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     GRIDS_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    TEXT_STATES_FIELD_NUMBER: _ClassVar[int]
     progress: _common_pb2.Progress
     grids: _containers.RepeatedCompositeFieldContainer[_common_pb2.TokenGrid]
     done: bool
     seed: int
-    def __init__(self, progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., done: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+    text_states: _common_pb2.Tensor
+    def __init__(self, progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., done: _Optional[bool] = ..., seed: _Optional[int] = ..., text_states: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
