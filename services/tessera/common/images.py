@@ -102,10 +102,15 @@ def pixels_from_proto(msg: common_pb2.Pixels, size: int | None = None) -> np.nda
     if len(msg.rgb) != h * w * 3:
         raise InvalidArgument(f"pixels hold {len(msg.rgb)} bytes; {w}x{h} RGB needs {h * w * 3}")
     array = np.frombuffer(msg.rgb, dtype=np.uint8).reshape(h, w, 3)
-    if size is not None and (h, w) != (size, size):
-        img = Image.fromarray(array, "RGB").resize((size, size), Image.Resampling.LANCZOS)
-        array = np.asarray(img, dtype=np.uint8)
-    return array
+    return array if size is None else resize_array(array, size)
+
+
+def resize_array(array: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W, 3) → (size, size, 3), Lanczos; the array itself when it already fits."""
+    if array.shape[:2] == (size, size):
+        return array
+    img = Image.fromarray(array, "RGB").resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def pixels_to_image(msg: common_pb2.Pixels, scale: int = 1) -> common_pb2.Image:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tessera.common.checkpoint import read_bundle_index, read_config
+from tessera.common.checkpoint import component_format, read_bundle_index, read_config
 from tessera.common.errors import ModelNotReady
 
 
@@ -17,13 +17,15 @@ class BundleInfo:
     name: str
     image_size: int
     routes: tuple[str, ...]
-    has_clip: bool = False  # the ar route can rerank candidates only with the bundle's CLIP
     max_steps: int | None = None  # the decoder's most diffusion steps (its num_train_timesteps)
     quantize_latents: bool = True  # snap decoder latents to the codebook before decoding
     family: str = "tessera"  # an imported bundle's family (e.g. "kandinsky22")
     pixel_size: int | None = None  # the pixel route's native side (its model's image_size)
     tokenizer_kind: str = "vq"  # vq | gumbel (discrete) | kl (continuous: no ar route)
     edits: bool = False  # a mixed-modal model: edits, captions and the mixed route
+    # ar reranking runs in the Detokenizer from the LM's MiniLM states: both the CLIP and the
+    # LM must be Tessera's own (an imported CLIP or LM has no MiniLM states to hand on)
+    ar_rerank: bool = False
 
     def native_size(self, route: str) -> int:
         """A route's native output side: the pixel model's own, else the tokenizer's."""
@@ -62,11 +64,20 @@ class BundleInfo:
             name,
             tok["image_size"],
             routes,
-            has_clip="clip" in comps,
             max_steps=max_steps,
             quantize_latents=bool(tok.get("quantize_latents", kind != "kl")),
             family=index.get("family", "tessera"),
             pixel_size=pixel_size,
             tokenizer_kind=kind,
             edits="mixed" in comps,
+            ar_rerank=reranks_ar(bundle_dir),
         )
+
+
+def reranks_ar(bundle_dir: str | Path) -> bool:
+    """Whether the bundle's ar route reranks candidates by CLIP (in the Detokenizer): it has
+    an LM and a CLIP, both in Tessera's own format."""
+    comps = read_bundle_index(Path(bundle_dir))["components"]
+    return all(
+        c in comps and component_format(Path(bundle_dir), c) == "tessera" for c in ("lm", "clip")
+    )

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from tessera.v1 import common_pb2 as tessera_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atessera/v1/tokenizer.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"I\n\x0fTokenizeRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x0e\n\x06resize\x18\x02 \x01(\x08\x12\x16\n\x0ereturn_latents\x18\x03 \x01(\x08\"\x82\x01\n\x10TokenizeResponse\x12$\n\x05grids\x18\x01 \x03(\x0b\x32\x15.tessera.v1.TokenGrid\x12#\n\x07latents\x18\x02 \x03(\x0b\x32\x12.tessera.v1.Tensor\x12\x15\n\rcodebook_size\x18\x03 \x01(\x05\x12\x0c\n\x04kind\x18\x04 \x01(\t\"\x87\x01\n\x11\x44\x65tokenizeRequest\x12$\n\x05grids\x18\x01 \x03(\x0b\x32\x15.tessera.v1.TokenGrid\x12#\n\x07latents\x18\x02 \x03(\x0b\x32\x12.tessera.v1.Tensor\x12\x10\n\x08quantize\x18\x03 \x01(\x08\x12\x15\n\rreturn_pixels\x18\x04 \x01(\x08\"[\n\x12\x44\x65tokenizeResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.tessera.v1.Image\x12\"\n\x06pixels\x18\x02 \x03(\x0b\x32\x12.tessera.v1.Pixels2Y\n\x10TokenizerService\x12\x45\n\x08Tokenize\x12\x1b.tessera.v1.TokenizeRequest\x1a\x1c.tessera.v1.TokenizeResponse2a\n\x12\x44\x65tokenizerService\x12K\n\nDetokenize\x12\x1d.tessera.v1.DetokenizeRequest\x1a\x1e.tessera.v1.DetokenizeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atessera/v1/tokenizer.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"I\n\x0fTokenizeRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x0e\n\x06resize\x18\x02 \x01(\x08\x12\x16\n\x0ereturn_latents\x18\x03 \x01(\x08\"\x82\x01\n\x10TokenizeResponse\x12$\n\x05grids\x18\x01 \x03(\x0b\x32\x15.tessera.v1.TokenGrid\x12#\n\x07latents\x18\x02 \x03(\x0b\x32\x12.tessera.v1.Tensor\x12\x15\n\rcodebook_size\x18\x03 \x01(\x05\x12\x0c\n\x04kind\x18\x04 \x01(\t\"\xab\x01\n\x11\x44\x65tokenizeRequest\x12$\n\x05grids\x18\x01 \x03(\x0b\x32\x15.tessera.v1.TokenGrid\x12#\n\x07latents\x18\x02 \x03(\x0b\x32\x12.tessera.v1.Tensor\x12\x10\n\x08quantize\x18\x03 \x01(\x08\x12\x15\n\rreturn_pixels\x18\x04 \x01(\x08\x12\"\n\x06rerank\x18\x05 \x01(\x0b\x32\x12.tessera.v1.Rerank\"E\n\x06Rerank\x12\'\n\x0btext_states\x18\x01 \x01(\x0b\x32\x12.tessera.v1.Tensor\x12\x12\n\ncandidates\x18\x02 \x01(\x05\"{\n\x12\x44\x65tokenizeResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.tessera.v1.Image\x12\"\n\x06pixels\x18\x02 \x03(\x0b\x32\x12.tessera.v1.Pixels\x12\x0e\n\x06\x63hosen\x18\x03 \x03(\x05\x12\x0e\n\x06scores\x18\x04 \x03(\x02\x32Y\n\x10TokenizerService\x12\x45\n\x08Tokenize\x12\x1b.tessera.v1.TokenizeRequest\x1a\x1c.tessera.v1.TokenizeResponse2a\n\x12\x44\x65tokenizerService\x12K\n\nDetokenize\x12\x1d.tessera.v1.DetokenizeRequest\x1a\x1e.tessera.v1.DetokenizeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,11 +38,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENIZERESPONSE']._serialized_start=143
   _globals['_TOKENIZERESPONSE']._serialized_end=273
   _globals['_DETOKENIZEREQUEST']._serialized_start=276
-  _globals['_DETOKENIZEREQUEST']._serialized_end=411
-  _globals['_DETOKENIZERESPONSE']._serialized_start=413
-  _globals['_DETOKENIZERESPONSE']._serialized_end=504
-  _globals['_TOKENIZERSERVICE']._serialized_start=506
-  _globals['_TOKENIZERSERVICE']._serialized_end=595
-  _globals['_DETOKENIZERSERVICE']._serialized_start=597
-  _globals['_DETOKENIZERSERVICE']._serialized_end=694
+  _globals['_DETOKENIZEREQUEST']._serialized_end=447
+  _globals['_RERANK']._serialized_start=449
+  _globals['_RERANK']._serialized_end=518
+  _globals['_DETOKENIZERESPONSE']._serialized_start=520
+  _globals['_DETOKENIZERESPONSE']._serialized_end=643
+  _globals['_TOKENIZERSERVICE']._serialized_start=645
+  _globals['_TOKENIZERSERVICE']._serialized_end=734
+  _globals['_DETOKENIZERSERVICE']._serialized_start=736
+  _globals['_DETOKENIZERSERVICE']._serialized_end=833
 # @@protoc_insertion_point(module_scope)

@@ -18,7 +18,7 @@ from tessera.common.images import (
 )
 from tessera.common.limits import MAX_ITEMS_PER_CALL as MAX_ITEMS
 from tessera.common.protos import grid_to_proto, tensor_from_proto, tensor_to_proto
-from tessera.tokenizer.deployment import Detokenizer, Tokenizer
+from tessera.tokenizer.deployment import DecodeItem, Detokenizer, Tokenizer
 from tessera.v1 import tokenizer_pb2
 
 
@@ -64,7 +64,7 @@ def test_a_batch_of_mixed_detokenize_requests_answers_each_as_alone(halves):
     grids = tokenizer_pb2.DetokenizeRequest(grids=list(tokens.grids)[:2])
     latents = tokenizer_pb2.DetokenizeRequest(latents=list(tokens.latents)[2:])
     more_grids = tokenizer_pb2.DetokenizeRequest(grids=[grid_to_proto(tokens_grid(tok))])
-    items = [(*detok._parse(r), False) for r in (grids, latents, more_grids)]
+    items = [DecodeItem(*detok._parse(r), False) for r in (grids, latents, more_grids)]
     together = detok._decode_many(items)
     assert [len(r.images) for r in together] == [2, 1, 1]
     for item, got in zip(items, together, strict=True):

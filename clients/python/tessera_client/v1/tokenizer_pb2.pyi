@@ -31,21 +31,35 @@ class TokenizeResponse(_message.Message):
     def __init__(self, grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., latents: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ..., codebook_size: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class DetokenizeRequest(_message.Message):
-    __slots__ = ("grids", "latents", "quantize", "return_pixels")
+    __slots__ = ("grids", "latents", "quantize", "return_pixels", "rerank")
     GRIDS_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     QUANTIZE_FIELD_NUMBER: _ClassVar[int]
     RETURN_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    RERANK_FIELD_NUMBER: _ClassVar[int]
     grids: _containers.RepeatedCompositeFieldContainer[_common_pb2.TokenGrid]
     latents: _containers.RepeatedCompositeFieldContainer[_common_pb2.Tensor]
     quantize: bool
     return_pixels: bool
-    def __init__(self, grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., latents: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ..., quantize: _Optional[bool] = ..., return_pixels: _Optional[bool] = ...) -> None: ...
+    rerank: Rerank
+    def __init__(self, grids: _Optional[_Iterable[_Union[_common_pb2.TokenGrid, _Mapping]]] = ..., latents: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ..., quantize: _Optional[bool] = ..., return_pixels: _Optional[bool] = ..., rerank: _Optional[_Union[Rerank, _Mapping]] = ...) -> None: ...
+
+class Rerank(_message.Message):
+    __slots__ = ("text_states", "candidates")
+    TEXT_STATES_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    text_states: _common_pb2.Tensor
+    candidates: int
+    def __init__(self, text_states: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., candidates: _Optional[int] = ...) -> None: ...
 
 class DetokenizeResponse(_message.Message):
-    __slots__ = ("images", "pixels")
+    __slots__ = ("images", "pixels", "chosen", "scores")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     PIXELS_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[_common_pb2.Image]
     pixels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Pixels]
-    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., pixels: _Optional[_Iterable[_Union[_common_pb2.Pixels, _Mapping]]] = ...) -> None: ...
+    chosen: _containers.RepeatedScalarFieldContainer[int]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., pixels: _Optional[_Iterable[_Union[_common_pb2.Pixels, _Mapping]]] = ..., chosen: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
