@@ -1,14 +1,15 @@
 """The text-to-image routes, composed from model-service handles.
 
 ``ar``:     LanguageModel.SampleTokens → Detokenizer.Detokenize(grids)
-            [→ Prior.EmbedText + Prior.EmbedImage: keep the best of ``candidates`` per image]
+            [with ``candidates``: the LM also answers the prompt's MiniLM states, and the
+            Detokenizer keeps the candidate of each image that its CLIP scores best]
 ``unclip``: Prior.SamplePrior → Decoder.SampleLatents → Detokenizer.Detokenize(latents)
 ``pixel``:  PixelModel.SamplePixels (``routes/pixel.py``)
 ``variations``: Prior.EmbedImage → Decoder.SampleLatents → Detokenizer.Detokenize(latents)
 
-Handles carry the protobuf messages of `protos/tessera/v1`. Pixels travel between deployments
-raw (``Detokenize(return_pixels)`` → ``Pixels`` → ``EmbedImage(pixels)``) and are PNG-encoded
-once, here, for the images a route returns (upscaled in the same pass). The same code runs
+Handles carry the protobuf messages of `protos/tessera/v1`. Pixels come back from the
+Detokenizer raw (``Detokenize(return_pixels)`` → ``Pixels``) and are PNG-encoded once, here,
+for the images a route returns (upscaled in the same pass). The same code runs
 against Ray Serve deployment handles (the Gateway and JobWorker deployments) and against in-process
 services (:func:`local_pipelines`, used by benchmarks and evaluation), so "served vs
 in-process" compares transport, not two implementations.
@@ -58,7 +59,7 @@ class Pipelines(MixedRoutes):
         self.handles = handles
         self.info = info
         default = DEFAULT_AR_CANDIDATES if ar_candidates is None else ar_candidates
-        self.ar_candidates = default if info.has_clip else 1
+        self.ar_candidates = default if info.ar_rerank else 1
 
     # -- request checks shared by every entry point -------------------------------------
     def scale_for(self, size: str | None, route: str = "ar") -> int:
@@ -128,9 +129,10 @@ class Pipelines(MixedRoutes):
         """How many ar candidates to sample per returned image."""
         if params.candidates is None:
             return self.ar_candidates
-        if params.candidates > 1 and not self.info.has_clip:
+        if params.candidates > 1 and not self.info.ar_rerank:
             raise InvalidArgument(
-                f"candidates > 1 needs a CLIP component to rerank; {self.info.name!r} has none"
+                f"candidates > 1 needs a CLIP component to rerank (and an LM of Tessera's own); "
+                f"{self.info.name!r} has none"
             )
         return params.candidates
 
@@ -139,25 +141,19 @@ class Pipelines(MixedRoutes):
     ) -> tuple[list, int]:
         k = self.candidates_for(params)
         if k == 1:
-            grids, seed = await self._sample_grids(self._lm_request(params, params.seed), on_event)
-            return await self._decode(grids=grids), seed
+            res = await self._sample_grids(self._lm_request(params, params.seed), on_event)
+            return await self._decode(grids=list(res.grids)), res.seed
         base = params.seed if params.seed is not None else random.randrange(2**31)
         # Candidate-major seeds, as many per LM call as it takes: the candidates of one
         # request cost one call (not k), and share its prefill and every decode step.
         # Wrapped to int64 (the wire's type): a seed near MAX_SEED would overflow it; the
         # generators take seeds modulo 2**64, so a wrapped seed draws the same numbers.
         seeds = [int64(candidate_seed(base, j) + i) for j in range(k) for i in range(params.n)]
-        # The Prior encodes the prompt once, for reranking (its CLIP embedding) and for the
-        # LM (its MiniLM states), instead of the LM encoding it again.
-        text = await call(
-            self.handles.prior.EmbedText,
-            prior_pb2.EmbedTextRequest(texts=[params.prompt], return_states=True),
-        )
-        states = text.text_states[0] if text.text_states else None  # else the LM encodes
         samplers = [  # previews (if streaming) show candidate 0, the first n of the first call
             asyncio.ensure_future(
                 self._sample_grids(
-                    self._lm_request(params, None, chunk, states),
+                    # the first call also answers the prompt's MiniLM states, for reranking
+                    self._lm_request(params, None, chunk, return_states=c == 0),
                     on_event if c == 0 else None,
                     shown=params.n,
                 )
@@ -165,30 +161,30 @@ class Pipelines(MixedRoutes):
             for c, chunk in enumerate(_chunks(seeds, MAX_LM_IMAGES_PER_CALL))
         ]
         try:
-            sampled = await asyncio.gather(*samplers)
-            grids = [g for chunk, _ in sampled for g in chunk]  # candidate-major
-            images = await self._decode(grids=grids)
-            best = await self._rerank(text, images, k)
+            replies = await asyncio.gather(*samplers)
         finally:  # a cancelled or failed request stops every candidate (no-ops once done)
             for task in samplers:
                 task.cancel()
-        return [images[j * params.n + i] for i, j in enumerate(best)], base
+        grids = [g for reply in replies for g in reply.grids]  # candidate-major: j * n + i
+        # The Detokenizer decodes, scores with CLIP and keeps the best of each group of k
+        # consecutive grids: the candidates never leave it (one hop, not two).
+        groups = [grids[j * params.n + i] for i in range(params.n) for j in range(k)]
+        rerank = tokenizer_pb2.Rerank(text_states=replies[0].text_states, candidates=k)
+        return await self._decode(grids=groups, rerank=rerank), base
 
     def _lm_request(
         self,
         params: GenerationParams,
         seed: int | None,
         seeds: list[int] | None = None,
-        states: common_pb2.Tensor | None = None,
+        return_states: bool = False,
     ) -> lm_pb2.SampleTokensRequest:
-        """The LM call for ``params``: n images from ``seed`` on, or one image per ``seeds``; with
-        the prompt's MiniLM ``states`` when they are at hand."""
+        """The LM call for ``params``: n images from ``seed`` on, or one image per ``seeds``."""
         if seeds:
             req = lm_pb2.SampleTokensRequest(prompt=params.prompt, seeds=seeds)
         else:
             req = lm_pb2.SampleTokensRequest(prompt=params.prompt, n=params.n)
-        if states is not None:
-            req.text_states.CopyFrom(states)
+        req.return_states = return_states
         if seed is not None:
             req.seed = seed
         return params.set_options(req, LM_SAMPLING_FIELDS)
@@ -198,47 +194,24 @@ class Pipelines(MixedRoutes):
         req: lm_pb2.SampleTokensRequest,
         on_event: EventCallback | None,
         shown: int | None = None,
-    ) -> tuple[list, int]:
-        """The LM's grids for one request; with ``on_event``, streamed with previews of the
+    ) -> lm_pb2.SampleTokensResponse:
+        """The LM's answer to one request; with ``on_event``, streamed with previews of the
         first ``shown`` grids (all by default)."""
         if on_event is None:
-            res = await call(self.handles.lm.SampleTokens, req)
-            return list(res.grids), res.seed
-        grids, seed = [], 0
+            return await call(self.handles.lm.SampleTokens, req)
         sreq = lm_pb2.SampleTokensStreamRequest(request=req)
         stream = self.handles.lm.options(stream=True).SampleTokensStream.remote(sreq)
         async for ev in stream:
-            grids, seed = list(ev.grids), ev.seed
             if ev.done:
-                break
-            pixels = await self._decode(grids=[_fill_unsampled(g) for g in grids[:shown]])
-            previews = [pixels_to_image(p) for p in pixels]
+                return lm_pb2.SampleTokensResponse(
+                    grids=ev.grids, seed=ev.seed, text_states=ev.text_states
+                )
+            shown_grids = [_fill_unsampled(g) for g in list(ev.grids)[:shown]]
+            previews = [pixels_to_image(p) for p in await self._decode(grids=shown_grids)]
             if not await on_event(StreamEvent(progress=ev.progress, previews=previews)):
                 _close(stream)
                 raise Cancelled("generation cancelled")
-        return grids, seed
-
-    async def _rerank(self, text: prior_pb2.EmbedTextResponse, images: list, k: int) -> list[int]:
-        """For each of the n images, which of its k candidates (candidate-major ``images``)
-        CLIP puts closest to the prompt's embedding ``text``. Embeddings are L2-normalised: a
-        dot product is the cosine. ``images`` are raw ``Pixels``: no PNG round trip."""
-        chunks = await asyncio.gather(
-            *(
-                call(
-                    self.handles.prior.EmbedImage,
-                    prior_pb2.EmbedImageRequest(pixels=chunk),
-                )
-                for chunk in _chunks(images)
-            )
-        )
-        t = list(text.embeddings[0].values)
-        scores = [
-            sum(a * b for a, b in zip(e.values, t, strict=True))
-            for chunk in chunks
-            for e in chunk.embeddings
-        ]
-        n = len(images) // k
-        return [max(range(k), key=lambda j, i=i: scores[j * n + i]) for i in range(n)]
+        raise RuntimeError("the LM's stream ended without its final event")
 
     async def _unclip(
         self, params: GenerationParams, on_event: EventCallback | None
@@ -319,19 +292,31 @@ class Pipelines(MixedRoutes):
                     raise Cancelled("generation cancelled")
         return await self._decode(latents=latents), seed
 
-    async def _decode(self, grids: list | None = None, latents: list | None = None) -> list:
-        """Raw ``Pixels`` for grids or latents, in order (PNG-encoded only when returned)."""
+    async def _decode(
+        self,
+        grids: list | None = None,
+        latents: list | None = None,
+        rerank: tokenizer_pb2.Rerank | None = None,
+    ) -> list:
+        """Raw ``Pixels`` for grids or latents, in order (PNG-encoded only when returned);
+        with ``rerank``, one per group of ``rerank.candidates`` (a call holds whole groups)."""
         items = grids or latents or []
         key = "grids" if grids else "latents"
+        size = MAX_ITEMS_PER_CALL
+        if rerank is not None:
+            size -= size % rerank.candidates
         replies = await asyncio.gather(
             *(
                 call(
                     self.handles.detokenizer.Detokenize,
                     tokenizer_pb2.DetokenizeRequest(
-                        **{key: chunk}, quantize=self.info.quantize_latents, return_pixels=True
+                        **{key: chunk},
+                        quantize=self.info.quantize_latents,
+                        return_pixels=True,
+                        rerank=rerank,
                     ),
                 )
-                for chunk in _chunks(items)
+                for chunk in _chunks(items, size)
             )
         )
         return [pixels for res in replies for pixels in res.pixels]

@@ -51,7 +51,7 @@ def test_imports_a_janus_snapshot_as_an_ar_bundle(snapshot: Path, tmp_path: Path
     digest = hashlib.sha256((snapshot / "model.safetensors").read_bytes()).hexdigest()
     assert external["files"]["model.safetensors"] == digest
     info = BundleInfo.read(bundle)
-    assert info.routes == ("ar",) and not info.has_clip
+    assert info.routes == ("ar",) and not info.ar_rerank
     assert info.image_size == GRID * 2  # num_patches x 2 ** (len(channel_multiplier) - 1)
     lm = load_bundle_component(bundle, "lm")
     assert (lm.config.grid_size, lm.config.vocab_size) == (GRID, CODEBOOK)

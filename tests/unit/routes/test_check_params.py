@@ -13,7 +13,7 @@ from tessera.routes.schemas import GenerationParams
 
 @pytest.fixture
 def pipelines() -> Pipelines:
-    info = BundleInfo("tiny", 16, ("ar", "unclip"), has_clip=True, max_steps=100)
+    info = BundleInfo("tiny", 16, ("ar", "unclip"), ar_rerank=True, max_steps=100)
     return Pipelines(handles=None, info=info)
 
 

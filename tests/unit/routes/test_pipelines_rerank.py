@@ -71,7 +71,7 @@ async def test_more_than_sixteen_candidates_are_decoded_and_scored_in_chunks(pip
 
 
 async def test_reranking_without_a_clip_is_refused(pipelines):
-    info = dataclasses.replace(pipelines.info, has_clip=False)
+    info = dataclasses.replace(pipelines.info, ar_rerank=False)
     no_clip = Pipelines(pipelines.handles, info)
     assert no_clip.ar_candidates == 1  # the default quietly falls back to plain sampling
     with pytest.raises(InvalidArgument, match="CLIP"):
