@@ -107,7 +107,9 @@ class ModelService:
     name: str  # the handle's name in route code and in build_app's wiring: "lm"
     deployment: str  # "module:Class" of the @serve.deployment class
     proto: str  # its contract file in protos/tessera/v1/, without ".proto": "lm"
-    components: tuple[str, ...]  # the bundle components it loads
+    # the bundle components it needs (a service may also load others where the bundle has
+    # them: the Detokenizer loads the CLIP when the ar route reranks, BundleInfo.ar_rerank)
+    components: tuple[str, ...]
     # Serve deployment options per profile (deploy/serve/<profile>.yaml); `note` becomes a
     # comment there.
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -169,7 +171,10 @@ SERVICES: tuple[ModelService, ...] = (
         deployment="tessera.tokenizer.deployment:Detokenizer",
         proto="tokenizer",
         components=("tokenizer",),
-        note="VQ decoder: token grid or latents -> PNG. Budget: latent cells per batch.",
+        note=(
+            "VQ decoder: token grid or latents -> PNG; reranks ar candidates with the bundle's"
+            " CLIP. Budget: latent cells per batch."
+        ),
         profiles=_model_profiles(
             local_cpus=0.2,
             gpus=0.1,
