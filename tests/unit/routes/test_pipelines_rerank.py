@@ -132,3 +132,18 @@ async def test_the_candidates_of_a_request_share_lm_calls_of_up_to_eight_images(
     await route.generate(ar("sun", 2, 1, 4))
     await route.generate(ar("sun", 2, 3, 4))
     assert lm.calls == [4, 8, 4]
+
+
+async def test_a_streamed_request_reranks_as_a_unary_one(pipelines):
+    """The stream's last LM event carries the prompt's states, so reranking needs no extra
+    call and picks what the unary route picks."""
+    params = ar("a red heart", 11, 2, 3)
+    unary = await pipelines.generate(params)
+    previews = []
+
+    async def keep(event) -> bool:
+        previews.append(event)
+        return True
+
+    streamed = await pipelines.generate(params, keep)
+    assert previews and [i.png for i in streamed.images] == [i.png for i in unary.images]
