@@ -150,7 +150,7 @@ def text_to_image(
         items = [[b.prompt(b.t2i(codec.encode(p), blank)), b.prompt(b.t2i([], blank))]
                  for p in chunk]  # fmt: skip
         gen = torch.Generator().manual_seed(start)
-        codes = generate_images(model, items, text_weights(model.config.text_guidance),
+        codes = generate_images(model, items, text_weights(model.config.t2i_scale),
                                 generator=gen)  # fmt: skip
         out.append(mixed_eval.decode(tokenizer, codes))
     return np.concatenate(out)
@@ -235,13 +235,15 @@ def mixed_section(
 def render(section: dict, dataset: str) -> str:
     """REPORT.md's section for the mixed model."""
     c = section["config"]
+    # text -> image's own scale, where the checkpoint sets one (older ones share the text's)
+    t2i = f"; text → image {c['t2i_guidance']}" if c.get("t2i_guidance") is not None else ""
     lines = [
         "## Mixed-modal model (`mixed`: edits, captions, text → image)",
         "",
         f"One transformer over text and image tokens ({section['params'] / 1e6:.2f}M params, "
         f"{c['n_layer']} layers x {c['n_embd']}; text vocab {c['text_vocab']}, image vocab "
         f"{c['image_vocab']}), sampled offline through `tessera.mixed.generate` with its default "
-        f"guidance (image {c['image_guidance']}, text {c['text_guidance']}), greedy for edits "
+        f"guidance (image {c['image_guidance']}, text {c['text_guidance']}{t2i}), greedy for edits "
         "and captions. Trained by `tessera train mixed` (arguments: the bundle's `training.json`).",
         "",
     ]

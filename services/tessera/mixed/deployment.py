@@ -127,7 +127,7 @@ class MixedModel(EngineService):
         self._require()
         check_prompt("prompt", request.prompt, MAX_PROMPT_CHARS)
         seeds, seed = self._seeds(request, request.n or 1)
-        s = self._scale(request, "guidance_scale", self.model.config.text_guidance)
+        s = self._scale(request, "guidance_scale", self.model.config.t2i_scale)
         b, text = self.builder, self.codec.encode(request.prompt)
         rows = [b.prompt(b.t2i(text, self.blank)), b.prompt(b.t2i([], self.blank))]
         prompts, weights = guided_rows(rows, text_weights(s))

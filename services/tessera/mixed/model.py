@@ -41,6 +41,9 @@ class MixedConfig:
     bias: bool = False
     image_guidance: float = 1.5  # default scale on the source image (edits)
     text_guidance: float = 3.0  # default scale on the instruction / caption
+    # text -> image's own default scale on the caption (None: text_guidance); an edit's best
+    # text scale need not be a drawing's
+    t2i_guidance: float | None = None
     copy_cells: bool = False  # output positions share the source cell's embedding
     keep_token: bool = False  # edits may write <keep>: "the source's code at this cell"
     tasks: list[str] = field(default_factory=lambda: ["t2i", "i2t", "edit"])
@@ -50,6 +53,11 @@ class MixedConfig:
         base = dict(text_vocab=len(SPECIALS) + 64, image_vocab=16, grid_size=2, text_len=8,
                     n_layer=2, n_head=2, n_embd=32)  # fmt: skip
         return cls(**{**base, **overrides})
+
+    @property
+    def t2i_scale(self) -> float:
+        """The default caption scale of text -> image."""
+        return self.text_guidance if self.t2i_guidance is None else self.t2i_guidance
 
     @property
     def layout(self) -> Layout:

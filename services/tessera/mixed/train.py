@@ -93,6 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the checkpoint's default guidance scale on the instruction / caption",
     )  # fmt: skip
     parser.add_argument(
+        "--t2i-guidance", type=float, default=None,
+        help="the checkpoint's default caption scale for text -> image (default: --text-guidance)",
+    )  # fmt: skip
+    parser.add_argument(
         "--bf16", action="store_true",
         help="bfloat16 autocast for the training steps on the CPU too (weights, optimizer and "
         "evaluation stay float32; always on for CUDA); ~1.3-1.7x the steps a minute on CPUs "
@@ -115,7 +119,7 @@ def _build(config: MixedConfig, init_from: Path | None) -> MixedTransformer:
         raise SystemExit(f"--init-from {init_from} is not a mixed-modal checkpoint")
     theirs = start.config.to_dict()
     ours = config.to_dict()
-    free = ("copy_cells", "keep_token", "image_guidance", "text_guidance")
+    free = ("copy_cells", "keep_token", "image_guidance", "text_guidance", "t2i_guidance")
     differ = {k for k in ours if k not in free and theirs.get(k, False) != ours[k]}
     if differ:
         raise SystemExit(f"--init-from {init_from} differs in {sorted(differ)}")
@@ -169,6 +173,7 @@ def run_body(args: argparse.Namespace, device: torch.device, out: Path) -> int:
         dropout=args.dropout,
         image_guidance=args.image_guidance,
         text_guidance=args.text_guidance,
+        t2i_guidance=args.t2i_guidance,
         **PRESETS[args.preset],
     )
     canonical = args.edit_targets == "canonical"

@@ -120,3 +120,22 @@ async def test_a_bundle_without_a_mixed_model_answers_not_found(bundle, tmp_path
         await replica.CaptionGrids(mixed_pb2.CaptionGridsRequest())
     with pytest.raises(NotFound):
         await replica.GenerateGrids(mixed_pb2.GenerateGridsRequest(prompt="x"))
+
+
+async def test_text_to_image_defaults_to_its_own_scale_when_the_checkpoint_sets_one(replica):
+    cfg = replica.model.config
+    assert cfg.t2i_guidance is None and cfg.t2i_scale == cfg.text_guidance
+    req = mixed_pb2.GenerateGridsRequest(prompt="a red circle", seed=3, temperature=1.5)
+    at = {}
+    for scale in (cfg.text_guidance, 20.0):
+        explicit = mixed_pb2.GenerateGridsRequest()
+        explicit.CopyFrom(req)
+        explicit.guidance_scale = scale
+        at[scale] = [list(g.tokens) for g in (await replica.GenerateGrids(explicit)).grids]
+    assert at[cfg.text_guidance] != at[20.0]  # the scale changes what is drawn
+    try:
+        cfg.t2i_guidance = 20.0  # the checkpoint's own text -> image default
+        default = [list(g.tokens) for g in (await replica.GenerateGrids(req)).grids]
+    finally:
+        cfg.t2i_guidance = None
+    assert default == at[20.0]

@@ -101,15 +101,17 @@ def test_keep_token_from_a_checkpoint_without_it(workdir):
 
 def test_bf16_dropout_and_guidance_defaults(workdir):
     """``--bf16`` trains under bfloat16 autocast (a finite, falling loss on a repeated tiny
-    set) and still saves float32 weights; ``--dropout``, ``--image-guidance`` and
-    ``--text-guidance`` land in the checkpoint's config."""
+    set) and still saves float32 weights; ``--dropout``, ``--image-guidance``,
+    ``--text-guidance`` and ``--t2i-guidance`` land in the checkpoint's config."""
     out = workdir / "bf16"
     args = ["--out", str(out), "--steps", "6", "--bf16", "--lr", "3e-3", "--dropout", "0.1",
-            "--image-guidance", "1.25", "--text-guidance", "2.5"]  # fmt: skip
+            "--image-guidance", "1.25", "--text-guidance", "2.5",
+            "--t2i-guidance", "1.5"]  # fmt: skip
     assert train(workdir, *args) == 0
     model = load_component(out)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert (model.config.image_guidance, model.config.text_guidance) == (1.25, 2.5)
+    assert model.config.t2i_guidance == model.config.t2i_scale == 1.5
     assert model.config.dropout == 0.1
     losses = [h["loss"] for h in json.loads((out / "train_state.json").read_text())["history"]]
     assert all(np.isfinite(losses)) and min(losses[3:]) < losses[0]
