@@ -87,20 +87,36 @@ def free_port() -> int:
 
 
 # ------------------------------------------------------------------------- in-process
+# gRPC requests of the paired measure use prompts this far on: prompts the replicas have not
+# encoded for the HTTP request just before (their MiniLM caches would flatter the second ingress)
+GRPC_PROMPT_OFFSET = 1_000_000
+
+
 def paired_latency(
-    bundle_dir: Path, url: str, repeats: int, device: str = "cpu", pipelines: object = None
+    bundle_dir: Path,
+    url: str,
+    repeats: int,
+    device: str = "cpu",
+    pipelines: object = None,
+    grpc_target: str | None = None,
 ) -> dict:
     """Concurrency-1 latency of each route in-process and served, alternating request by
     request with the stack up: both see the same machine at the same moments, so the ratio
     is the cost of serving (HTTP, hops, serialisation), not of whatever else this shared
-    machine was doing while one of them ran."""
+    machine was doing while one of them ran. With ``grpc_target`` the gRPC API takes a turn
+    too (``served_grpc``), so the two ingresses are compared on the same moments."""
+    import grpc
+
     from tessera.routes.local import local_pipelines
     from tessera.routes.schemas import GenerationParams
+    from tessera.v1 import generation_pb2, generation_pb2_grpc
 
     pipelines = pipelines or local_pipelines(bundle_dir, device)
 
     async def run() -> dict:
         out: dict = {"in_process": {}, "served": {}}
+        channel = grpc.aio.insecure_channel(grpc_target) if grpc_target else None
+        stub = generation_pb2_grpc.GenerationServiceStub(channel) if channel else None
         async with httpx.AsyncClient(base_url=url, timeout=600) as client:
 
             async def served_once(body: dict) -> float:
@@ -109,23 +125,40 @@ def paired_latency(
                 r.raise_for_status()
                 return time.perf_counter() - t0
 
+            async def grpc_once(body: dict) -> float:
+                t0 = time.perf_counter()
+                await stub.Generate(generation_pb2.GenerateRequest(**body), timeout=600)
+                return time.perf_counter() - t0
+
             async def local_once(params: GenerationParams) -> float:
                 t0 = time.perf_counter()
                 await pipelines.generate(params)
                 return time.perf_counter() - t0
 
-            for route in ROUTES:
-                await local_once(GenerationParams(prompt="warm up", route=route, seed=0))
-                await served_once({"prompt": "warm up", "route": route, "seed": 0})
-                local, remote = [], []
-                for i in range(repeats):  # distinct prompts, the same ones both ways
-                    local.append(
-                        await local_once(GenerationParams(prompt=prompt(i), route=route, seed=i))
+            try:
+                for route in ROUTES:
+                    warm = {"prompt": "warm up", "route": route, "seed": 0}
+                    await local_once(GenerationParams(**warm))
+                    await served_once(warm)
+                    if stub:
+                        await grpc_once(warm)
+                    local, remote, remote_grpc = [], [], []
+                    for i in range(repeats):  # distinct prompts, the same ones both ways
+                        body = {"prompt": prompt(i), "route": route, "seed": i}
+                        local.append(await local_once(GenerationParams(**body)))
+                        remote.append(await served_once(body))
+                        if stub:
+                            other = {**body, "prompt": prompt(GRPC_PROMPT_OFFSET + i)}
+                            remote_grpc.append(await grpc_once(other))
+                    out["in_process"][route], out["served"][route] = (
+                        summarize(local),
+                        summarize(remote),
                     )
-                    remote.append(
-                        await served_once({"prompt": prompt(i), "route": route, "seed": i})
-                    )
-                out["in_process"][route], out["served"][route] = summarize(local), summarize(remote)
+                    if stub:
+                        out.setdefault("served_grpc", {})[route] = summarize(remote_grpc)
+            finally:
+                if channel is not None:
+                    await channel.close()
         return out
 
     return asyncio.run(run())
@@ -364,14 +397,18 @@ def served_parts(
             app_args={"bundle_dir": str(bundle_dir), "device": profile["device"]},
             quiet=True,
         )
-        url = runtime.start(config)["http"]
+        endpoints = runtime.start(config)
+        url = endpoints["http"]
     from benchmarks import overhead
     from tessera.routes.local import local_pipelines
 
     try:
         pipelines = local_pipelines(bundle_dir, profile["device"])
         print("in-process vs served latency…", flush=True)
-        paired = paired_latency(bundle_dir, url, repeats, profile["device"], pipelines)
+        grpc_target = None if args.url else endpoints["grpc"]  # the stack this run started
+        paired = paired_latency(
+            bundle_dir, url, repeats, profile["device"], pipelines, grpc_target=grpc_target
+        )
         print("served throughput…", flush=True)
         out = {"paired": paired, "served": served(url, repeats, levels)}
         print("platform overhead under load…", flush=True)

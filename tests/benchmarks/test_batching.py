@@ -29,6 +29,7 @@ def test_bar_lines_judge_each_bar_from_the_numbers():
         "paired": {
             "in_process": {"ar": {"median": 1.0}, "unclip": {"median": 1.0}},
             "served": {"ar": {"median": 1.2}, "unclip": {"median": 1.5}},
+            "served_grpc": {"ar": {"median": 1.1}, "unclip": {"median": 1.2}},
         },
         "served": {
             "ar": {"1": served(1.2, 1.0), "16": served(2.0, 4.0)},
@@ -43,8 +44,10 @@ def test_bar_lines_judge_each_bar_from_the_numbers():
         "kv_cache": {"speedup": 6.0},
     }
     text = "\n".join(bar_lines(results))
-    assert "| served / in-process latency, ar, c=1 | 1.20 | <= 1.15 | NO |" in text
-    assert "| served / in-process latency, unclip, c=1 | 1.50 | <= 1.1 | NO |" in text
+    assert "| served (HTTP API) / in-process latency, ar, c=1 | 1.20 | <= 1.15 | NO |" in text
+    assert "| served (HTTP API) / in-process latency, unclip, c=1 | 1.50 | <= 1.1 | NO |" in text
+    assert "| served (gRPC API) / in-process latency, ar, c=1 | 1.10 | <= 1.15 | yes |" in text
+    assert "| served (gRPC API) / in-process latency, unclip, c=1 | 1.20 | <= 1.1 | NO |" in text
     assert "| served / in-process throughput, ar, c=16 | 0.90 | >= 0.85 | yes |" in text
     assert "| served / in-process throughput, unclip, c=16 | 0.80 | >= 0.85 | NO |" in text
     assert "c=16 / c=1" not in text  # bounded by the machine's cores, not a bar any more
@@ -144,3 +147,22 @@ def test_overhead_lines_split_in_process_cpu_by_thread_and_show_each_hop():
     # the paired gap (30 ms) less what the hops added (12 ms) is the ingress's share
     assert "| ar | HTTP, proxy, gateway (paired gap 30.0) | | | +18.0 |" in text
     assert "| unclip | HTTP, proxy, gateway (paired gap 20.0) | | | +12.0 |" in text
+
+
+def test_served_lines_put_the_grpc_api_beside_http_when_measured():
+    from benchmarks.report import served_lines
+
+    def timing(median: float) -> dict:
+        return summarize([median, median])
+
+    paired = {
+        "in_process": {"ar": timing(0.1), "unclip": timing(0.2)},
+        "served": {"ar": timing(0.12), "unclip": timing(0.24)},
+    }
+    load = {r: {"1": {"throughput_rps": 5.0, "p50": 0.1, "p99": 0.2}} for r in ("ar", "unclip")}
+    plain = "\n".join(served_lines({"paired": paired, "served": load}))
+    assert "| served / in-process |" in plain and "gRPC / in-process" not in plain
+    paired["served_grpc"] = {"ar": timing(0.11), "unclip": timing(0.3)}
+    both = "\n".join(served_lines({"paired": paired, "served": load}))
+    assert "| HTTP / in-process | gRPC median (s) | gRPC / in-process |" in both
+    assert "| 1.20 | 0.110 (0.110–0.110) | 1.10 |" in both

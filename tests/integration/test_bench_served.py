@@ -9,9 +9,11 @@ import pytest
 from benchmarks.run import ROUTES, load, paired_latency, served
 
 
-def test_paired_latency_times_both_paths_of_every_route(stack):
-    result = paired_latency(stack["bundle_dir"], stack["http"], repeats=2)
-    for side in ("in_process", "served"):
+def test_paired_latency_times_every_path_of_every_route(stack):
+    result = paired_latency(
+        stack["bundle_dir"], stack["http"], repeats=2, grpc_target=stack["grpc"]
+    )
+    for side in ("in_process", "served", "served_grpc"):
         for route in ROUTES:
             r = result[side][route]
             assert r["n"] == 2 and 0 < r["min"] <= r["median"] <= r["max"]
