@@ -9,19 +9,11 @@ import copy
 import pytest
 import torch
 
-from tessera.bundle.random_init import build_random_bundle
 from tessera.common.errors import InvalidArgument
 from tessera.common.protos import grid_to_proto
 from tessera.prior.deployment import Prior
 from tessera.tokenizer.deployment import DecodeItem, Detokenizer
 from tessera.v1 import prior_pb2, tokenizer_pb2
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    path = tmp_path_factory.mktemp("bundle")
-    build_random_bundle(path, "tiny", tiny=True, seed=0)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,6 @@ from tessera.v1 import tokenizer_pb2
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    path = tmp_path_factory.mktemp("bundle")
-    build_random_bundle(path, "tiny", tiny=True, seed=0)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def halves(bundle):
     return Tokenizer.func_or_class(bundle, "cpu"), Detokenizer.func_or_class(bundle, "cpu")
 
