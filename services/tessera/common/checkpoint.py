@@ -180,6 +180,14 @@ def component_format(bundle_dir: Path, component: str) -> str:
     return entry.get("format", "tessera")
 
 
+def reranks_ar(bundle_dir: str | Path) -> bool:
+    """Whether the bundle's ar route reranks candidates by CLIP (in the Detokenizer, from the
+    LM's MiniLM states): it has an LM and a CLIP, both in Tessera's own format."""
+    bundle_dir = Path(bundle_dir)
+    comps = read_bundle_index(bundle_dir)["components"]
+    return all(c in comps and component_format(bundle_dir, c) == "tessera" for c in ("lm", "clip"))
+
+
 def load_bundle_component(
     bundle_dir: Path, component: str, device: str | torch.device = "cpu"
 ) -> nn.Module:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tessera.common.checkpoint import component_format, read_bundle_index, read_config
+from tessera.common.checkpoint import read_bundle_index, read_config, reranks_ar
 from tessera.common.errors import ModelNotReady
 
 
@@ -72,12 +72,3 @@ class BundleInfo:
             edits="mixed" in comps,
             ar_rerank=reranks_ar(bundle_dir),
         )
-
-
-def reranks_ar(bundle_dir: str | Path) -> bool:
-    """Whether the bundle's ar route reranks candidates by CLIP (in the Detokenizer): it has
-    an LM and a CLIP, both in Tessera's own format."""
-    comps = read_bundle_index(Path(bundle_dir))["components"]
-    return all(
-        c in comps and component_format(Path(bundle_dir), c) == "tessera" for c in ("lm", "clip")
-    )

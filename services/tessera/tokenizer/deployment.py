@@ -24,6 +24,7 @@ import torch
 from ray import serve
 
 from tessera.common import metrics
+from tessera.common.checkpoint import reranks_ar
 from tessera.common.errors import InvalidArgument
 from tessera.common.images import (
     arrays_to_tensor,
@@ -43,7 +44,6 @@ from tessera.common.protos import (
     text_states_from_proto,
 )
 from tessera.common.serving import BatchKnobs, batched, item_slices, load_model, split_results
-from tessera.routes.bundle import reranks_ar
 from tessera.v1 import common_pb2, tokenizer_pb2
 
 
