@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,10 @@ class StackConfig:
     temp_dir: str | None = None
     quiet: bool = False  # tests: no driver logs, no access log, fast shutdown
     data_dir: Path | None = None  # embedded Redis lives here; default: settings.data_dir
+    # "proxy": Serve's proxy actor takes HTTP and gRPC and hands each request to a Gateway
+    # replica; "direct": the Gateway replica listens on the public ports itself (Serve's
+    # direct ingress), one hop less. None: the settings' ``ingress``.
+    ingress: str | None = None
 
     def settings(self) -> Any:
         from tessera.common.settings import get_settings
@@ -64,6 +68,45 @@ class StackConfig:
         if self.data_dir is not None:
             settings = settings.model_copy(update={"data_dir": self.data_dir})
         return settings
+
+
+INGRESS_KINDS = ("proxy", "direct")
+
+
+def direct_ingress_env(http_port: int, grpc_port: int) -> dict[str, str]:
+    """Serve's direct ingress with the public ports: the Gateway replica binds them itself.
+
+    Serve hands an ingress replica a port from a range; a range of one port is the public
+    port. The drain period is for an external load balancer to deregister a stopping replica;
+    a one-node stack has none, and 30 s would hold every shutdown."""
+    return {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http_port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http_port + 1),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc_port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_port + 1),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
+        "RAY_SERVE_PORT_QUARANTINE_S": "0",
+    }
+
+
+def resolve_ingress(config: StackConfig) -> str:
+    """``config.ingress``, else the settings' for an embedded stack; a cluster (``address``)
+    keeps the proxy: its Gateways scale behind one address, which one replica's port is not."""
+    ingress = config.ingress or ("proxy" if config.address else config.settings().ingress)
+    if ingress not in INGRESS_KINDS:
+        raise ValueError(f"ingress must be one of {INGRESS_KINDS}, got {ingress!r}")
+    if ingress == "direct" and config.address:
+        raise ValueError("direct ingress is for a stack this process starts (no --address)")
+    return ingress
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def read_serve_config(path: Path) -> dict:
@@ -116,6 +159,11 @@ def start(config: StackConfig) -> dict[str, Any]:
     serve_config = read_serve_config(config.serve_config)
     app_config = next(a for a in serve_config["applications"] if a["name"] == APP_NAME)
     env = {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    direct = resolve_ingress(config) == "direct"
+    if direct:
+        env.update(direct_ingress_env(config.http_port, config.grpc_port))
+    else:  # stated: a direct stack started earlier in this process left it in os.environ
+        env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "0"
     if config.grpc_handles:
         env.update(HANDLE_ENV)
     else:  # stated, so that NODE_ENV's default below does not turn it back on
@@ -142,7 +190,12 @@ def start(config: StackConfig) -> dict[str, Any]:
         if config.metrics_port:
             init_kwargs["_metrics_export_port"] = config.metrics_port
     ray.init(**init_kwargs)
-    http_options, grpc_options = proxy_options(serve_config, config)
+    # Direct ingress still starts Serve's proxy on the head node (its fallback): it gets
+    # ports of its own, so the public ones are the Gateway's.
+    proxy_config = (
+        replace(config, http_port=_free_port(), grpc_port=_free_port()) if direct else config
+    )
+    http_options, grpc_options = proxy_options(serve_config, proxy_config)
     # Where proxies run comes from the profile: Serve's default starts one on every node that
     # holds a replica, which on the simulated cluster cannot bind the head's ports and keeps
     # a GPU node busy until that proxy is drained.
@@ -159,7 +212,12 @@ def start(config: StackConfig) -> dict[str, Any]:
         args["redis_url"], started = start_redis(config.settings(), supervise=True)
         if started is not None:
             _EMBEDDED_REDIS.append(started)
-    app = build_app(args, deployment_options(app_config, quiet=config.quiet))
+    options = deployment_options(app_config, quiet=config.quiet)
+    if direct:  # one Gateway: a second would listen on a port no client knows
+        gateway = options.get("Gateway", {})
+        gateway = {k: v for k, v in gateway.items() if k != "autoscaling_config"}
+        options["Gateway"] = {**gateway, "num_replicas": 1}
+    app = build_app(args, options)
     serve.run(app, name=APP_NAME, route_prefix=app_config.get("route_prefix", "/"))
     endpoints = {
         "http": f"http://{config.host}:{config.http_port}",

@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="grpc",
         help="how deployments call each other (default: gRPC)",
     )
+    parser.add_argument(
+        "--ingress",
+        choices=("proxy", "direct"),
+        default=s.ingress,
+        help="who takes requests on the public ports: Serve's proxy (default; a Gateway that "
+        "scales) or the one Gateway replica itself (direct: one hop less per request)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         app_args=app_args,
         grpc_handles=args.handle_transport == "grpc",
+        ingress=args.ingress,
     )
     endpoints = runtime.start(config)
     print("Tessera is ready:", flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,8 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=1, le=65535)
     grpc_port: int = Field(default=9000, ge=1, le=65535)
     metrics_port: int = Field(default=8080, ge=1, le=65535)
+    # "proxy" (Serve's proxy actor) or "direct" (the Gateway binds the ports): tessera.runtime
+    ingress: Literal["proxy", "direct"] = "proxy"
 
     # Serve config YAML (resources, autoscaling, user_config per deployment).
     serve_config: Path = Field(default=REPO_ROOT / "deploy" / "serve" / "local.yaml")
