@@ -23,6 +23,8 @@ def write_report(results: dict, out_dir: Path) -> None:
         lines += served_lines(results)
     if "overhead" in results:
         lines += overhead_lines(results)
+    if "direct" in results:
+        lines += direct_lines(results)
     lines += batching_lines(results["batching"])
     kv = results["kv_cache"]
     lines += [
@@ -212,6 +214,36 @@ def overhead_lines(results: dict) -> list[str]:
     return lines
 
 
+def direct_lines(results: dict) -> list[str]:
+    """The same pairing and load on a second stack whose Gateway binds the public ports."""
+    d = results["direct"]
+    paired, o = d["paired"], d["overhead"]
+    c = o["concurrency"]
+    lines = [
+        "",
+        "Direct ingress (`tessera serve --ingress direct`: the Gateway replica binds the public "
+        "HTTP and gRPC ports itself, no Serve proxy actor in front; a second stack, measured "
+        f"as above: concurrency 1 alternating with in-process, then {c} clients):",
+        "",
+        "| route | in-process median (s) | HTTP median (s) | HTTP / in-process | gRPC median (s) "
+        f"| gRPC / in-process | served / in-process at {c} clients | served CPU ms / request "
+        "(proxy stack above) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    proxy = results.get("overhead", {})
+    for route in ROUTES:
+        ip, http, g = (paired[k][route] for k in ("in_process", "served", "served_grpc"))
+        cpu = sum(o[route].get("cpu_ms_per_request", {}).get("served", {}).values())
+        before = proxy.get(route, {}).get("cpu_ms_per_request", {}).get("served")
+        cpu_cell = f"{cpu:.1f}" + (f" ({sum(before.values()):.1f})" if before else "")
+        lines.append(
+            f"| {route} | {spread(ip)} | {spread(http)} | {http['median'] / ip['median']:.2f} "
+            f"| {spread(g)} | {g['median'] / ip['median']:.2f} "
+            f"| {o[route]['served_over_in_process']:.2f} | {cpu_cell} |"
+        )
+    return lines
+
+
 def batching_lines(b: dict) -> list[str]:
     lines = [
         "",
@@ -364,10 +396,18 @@ def bar_lines(results: dict) -> list[str]:
                 ratio = paired[side][route]["median"] / paired["in_process"][route]["median"]
                 label = f"served ({api} API) / in-process latency, {route}, c=1"
                 checks.append((label, ratio, "<=", target))
-    for route in ROUTES if "overhead" in results else ():
-        o = results["overhead"]
-        label = f"served / in-process throughput, {route}, c={o['concurrency']}"
-        checks.append((label, o[route]["served_over_in_process"], ">=", 0.85))
+    for route in ROUTES if "direct" in results else ():
+        paired = results["direct"]["paired"]
+        target = {"ar": 1.15, "unclip": 1.1}.get(route, 1.1)
+        for side, api in (("served", "HTTP"), ("served_grpc", "gRPC")):
+            ratio = paired[side][route]["median"] / paired["in_process"][route]["median"]
+            label = f"served ({api} API, direct ingress) / in-process latency, {route}, c=1"
+            checks.append((label, ratio, "<=", target))
+    for key, how in (("overhead", ""), ("direct", ", direct ingress")):
+        for route in ROUTES if key in results else ():
+            o = results[key] if key == "overhead" else results[key]["overhead"]
+            label = f"served{how} / in-process throughput, {route}, c={o['concurrency']}"
+            checks.append((label, o[route]["served_over_in_process"], ">=", 0.85))
     if "peers" in results:
         lm = results["peers"]["lm"]
         for g in ("no_guidance", "guidance"):

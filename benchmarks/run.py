@@ -389,15 +389,7 @@ def served_parts(
 
     url = args.url
     if url is None:
-        config = runtime.StackConfig(
-            serve_config=REPO / "deploy" / "serve" / profile["serve_config"],
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=None,
-            app_args={"bundle_dir": str(bundle_dir), "device": profile["device"]},
-            quiet=True,
-        )
-        endpoints = runtime.start(config)
+        endpoints = start_stack(bundle_dir, profile, "proxy")
         url = endpoints["http"]
     from benchmarks import overhead
     from tessera.routes.local import local_pipelines
@@ -428,10 +420,67 @@ def served_parts(
         if args.url is None:  # Serve handles need this process to be the stack's driver
             print("what each hop adds…", flush=True)
             out["hops"] = overhead.hop_latency(pipelines, ROUTES, repeats=2 * repeats)
-        return out
     finally:
         if args.url is None:
             runtime.stop()
+    if args.url is None and not args.quick:
+        out["direct"] = direct_ingress_part(bundle_dir, profile, pipelines, repeats, top)
+    return out
+
+
+def start_stack(bundle_dir: Path, profile: dict, ingress: str) -> dict:
+    """The profile's stack on free ports, ``ingress`` "proxy" (Serve's proxy actor takes the
+    requests) or "direct" (the Gateway replica binds the ports): ``tessera.runtime``."""
+    from tessera import runtime
+
+    config = runtime.StackConfig(
+        serve_config=REPO / "deploy" / "serve" / profile["serve_config"],
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=None,
+        app_args={"bundle_dir": str(bundle_dir), "device": profile["device"]},
+        quiet=True,
+        ingress=ingress,
+    )
+    return runtime.start(config)
+
+
+def direct_ingress_part(
+    bundle_dir: Path, profile: dict, pipelines: object, repeats: int, concurrency: int
+) -> dict:
+    """The concurrency-1 pairing and the overhead under load again, on a second stack whose
+    Gateway binds the public ports itself (``tessera serve --ingress direct``): what Serve's
+    proxy costs, measured the same way as the rest."""
+    from benchmarks import overhead
+    from tessera import runtime
+
+    print("direct ingress: in-process vs served latency…", flush=True)
+    endpoints = start_stack(bundle_dir, profile, "direct")
+    try:
+        out = {
+            "paired": paired_latency(
+                bundle_dir,
+                endpoints["http"],
+                repeats,
+                profile["device"],
+                pipelines,
+                grpc_target=endpoints["grpc"],
+            )
+        }
+        print("direct ingress: platform overhead under load…", flush=True)
+        out["overhead"] = overhead.platform_overhead(
+            pipelines,
+            endpoints["http"],
+            ROUTES,
+            prompt,
+            summarize,
+            concurrency=concurrency,
+            requests=max(repeats, 8 * concurrency),
+            rounds=3,
+        )
+        return out
+    finally:
+        runtime.stop()
 
 
 if __name__ == "__main__":

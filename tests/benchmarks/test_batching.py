@@ -166,3 +166,49 @@ def test_served_lines_put_the_grpc_api_beside_http_when_measured():
     both = "\n".join(served_lines({"paired": paired, "served": load}))
     assert "| HTTP / in-process | gRPC median (s) | gRPC / in-process |" in both
     assert "| 1.20 | 0.110 (0.110–0.110) | 1.10 |" in both
+
+
+def test_direct_ingress_lines_and_bars_sit_beside_the_proxy_stack():
+    from benchmarks.overhead import CLIENT
+    from benchmarks.report import direct_lines
+
+    def paired(ar: float, unclip: float) -> dict:
+        return {"ar": summarize([ar]), "unclip": summarize([unclip])}
+
+    def load(route: str, ratio: float, gateway: float) -> dict:
+        cpu = {"served": {"Gateway": gateway, CLIENT: 2.0}, "in_process": {CLIENT: 70.0}}
+        return {"served_over_in_process": ratio, "cpu_ms_per_request": cpu}
+
+    results = {
+        "overhead": {"concurrency": 16, "ar": load("ar", 0.8, 9.0), "unclip": load("u", 0.9, 9.0)},
+        "direct": {
+            "paired": {
+                "in_process": paired(0.1, 0.2),
+                "served": paired(0.112, 0.23),
+                "served_grpc": paired(0.116, 0.21),
+            },
+            "overhead": {
+                "concurrency": 16,
+                "ar": load("ar", 0.88, 4.0),
+                "unclip": load("unclip", 0.95, 5.0),
+            },
+        },
+        "batching": {"p99_static_over_continuous": 1.4},
+        "kv_cache": {"speedup": 6.0},
+    }
+    table = "\n".join(direct_lines(results))
+    # HTTP 1.12, gRPC 1.16, 0.88 at 16 clients; CPU per request 6.0 here, 11.0 behind the proxy
+    assert "| 1.12 | 0.116 (0.116–0.116) | 1.16 | 0.88 | 6.0 (11.0) |" in table
+    bars = "\n".join(bar_lines(results))
+    assert "| served (HTTP API, direct ingress) / in-process latency, ar, c=1 | 1.12 |" in bars
+    assert (
+        "| served (gRPC API, direct ingress) / in-process latency, ar, c=1 | 1.16 | <= 1.15 | NO |"
+        in bars
+    )
+    unclip = "| served (HTTP API, direct ingress) / in-process latency, unclip, c=1 | 1.15 |"
+    assert unclip + " <= 1.1 | NO |" in bars
+    assert (
+        "| served, direct ingress / in-process throughput, ar, c=16 | 0.88 | >= 0.85 | yes |"
+        in bars
+    )
+    assert "| served / in-process throughput, ar, c=16 | 0.80 | >= 0.85 | NO |" in bars
