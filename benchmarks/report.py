@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 ROUTES = ("ar", "unclip")
 
@@ -441,6 +442,33 @@ def bar_lines(results: dict) -> list[str]:
     return lines
 
 
+def ingress_panel(ax: Any, results: dict) -> None:
+    """Served / in-process per measure, Serve's proxy beside direct ingress, with the bars."""
+    stacks = (("proxy", results), ("direct", results["direct"]))
+    measures = []  # (label, ratio per stack, bar, lower is better)
+    for route in ROUTES:
+        for side, api in (("served", "HTTP"), ("served_grpc", "gRPC")):
+            ratios = [
+                s["paired"][side][route]["median"] / s["paired"]["in_process"][route]["median"]
+                for _, s in stacks
+            ]
+            measures.append((f"{route} c=1\n{api}", ratios, 1.15 if route == "ar" else 1.1))
+        c = results["overhead"]["concurrency"]
+        ratios = [s["overhead"][route]["served_over_in_process"] for _, s in stacks]
+        measures.append((f"{route} c={c}\nthroughput", ratios, 0.85))
+    width = 0.38
+    for k, (name, _) in enumerate(stacks):
+        xs = [i + (k - 0.5) * width for i in range(len(measures))]
+        ax.bar(xs, [m[1][k] for m in measures], width, label=name, color=f"C{k + 2}")
+    for i, (_, _, bar) in enumerate(measures):
+        ax.plot([i - 0.45, i + 0.45], [bar, bar], "k-", lw=1.2)
+    ax.set_xticks(range(len(measures)), [m[0] for m in measures], fontsize=7)
+    ax.set_ylim(0.5, max(1.4, max(max(m[1]) for m in measures) + 0.05))
+    ax.set(ylabel="served / in-process", title="ingress (black: bar; c=1 lower, c=16 higher)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+
+
 def plot(results: dict, path: Path) -> None:
     """Throughput and p99 per concurrency (served runs), and Tessera / peer (with peers)."""
     import matplotlib
@@ -449,6 +477,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = (2 if "served" in results else 0) + (1 if "peers" in results else 0)
+    panels += 1 if "direct" in results else 0
     if not panels:
         return
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
@@ -478,6 +507,8 @@ def plot(results: dict, path: Path) -> None:
         for ax in (throughput, p99):
             ax.legend()
             ax.grid(alpha=0.3)
+    if "direct" in results:
+        ingress_panel(axes.pop(0), results)
     if "peers" in results:
         ax, p = axes.pop(0), results["peers"]
         labels, values = [], []

@@ -168,7 +168,7 @@ def test_served_lines_put_the_grpc_api_beside_http_when_measured():
     assert "| 1.20 | 0.110 (0.110–0.110) | 1.10 |" in both
 
 
-def test_direct_ingress_lines_and_bars_sit_beside_the_proxy_stack():
+def test_direct_ingress_lines_and_bars_sit_beside_the_proxy_stack(tmp_path):
     from benchmarks.overhead import CLIENT
     from benchmarks.report import direct_lines
 
@@ -212,3 +212,8 @@ def test_direct_ingress_lines_and_bars_sit_beside_the_proxy_stack():
         in bars
     )
     assert "| served / in-process throughput, ar, c=16 | 0.80 | >= 0.85 | NO |" in bars
+    from benchmarks.report import plot
+
+    results["paired"] = {k: paired(0.12, 0.24) for k in ("in_process", "served", "served_grpc")}
+    plot(results, tmp_path / "ingress.png")  # the proxy / direct panel alone
+    assert (tmp_path / "ingress.png").stat().st_size > 0
