@@ -351,18 +351,23 @@ class ImageGPT(TextConditioned):
             raise ValueError(f"cache is full or empty (length {start})")
         g = self.config.grid_size
         # embed_image's sum for one cell, by rows of the tables: (B, 1, C)
-        x = self.tok_emb(token.view(-1, 1)) + self.row_emb.weight[cell // g]
+        x = F.embedding(token.view(-1, 1), self.tok_emb.weight) + self.row_emb.weight[cell // g]
         x = x + self.col_emb.weight[cell % g]
         if cache.bias is None:  # once per prefill: image slots are all visible
             cache.bias = additive_mask(cache.key_mask[:, None, None, :], x.dtype)
         bias = cache.bias[..., : start + 1]  # (B, 1, 1, start+1)
-        for i, block in enumerate(self.blocks):
-            if self.training:  # dropout: the modules' own path
-                x = block(x, bias, (cache.k[i], cache.v[i]), start)
-            else:
-                x = block.decode(x, bias, cache.k[i], cache.v[i], start)
         cache.length = start + 1
-        return self.head(self.ln_f(x)[:, -1])
+        if self.training:  # dropout: the modules' own path
+            for i, block in enumerate(self.blocks):
+                x = block(x, bias, (cache.k[i], cache.v[i]), start)
+            return self.head(self.ln_f(x)[:, -1])
+        for i, block in enumerate(self.blocks):
+            x = block.decode(x, bias, cache.k[i], cache.v[i], start)
+        # ln_f and head by functional calls, as in Block.decode: the same ops, the same numbers
+        C = x.shape[-1]
+        h = F.layer_norm(x[:, -1], (C,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
+        logits = F.linear(h, self.lm_head.weight)
+        return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
     def decode_rows(
         self, token: torch.Tensor, cell: torch.Tensor, offset: torch.Tensor, cache: KVCache
