@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 from tessera.cluster.nodes import HANDLE_ENV, NODE_ENV
+from tessera.common.settings import Ingress
 
 log = logging.getLogger("tessera")
 
@@ -59,7 +61,7 @@ class StackConfig:
     # "proxy": Serve's proxy actor takes HTTP and gRPC and hands each request to a Gateway
     # replica; "direct": the Gateway replica listens on the public ports itself (Serve's
     # direct ingress), one hop less. None: the settings' ``ingress``.
-    ingress: str | None = None
+    ingress: Ingress | None = None
 
     def settings(self) -> Any:
         from tessera.common.settings import get_settings
@@ -70,7 +72,7 @@ class StackConfig:
         return settings
 
 
-INGRESS_KINDS = ("proxy", "direct")
+INGRESS_KINDS = get_args(Ingress)
 
 
 def direct_ingress_env(http_port: int, grpc_port: int) -> dict[str, str]:
@@ -101,11 +103,10 @@ def resolve_ingress(config: StackConfig) -> str:
     return ingress
 
 
-def _free_port() -> int:
-    import socket
-
+def free_port() -> int:
+    """A port nothing on this machine listens on now (any interface)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))
         return int(s.getsockname()[1])
 
 
@@ -193,7 +194,7 @@ def start(config: StackConfig) -> dict[str, Any]:
     # Direct ingress still starts Serve's proxy on the head node (its fallback): it gets
     # ports of its own, so the public ones are the Gateway's.
     proxy_config = (
-        replace(config, http_port=_free_port(), grpc_port=_free_port()) if direct else config
+        replace(config, http_port=free_port(), grpc_port=free_port()) if direct else config
     )
     http_options, grpc_options = proxy_options(serve_config, proxy_config)
     # Where proxies run comes from the profile: Serve's default starts one on every node that

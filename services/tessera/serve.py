@@ -6,8 +6,9 @@ import argparse
 import signal
 import threading
 from pathlib import Path
+from typing import get_args
 
-from tessera.common.settings import get_settings
+from tessera.common.settings import Ingress, get_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ingress",
-        choices=("proxy", "direct"),
+        choices=get_args(Ingress),
         default=s.ingress,
         help="who takes requests on the public ports: Serve's proxy (default; a Gateway that "
         "scales) or the one Gateway replica itself (direct: one hop less per request)",

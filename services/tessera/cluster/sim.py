@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import yaml
 
 from tessera.cluster import nodes
+from tessera.runtime import free_port
 
 log = logging.getLogger("tessera.cluster")
 
@@ -79,12 +79,6 @@ class SimCluster:
         if not path.exists():
             raise FileNotFoundError(f"no simulated cluster recorded in {path}")
         return cls(**json.loads(path.read_text()))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 def check_fake_provider() -> None:

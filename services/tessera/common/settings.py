@@ -16,6 +16,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+# Who takes requests on the public ports (tessera.runtime): Serve's proxy actor, or the
+# Gateway replica itself (Serve's direct ingress)
+Ingress = Literal["proxy", "direct"]
 
 
 class Settings(BaseSettings):
@@ -34,8 +37,7 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=1, le=65535)
     grpc_port: int = Field(default=9000, ge=1, le=65535)
     metrics_port: int = Field(default=8080, ge=1, le=65535)
-    # "proxy" (Serve's proxy actor) or "direct" (the Gateway binds the ports): tessera.runtime
-    ingress: Literal["proxy", "direct"] = "proxy"
+    ingress: Ingress = "proxy"
 
     # Serve config YAML (resources, autoscaling, user_config per deployment).
     serve_config: Path = Field(default=REPO_ROOT / "deploy" / "serve" / "local.yaml")
