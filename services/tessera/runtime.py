@@ -62,6 +62,10 @@ class StackConfig:
     # replica; "direct": the Gateway replica listens on the public ports itself (Serve's
     # direct ingress), one hop less. None: the settings' ``ingress``.
     ingress: Ingress | None = None
+    # Direct ingress only: ports kept after the public ones for the ingress replicas of other
+    # apps deployed into this Serve instance later (the integration tests deploy some). Each
+    # such app answers on its own port and behind the fallback proxy (``endpoints``).
+    other_apps: int = 0
 
     def settings(self) -> Any:
         from tessera.common.settings import get_settings
@@ -75,18 +79,21 @@ class StackConfig:
 INGRESS_KINDS = get_args(Ingress)
 
 
-def direct_ingress_env(http_port: int, grpc_port: int) -> dict[str, str]:
+def direct_ingress_env(http_port: int, grpc_port: int, other_apps: int = 0) -> dict[str, str]:
     """Serve's direct ingress with the public ports: the Gateway replica binds them itself.
 
-    Serve hands an ingress replica a port from a range; a range of one port is the public
-    port. The drain period is for an external load balancer to deregister a stopping replica;
-    a one-node stack has none, and 30 s would hold every shutdown."""
+    Serve hands an ingress replica the lowest free port of a range (the max is exclusive);
+    the Gateway, deployed first, gets the first: the public port. ``other_apps`` more ports
+    follow for other apps' ingress replicas. The drain period is for an external load
+    balancer to deregister a stopping replica; a one-node stack has none, and 30 s would
+    hold every shutdown."""
+    width = 1 + other_apps
     return {
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http_port),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http_port + 1),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http_port + width),
         "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc_port),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_port + 1),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_port + width),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
         "RAY_SERVE_PORT_QUARANTINE_S": "0",
     }
@@ -108,6 +115,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
         return int(s.getsockname()[1])
+
+
+def check_ports_free(ports: list[int]) -> None:
+    """Fail now, with the port's number, if something already listens on one of ``ports``.
+
+    Under direct ingress Serve would otherwise hand the Gateway the next port of its range
+    (when there is one) while this stack announces the configured one, or keep retrying."""
+    for port in ports:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                s.bind(("", port))
+            except OSError as e:
+                raise RuntimeError(f"port {port} is in use ({e.strerror})") from None
 
 
 def read_serve_config(path: Path) -> dict:
@@ -162,7 +183,8 @@ def start(config: StackConfig) -> dict[str, Any]:
     env = {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     direct = resolve_ingress(config) == "direct"
     if direct:
-        env.update(direct_ingress_env(config.http_port, config.grpc_port))
+        check_ports_free([config.http_port, config.grpc_port])
+        env.update(direct_ingress_env(config.http_port, config.grpc_port, config.other_apps))
     else:  # stated: a direct stack started earlier in this process left it in os.environ
         env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "0"
     if config.grpc_handles:
@@ -224,6 +246,9 @@ def start(config: StackConfig) -> dict[str, Any]:
         "http": f"http://{config.host}:{config.http_port}",
         "grpc": f"{config.host}:{config.grpc_port}",
     }
+    if direct:  # Serve's fallback proxy: every app of this Serve instance by route prefix
+        endpoints["proxy_http"] = f"http://{config.host}:{proxy_config.http_port}"
+        endpoints["proxy_grpc"] = f"{config.host}:{proxy_config.grpc_port}"
     if config.metrics_port:
         endpoints["metrics"] = f"http://127.0.0.1:{config.metrics_port}/metrics"
     return endpoints

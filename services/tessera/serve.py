@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ingress",
         choices=get_args(Ingress),
         default=s.ingress,
-        help="who takes requests on the public ports: Serve's proxy (default; a Gateway that "
-        "scales) or the one Gateway replica itself (direct: one hop less per request)",
+        help="who takes requests on the public ports: the one Gateway replica itself (direct, "
+        "the default: one hop less per request) or Serve's proxy (a Gateway that scales)",
     )
 
 

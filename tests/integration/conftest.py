@@ -66,9 +66,22 @@ def stack(tiny_bundle: Path, request: pytest.FixtureRequest) -> dict:
         temp_dir=temp_dir,
         data_dir=Path(temp_dir) / "data",  # the embedded Redis of this session
         quiet=True,
+        # The settings' ingress, as `tessera serve` (direct by default): room for the apps
+        # some tests deploy beside `tessera` (job worker, autoscaling, API key, Janus).
+        other_apps=4,
     )
     endpoints = runtime.start(config)
-    yield {**endpoints, "bundle_dir": tiny_bundle, "config": config, "kandinsky": kandinsky}
+    # Where every app of the session's Serve instance answers by route prefix (and gRPC by
+    # its `application` metadata): Serve's proxy, the public ports' owner or the fallback.
+    apps = {"apps_http": endpoints["http"], "apps_grpc": endpoints["grpc"]}
+    apps = {k: endpoints.get(k.replace("apps", "proxy"), v) for k, v in apps.items()}
+    yield {
+        **endpoints,
+        **apps,
+        "bundle_dir": tiny_bundle,
+        "config": config,
+        "kandinsky": kandinsky,
+    }
     runtime.stop()
     shutil.rmtree(config.temp_dir, ignore_errors=True)
 

@@ -1,6 +1,7 @@
 """The API key end to end: a second Gateway, whose replica has TESSERA_API_KEY set, joins the
 session's Serve instance under /keyed over the session's model deployments, and is called
-through Ray's real HTTP and gRPC proxies."""
+through Ray's real HTTP and gRPC proxies (the fallback proxy when the session's Gateway
+binds the public ports itself)."""
 
 from __future__ import annotations
 
@@ -25,14 +26,9 @@ MODELS = {
     "prior": "Prior",
     "decoder": "Decoder",
 }
-# What tessera.runtime.start put in the environment for every replica, plus the key.
-INHERITED = (
-    "PYTHONPATH",
-    "RAY_AUTH_MODE",
-    "RAY_SERVE_USE_GRPC_BY_DEFAULT",
-    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH",
-    "RAY_SERVE_ENABLE_ACCESS_LOG",
-)
+# What tessera.runtime.start put in the environment for every replica (with Serve's
+# RAY_SERVE_* settings, direct ingress among them), plus the key.
+INHERITED = ("PYTHONPATH", "RAY_AUTH_MODE")
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +36,14 @@ def keyed(stack: dict) -> Iterator[dict]:
     from tessera.gateway.deployment import Gateway
 
     handles = {arg: serve.get_deployment_handle(name, "tessera") for arg, name in MODELS.items()}
-    env = {k: os.environ[k] for k in INHERITED if k in os.environ}
+    env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("RAY_SERVE_")}
     options = {"num_cpus": 0, "runtime_env": {"env_vars": {**env, "TESSERA_API_KEY": KEY}}}
     app = Gateway.options(name="KeyedGateway", ray_actor_options=options).bind(
         **handles, bundle_dir=str(stack["bundle_dir"])
     )
     serve.run(app, name=APP, route_prefix=f"/{APP}")
     try:
-        yield {"http": f"{stack['http']}/{APP}", "grpc": stack["grpc"]}
+        yield {"http": f"{stack['apps_http']}/{APP}", "grpc": stack["apps_grpc"]}
     finally:
         serve.delete(APP)
 

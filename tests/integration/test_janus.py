@@ -74,7 +74,7 @@ def janus(stack: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     )
     try:
         wait_until_running(APP, timeout_s=240)
-        yield {"http": f"{stack['http']}/{APP}", "snapshot": snapshot}
+        yield {"http": f"{stack['apps_http']}/{APP}", "snapshot": snapshot}
     finally:
         # Always: a half-deployed second app breaks every later gRPC call of the session.
         serve.delete(APP)
@@ -138,6 +138,13 @@ def test_http_lists_and_generates_the_library_image(janus: dict, expected: dict)
         assert r.status_code == 404 and "unclip" in r.json()["error"]["message"]
         r = http.post("/v1/embeddings/text", json={"texts": ["a"]})
         assert r.status_code == 404 and "no 'prior' service" in r.json()["error"]["message"]
+
+
+@pytest.fixture
+def channel(stack: dict) -> Iterator[grpc.Channel]:
+    """Where Serve routes gRPC by `application` (the session's Gateway only serves its own)."""
+    with grpc.insecure_channel(stack["apps_grpc"]) as ch:
+        yield ch
 
 
 def test_grpc_tokens_stream_and_forwarding(janus: dict, expected: dict, channel) -> None:

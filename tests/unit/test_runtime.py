@@ -1,8 +1,9 @@
 """tessera.runtime without starting anything: which ingress a stack gets, and the Serve
-settings that direct ingress puts in the environment."""
+settings that direct ingress puts in the environment, the check of the public ports."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,29 @@ def test_direct_ingress_pins_serve_to_the_public_ports():
     ) == ("9000", "9001")
     # a restarted Gateway takes its port back at once (no quarantine)
     assert env["RAY_SERVE_PORT_QUARANTINE_S"] == "0"
+
+
+def test_other_apps_get_the_ports_after_the_public_ones():
+    env = runtime.direct_ingress_env(8000, 9000, other_apps=3)
+    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == "8000"
+    assert env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] == "8004"
+    assert env["RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"] == "9004"
+
+
+def test_an_embedded_stack_defaults_to_direct_ingress(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("TESSERA_INGRESS", raising=False)
+    get_settings.cache_clear()
+    try:
+        assert runtime.resolve_ingress(runtime.StackConfig(serve_config=PROFILE)) == "direct"
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_busy_public_port_is_named_before_anything_starts():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"port {port} is in use"):
+            runtime.check_ports_free([runtime.free_port(), port])
+    runtime.check_ports_free([port])  # closed again: free

@@ -16,8 +16,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-# Who takes requests on the public ports (tessera.runtime): Serve's proxy actor, or the
-# Gateway replica itself (Serve's direct ingress)
+# Who takes requests on the public ports of a stack `tessera serve` starts itself
+# (tessera.runtime): the Gateway replica (Serve's direct ingress, the default: one hop less),
+# or Serve's proxy actor. A cluster (`--address`) always keeps the proxy.
 Ingress = Literal["proxy", "direct"]
 
 
@@ -37,7 +38,7 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=1, le=65535)
     grpc_port: int = Field(default=9000, ge=1, le=65535)
     metrics_port: int = Field(default=8080, ge=1, le=65535)
-    ingress: Ingress = "proxy"
+    ingress: Ingress = "direct"
 
     # Serve config YAML (resources, autoscaling, user_config per deployment).
     serve_config: Path = Field(default=REPO_ROOT / "deploy" / "serve" / "local.yaml")

@@ -111,7 +111,10 @@ def test_generate_shows_previews_then_the_final_png_of_the_asked_size(pg, native
     page, size = pg.page, 128 if 128 % native == 0 else 2 * native  # an upscale
     page.fill("#prompt", "a red heart")
     page.select_option("#route", "unclip")
-    page.fill("#steps", "30")
+    # Enough steps that the job outlasts the page's next request, which opens its event
+    # stream: a stream opened later starts from then, and 30 steps on the tiny bundle could
+    # end first (the page then rightly shows only the final image).
+    page.fill("#steps", "100")  # the tiny decoder's most
     page.select_option("#size", f"{size}x{size}")
     record_images(page)
     page.click("#generate")
@@ -126,7 +129,7 @@ def test_generate_shows_previews_then_the_final_png_of_the_asked_size(pg, native
     assert page.text_content("#seed-used").startswith("Seed used: ")
     assert page.get_attribute("#images a", "download").endswith(".png")
     entry = page.locator("#history-list li.job").first
-    assert "succeeded" in entry.text_content() and "steps=30" in entry.text_content()
+    assert "succeeded" in entry.text_content() and "steps=100" in entry.text_content()
 
     # Reuse its seed: the form takes the seed; the copied calls reproduce the same image.
     entry.get_by_role("button", name="Reuse the settings and seed").click()

@@ -1,7 +1,8 @@
-"""`tessera serve --ingress direct`: the Gateway replica binds the public HTTP and gRPC ports
-itself (Serve's direct ingress) instead of Serve's proxy. Its own stack, in a subprocess: the
-Ray Serve settings it needs are read when Serve's processes start, so the session's stack
-cannot switch to it."""
+"""`tessera serve --ingress direct|proxy` end to end, once per kind: with `direct` (the default)
+the Gateway replica binds the public HTTP and gRPC ports itself (Serve's direct ingress); with
+`proxy` Serve's proxy actor takes them. Each its own stack, in a subprocess: the Ray Serve
+settings an ingress needs are read when Serve's processes start, so the session's stack (the
+default kind) cannot switch."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import get_args
 
 import grpc
 import httpx
@@ -22,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
+from tessera.common.settings import Ingress
 from tessera.v1 import generation_pb2, generation_pb2_grpc
 from tests.integration.conftest import REPO, free_port
 
@@ -30,12 +33,14 @@ START_S = 240
 TIMEOUT = 120
 
 
-@pytest.fixture(scope="module")
-def direct(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    data = tmp_path_factory.mktemp("direct-data")
+@pytest.fixture(scope="module", params=get_args(Ingress))
+def served(
+    request: pytest.FixtureRequest, tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
+    data = tmp_path_factory.mktemp(f"{request.param}-data")
     ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
     env = {**os.environ, "TESSERA_DATA_DIR": str(data), "PYTHONPATH": "services"}
-    cmd = [sys.executable, "-m", "tessera.cli", "serve", "--ingress", "direct"]
+    cmd = [sys.executable, "-m", "tessera.cli", "serve", "--ingress", request.param]
     cmd += ["--bundle-dir", str(tiny_bundle), "--http-port", str(ports["http"])]
     cmd += ["--grpc-port", str(ports["grpc"]), "--metrics-port", str(ports["metrics"])]
     proc = subprocess.Popen(
@@ -53,7 +58,7 @@ def direct(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     threading.Thread(target=read, daemon=True).start()
     try:
         if not ready.wait(START_S):
-            pytest.fail("the direct-ingress stack did not start:\n" + "".join(lines[-40:]))
+            pytest.fail(f"the {request.param} stack did not start:\n" + "".join(lines[-40:]))
         yield {
             "http": f"http://127.0.0.1:{ports['http']}",
             "grpc": f"127.0.0.1:{ports['grpc']}",
@@ -70,8 +75,8 @@ def direct(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
                 proc.wait()
 
 
-def test_http_generates_and_rejects_bad_input_on_the_public_port(direct):
-    with httpx.Client(base_url=direct["http"], timeout=TIMEOUT) as http:
+def test_http_generates_and_rejects_bad_input_on_the_public_port(served):
+    with httpx.Client(base_url=served["http"], timeout=TIMEOUT) as http:
         assert http.get("/healthz").status_code == 200
         res = http.post("/v1/images/generations", json={"prompt": "a red circle", "seed": 3})
         assert res.status_code == 200, res.text
@@ -85,8 +90,8 @@ def test_http_generates_and_rejects_bad_input_on_the_public_port(direct):
         assert bad.status_code == 400 and bad.json()["error"]["message"], bad.text
 
 
-def test_grpc_generates_with_health_and_reflection_on_the_public_port(direct):
-    with grpc.insecure_channel(direct["grpc"]) as channel:
+def test_grpc_generates_with_health_and_reflection_on_the_public_port(served):
+    with grpc.insecure_channel(served["grpc"]) as channel:
         gen = generation_pb2_grpc.GenerationServiceStub(channel)
         res = gen.Generate(
             generation_pb2.GenerateRequest(prompt="a tree", route="unclip", seed=7),
@@ -107,22 +112,22 @@ def test_grpc_generates_with_health_and_reflection_on_the_public_port(direct):
         assert "tessera.v1.GenerationService" in names
 
 
-def test_the_bench_pairs_the_direct_stack_with_in_process(direct, tiny_bundle):
-    """`make bench`'s direct-ingress part: the same pairing as the proxy stack's."""
+def test_the_bench_pairs_the_stack_with_in_process(served, tiny_bundle):
+    """`make bench` pairs both kinds of stack with in-process requests the same way."""
     from benchmarks.run import ROUTES, paired_latency
 
-    result = paired_latency(tiny_bundle, direct["http"], repeats=2, grpc_target=direct["grpc"])
+    result = paired_latency(tiny_bundle, served["http"], repeats=2, grpc_target=served["grpc"])
     for side in ("in_process", "served", "served_grpc"):
         for route in ROUTES:
             assert result[side][route]["n"] == 2 and result[side][route]["min"] > 0
 
 
-def test_ctrl_c_stops_the_stack(direct):  # last: the stack is gone after it
-    proc = direct["proc"]
+def test_ctrl_c_stops_the_stack(served):  # last: the stack is gone after it
+    proc = served["proc"]
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(90) == 0, "".join(direct["lines"][-40:])
+    assert proc.wait(90) == 0, "".join(served["lines"][-40:])
     stopped_s = time.monotonic() - started
     assert stopped_s < 60, f"took {stopped_s:.0f} s"
     with pytest.raises(httpx.TransportError):
-        httpx.get(direct["http"] + "/healthz", timeout=5)
+        httpx.get(served["http"] + "/healthz", timeout=5)
