@@ -18,6 +18,26 @@ ROUTES = ("ar", "unclip")
 # and served / in-process throughput at the top concurrency (at least)
 LATENCY_BAR = {"ar": 1.15, "unclip": 1.1}
 THROUGHPUT_BAR = 0.85
+# Who took the requests of a stack the run started (`tessera serve --ingress`)
+INGRESS_LABEL = {"direct": "direct ingress", "proxy": "Serve's proxy"}
+
+
+def ingress_of(results: dict) -> str | None:
+    """The first stack's ingress (None: a ``--url`` run, or results from before it was kept)."""
+    return results.get("meta", {}).get("ingress")
+
+
+def stacks_of(results: dict) -> list[tuple[dict, str | None]]:
+    """(results, ingress) of the run's stacks: the first (the default ingress), then the
+    second stack measured with the other ingress, if the run had one."""
+    stacks = [(results, ingress_of(results))]
+    if "second_stack" in results:
+        stacks.append((results["second_stack"], results["second_stack"]["ingress"]))
+    return stacks
+
+
+def label_suffix(ingress: str | None, sep: str = ", ") -> str:
+    return f"{sep}{INGRESS_LABEL[ingress]}" if ingress in INGRESS_LABEL else ""
 
 
 def write_report(results: dict, out_dir: Path) -> None:
@@ -30,8 +50,8 @@ def write_report(results: dict, out_dir: Path) -> None:
         lines += served_lines(results)
     if "overhead" in results:
         lines += overhead_lines(results)
-    if "direct" in results:
-        lines += direct_lines(results)
+    if "second_stack" in results:
+        lines += second_stack_lines(results)
     lines += batching_lines(results["batching"])
     kv = results["kv_cache"]
     lines += [
@@ -128,8 +148,8 @@ def hop_lines(results: dict) -> list[str]:
         "",
         "What each hop adds at concurrency 1 (every handle call of one request replayed "
         "through the in-process instance and through a Serve handle from the bench process, "
-        f"alternating, median of {h['repeats']}); the rest of the paired gap above is HTTP, "
-        "Serve's proxy and the gateway:",
+        f"alternating, median of {h['repeats']}); the rest of the paired gap above is the "
+        f"HTTP ingress{label_suffix(ingress_of(results), ': ')} and the gateway:",
         "",
         "| route | hop | in-process (ms) | served (ms) | added (ms) |",
         "|---|---|---|---|---|",
@@ -146,7 +166,7 @@ def hop_lines(results: dict) -> list[str]:
             gap = 1000 * (paired["served"][route]["median"] - paired["in_process"][route]["median"])
             rest = gap - h[route]["added_ms"]
             lines.append(
-                f"| {route} | HTTP, proxy, gateway (paired gap {gap:.1f}) | | | {rest:+.1f} |"
+                f"| {route} | HTTP ingress, gateway (paired gap {gap:.1f}) | | | {rest:+.1f} |"
             )
     return lines
 
@@ -221,27 +241,34 @@ def overhead_lines(results: dict) -> list[str]:
     return lines
 
 
-def direct_lines(results: dict) -> list[str]:
-    """The same pairing and load on a second stack whose Gateway binds the public ports."""
-    d = results["direct"]
+def second_stack_lines(results: dict) -> list[str]:
+    """The same pairing and load on a second stack that takes requests the other way."""
+    d = results["second_stack"]
     paired, o = d["paired"], d["overhead"]
     c = o["concurrency"]
+    kind, first = d["ingress"], ingress_of(results)
+    how = (
+        "the Gateway replica binds the public HTTP and gRPC ports itself, no Serve proxy actor "
+        "in front"
+        if kind == "direct"
+        else "Serve's proxy actor takes the public ports and hands each request to the Gateway"
+    )
     lines = [
         "",
-        "Direct ingress (`tessera serve --ingress direct`: the Gateway replica binds the public "
-        "HTTP and gRPC ports itself, no Serve proxy actor in front; a second stack, measured "
-        f"as above: concurrency 1 alternating with in-process, then {c} clients):",
+        f"{INGRESS_LABEL[kind].capitalize()} (`tessera serve --ingress {kind}`: {how}; a second "
+        f"stack, measured as above: concurrency 1 alternating with in-process, then {c} "
+        "clients):",
         "",
         "| route | in-process median (s) | HTTP median (s) | HTTP / in-process | gRPC median (s) "
         f"| gRPC / in-process | served / in-process at {c} clients | served CPU ms / request "
-        "(proxy stack above) |",
+        f"(first stack{label_suffix(first, ', ')}) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    proxy = results.get("overhead", {})
+    base = results.get("overhead", {})
     for route in ROUTES:
         ip, http, g = (paired[k][route] for k in ("in_process", "served", "served_grpc"))
         cpu = sum(o[route].get("cpu_ms_per_request", {}).get("served", {}).values())
-        before = proxy.get(route, {}).get("cpu_ms_per_request", {}).get("served")
+        before = base.get(route, {}).get("cpu_ms_per_request", {}).get("served")
         cpu_cell = f"{cpu:.1f}" + (f" ({sum(before.values()):.1f})" if before else "")
         lines.append(
             f"| {route} | {spread(ip)} | {spread(http)} | {http['median'] / ip['median']:.2f} "
@@ -395,10 +422,7 @@ def quality_lines(q: dict) -> list[str]:
 def bar_lines(results: dict) -> list[str]:
     """The serving-performance bars, each with its measured value and whether it holds."""
     checks = []
-    # (results under this key, label suffix): the proxy stack, then the direct-ingress one
-    stacks = [(results, "")] + (
-        [(results["direct"], ", direct ingress")] if "direct" in results else []
-    )
+    stacks = [(stack, label_suffix(kind)) for stack, kind in stacks_of(results)]
     for stack, how in stacks:
         paired = stack.get("paired", {})
         for route in ROUTES if paired else ():
@@ -446,8 +470,8 @@ def bar_lines(results: dict) -> list[str]:
 
 
 def ingress_panel(ax: Any, results: dict) -> None:
-    """Served / in-process per measure, Serve's proxy beside direct ingress, with the bars."""
-    stacks = (("proxy", results), ("direct", results["direct"]))
+    """Served / in-process per measure, one ingress beside the other, with the bars."""
+    stacks = [(INGRESS_LABEL.get(kind, "first stack"), s) for s, kind in stacks_of(results)]
     measures = []  # (label, ratio per stack, bar)
     for route in ROUTES:
         for side, api in (("served", "HTTP"), ("served_grpc", "gRPC")):
@@ -480,7 +504,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = (2 if "served" in results else 0) + (1 if "peers" in results else 0)
-    panels += 1 if "direct" in results else 0
+    panels += 1 if "second_stack" in results else 0
     if not panels:
         return
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
@@ -510,7 +534,7 @@ def plot(results: dict, path: Path) -> None:
         for ax in (throughput, p99):
             ax.legend()
             ax.grid(alpha=0.3)
-    if "direct" in results:
+    if "second_stack" in results:
         ingress_panel(axes.pop(0), results)
     if "peers" in results:
         ax, p = axes.pop(0), results["peers"]

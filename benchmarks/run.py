@@ -1,8 +1,10 @@
 """`make bench`: serving benchmarks, written to benchmarks/results/latest.json + .md + .png.
 
 Ratios are measured in one run on one machine (these machines are noisy):
-1. served (HTTP, full route) vs in-process pipeline latency at concurrency 1, per route, the
-   two alternating request by request with the stack up;
+1. served (HTTP and gRPC, full route) vs in-process pipeline latency at concurrency 1, per
+   route, the two alternating request by request with the stack up; the stack takes
+   requests the default way (``TESSERA_INGRESS``, direct ingress), and a second stack the
+   other way gets this pairing and the load of 2b again;
 2. throughput and p50/p99 latency at concurrency 1, 4 and 16, per route;
 2b. platform overhead under load (``benchmarks/overhead.py``): served throughput at 16
    clients vs the same ``Pipelines`` in-process with 16 concurrent callers, rounds
@@ -368,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         print("peers: transformers, diffusers, matmul peak…", flush=True)
         results["peers"] = peer_comparisons(bundle_dir, max(3, repeats // 2), device)
     if not args.no_served:
-        results.update(served_parts(args, bundle_dir, repeats, levels, profile))
+        results.update(served_parts(args, bundle_dir, repeats, levels, profile, results["meta"]))
     if not args.no_jobs:
         print("async jobs…", flush=True)
         from benchmarks import jobs_bench
@@ -382,14 +384,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def served_parts(
-    args: argparse.Namespace, bundle_dir: Path, repeats: int, levels: tuple, profile: dict
+    args: argparse.Namespace,
+    bundle_dir: Path,
+    repeats: int,
+    levels: tuple,
+    profile: dict,
+    meta: dict,
 ) -> dict:
-    """Paired latency and throughput against ``--url``, or a stack started for the run."""
+    """Paired latency and throughput against ``--url``, or a stack started for the run (its
+    ingress goes in ``meta``)."""
     from tessera import runtime
+    from tessera.common.settings import get_settings
 
     url = args.url
-    if url is None:
-        endpoints = start_stack(bundle_dir, profile, "proxy")
+    if url is None:  # the default ingress first (what `tessera serve` runs), then the other
+        meta["ingress"] = get_settings().ingress
+        other = next(kind for kind in runtime.INGRESS_KINDS if kind != meta["ingress"])
+        endpoints = start_stack(bundle_dir, profile, meta["ingress"])
         url = endpoints["http"]
     from benchmarks import overhead
     from tessera.routes.local import local_pipelines
@@ -424,7 +435,7 @@ def served_parts(
         if args.url is None:
             runtime.stop()
     if args.url is None and not args.quick:
-        out["direct"] = direct_ingress_part(bundle_dir, profile, pipelines, repeats, top)
+        out["second_stack"] = second_stack_part(bundle_dir, profile, other, pipelines, repeats, top)
     return out
 
 
@@ -445,19 +456,25 @@ def start_stack(bundle_dir: Path, profile: dict, ingress: str) -> dict:
     return runtime.start(config)
 
 
-def direct_ingress_part(
-    bundle_dir: Path, profile: dict, pipelines: object, repeats: int, concurrency: int
+def second_stack_part(
+    bundle_dir: Path,
+    profile: dict,
+    ingress: str,
+    pipelines: object,
+    repeats: int,
+    concurrency: int,
 ) -> dict:
-    """The concurrency-1 pairing and the overhead under load again, on a second stack whose
-    Gateway binds the public ports itself (``tessera serve --ingress direct``): what Serve's
-    proxy costs, measured the same way as the rest."""
+    """The concurrency-1 pairing and the overhead under load again, on a second stack that
+    takes requests the other way (``tessera serve --ingress``): what Serve's proxy costs,
+    measured the same way as the rest."""
     from benchmarks import overhead
     from tessera import runtime
 
-    print("direct ingress: in-process vs served latency…", flush=True)
-    endpoints = start_stack(bundle_dir, profile, "direct")
+    print(f"{ingress} ingress: in-process vs served latency…", flush=True)
+    endpoints = start_stack(bundle_dir, profile, ingress)
     try:
         out = {
+            "ingress": ingress,
             "paired": paired_latency(
                 bundle_dir,
                 endpoints["http"],
@@ -465,9 +482,9 @@ def direct_ingress_part(
                 profile["device"],
                 pipelines,
                 grpc_target=endpoints["grpc"],
-            )
+            ),
         }
-        print("direct ingress: platform overhead under load…", flush=True)
+        print(f"{ingress} ingress: platform overhead under load…", flush=True)
         out["overhead"] = overhead.platform_overhead(
             pipelines,
             endpoints["http"],
