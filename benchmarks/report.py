@@ -40,6 +40,12 @@ def label_suffix(ingress: str | None, sep: str = ", ") -> str:
     return f"{sep}{INGRESS_LABEL[ingress]}" if ingress in INGRESS_LABEL else ""
 
 
+def ingress_note(results: dict) -> str:
+    """The first stack's ingress in brackets, after a phrase; "" when the run does not know it."""
+    kind = ingress_of(results)
+    return f" ({INGRESS_LABEL[kind]})" if kind in INGRESS_LABEL else ""
+
+
 def write_report(results: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -149,7 +155,7 @@ def hop_lines(results: dict) -> list[str]:
         "What each hop adds at concurrency 1 (every handle call of one request replayed "
         "through the in-process instance and through a Serve handle from the bench process, "
         f"alternating, median of {h['repeats']}); the rest of the paired gap above is the "
-        f"HTTP ingress{label_suffix(ingress_of(results), ': ')} and the gateway:",
+        f"HTTP ingress{ingress_note(results)} and the gateway:",
         "",
         "| route | hop | in-process (ms) | served (ms) | added (ms) |",
         "|---|---|---|---|---|",
