@@ -19,6 +19,7 @@ from typing import get_args
 
 import grpc
 import httpx
+import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -31,6 +32,8 @@ from tests.integration.conftest import REPO, free_port
 pytestmark = pytest.mark.integration
 START_S = 240
 TIMEOUT = 120
+RESTART_S = 90  # Serve notices a dead replica within seconds and starts another
+GATEWAY_TITLE = "ray::ServeReplica:tessera:Gateway"
 
 
 @pytest.fixture(scope="module", params=get_args(Ingress))
@@ -120,6 +123,34 @@ def test_the_bench_pairs_the_stack_with_in_process(served, tiny_bundle):
     for side in ("in_process", "served", "served_grpc"):
         for route in ROUTES:
             assert result[side][route]["n"] == 2 and result[side][route]["min"] > 0
+
+
+def test_a_crashed_gateway_comes_back_on_the_same_ports(served):
+    """Kill the Gateway replica's process: Serve starts another, which answers on the public
+    ports again (under direct ingress it binds them itself, so the port must not sit in
+    Serve's quarantine)."""
+    stack = psutil.Process(served["proc"].pid).children(recursive=True)
+    titles = {p: " ".join(p.cmdline()) for p in stack if p.is_running()}
+    (gateway,) = [p for p, title in titles.items() if title.startswith(GATEWAY_TITLE)]
+    gateway.kill()
+    gateway.wait(30)
+    deadline, answered = time.monotonic() + RESTART_S, False
+    while not answered and time.monotonic() < deadline:
+        try:
+            answered = httpx.get(served["http"] + "/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            pass
+        if not answered:
+            time.sleep(1)
+    assert answered, f"no answer {RESTART_S} s after the Gateway was killed"
+    with httpx.Client(base_url=served["http"], timeout=TIMEOUT) as http:
+        res = http.post("/v1/images/generations", json={"prompt": "a red circle", "seed": 3})
+        assert res.status_code == 200, res.text
+    with grpc.insecure_channel(served["grpc"]) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_ctrl_c_stops_the_stack(served):  # last: the stack is gone after it
