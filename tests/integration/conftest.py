@@ -72,12 +72,12 @@ def stack(tiny_bundle: Path, request: pytest.FixtureRequest) -> dict:
     )
     endpoints = runtime.start(config)
     # Where every app of the session's Serve instance answers by route prefix (and gRPC by
-    # its `application` metadata): Serve's proxy, the public ports' owner or the fallback.
-    apps = {"apps_http": endpoints["http"], "apps_grpc": endpoints["grpc"]}
-    apps = {k: endpoints.get(k.replace("apps", "proxy"), v) for k, v in apps.items()}
+    # its `application` metadata): Serve's proxy, on the public ports or (direct ingress)
+    # as the fallback on ports of its own.
     yield {
         **endpoints,
-        **apps,
+        "apps_http": endpoints.get("proxy_http", endpoints["http"]),
+        "apps_grpc": endpoints.get("proxy_grpc", endpoints["grpc"]),
         "bundle_dir": tiny_bundle,
         "config": config,
         "kandinsky": kandinsky,
