@@ -36,8 +36,9 @@ def stacks_of(results: dict) -> list[tuple[dict, str | None]]:
     return stacks
 
 
-def label_suffix(ingress: str | None, sep: str = ", ") -> str:
-    return f"{sep}{INGRESS_LABEL[ingress]}" if ingress in INGRESS_LABEL else ""
+def label_suffix(ingress: str | None) -> str:
+    """The ingress after a bar's label (", direct ingress"); "" when the run does not know it."""
+    return f", {INGRESS_LABEL[ingress]}" if ingress in INGRESS_LABEL else ""
 
 
 def ingress_note(results: dict) -> str:
@@ -267,7 +268,7 @@ def second_stack_lines(results: dict) -> list[str]:
         "",
         "| route | in-process median (s) | HTTP median (s) | HTTP / in-process | gRPC median (s) "
         f"| gRPC / in-process | served / in-process at {c} clients | served CPU ms / request "
-        f"(first stack{label_suffix(first, ', ')}) |",
+        f"(first stack{label_suffix(first)}) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     base = results.get("overhead", {})

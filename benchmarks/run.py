@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
-import socket
 import statistics
 import tempfile
 import time
@@ -80,12 +79,6 @@ def summarize(values: list[float]) -> dict:
         "p50": pct(0.5),
         "p99": pct(0.99),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------- in-process
@@ -446,8 +439,8 @@ def start_stack(bundle_dir: Path, profile: dict, ingress: str) -> dict:
 
     config = runtime.StackConfig(
         serve_config=REPO / "deploy" / "serve" / profile["serve_config"],
-        http_port=free_port(),
-        grpc_port=free_port(),
+        http_port=runtime.free_port(),
+        grpc_port=runtime.free_port(),
         metrics_port=None,
         app_args={"bundle_dir": str(bundle_dir), "device": profile["device"]},
         quiet=True,

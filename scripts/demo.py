@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import sys
 import textwrap
 import time
@@ -65,17 +64,11 @@ class Row:
     notes: list[str] | None = None  # a text under each cell (captions, instructions)
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
 def pick_port(preferred: int) -> int:
-    if port_free(preferred):
-        return preferred
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """``preferred``, or any free port when something already listens there."""
+    from tessera import runtime
+
+    return preferred if runtime.port_free(preferred) else runtime.free_port()
 
 
 def main() -> int:

@@ -117,18 +117,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (any interface, as uvicorn binds it)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+        return True
+
+
 def check_ports_free(ports: list[int]) -> None:
     """Fail now, with the port's number, if something already listens on one of ``ports``.
 
     Under direct ingress Serve would otherwise hand the Gateway the next port of its range
     (when there is one) while this stack announces the configured one, or keep retrying."""
     for port in ports:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            try:
-                s.bind(("", port))
-            except OSError as e:
-                raise RuntimeError(f"port {port} is in use ({e.strerror})") from None
+        if not port_free(port):
+            raise RuntimeError(f"port {port} is in use")
 
 
 def read_serve_config(path: Path) -> dict:
