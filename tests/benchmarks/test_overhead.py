@@ -92,6 +92,9 @@ def test_thread_meter_charges_each_thread_its_own_cpu() -> None:
     split = meter.stop()
     release.set()
     engine.join()
-    assert split["engine thread decoder-step-batch"] >= 0.15
-    assert split["event loop (route code, PNG, load generator)"] >= 0.04
-    assert split[ThreadCpuMeter.ENDED] >= 0.08
+    # /proc counts a thread's CPU in clock ticks (10 ms), so each reading may lose up to a
+    # tick at either end of the window: allow two.
+    slack = 2 / os.sysconf("SC_CLK_TCK") + 1e-9
+    assert split["engine thread decoder-step-batch"] >= 0.2 - slack
+    assert split["event loop (route code, PNG, load generator)"] >= 0.05 - slack
+    assert split[ThreadCpuMeter.ENDED] >= 0.1 - slack
