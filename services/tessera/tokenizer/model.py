@@ -43,6 +43,11 @@ class VQConfig:
     channel_mult: tuple[int, ...] = (1, 2, 2)  # one level per entry; 2 downsamplings: 32 -> 8
     num_res_blocks: int = 1  # per level in the encoder (the decoder has one more)
     attention: bool = True  # self-attention at the bottom (8x8: 64 tokens, cheap)
+    # Each cell's code from its own patch of pixels only (the encoder runs on every patch
+    # alone, zero-padded at its edges): a pixel edit then changes exactly the codes of the
+    # patches it touches, which is what makes an edit "keep the rest" at the token level.
+    # The decoder stays global. False: the whole image's receptive field (older configs).
+    local_encoder: bool = False
     codebook_size: int = 1024
     codebook_dim: int = 8  # the quantized latent's channels (len(fsq_levels) for FSQ)
     quantizer: str = "l2"  # "l2" | "ema" | "fsq"
@@ -156,9 +161,21 @@ class Encoder(nn.Module):
         self.norm_out = Norm(c)
         self.conv_out = nn.Conv2d(c, cfg.encoder_channels, 1)
 
+        self.patch = cfg.image_size // cfg.grid_size if cfg.local_encoder else 0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,3,S,S) -> (B,E,h,w)
+        if self.patch:
+            return self._per_patch(x)
         h = self.mid(self.down(self.conv_in(x)))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+    def _per_patch(self, x: torch.Tensor) -> torch.Tensor:  # (B,3,S,S) -> (B,E,h,w)
+        B, C, S, _ = x.shape
+        P, g = self.patch, S // self.patch
+        patches = x.view(B, C, g, P, g, P).permute(0, 2, 4, 1, 3, 5).reshape(B * g * g, C, P, P)
+        h = self.mid(self.down(self.conv_in(patches)))  # (B*g*g, c, 1, 1)
+        e = self.conv_out(F.silu(self.norm_out(h)))  # (B*g*g, E, 1, 1)
+        return e.view(B, g, g, -1).permute(0, 3, 1, 2).contiguous()
 
 
 class Decoder(nn.Module):

@@ -298,6 +298,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bottleneck: vq (VQ-VAE/GAN), gumbel (dVAE), kl (KL autoencoder), vae (kl at KL "
         "weight 1); only vq has a GAN phase",
     )  # fmt: skip
+    parser.add_argument(
+        "--local-encoder", action="store_true",
+        help="encode each cell from its own patch only (VQConfig.local_encoder); also applies "
+        "on top of --init-from, whose weights fit either way",
+    )  # fmt: skip
     parser.add_argument("--kl-weight", type=float, default=None, help="gumbel / kl")
     parser.add_argument(
         "--usage-weight", type=float, default=None,
@@ -367,6 +372,8 @@ def run(args: argparse.Namespace) -> int:
                 raise SystemExit("--usage-weight is for --kind gumbel")
             preset["usage_weight"] = args.usage_weight
         model_cfg = VQConfig(**preset)
+    if args.local_encoder and not resuming:
+        model_cfg = dataclasses.replace(model_cfg, local_encoder=True)
     train_images, eval_images = training_images(cfg.dataset, cfg.edit_images, args.data_dir)
     trainer = Trainer(model_cfg, cfg, out, train_images, eval_images)
     if resuming:

@@ -59,3 +59,23 @@ def test_save_load_round_trip(model, tmp_path):
     torch.testing.assert_close(
         loaded.decode_indices(model.encode(x)), model.decode_indices(model.encode(x))
     )
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_local_encoder_changes_only_the_cells_whose_patch_changed(local):
+    """A local encoder's latents at a cell depend on that cell's pixels alone; the default
+    encoder's receptive field is the whole image (so the same edit moves other cells too)."""
+    torch.manual_seed(0)
+    m = VQModel(VQConfig.tiny(local_encoder=local)).eval()
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    edited = x.clone()
+    edited[:, :, 4:8, 8:12] = 1.0  # the 4x4-pixel patch of cell (1, 2)
+    with torch.no_grad():
+        moved = (m.encode_latents(edited) - m.encode_latents(x)).abs().amax(1)[0] > 1e-6
+    others = moved.clone()
+    others[1, 2] = False
+    assert bool(moved[1, 2])
+    assert bool(others.any()) is not local
+    # and the weights of either kind fit the other: a tokenizer can be made local in training
+    other = VQModel(VQConfig.tiny(local_encoder=not local))
+    other.load_state_dict(m.state_dict())

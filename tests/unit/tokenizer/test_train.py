@@ -193,3 +193,9 @@ def test_init_from_and_edit_images(tmp_path, capsys):
     assert tok_eval.run(args) == 0
     scored = json.loads((out / "eval" / "metrics.json").read_text())["model"]["edit_set"]
     assert set(scored["scene_read"]) <= {"1", "2"} and scored["images"] > 0
+    # --local-encoder on top of --init-from: the same weights, now encoding patch by patch
+    assert train("--out", str(tmp_path / "c"), "--init-from", str(out), "--local-encoder",
+                 "--steps", "0") == 0  # fmt: skip
+    local = load_component(tmp_path / "c")
+    assert local.config.local_encoder and not load_component(out).config.local_encoder
+    assert all(torch.equal(after[k], local.state_dict()[k]) for k in after)
