@@ -87,14 +87,48 @@ def shapes_checker_accuracy(images: np.ndarray, captions: list[list[str]]) -> fl
     return float(np.mean(hits))
 
 
+@torch.no_grad()
+def code_locality(
+    model: torch.nn.Module, source: np.ndarray, target: np.ndarray, batch_size: int = 64
+) -> dict[str, float]:
+    """How local the codes are over edit pairs (uint8 (N, S, S, 3) each): the share of cells
+    whose pixels the edit leaves untouched, and how many of those (and of the changed ones)
+    keep their code from source to target. 1.0 for untouched cells means an editor can keep
+    them as they are; a whole-image encoder recodes many of them."""
+    was_training = model.training
+    model.eval()
+    codes = []
+    for images in (source, target):
+        codes.append(
+            torch.cat(
+                [model.encode(arrays_to_tensor(images[i : i + batch_size]))
+                 for i in range(0, len(images), batch_size)]
+            ).numpy()
+        )  # fmt: skip
+    model.train(was_training)
+    g = model.grid_size
+    p = source.shape[1] // g
+    changed = (source != target).reshape(len(source), g, p, g, p, -1).any(axis=(2, 4, 5))
+    same = codes[0] == codes[1]
+    return {
+        "untouched_cells": float((~changed).mean()),
+        "untouched_keep_code": float(same[~changed].mean()) if (~changed).any() else 1.0,
+        "changed_keep_code": float(same[changed].mean()) if changed.any() else 0.0,
+    }
+
+
 def edit_set_metrics(model: torch.nn.Module, name: str, split: str, data_dir: Path | None) -> dict:
-    """Reconstruction PSNR on an edit set's sources and targets, and the scene read rates."""
+    """Reconstruction PSNR on an edit set's sources and targets, the scene read rates and,
+    for a tokenizer with codes, how local its codes are (``code_locality``)."""
     edits = read_edit_set(name, data_dir)
     rows = np.ones(len(edits), bool) if split == "all" else edits.heldout == (split == "heldout")
     images = np.concatenate([edits.source[rows], edits.target[rows]])
     m = evaluate(model, images)
     rates = scene_read_rates(images, m["reconstructions"]) if name == "edits-shapes" else {}
-    return {"images": len(images), "psnr_db": m["psnr_db"], "scene_read": rates}
+    out = {"images": len(images), "psnr_db": m["psnr_db"], "scene_read": rates}
+    if getattr(model, "discrete", True):
+        out["locality"] = code_locality(model, edits.source[rows], edits.target[rows])
+    return out
 
 
 def comparison_grid(rows: list[np.ndarray], columns: int = 16, scale: int = 2) -> np.ndarray:
@@ -179,9 +213,17 @@ def run(args: argparse.Namespace) -> int:
         if "edit_set" in m:
             e = m["edit_set"]
             reads = ", ".join(f"{n} shapes {v:.1%}" for n, v in e["scene_read"].items())
+            loc = e.get("locality")
             print(
                 f"  {args.edit_set} ({e['images']} images): PSNR {e['psnr_db']:.2f} dB; "
                 f"read back: {reads}"
+                + (
+                    f"; cells the edit leaves untouched {loc['untouched_cells']:.1%}, of "
+                    f"which keep their code {loc['untouched_keep_code']:.1%} (changed cells "
+                    f"{loc['changed_keep_code']:.1%})"
+                    if loc
+                    else ""
+                )
             )
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'reconstructions.png'}")
     return 0

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -79,3 +80,20 @@ def test_local_encoder_changes_only_the_cells_whose_patch_changed(local):
     # and the weights of either kind fit the other: a tokenizer can be made local in training
     other = VQModel(VQConfig.tiny(local_encoder=not local))
     other.load_state_dict(m.state_dict())
+
+
+def test_code_locality_counts_kept_codes_of_untouched_cells():
+    """The eval's locality numbers: a local encoder keeps every untouched cell's code."""
+    from tessera.tokenizer.eval import code_locality
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    target = source.copy()
+    target[:, 0:4, 0:4] = 255  # one cell of sixteen changes in each pair
+    for local in (False, True):
+        m = VQModel(VQConfig.tiny(local_encoder=local))
+        loc = code_locality(m, source, target)
+        assert loc["untouched_cells"] == 15 / 16
+        if local:
+            assert loc["untouched_keep_code"] == 1.0

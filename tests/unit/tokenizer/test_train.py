@@ -193,6 +193,7 @@ def test_init_from_and_edit_images(tmp_path, capsys):
     assert tok_eval.run(args) == 0
     scored = json.loads((out / "eval" / "metrics.json").read_text())["model"]["edit_set"]
     assert set(scored["scene_read"]) <= {"1", "2"} and scored["images"] > 0
+    assert 0 < scored["locality"]["untouched_cells"] < 1
     # --local-encoder on top of --init-from: the same weights, now encoding patch by patch
     assert train("--out", str(tmp_path / "c"), "--init-from", str(out), "--local-encoder",
                  "--steps", "0") == 0  # fmt: skip
