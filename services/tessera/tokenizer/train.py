@@ -300,8 +300,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--local-encoder", action="store_true",
-        help="encode each cell from its own patch only (VQConfig.local_encoder); also applies "
-        "on top of --init-from, whose weights fit either way",
+        help="each cell's code from its own patch only; also on top of --init-from",
     )  # fmt: skip
     parser.add_argument("--kl-weight", type=float, default=None, help="gumbel / kl")
     parser.add_argument(
