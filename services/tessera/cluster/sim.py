@@ -161,8 +161,10 @@ def start_head(directory: Path, profile: str = "cluster-sim") -> SimCluster:
     )
     cluster.save()  # before waiting: `down` must find a half-started head too
     rc = proc.wait(timeout=300)
-    if rc != 0:
-        raise RuntimeError(f"ray start --head failed ({rc}); see {directory / 'head.log'}")
+    if rc != 0:  # the log's tail in the message: a test's cleanup removes the directory
+        log = directory / "head.log"
+        tail = log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"ray start --head failed ({rc}); {log} ends:\n{tail}")
     return cluster
 
 
