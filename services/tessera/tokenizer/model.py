@@ -160,8 +160,7 @@ class Encoder(nn.Module):
         self.mid = nn.Sequential(*mid)
         self.norm_out = Norm(c)
         self.conv_out = nn.Conv2d(c, cfg.encoder_channels, 1)
-
-        self.patch = cfg.image_size // cfg.grid_size if cfg.local_encoder else 0
+        self.patch = cfg.image_size // cfg.grid_size if cfg.local_encoder else 0  # 0: global
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,3,S,S) -> (B,E,h,w)
         if self.patch:
