@@ -60,9 +60,12 @@ RECIPES: dict[str, dict[str, list[str]]] = {
         "prior": ["--steps", "4000", "--max-minutes", "8", "--preset", "small"],
         "decoder": ["--steps", "8000", "--max-minutes", "18"] + SMALL_DECODER,
     },
-    "shapes": {  # the checker needs crisp edges: VQ-VAE only, a small codebook, a longer LM
-        "tokenizer": ["--steps", "4000", "--max-minutes", "14", "--no-gan"]
-        + ["--codebook-size", "256"],
+    # The checker needs crisp edges: VQ-VAE only, a small codebook, a longer LM. The tokenizer
+    # encodes each cell's patch alone (an edit leaves untouched cells' codes as they were) and
+    # also learns the edit set's two-shape scenes (`tessera data prepare edits-shapes` first).
+    "shapes": {
+        "tokenizer": ["--steps", "8000", "--max-minutes", "30", "--no-gan", "--local-encoder"]
+        + ["--codebook-size", "512", "--edit-images", "edits-shapes"],
         "clip": ["--steps", "1500", "--max-minutes", "5", "--preset", "small"],
         "lm": ["--steps", "4000", "--max-minutes", "22", "--token-noise", "0.1"],
         "prior": ["--steps", "2000", "--max-minutes", "5", "--preset", "small"],
@@ -185,11 +188,15 @@ def run(args: argparse.Namespace) -> int:
 def finalize_bundle(
     out: Path, dataset: str, seed: int, log: dict, half: bool, keep_train_state: bool
 ) -> dict:
-    """Half precision, drop what only training needs, and write the index with checksums and
-    how every component was trained (``log``: component -> args + wall time)."""
+    """Half precision (all but the tokenizer), drop what only training needs, and write the
+    index with checksums and how every component was trained (``log``: component -> args +
+    wall time)."""
     for component in ORDER:
         cdir = out / component
-        if half and (cdir / WEIGHTS_NAME).is_file():
+        # The tokenizer stays float32: its codes are what the LM and the decoder were trained
+        # on, and rounding its weights moves latents across code boundaries (89% of the shapes
+        # tokenizer's codes change, where restarted codes sit 0.003 apart).
+        if half and component != "tokenizer" and (cdir / WEIGHTS_NAME).is_file():
             model = load_component(cdir)
             save_component(cdir, model, model.config, half=True)
         if not keep_train_state:  # the bundle ships weights only; resume needs these

@@ -53,3 +53,32 @@ def test_the_4k_wide_tokenizer_recipe_overrides_the_datasets_budget(tmp_path):
     assert "--no-gan" in tok and tok[tok.index("--channels") + 1] == "48"
     lm = component_args("lm", tmp_path, "twemoji", 0, False, 1, "vq", "4k-wide")
     assert lm == component_args("lm", tmp_path, "twemoji", 0, False)  # the tokenizer's only
+
+
+def test_half_precision_leaves_the_tokenizer_in_float32(tmp_path):
+    """`--half` stores the LM in float16 but not the tokenizer: the LM was trained on the
+    float32 tokenizer's codes, and rounding its weights would change them."""
+    import torch
+
+    from tessera.bundle.train_all import finalize_bundle
+    from tessera.common.checkpoint import load_component, save_component
+    from tessera.lm.model import ImageGPT, LMConfig
+    from tessera.tokenizer.model import VQConfig, VQModel
+
+    tok = VQModel(VQConfig(channels=8, channel_mult=(1, 2), codebook_size=16))
+    save_component(tmp_path / "tokenizer", tok, tok.config)
+    lm = ImageGPT(LMConfig(vocab_size=16, grid_size=4, n_layer=1, n_head=2, n_embd=16))
+    save_component(tmp_path / "lm", lm, lm.config)
+    finalize_bundle(tmp_path, "shapes", 0, {}, half=True, keep_train_state=False)
+
+    from safetensors.torch import load_file
+
+    dtypes = {
+        c: {t.dtype for t in load_file(tmp_path / c / "model.safetensors").values()
+            if t.is_floating_point()}
+        for c in ("tokenizer", "lm")
+    }  # fmt: skip
+    assert dtypes["tokenizer"] == {torch.float32} and dtypes["lm"] == {torch.float16}
+    restored = load_component(tmp_path / "tokenizer")
+    for name, tensor in tok.state_dict().items():
+        assert torch.equal(restored.state_dict()[name], tensor), name
