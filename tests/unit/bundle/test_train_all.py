@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tessera.bundle.train_all import component_args, recorded_args, repo_relative
+import torch
+from safetensors.torch import load_file
+
+from tessera.bundle.train_all import component_args, finalize_bundle, recorded_args, repo_relative
+from tessera.common.checkpoint import load_component, save_component
 from tessera.common.settings import REPO_ROOT
+from tessera.lm.model import ImageGPT, LMConfig
+from tessera.tokenizer.model import VQConfig, VQModel
 
 
 def test_paths_in_the_repository_are_recorded_relative_to_its_root(tmp_path):
@@ -58,21 +64,11 @@ def test_the_4k_wide_tokenizer_recipe_overrides_the_datasets_budget(tmp_path):
 def test_half_precision_leaves_the_tokenizer_in_float32(tmp_path):
     """`--half` stores the LM in float16 but not the tokenizer: the LM was trained on the
     float32 tokenizer's codes, and rounding its weights would change them."""
-    import torch
-
-    from tessera.bundle.train_all import finalize_bundle
-    from tessera.common.checkpoint import load_component, save_component
-    from tessera.lm.model import ImageGPT, LMConfig
-    from tessera.tokenizer.model import VQConfig, VQModel
-
     tok = VQModel(VQConfig(channels=8, channel_mult=(1, 2), codebook_size=16))
     save_component(tmp_path / "tokenizer", tok, tok.config)
     lm = ImageGPT(LMConfig(vocab_size=16, grid_size=4, n_layer=1, n_head=2, n_embd=16))
     save_component(tmp_path / "lm", lm, lm.config)
     finalize_bundle(tmp_path, "shapes", 0, {}, half=True, keep_train_state=False)
-
-    from safetensors.torch import load_file
-
     dtypes = {
         c: {t.dtype for t in load_file(tmp_path / c / "model.safetensors").values()
             if t.is_floating_point()}
