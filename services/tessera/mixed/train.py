@@ -119,7 +119,10 @@ def _build(config: MixedConfig, init_from: Path | None) -> MixedTransformer:
         raise SystemExit(f"--init-from {init_from} is not a mixed-modal checkpoint")
     theirs = start.config.to_dict()
     ours = config.to_dict()
-    free = ("copy_cells", "keep_token", "image_guidance", "text_guidance", "t2i_guidance")
+    # what a leg may change: no weight's shape depends on these (dropout and the guidance
+    # defaults are settings; copy_cells and keep_token are handled below)
+    free = ("copy_cells", "keep_token", "dropout", "image_guidance", "text_guidance",
+            "t2i_guidance")  # fmt: skip
     differ = {k for k in ours if k not in free and theirs.get(k, False) != ours[k]}
     if differ:
         raise SystemExit(f"--init-from {init_from} differs in {sorted(differ)}")

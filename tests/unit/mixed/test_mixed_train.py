@@ -115,3 +115,22 @@ def test_bf16_dropout_and_guidance_defaults(workdir):
     assert model.config.dropout == 0.1
     losses = [h["loss"] for h in json.loads((out / "train_state.json").read_text())["history"]]
     assert all(np.isfinite(losses)) and min(losses[3:]) < losses[0]
+
+
+def test_a_leg_may_add_dropout_but_not_change_sizes(workdir):
+    """``--init-from`` with ``--dropout``: the weights carry over (a second leg regularised);
+    a different size is refused, since no weight would fit."""
+    start = workdir / "mixed"
+    if not (start / "model.safetensors").is_file():
+        assert train(workdir, "--steps", "3") == 0
+    out = workdir / "dropout-leg"
+    args = ["--out", str(out), "--steps", "1", "--lr", "0", "--dropout", "0.1",
+            "--init-from", str(start)]  # fmt: skip
+    assert train(workdir, *args) == 0
+    model, before = load_component(out), load_component(start)
+    assert model.config.dropout == 0.1 and before.config.dropout == 0.0
+    for name, weight in before.state_dict().items():  # lr 0: as they were
+        assert torch.equal(model.state_dict()[name], weight.float()), name
+    with pytest.raises(SystemExit, match="text_len"):
+        train(workdir, "--out", str(workdir / "longer"), "--steps", "1", "--text-len", "12",
+              "--init-from", str(start))  # fmt: skip
