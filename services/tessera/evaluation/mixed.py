@@ -25,7 +25,12 @@ import torch
 from torch.nn import Module
 
 from tessera.common.checkpoint import load_component
-from tessera.evaluation.bundle import distinct_caption_rows, labelled, shapes_verdicts
+from tessera.evaluation.bundle import (
+    EDITS_PER_KIND,
+    distinct_caption_rows,
+    labelled,
+    shapes_verdicts,
+)
 from tessera.evaluation.judge import Judge, load_judge
 from tessera.evaluation.report import fmt
 from tessera.mixed import evaluate as mixed_eval
@@ -170,8 +175,10 @@ def edit_grid(parts: list[tuple[str, EditPart, list[int], np.ndarray]], path: Pa
 
 
 def evaluate_mixed(bundle: Path, dataset: str, report: dict, judge_dir: Path | None,
-                   per_split: int, data_dir: Path | None, out: Path) -> dict:  # fmt: skip
-    """The section: edits, captions, text -> image beside ``report``'s ``ar`` numbers."""
+                   per_split: int, data_dir: Path | None, out: Path,
+                   edits_per_kind: int = EDITS_PER_KIND) -> dict:  # fmt: skip
+    """The section: edits (``edits_per_kind`` of each kind a split), captions and text ->
+    image (``per_split`` prompts a split) beside ``report``'s ``ar`` numbers."""
     from tessera.data import load_dataset
     from tessera.data.dataset import default_data_dir
     from tessera.lm.train import load_tokenizer
@@ -184,7 +191,6 @@ def evaluate_mixed(bundle: Path, dataset: str, report: dict, judge_dir: Path | N
     shapes = dataset == "shapes"
     judge = None if shapes else load_judge(judge_dir)
     edit_set = "edits-shapes" if shapes else "edits-twemoji"
-    per_kind = max(1, per_split // (6 if shapes else 2))
     section: dict = {"params": model.num_params(), "config": model.config.to_dict()}
     section["edits"], section["captions"], section["t2i"] = {}, {}, {}
     shown = []
@@ -192,7 +198,7 @@ def evaluate_mixed(bundle: Path, dataset: str, report: dict, judge_dir: Path | N
         caps, edits = load_parts([dataset, edit_set], split, tokenizer, digest, codec,
                                  data_dir)  # fmt: skip
         part = edits[0]
-        rows = rows_per_kind(part, per_kind)
+        rows = rows_per_kind(part, edits_per_kind)
         if shapes:
             scores, results = shapes_edits(model, tokenizer, part, rows)
         else:
@@ -227,7 +233,8 @@ def mixed_section(
     """``evaluate_mixed`` with ``tessera eval bundle``'s arguments, timed."""
     t0 = time.time()
     section = evaluate_mixed(
-        bundle, dataset, report, args.judge, args.per_split, args.data_dir, out
+        bundle, dataset, report, args.judge, args.per_split, args.data_dir, out,
+        args.edits_per_kind,
     )  # fmt: skip
     return {**section, "wall_s": round(time.time() - t0, 1)}
 
@@ -259,7 +266,11 @@ def render(section: dict, dataset: str) -> str:
         ]
         for split, scores in edits.items():
             for kind, d in scores.items():
-                lines.append(f"| {split} | {kind} | {d['count']} | {fmt(d['accuracy'])} | "
+                exact = fmt(d["accuracy"])
+                if "interval95" in d:  # older reports lack it
+                    lo, hi = d["interval95"]
+                    exact += f" (95%: {lo:.3f}-{hi:.3f})"
+                lines.append(f"| {split} | {kind} | {d['count']} | {exact} | "
                              f"{fmt(d['untouched_psnr'])} |")  # fmt: skip
             lines.append(f"| {split} | *ceiling: VQ reconstruction of the target* | "
                          f"{scores['all']['count']} | "

@@ -48,7 +48,8 @@ def test_mixed_section_refreshed_alone(tmp_path):
     (out / "report.json").write_text(json.dumps(committed))
     parser = argparse.ArgumentParser()
     report.add_arguments(parser)
-    args = ["--bundle", str(out), "--per-split", "3", "--data-dir", str(data_dir)]
+    args = ["--bundle", str(out), "--per-split", "3", "--data-dir", str(data_dir),
+            "--edits-per-kind", "2"]  # fmt: skip
     assert report.run(parser.parse_args([*args, "--only", "mixed"])) == 0
     written = json.loads((out / "report.json").read_text())
     assert written["routes"] == routes and written["commit"] == "abc"  # the rest: as it was
@@ -56,7 +57,9 @@ def test_mixed_section_refreshed_alone(tmp_path):
     for split in ("train", "heldout"):
         edits = mixed["edits"][split]
         assert set(edits) - {"all"} <= set(EDIT_KINDS) and edits["all"]["count"] > 0
-        assert 0.0 <= edits["all"]["accuracy"] <= 1.0
+        assert all(d["count"] <= 2 for k, d in edits.items() if k != "all")
+        lo, hi = edits["all"]["interval95"]
+        assert 0.0 <= lo <= edits["all"]["accuracy"] <= hi <= 1.0
         assert 0.0 <= edits["all"]["tokenizer_ceiling"] <= 1.0
         assert 0.0 <= mixed["captions"][split]["exact_attributes"] <= 1.0
         t2i = mixed["t2i"][split]
@@ -64,6 +67,7 @@ def test_mixed_section_refreshed_alone(tmp_path):
     assert (out / mixed["grid"]).is_file()
     md = (out / "REPORT.md").read_text()
     assert md.startswith("# Bundle report: shapes") and "## Mixed-modal model" in md
+    assert "(95%: " in md
 
 
 def test_skin_tone_reads_the_palette():
