@@ -149,6 +149,21 @@ def comparison_grid(rows: list[np.ndarray], columns: int = 16, scale: int = 2) -
     return grid
 
 
+def monitor(model: torch.nn.Module, images: np.ndarray, dataset: str, grid_png: Path) -> dict:
+    """What training logs at each checkpoint: reconstruction and code statistics, and on shapes
+    the scenes the checker reads back per shape count; the first 16 images beside their
+    reconstructions go to ``grid_png``."""
+    m = evaluate(model, images)
+    recon = m.pop("reconstructions")
+    Image.fromarray(comparison_grid([images[:16], recon[:16]], columns=16)).save(grid_png)
+    keys = ("psnr_db", "ssim", "usage_pct", "perplexity", "sharpness_ratio")
+    out = {k: m[k] for k in keys if m[k] is not None}  # kl: no codes, no usage
+    if dataset == "shapes":
+        rates = scene_read_rates(images, recon)
+        out |= {f"read_{n}_shapes_pct": 100 * v for n, v in rates.items()}
+    return out
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="tokenizer directory")
     add_dataset_arguments(parser, split=True, default="twemoji")

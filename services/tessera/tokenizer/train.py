@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -31,7 +30,7 @@ from tessera.common.checkpoint import load_component, read_config, save_componen
 from tessera.common.errors import InvalidArgument
 from tessera.common.images import arrays_to_tensor
 from tessera.tokenizer.discriminator import DiscriminatorConfig, PatchDiscriminator
-from tessera.tokenizer.eval import comparison_grid, evaluate, scene_read_rates
+from tessera.tokenizer.eval import monitor
 from tessera.tokenizer.losses import (
     ReconstructionWeights,
     adaptive_weight,
@@ -78,6 +77,7 @@ class TrainConfig:
     seed: int = 0
     edit_images: list[str] = field(default_factory=list)  # edit sets' scenes, trained on too
     init_from: str | None = None  # a tokenizer component whose weights the run starts from
+    decoder_only: bool = False  # encoder and codebook frozen: every image keeps its codes
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -104,7 +104,12 @@ class Trainer:
         self.model = VQModel(model_cfg).to(memory_format=torch.channels_last)
         self.disc = PatchDiscriminator(disc_cfg or DiscriminatorConfig())
         self.disc.to(memory_format=torch.channels_last)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        # --decoder-only: every code stays as it was, so the models trained on them stay valid
+        self.frozen = (self.model.encoder, self.model.quantizer) if cfg.decoder_only else ()
+        for module in self.frozen:
+            module.requires_grad_(False)
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(trained, lr=cfg.lr, betas=tuple(cfg.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
         self.data = arrays_to_tensor(train_images).contiguous(memory_format=torch.channels_last)
         self.eval_images = eval_images[: cfg.eval_images]
@@ -154,6 +159,8 @@ class Trainer:
             self.model.quantizer.temperature = t0 * (t1 / t0) ** self.progress()
         x = self.batch()
         self.model.train()
+        for module in self.frozen:  # eval mode: no dead-code restarts either
+            module.eval()
         out = self.model(x)
         rec = reconstruction_loss(out.reconstruction, x, self.cfg.rec)
         loss = rec["total"] + out.quantizer_loss
@@ -223,16 +230,7 @@ class Trainer:
         torch.manual_seed(self.cfg.seed + self.step)
 
     def evaluate(self) -> dict:
-        m = evaluate(self.model, self.eval_images)
-        recon = m.pop("reconstructions")
-        grid = comparison_grid([self.eval_images[:16], recon[:16]], columns=16)
-        Image.fromarray(grid).save(self.out / "samples.png")
-        keys = ("psnr_db", "ssim", "usage_pct", "perplexity", "sharpness_ratio")
-        out = {k: m[k] for k in keys if m[k] is not None}  # kl: no codes, no usage
-        if self.cfg.dataset == "shapes":  # scenes read back by the checker, per shape count
-            rates = scene_read_rates(self.eval_images, recon)
-            out |= {f"read_{n}_shapes_pct": 100 * v for n, v in rates.items()}
-        return out
+        return monitor(self.model, self.eval_images, self.cfg.dataset, self.out / "samples.png")
 
     def fit(self, progress: bool = True) -> dict:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -289,6 +287,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the preset and architecture flags are then ignored",
     )  # fmt: skip
     parser.add_argument(
+        "--decoder-only", action="store_true",
+        help="with --init-from: train the decoder alone; every code stays as it is",
+    )  # fmt: skip
+    parser.add_argument(
         "--edit-images", nargs="+", default=None, metavar="EDIT_SET",
         help="also train on these edit sets' training images (sources and targets), e.g. "
         "edits-shapes: scenes of several shapes; their held-out images join the monitor",
@@ -331,6 +333,7 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
         "max_minutes": args.max_minutes, "ckpt_every": args.ckpt_every, "seed": args.seed,
         "edit_images": args.edit_images,
         "init_from": str(args.init_from) if args.init_from else None,
+        "decoder_only": args.decoder_only or None,
     }  # fmt: skip
     cfg = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
     if args.no_gan or args.kind != "vq":
@@ -352,17 +355,10 @@ def run(args: argparse.Namespace) -> int:
         model_cfg = VQConfig.from_dict(read_config(component_dir(args.init_from, "tokenizer")))
     else:
         cfg = _train_config(args, TrainConfig())
-        preset = dict(PRESETS[args.preset])
-        if args.quantizer:
-            preset["quantizer"] = args.quantizer
-        if args.codebook_size:
-            preset["codebook_size"] = args.codebook_size
-        if args.fsq_levels:
-            preset["fsq_levels"] = tuple(int(v) for v in args.fsq_levels.split(","))
-        if args.channels:
-            preset["channels"] = args.channels
-        if args.channel_mult:
-            preset["channel_mult"] = tuple(int(m) for m in args.channel_mult.split(","))
+        ints = {k: getattr(args, k) for k in ("fsq_levels", "channel_mult")}  # "8,5,5,5"
+        flags = {k: getattr(args, k) for k in ("quantizer", "codebook_size", "channels")}
+        flags |= {k: tuple(int(v) for v in s.split(",")) for k, s in ints.items() if s}
+        preset = dict(PRESETS[args.preset]) | {k: v for k, v in flags.items() if v}
         preset["kind"] = "kl" if args.kind == "vae" else args.kind
         if args.kl_weight is not None or args.kind == "vae":
             preset["kl_weight"] = 1.0 if args.kl_weight is None else args.kl_weight
@@ -373,6 +369,9 @@ def run(args: argparse.Namespace) -> int:
         model_cfg = VQConfig(**preset)
     if args.local_encoder and not resuming:
         model_cfg = dataclasses.replace(model_cfg, local_encoder=True)
+    same_codes = cfg.init_from and model_cfg.kind == "vq" and (resuming or not args.local_encoder)
+    if cfg.decoder_only and not same_codes:  # a new encoder, or none, would change the codes
+        raise SystemExit("--decoder-only needs --init-from a vq tokenizer, as it is")
     train_images, eval_images = training_images(cfg.dataset, cfg.edit_images, args.data_dir)
     trainer = Trainer(model_cfg, cfg, out, train_images, eval_images)
     if resuming:

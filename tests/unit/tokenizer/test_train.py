@@ -1,4 +1,5 @@
 import argparse
+import dataclasses
 import json
 
 import numpy as np
@@ -200,3 +201,36 @@ def test_init_from_and_edit_images(tmp_path, capsys):
     local = load_component(tmp_path / "c")
     assert local.config.local_encoder and not load_component(out).config.local_encoder
     assert all(torch.equal(after[k], local.state_dict()[k]) for k in after)
+
+
+def test_decoder_only_keeps_every_code(tmp_path):
+    """`--decoder-only` trains the decoder alone: the encoder and codebook (so every image's
+    codes, which the LM and mixed models were trained on) stay exactly as they were."""
+    images = _small_images(8)
+    cfg = TrainConfig(steps=20, batch_size=8, lr=3e-3, warmup=1, use_gan=False, flip=False,
+                      ckpt_every=10_000, log_every=10, eval_images=8)  # fmt: skip
+    start = Trainer(VQConfig.tiny(), cfg, tmp_path / "start", images, images)
+    start.fit(progress=False)
+    tuned_cfg = dataclasses.replace(cfg, decoder_only=True, init_from=str(tmp_path / "start"))
+    tuned = Trainer(VQConfig.tiny(), tuned_cfg, tmp_path / "tuned", images, images)
+    tuned.model.load_state_dict(start.model.state_dict())
+    tuned.fit(progress=False)
+    before, after = start.model.state_dict(), tuned.model.state_dict()
+    kept = [k for k in before if not k.startswith("decoder.")]
+    assert kept and all(torch.equal(before[k], after[k]) for k in kept)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    assert torch.equal(start.model.eval().encode(x), tuned.model.eval().encode(x))
+
+
+@pytest.mark.parametrize("extra", [[], ["--init-from", "{a}", "--local-encoder"]])
+def test_decoder_only_refuses_what_would_change_the_codes(tmp_path, extra):
+    images = _small_images(4)
+    cfg = TrainConfig(steps=1, batch_size=4, use_gan=False, ckpt_every=10_000, eval_images=4)
+    Trainer(VQConfig.tiny(), cfg, tmp_path / "a", images, images).fit(progress=False)
+    parser = argparse.ArgumentParser()
+    tok_train.add_arguments(parser)
+    args = ["--dataset", "shapes", "--out", str(tmp_path / "b"), "--decoder-only", "--no-progress"]
+    args += [a.format(a=tmp_path / "a") for a in extra]
+    with pytest.raises(SystemExit, match="--decoder-only needs --init-from"):
+        tok_train.run(parser.parse_args(args))
