@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from tessera.common.errors import InvalidArgument
 from tessera.common.limits import MAX_IMAGE_BYTES, MAX_IMAGE_SIDE
@@ -83,6 +85,26 @@ def make_grid(arrays: list[np.ndarray], columns: int, pad: int = 2) -> np.ndarra
             pad + c * (w + pad) : pad + c * (w + pad) + w,
         ] = a
     return grid
+
+
+def labelled(grid: np.ndarray, labels: list[str], path: Path, scale: int = 2) -> Path:
+    """The grid scaled up, each row's label written to its left (wrapped, up to three lines)
+    and a grey rule between rows, so a label reads as its own row's; saved as PNG at ``path``."""
+    img = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), 0)
+    margin = 190
+    canvas = Image.new("RGB", (img.width + margin, img.height), "white")
+    canvas.paste(img, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    row_h = img.height / max(len(labels), 1)
+    for i, text in enumerate(labels):
+        lines = textwrap.wrap(text, 30)[:3]
+        top = int(row_h * (i + 0.5)) - 6 * len(lines)
+        draw.multiline_text((6, top), "\n".join(lines), fill="black", spacing=2)
+        if i:
+            draw.line([(0, int(row_h * i)), (canvas.width, int(row_h * i))], fill=(210, 210, 210))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
 
 
 def pixels_to_proto(array: np.ndarray) -> common_pb2.Pixels:

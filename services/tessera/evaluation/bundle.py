@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from tessera.common.checkpoint import read_bundle_index
-from tessera.common.images import decode_image, make_grid
+from tessera.common.images import decode_image, labelled, make_grid
 from tessera.common.settings import REPO_ROOT, get_settings
 from tessera.evaluation.frechet import frechet_distance, real_floor
 from tessera.evaluation.report import render_markdown
@@ -228,21 +227,6 @@ def sample_grid(bundle: Path, dataset: str, out: Path) -> dict[str, str]:
         grid = make_grid([img for row in rows for img in row], columns=GRID_SEEDS)
         paths[route] = str(labelled(grid, GRID_PROMPTS[dataset], out / f"grid_{route}.png"))
     return paths
-
-
-def labelled(grid: np.ndarray, labels: list[str], path: Path, scale: int = 2) -> Path:
-    """The grid scaled up with each row's prompt written to its left."""
-    img = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), 0)
-    margin = 190
-    canvas = Image.new("RGB", (img.width + margin, img.height), "white")
-    canvas.paste(img, (margin, 0))
-    draw = ImageDraw.Draw(canvas)
-    row_h = img.height / len(labels)
-    for i, text in enumerate(labels):
-        draw.text((6, int(row_h * (i + 0.5)) - 6), text[:30], fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
 
 
 def component_evals(bundle: Path, dataset: str, out: Path, data_dir: Path | None) -> dict:

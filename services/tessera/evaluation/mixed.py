@@ -28,7 +28,6 @@ from tessera.common.checkpoint import load_component
 from tessera.evaluation.bundle import (
     EDITS_PER_KIND,
     distinct_caption_rows,
-    labelled,
     shapes_verdicts,
 )
 from tessera.evaluation.judge import Judge, load_judge
@@ -163,7 +162,7 @@ def text_to_image(
 
 def edit_grid(parts: list[tuple[str, EditPart, list[int], np.ndarray]], path: Path) -> Path:
     """Per row: source, result, target; the instruction (and split) on the left."""
-    from tessera.common.images import make_grid
+    from tessera.common.images import labelled, make_grid
 
     tiles, labels = [], []
     for split, part, rows, results in parts:

@@ -217,8 +217,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tessera.common.images import labelled
     from tessera.data import load_dataset
-    from tessera.evaluation.bundle import labelled
     from tessera.evaluation.judge import load_judge
 
     torch.set_num_threads(args.threads)

@@ -10,6 +10,7 @@ from tessera.common.images import (
     arrays_to_tensor,
     decode_image,
     encode_png,
+    labelled,
     make_grid,
     pixels_from_proto,
     pixels_to_image,
@@ -75,3 +76,17 @@ def test_malformed_pixels_are_invalid_arguments():
     for w, h in ((0, 4), (4, 2048)):
         with pytest.raises(InvalidArgument, match="each side"):
             pixels_from_proto(type(msg)(rgb=b"", width=w, height=h))
+
+
+def test_labelled_grid_rules_off_each_row_and_writes_the_labels(tmp_path):
+    """Grids of white-background images: a grey rule between rows ties each label to its row;
+    the label (wrapped) is drawn in the left margin."""
+    tiles = [np.full((8, 8, 3), 255, np.uint8) for _ in range(6)]
+    path = labelled(make_grid(tiles, columns=2), ["first row", "second row " * 6, "third"],
+                    tmp_path / "grid.png")  # fmt: skip
+    img = np.asarray(Image.open(path))
+    row_h = img.shape[0] / 3
+    for boundary in (row_h, 2 * row_h):
+        assert (img[int(boundary), :, 0] == 210).all()  # the rule spans margin and images
+    assert (img[: int(row_h) - 1, :190] < 128).any()  # text in the first row's margin
+    assert not (img[: int(row_h) - 1, 190:] < 250).any()  # the tiles themselves stay white
