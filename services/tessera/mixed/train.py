@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--resume", action="store_true", help="continue from --out")
     parser.add_argument("--preset", choices=list(PRESETS), default="mini")
+    parser.add_argument(
+        "--layers", type=int, default=None, choices=range(1, 33), metavar="N",
+        help="blocks, overriding the preset's; with --init-from, more blocks than the "
+        "checkpoint's grow it deeper (the new ones on top, starting as the identity)",
+    )  # fmt: skip
     parser.add_argument("--text-vocab", type=int, default=512, help="BPE vocabulary size")
     parser.add_argument("--text-len", type=int, default=24, help="text tokens, at most")
     parser.add_argument(
@@ -110,7 +115,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _build(config: MixedConfig, init_from: Path | None) -> MixedTransformer:
     """A fresh model, or one holding ``init_from``'s weights (same sizes; parameters it lacks,
     such as ``copy_cells``' output vector, keep their fresh values; a ``<keep>`` token it
-    lacks is one more row of the embedding and the head, fresh, the others its own)."""
+    lacks is one more row of the embedding and the head, fresh, the others its own). A
+    config with more blocks grows the checkpoint deeper: its blocks come first and the new
+    ones on top start with zero output projections, so the grown model computes exactly
+    what the checkpoint did and the extra depth is learned from there (ReZero-style)."""
     model = MixedTransformer(config)
     if init_from is None:
         return model
@@ -124,6 +132,8 @@ def _build(config: MixedConfig, init_from: Path | None) -> MixedTransformer:
     free = ("copy_cells", "keep_token", "dropout", "image_guidance", "text_guidance",
             "t2i_guidance")  # fmt: skip
     differ = {k for k in ours if k not in free and theirs.get(k, False) != ours[k]}
+    if ours["n_layer"] > theirs["n_layer"]:  # growing deeper
+        differ.discard("n_layer")
     if differ:
         raise SystemExit(f"--init-from {init_from} differs in {sorted(differ)}")
     if start.config.keep_token and not config.keep_token:
@@ -133,6 +143,9 @@ def _build(config: MixedConfig, init_from: Path | None) -> MixedTransformer:
         grown = model.state_dict()[name].clone()
         grown[: len(state[name])] = state[name]
         state[name] = grown
+    for i in range(start.config.n_layer, config.n_layer):  # the new blocks: identities
+        for name in ("attn.c_proj.weight", "mlp.c_proj.weight"):
+            state[f"blocks.{i}.{name}"] = torch.zeros_like(model.state_dict()[f"blocks.{i}.{name}"])
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise SystemExit(f"--init-from {init_from} has unknown weights {unexpected}")
@@ -177,7 +190,7 @@ def run_body(args: argparse.Namespace, device: torch.device, out: Path) -> int:
         image_guidance=args.image_guidance,
         text_guidance=args.text_guidance,
         t2i_guidance=args.t2i_guidance,
-        **PRESETS[args.preset],
+        **{**PRESETS[args.preset], **({"n_layer": args.layers} if args.layers else {})},
     )
     canonical = args.edit_targets == "canonical"
     train = load_parts(args.data, "train", tokenizer, digest, codec, data_dir, canonical)

@@ -134,3 +134,40 @@ def test_a_leg_may_add_dropout_but_not_change_sizes(workdir):
     with pytest.raises(SystemExit, match="text_len"):
         train(workdir, "--out", str(workdir / "longer"), "--steps", "1", "--text-len", "12",
               "--init-from", str(start))  # fmt: skip
+
+
+def test_a_leg_may_grow_the_model_deeper(workdir):
+    """``--layers`` above the checkpoint's: its blocks come first, the new ones on top start
+    as identities (zero output projections), so the grown model's logits are the
+    checkpoint's; then the new blocks train. Fewer blocks than the checkpoint's are refused."""
+    start = workdir / "mixed"
+    if not (start / "model.safetensors").is_file():
+        assert train(workdir, "--steps", "3") == 0
+    before = load_component(start)
+    n = before.config.n_layer
+    grown_dir = workdir / "grown"
+    args = ["--out", str(grown_dir), "--steps", "1", "--lr", "0", "--layers", str(n + 2),
+            "--init-from", str(start)]  # fmt: skip
+    assert train(workdir, *args) == 0
+    grown = load_component(grown_dir)
+    assert grown.config.n_layer == n + 2
+    for name, weight in before.state_dict().items():  # lr 0: the checkpoint's, as they were
+        assert torch.equal(grown.state_dict()[name], weight.float()), name
+    for i in range(n, n + 2):
+        assert not grown.blocks[i].attn.c_proj.weight.any()
+        assert not grown.blocks[i].mlp.c_proj.weight.any()
+    layout = before.config.layout
+    tokens = torch.randint(0, layout.vocab.size, (2, 10))
+    slots = torch.arange(10).expand(2, 10)
+    before.eval(), grown.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(grown(tokens, slots)[0], before(tokens, slots)[0])
+
+    trained = workdir / "grown-trained"
+    args = ["--out", str(trained), "--steps", "2", "--lr", "1e-2", "--layers", str(n + 2),
+            "--init-from", str(start)]  # fmt: skip
+    assert train(workdir, *args) == 0
+    assert load_component(trained).blocks[n].mlp.c_proj.weight.any()  # the new depth learns
+    with pytest.raises(SystemExit, match="n_layer"):
+        train(workdir, "--out", str(workdir / "shallower"), "--steps", "1",
+              "--layers", str(n - 1), "--init-from", str(start))  # fmt: skip
