@@ -149,6 +149,10 @@ def _build(config: MixedConfig, init_from: Path | None) -> MixedTransformer:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise SystemExit(f"--init-from {init_from} has unknown weights {unexpected}")
+    grown = range(start.config.n_layer, config.n_layer)
+    if grown:
+        print(f"growing {init_from} to {config.n_layer} blocks: {len(grown)} new on top")
+    missing = [m for m in missing if not m.startswith(tuple(f"blocks.{i}." for i in grown))]
     print(f"starting from {init_from}" + (f" (new: {', '.join(missing)})" if missing else ""))
     return model
 
