@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from tessera.common.checkpoint import load_component, save_component
 from tessera.common.images import make_grid
@@ -143,16 +144,16 @@ def _build(config: MixedConfig, init_from: Path | None) -> MixedTransformer:
         grown = model.state_dict()[name].clone()
         grown[: len(state[name])] = state[name]
         state[name] = grown
-    for i in range(start.config.n_layer, config.n_layer):  # the new blocks: identities
-        for name in ("attn.c_proj.weight", "mlp.c_proj.weight"):
-            state[f"blocks.{i}.{name}"] = torch.zeros_like(model.state_dict()[f"blocks.{i}.{name}"])
+    new_blocks = range(start.config.n_layer, config.n_layer)
+    for i in new_blocks:  # identities: nothing they compute reaches the residual stream yet
+        for proj in (model.blocks[i].attn.c_proj, model.blocks[i].mlp.c_proj):
+            nn.init.zeros_(proj.weight)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise SystemExit(f"--init-from {init_from} has unknown weights {unexpected}")
-    grown = range(start.config.n_layer, config.n_layer)
-    if grown:
-        print(f"growing {init_from} to {config.n_layer} blocks: {len(grown)} new on top")
-    missing = [m for m in missing if not m.startswith(tuple(f"blocks.{i}." for i in grown))]
+    if new_blocks:
+        print(f"growing {init_from} to {config.n_layer} blocks: {len(new_blocks)} new on top")
+    missing = [m for m in missing if not m.startswith(tuple(f"blocks.{i}." for i in new_blocks))]
     print(f"starting from {init_from}" + (f" (new: {', '.join(missing)})" if missing else ""))
     return model
 
